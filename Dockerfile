@@ -1,0 +1,23 @@
+# One image for every Funnelstream service; the command picks the role.
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 curl \
+ && rm -rf /var/lib/apt/lists/*
+RUN useradd --create-home --uid 10001 funnelstream
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY funnelstream ./funnelstream
+COPY ingest ./ingest
+COPY stream_processors ./stream_processors
+COPY inference_service ./inference_service
+COPY clickhouse ./clickhouse
+COPY infra ./infra
+RUN pip install --no-cache-dir .
+
+USER funnelstream
+ENV FS_ENVIRONMENT=prod FS_LOG_JSON=true
+ENTRYPOINT ["funnelstream"]
+CMD ["--help"]

@@ -1,0 +1,1 @@
+"""ClickHouse warehouse: migrations, the loader, named queries and the query API."""

@@ -1,0 +1,1 @@
+"""Native local infrastructure: Kafka and an S3 server on loopback, for development and CI."""

@@ -1,0 +1,1 @@
+"""Ingest collector: HTTP in, validated and stamped events durably into Kafka."""

@@ -1,0 +1,1 @@
+"""Faust stream processors: dedup, dimension enrichment and sessionization."""
