@@ -84,3 +84,7 @@ SERVICE_COMMANDS: list[tuple[str, str, str]] = []
 def main() -> None:
     _mount_service_commands()
     app()
+
+
+if __name__ == "__main__":
+    main()
