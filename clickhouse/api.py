@@ -1,0 +1,384 @@
+"""The query API of the warehouse process (``funnelstream warehouse serve``).
+
+In embedded mode this process owns the chdb data path, so it also runs the loader (in a thread)
+and every other reader comes through here (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import orjson
+from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from clickhouse import queries
+from clickhouse.backend import Warehouse, open_warehouse
+from clickhouse.errors import QueryError, ReadOnlyViolation, UnknownQuery, WarehouseError
+from clickhouse.migrate import migrate
+from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
+from clickhouse.settings import WarehouseSettings
+from clickhouse.sqlguard import check_read_only, read_only_settings
+
+log = logging.getLogger("funnelstream.warehouse.api")
+OutputFormat = Literal["json", "csv"]
+# Module level: FastAPI resolves these annotations from the module's globals.
+FromQuery = Annotated[datetime | None, Query(alias="from", description="start, inclusive (UTC)")]
+ToQuery = Annotated[datetime | None, Query(alias="to", description="end, exclusive (UTC)")]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def respond(rows: list[dict[str, Any]], output: OutputFormat, started: float, **extra: Any) -> Response:
+    if output == "csv":
+        return Response(_csv(rows), media_type="text/csv")
+    body = {"rows": rows, "row_count": len(rows), "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+    body.update(extra)
+    return Response(orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS), media_type="application/json")
+
+
+def _default_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=7)
+    return _utc(start), _utc(end)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SqlRequest(BaseModel):
+    sql: str = Field(min_length=1, max_length=100_000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    format: OutputFormat = "json"
+
+
+class NamedQueryRequest(BaseModel):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class WarehouseState:
+    """What the running process holds: the engine, the loader thread and its stats."""
+
+    def __init__(self, settings: WarehouseSettings, warehouse: Warehouse) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.loader: Any = None
+        self.loader_thread: threading.Thread | None = None
+        self.loader_error: str | None = None
+
+    def start_loader(self) -> None:
+        from clickhouse.loader import Loader
+
+        loader = Loader(self.settings, self.warehouse)
+        self.loader = loader
+
+        def run() -> None:
+            try:
+                loader.setup()
+                loader.run()
+            except Exception as exc:  # the API stays up to report it on /readyz
+                self.loader_error = f"{type(exc).__name__}: {exc}"
+                log.exception("loader stopped")
+            finally:
+                loader.close()
+
+        self.loader_thread = threading.Thread(target=run, name="warehouse-loader", daemon=True)
+        self.loader_thread.start()
+
+    def stop_loader(self, timeout_s: float = 30) -> None:
+        if self.loader is not None:
+            self.loader.stop.set()
+        if self.loader_thread is not None:
+            self.loader_thread.join(timeout_s)
+
+
+def create_app(
+    settings: WarehouseSettings | None = None, *, warehouse: Warehouse | None = None, run_loader: bool | None = None
+) -> FastAPI:
+    settings = settings or WarehouseSettings()
+    should_run_loader = settings.warehouse_run_loader if run_loader is None else run_loader
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = warehouse is None
+        engine = warehouse or open_warehouse(settings.clickhouse)
+        migrate(engine, cluster=settings.clickhouse.cluster)
+        state = WarehouseState(settings, engine)
+        app.state.warehouse = state
+        if should_run_loader:
+            state.start_loader()
+        try:
+            yield
+        finally:
+            state.stop_loader()
+            if owned:
+                engine.close()
+
+    app = FastAPI(title="Funnelstream warehouse", lifespan=lifespan)
+
+    def state_of(request: Request) -> WarehouseState:
+        state: WarehouseState = request.app.state.warehouse
+        return state
+
+    @app.exception_handler(ReadOnlyViolation)
+    async def _refused(_: Request, exc: ReadOnlyViolation) -> JSONResponse:
+        return JSONResponse(
+            {"error": "read_only", "statement": exc.statement_kind, "detail": str(exc)}, status_code=400
+        )
+
+    @app.exception_handler(QueryError)
+    async def _query_failed(_: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse({"error": "query_failed", "code": exc.code, "detail": exc.message[:2000]}, status_code=400)
+
+    @app.exception_handler(UnknownQuery)
+    async def _unknown(_: Request, exc: UnknownQuery) -> JSONResponse:
+        return JSONResponse({"error": "unknown_query", "detail": str(exc), "known": exc.known}, status_code=404)
+
+    @app.exception_handler(WarehouseError)
+    async def _warehouse_failed(_: Request, exc: WarehouseError) -> JSONResponse:
+        return JSONResponse({"error": "warehouse", "detail": str(exc)}, status_code=503)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        state = state_of(request)
+        try:
+            state.warehouse.query_rows("SELECT 1 AS ok")
+        except WarehouseError as exc:
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        loader = state.loader
+        body: dict[str, Any] = {"status": "ready", "embedded": state.warehouse.embedded, "loader": None}
+        if loader is not None:
+            body["loader"] = {
+                "running": state.loader_thread is not None and state.loader_thread.is_alive(),
+                "batches": loader.stats.batches,
+                "rows_inserted": dict(loader.stats.rows_inserted),
+                "rejected": loader.stats.rejected,
+                "paused": loader.stats.paused,
+                "insert_retries": loader.stats.insert_retries,
+                "error": state.loader_error,
+            }
+            if state.loader_error:
+                return JSONResponse({**body, "status": "loader_failed"}, status_code=503)
+        return JSONResponse(body)
+
+    def funnel_request(
+        engine: Warehouse,
+        start: datetime | None,
+        end: datetime | None,
+        steps: str | None,
+        window: int,
+        unit: Unit,
+        mode: FunnelMode,
+        breakdown: Breakdown,
+        experiment: str,
+        exclude: str,
+    ) -> FunnelRequest:
+        first, last = _default_range(start, end)
+        chosen = tuple(s.strip() for s in steps.split(",") if s.strip()) if steps else queries.DEFAULT_STEPS
+        if breakdown is Breakdown.VARIANT and not experiment:
+            top = queries.run(engine, "top_experiment", {"from": first, "to": last})
+            experiment = str(top[0]["experiment_key"]) if top else ""
+        try:
+            return FunnelRequest(
+                start=first, end=last, steps=chosen, window_s=window, unit=unit, mode=mode,
+                breakdown=breakdown, experiment=experiment, exclude=exclude,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    @app.get("/v1/funnel")
+    def funnel(
+        request: Request,
+        start: FromQuery = None,
+        end: ToQuery = None,
+        steps: Annotated[str | None, Query(description="comma-separated event types, 1 to 5")] = None,
+        window: Annotated[int, Query(gt=0, description="seconds")] = 3600,
+        unit: Unit = Unit.IMAGE,
+        mode: FunnelMode = FunnelMode.ORDERED,
+        breakdown: Breakdown = Breakdown.NONE,
+        experiment: str = "",
+        exclude: str = "",
+        format: OutputFormat = "json",
+    ) -> Response:
+        started = time.perf_counter()
+        engine = state_of(request).warehouse
+        funnel_spec = funnel_request(engine, start, end, steps, window, unit, mode, breakdown, experiment, exclude)
+        rows = queries.funnel(engine, funnel_spec)
+        return respond(rows, format, started, query=funnel_spec.query_name())
+
+    @app.get("/v1/time-to-convert")
+    def time_to_convert(
+        request: Request,
+        start: FromQuery = None,
+        end: ToQuery = None,
+        steps: str | None = None,
+        window: Annotated[int, Query(gt=0)] = 3600,
+        unit: Unit = Unit.IMAGE,
+        breakdown: Breakdown = Breakdown.NONE,
+        experiment: str = "",
+        exclude: str = "",
+        format: OutputFormat = "json",
+    ) -> Response:
+        started = time.perf_counter()
+        engine = state_of(request).warehouse
+        spec = funnel_request(
+            engine, start, end, steps, window, unit, FunnelMode.ORDERED, breakdown, experiment, exclude
+        )
+        return respond(queries.time_to_convert(engine, spec), format, started)
+
+    @app.get("/v1/task-times")
+    def task_times(
+        request: Request,
+        start: FromQuery = None,
+        end: ToQuery = None,
+        view: Literal["images", "summary"] = "images",
+        breakdown: Breakdown = Breakdown.NONE,
+        experiment: str = "",
+        limit: Annotated[int, Query(gt=0, le=1_000_000)] = 10_000,
+        format: OutputFormat = "json",
+    ) -> Response:
+        started = time.perf_counter()
+        first, last = _default_range(start, end)
+        engine = state_of(request).warehouse
+        if view == "summary":
+            if breakdown is Breakdown.VARIANT and not experiment:
+                top = queries.run(engine, "top_experiment", {"from": first, "to": last})
+                experiment = str(top[0]["experiment_key"]) if top else ""
+            try:
+                rows = queries.task_time_summary(engine, first, last, breakdown, experiment)
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+        else:
+            rows = queries.task_times(engine, first, last, limit)
+        return respond(rows, format, started)
+
+    @app.get("/v1/trends")
+    def trends(
+        request: Request,
+        start: FromQuery = None,
+        end: ToQuery = None,
+        window: Annotated[int, Query(gt=0)] = 3600,
+        format: OutputFormat = "json",
+    ) -> Response:
+        started = time.perf_counter()
+        first, last = _default_range(start, end)
+        return respond(queries.daily_conversion(state_of(request).warehouse, first, last, window), format, started)
+
+    @app.get("/v1/scores")
+    def scores(
+        request: Request, start: FromQuery = None, end: ToQuery = None, format: OutputFormat = "json"
+    ) -> Response:
+        started = time.perf_counter()
+        first, last = _default_range(start, end)
+        return respond(queries.scores_by_model(state_of(request).warehouse, first, last), format, started)
+
+    @app.get("/v1/freshness")
+    def freshness(request: Request, minutes: Annotated[int, Query(gt=0, le=10_080)] = 5) -> Response:
+        started = time.perf_counter()
+        return respond(queries.freshness(state_of(request).warehouse, minutes), "json", started)
+
+    @app.post("/v1/sql")
+    def sql(request: Request, body: SqlRequest) -> Response:
+        started = time.perf_counter()
+        statement = check_read_only(body.sql)
+        limits = read_only_settings(settings.sql_max_rows, settings.sql_max_seconds)
+        rows = state_of(request).warehouse.query_rows(statement, body.parameters, limits)
+        truncated = len(rows) > settings.sql_max_rows
+        return respond(rows[: settings.sql_max_rows], body.format, started, truncated=truncated)
+
+    @app.post("/v1/queries/{name}")
+    def named_query(request: Request, name: str, body: Annotated[NamedQueryRequest, Body()]) -> Response:
+        started = time.perf_counter()
+        limits = read_only_settings(settings.sql_max_rows, settings.sql_max_seconds)
+        rows = state_of(request).warehouse.query_rows(queries.load(name), body.parameters, limits)
+        return respond(rows[: settings.sql_max_rows], "json", started, query=name)
+
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(_metrics_text(state_of(request)), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(_experiment_results_router(app))
+    return app
+
+
+def _experiment_results_router(app: FastAPI) -> Any:
+    """``GET /v1/experiments/{key}/results``, analysed from this process's own warehouse."""
+    from dataclasses import replace
+
+    from funnelstream.experiments.analysis import AnalysisConfig, analyze
+    from funnelstream.experiments.definitions import Experiment, load_definitions
+    from funnelstream.experiments.http import results_router
+    from funnelstream.experiments.settings import ExperimentSettings
+    from funnelstream.experiments.warehouse import fetch_events
+
+    experiments = ExperimentSettings().experiments
+    config = AnalysisConfig(
+        alpha=experiments.alpha,
+        winsor_quantile=experiments.winsor_quantile,
+        bootstrap_resamples=experiments.bootstrap_resamples,
+    )
+
+    def results(experiment: Experiment, sequential: bool) -> Any:
+        engine = app.state.warehouse.warehouse
+        return analyze(fetch_events(engine, experiment), experiment, replace(config, sequential=sequential))
+
+    # Reading the small definitions file per request picks up a published change without a restart.
+    return results_router(lambda: load_definitions(experiments.definitions_path), results)
+
+
+def _metrics_text(state: WarehouseState) -> str:
+    lines = []
+    loader = state.loader
+    if loader is not None:
+        lines.append("# TYPE funnelstream_loader_batches_total counter")
+        lines.append(f"funnelstream_loader_batches_total {loader.stats.batches}")
+        lines.append("# TYPE funnelstream_loader_rows_total counter")
+        for table, count in sorted(loader.stats.rows_inserted.items()):
+            lines.append(f'funnelstream_loader_rows_total{{table="{table}"}} {count}')
+        lines.append("# TYPE funnelstream_loader_rejected_total counter")
+        lines.append(f"funnelstream_loader_rejected_total {loader.stats.rejected}")
+        lines.append("# TYPE funnelstream_loader_paused gauge")
+        lines.append(f"funnelstream_loader_paused {int(loader.stats.paused)}")
+    try:
+        fresh = queries.freshness(state.warehouse, 5)
+    except WarehouseError:
+        fresh = []
+    if fresh and fresh[0]["events"]:
+        lines.append("# TYPE funnelstream_freshness_ms gauge")
+        for quantile in ("p50_ms", "p90_ms", "p99_ms"):
+            lines.append(f'funnelstream_freshness_ms{{quantile="{quantile[:-3]}"}} {fresh[0][quantile]}')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,310 @@
+"""One warehouse interface over two engines: chdb embedded and a ClickHouse server.
+
+The SQL is the same both ways: statements use ClickHouse server-side parameters (``{name:Type}``),
+so a named query file runs unchanged from clickhouse-client, through clickhouse-connect and in
+chdb. Results come back as Arrow so types (UUID, DateTime64, Map) match between engines.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+from uuid import UUID
+
+import pyarrow as pa
+
+from clickhouse.errors import QueryError, WarehouseUnavailable
+from funnelstream.settings import ClickHouseConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Parameters = Mapping[str, Any] | None
+Settings = Mapping[str, Any] | None
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ERROR_CODE = re.compile(r"Code:\s*(\d+)")
+# Codes worth retrying: the server is starting, overloaded, or a replica is away.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY (replica lost its keeper session)
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        425,  # SYSTEM_ERROR
+        999,  # KEEPER_EXCEPTION
+    }
+)
+
+
+def quote_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"identifier: {name!r} is not a plain ClickHouse identifier")
+    return f"`{name}`"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _literal(value: Any) -> str:
+    """A value inside a composite parameter (array, map), in ClickHouse's quoted text form."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ",".join(_literal(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{_literal(k)}:{_literal(v)}" for k, v in value.items()) + "}"
+    return "'" + _escape(_parameter_text(value)) + "'"
+
+
+def _parameter_text(value: Any) -> str:
+    """A query parameter as the text ClickHouse parses for ``{name:Type}`` (the HTTP form)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime):
+        # Parameters are read in the server's time zone; the warehouse keeps UTC throughout.
+        moment: datetime = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        return moment.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, date | UUID):
+        return str(value)
+    if isinstance(value, list | tuple | set | frozenset | Mapping):
+        return _literal(value)
+    return str(value)
+
+
+def _settings_clause(settings: Settings) -> str:
+    if not settings:
+        return ""
+    parts = []
+    for key, value in settings.items():
+        if not _IDENTIFIER.match(key):
+            raise ValueError(f"setting: {key!r} is not a setting name")
+        parts.append(f"{key} = {_literal(value)}")
+    return " SETTINGS " + ", ".join(parts)
+
+
+def _with_settings(sql: str, settings: Settings) -> str:
+    clause = _settings_clause(settings)
+    if not clause:
+        return sql
+    return sql.rstrip().rstrip(";") + clause
+
+
+@runtime_checkable
+class Warehouse(Protocol):
+    """What every reader and writer of the warehouse uses; nothing else touches an engine."""
+
+    database: str
+    embedded: bool
+
+    def command(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> None: ...
+
+    def query_arrow(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pa.Table: ...
+
+    def query_rows(
+        self, sql: str, parameters: Parameters = None, settings: Settings = None
+    ) -> list[dict[str, Any]]: ...
+
+    def query_df(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pd.DataFrame: ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class _ArrowResults:
+    """Row and DataFrame views shared by both engines, built on ``query_arrow``."""
+
+    def query_arrow(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pa.Table:
+        raise NotImplementedError
+
+    def query_rows(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> list[dict[str, Any]]:
+        return _plain_rows(self.query_arrow(sql, parameters, settings))
+
+    def query_df(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pd.DataFrame:
+        return arrow_to_pandas(self.query_arrow(sql, parameters, settings))
+
+
+def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = table.to_pylist()
+    map_columns = [field.name for field in table.schema if pa.types.is_map(field.type)]
+    for row in rows:
+        for name in map_columns:
+            if row[name] is not None:
+                row[name] = dict(row[name])
+    return rows
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if isinstance(field.type, pa.ExtensionType) or pa.types.is_fixed_size_binary(field.type):
+            # UUIDs become their canonical text; pandas has no UUID dtype.
+            column = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+        columns.append(column)
+    return pa.table(columns, names=table.column_names).to_pandas()
+
+
+class ChdbWarehouse(_ArrowResults):
+    """chdb on a data path. chdb lets one process own a path; that process is the warehouse."""
+
+    embedded = True
+
+    def __init__(self, path: str, database: str) -> None:
+        from chdb import session
+
+        quote_identifier(database)
+        self.path = path
+        self.database = database
+        self._session: Any = session.Session(path)  # type: ignore[no-untyped-call]
+        # One statement at a time: a chdb session is thread safe, but a USE must stay paired with
+        # the statement after it.
+        self._lock = threading.RLock()
+        self._run(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", None, "CSV")
+        self._run(f"USE {quote_identifier(database)}", None, "CSV")
+
+    def _run(self, sql: str, parameters: Parameters, fmt: str) -> Any:
+        params = {name: _parameter_text(value) for name, value in (parameters or {}).items()}
+        with self._lock:
+            if self._session is None:
+                raise QueryError("the warehouse is closed", sql=sql)
+            try:
+                return self._session.query(sql, fmt, params=params or None)
+            except Exception as exc:  # chdb raises RuntimeError subclasses with ClickHouse's text
+                message = str(exc)
+                match = _ERROR_CODE.search(message)
+                raise QueryError(message, sql=sql, code=int(match.group(1)) if match else None) from None
+
+    def command(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> None:
+        self._run(_with_settings(sql, settings), parameters, "CSV")
+
+    def query_arrow(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pa.Table:
+        result = self._run(_with_settings(sql, settings), parameters, "ArrowTable")
+        if isinstance(result, pa.Table):
+            return result
+        return pa.table({})
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        if data.num_rows == 0:
+            return 0
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        columns = ", ".join(quote_identifier(name) for name in data.column_names)
+        sql = f"INSERT INTO {quote_identifier(table)} ({columns})"
+        with self._lock:
+            if self._session is None:
+                raise QueryError("the warehouse is closed", sql=sql)
+            try:
+                with self._session.send_insert(sql, "ArrowStream") as inserter:
+                    inserter.append(sink.getvalue())
+                    result = inserter.finish()
+            except Exception as exc:
+                message = str(exc)
+                match = _ERROR_CODE.search(message)
+                raise QueryError(message, sql=sql, code=int(match.group(1)) if match else None) from None
+        return int(getattr(result, "rows_written", data.num_rows))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+
+class ServerWarehouse(_ArrowResults):
+    """A ClickHouse server (or cluster entry point) through clickhouse-connect over HTTP."""
+
+    embedded = False
+
+    def __init__(self, url: str, database: str) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        parsed = urlparse(url)
+        database = parsed.path.strip("/") or database
+        quote_identifier(database)
+        self.database = database
+        self.url = url
+        connect_args: dict[str, Any] = {
+            "host": parsed.hostname or "localhost",
+            "port": parsed.port or (8443 if parsed.scheme == "https" else 8123),
+            "username": parsed.username or "default",
+            "password": parsed.password or "",
+            "secure": parsed.scheme == "https",
+        }
+        try:
+            bootstrap = clickhouse_connect.get_client(**connect_args)
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+            bootstrap.close()
+            self._client: Any = clickhouse_connect.get_client(database=database, **connect_args)
+        except OperationalError as exc:
+            raise WarehouseUnavailable(f"{parsed.hostname}:{connect_args['port']}: {exc}") from exc
+
+    def _translate(self, exc: Exception, sql: str) -> Exception:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        if isinstance(exc, OperationalError):
+            return WarehouseUnavailable(str(exc))
+        if isinstance(exc, DatabaseError):
+            match = _ERROR_CODE.search(str(exc))
+            code = int(match.group(1)) if match else None
+            if code in TRANSIENT_ERROR_CODES:
+                return WarehouseUnavailable(str(exc))
+            return QueryError(str(exc), sql=sql, code=code)
+        return exc
+
+    def command(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> None:
+        try:
+            self._client.command(sql, parameters=dict(parameters or {}), settings=dict(settings or {}))
+        except Exception as exc:
+            raise self._translate(exc, sql) from exc
+
+    def query_arrow(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pa.Table:
+        try:
+            return self._client.query_arrow(
+                sql, parameters=dict(parameters or {}), settings=dict(settings or {}), use_strings=True
+            )
+        except Exception as exc:
+            raise self._translate(exc, sql) from exc
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int:
+        if data.num_rows == 0:
+            return 0
+        try:
+            summary = self._client.insert_arrow(table, data, database=self.database)
+        except Exception as exc:
+            raise self._translate(exc, f"INSERT INTO {table}") from exc
+        return int(getattr(summary, "written_rows", data.num_rows) or data.num_rows)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_warehouse(config: ClickHouseConfig) -> Warehouse:
+    """The engine the configuration names: a server when ``url`` is set, chdb otherwise."""
+    if config.url:
+        return ServerWarehouse(config.url, config.database)
+    config.chdb_path.parent.mkdir(parents=True, exist_ok=True)
+    return ChdbWarehouse(str(config.chdb_path), config.database)

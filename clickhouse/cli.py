@@ -1,0 +1,144 @@
+"""``funnelstream db``, ``funnelstream warehouse`` and ``funnelstream report`` commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+db_app = typer.Typer(help="The warehouse schema.", no_args_is_help=True)
+warehouse_app = typer.Typer(help="The warehouse process: loader and query API.", no_args_is_help=True)
+report_app = typer.Typer(help="Funnel reports from the warehouse.", no_args_is_help=True)
+console = Console()
+DEFAULT_STEPS = "image_uploaded,tool_selected,inference_requested,image_saved,score_submitted"
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the migrations not yet recorded in schema_migrations. Safe to run again."""
+    from clickhouse.backend import open_warehouse
+    from clickhouse.migrate import migrate
+    from clickhouse.settings import WarehouseSettings
+
+    settings = WarehouseSettings()
+    warehouse = open_warehouse(settings.clickhouse)
+    try:
+        report = migrate(warehouse, cluster=settings.clickhouse.cluster)
+    finally:
+        warehouse.close()
+    console.print(f"applied: {', '.join(report.applied) or 'none'}")
+    console.print(f"already applied: {len(report.already_applied)}")
+
+
+@warehouse_app.command("serve")
+def warehouse_serve(
+    host: str | None = typer.Option(None, help="Listen address (default FS_WAREHOUSE_HOST)."),
+    port: int | None = typer.Option(None, help="Listen port (default FS_WAREHOUSE_PORT)."),
+    loader: bool | None = typer.Option(None, "--loader/--no-loader", help="Run the loader in this process."),
+) -> None:
+    """Own the warehouse: apply migrations, run the loader and serve the query API."""
+    import uvicorn
+
+    from clickhouse.api import create_app
+    from clickhouse.settings import WarehouseSettings
+    from funnelstream.logs import configure_logging
+
+    settings = WarehouseSettings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = create_app(settings, run_loader=loader)
+    uvicorn.run(app, host=host or settings.warehouse_host, port=port or settings.warehouse_port, log_config=None)
+
+
+@warehouse_app.command("load")
+def warehouse_load() -> None:
+    """Run only the loader (a ClickHouse server, or chdb when no warehouse process runs)."""
+    from clickhouse.backend import open_warehouse
+    from clickhouse.loader import Loader
+    from clickhouse.migrate import migrate
+    from clickhouse.settings import WarehouseSettings
+    from funnelstream.logs import configure_logging
+
+    settings = WarehouseSettings()
+    configure_logging(settings.log_level, settings.log_json)
+    warehouse = open_warehouse(settings.clickhouse)
+    migrate(warehouse, cluster=settings.clickhouse.cluster)
+    loader = Loader(settings, warehouse)
+    loader.install_signal_handlers()
+    try:
+        loader.setup()
+        loader.run()
+    finally:
+        loader.close()
+        warehouse.close()
+
+
+def _utc_date(value: datetime | None, default: datetime) -> datetime:
+    if value is None:
+        return default
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@report_app.command("funnel")
+def report_funnel(
+    start: datetime | None = typer.Option(None, "--from", help="Start (UTC), default 7 days ago."),
+    end: datetime | None = typer.Option(None, "--to", help="End (UTC), default now."),
+    breakdown: str = typer.Option("none", help="none, tool, inference_type, variant, day or source."),
+    experiment: str = typer.Option("", help="Experiment for --breakdown variant; default: the most common one."),
+    unit: str = typer.Option("input_id", help="input_id (image), anonymous_id (device) or session_id."),
+    window: int = typer.Option(3600, help="Funnel window in seconds."),
+    strict: bool = typer.Option(False, help="Strict order: another step in between stops the unit."),
+    steps: str = typer.Option(DEFAULT_STEPS, help="Comma-separated event types, 1 to 5."),
+    exclude: str = typer.Option("", help="Leave out units with this event type."),
+    html: Path | None = typer.Option(None, help="Also write an HTML page with charts here."),
+) -> None:
+    """Print the funnel with conversion and drop-off per step; optionally an HTML page."""
+    from clickhouse.client import connect
+    from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
+    from clickhouse.report import funnel_page
+
+    now = datetime.now(UTC)
+    first, last = _utc_date(start, now - timedelta(days=7)), _utc_date(end, now)
+    reader = connect()
+    if breakdown == "variant" and not experiment:
+        top = reader.named("top_experiment", {"from": first, "to": last})
+        if not top:
+            reader.close()
+            raise typer.BadParameter("no events in the range carry an experiment; pass --experiment")
+        experiment = str(top[0]["experiment_key"])
+        console.print(f"variants of experiment {experiment!r}")
+    try:
+        request = FunnelRequest(
+            start=first,
+            end=last,
+            steps=tuple(s.strip() for s in steps.split(",") if s.strip()),
+            window_s=window,
+            unit=Unit(unit),
+            mode=FunnelMode.STRICT if strict else FunnelMode.ORDERED,
+            breakdown=Breakdown(breakdown),
+            experiment=experiment,
+            exclude=exclude,
+        )
+    except ValueError as exc:
+        reader.close()
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        rows = reader.named(request.query_name(), request.parameters())
+        timing = reader.named("time_to_convert", request.parameters()) if html else []
+        trend = reader.named("daily_conversion", {"from": request.start, "to": request.end, "window_s": window})
+    finally:
+        reader.close()
+    table = Table(title=f"Funnel {request.start:%Y-%m-%d %H:%M} .. {request.end:%Y-%m-%d %H:%M} UTC, by {breakdown}")
+    for column in ("breakdown", "step", "event", "units", "conversion", "step conversion", "dropped"):
+        table.add_column(column, justify="right" if column not in ("breakdown", "event") else "left")
+    for row in rows:
+        table.add_row(
+            str(row["breakdown"]), str(row["step"]), str(row["step_name"]), str(row["units"]),
+            f"{float(row['conversion']):.1%}", f"{float(row['step_conversion']):.1%}", str(row["dropped"]),
+        )  # fmt: skip
+    console.print(table)
+    if html is not None:
+        html.write_text(funnel_page(request, rows, timing, trend))
+        console.print(f"wrote {html}")

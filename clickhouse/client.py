@@ -1,0 +1,116 @@
+"""How every reader other than the warehouse process reaches the warehouse (DESIGN §6).
+
+``connect()`` goes through the query API when ``warehouse serve`` answers, because in embedded
+mode that process owns the chdb data path; otherwise it opens the warehouse itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from clickhouse.backend import Warehouse, _parameter_text, arrow_to_pandas, open_warehouse
+from clickhouse.errors import QueryError, ReadOnlyViolation, WarehouseUnavailable
+from clickhouse.settings import WarehouseSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class WarehouseReader(Protocol):
+    via_api: bool
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+    def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame: ...
+
+    def named(self, name: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class ApiReader:
+    """Read-only SQL and named queries through ``POST /v1/sql`` and ``POST /v1/queries/{name}``."""
+
+    via_api = True
+
+    def __init__(self, base_url: str, timeout_s: float = 120.0) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    @staticmethod
+    def _wire(parameters: dict[str, Any] | None) -> dict[str, Any]:
+        # ClickHouse's text form, so datetimes and arrays parse the same on either engine.
+        return {name: _parameter_text(value) for name, value in (parameters or {}).items()}
+
+    def _post(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        import httpx
+
+        try:
+            response = self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise WarehouseUnavailable(f"{self.base_url}: {exc}") from exc
+        if response.status_code == 400 and response.json().get("error") == "read_only":
+            detail = response.json()
+            raise ReadOnlyViolation(detail.get("statement", "?"), detail.get("detail", ""))
+        if response.status_code >= 500:
+            raise WarehouseUnavailable(f"{self.base_url}{path}: {response.status_code} {response.text[:500]}")
+        if response.status_code != 200:
+            raise QueryError(response.text[:2000], sql=str(body.get("sql", path)))
+        rows: list[dict[str, Any]] = response.json()["rows"]
+        return rows
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._post("/v1/sql", {"sql": sql, "parameters": self._wire(parameters)})
+
+    def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.query_rows(sql, parameters))
+
+    def named(self, name: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._post(f"/v1/queries/{name}", {"parameters": self._wire(parameters)})
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class DirectReader:
+    """The warehouse opened in this process; only when no warehouse process owns it."""
+
+    via_api = False
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.warehouse.query_rows(sql, parameters)
+
+    def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
+        return arrow_to_pandas(self.warehouse.query_arrow(sql, parameters))
+
+    def named(self, name: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        from clickhouse import queries
+
+        return self.warehouse.query_rows(queries.load(name), parameters)
+
+    def close(self) -> None:
+        self.warehouse.close()
+
+
+def api_is_up(base_url: str, timeout_s: float = 1.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base_url.rstrip('/')}/readyz", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def connect(settings: WarehouseSettings | None = None, *, prefer_api: bool = True) -> WarehouseReader:
+    """The API when ``warehouse serve`` is up, the warehouse itself otherwise."""
+    settings = settings or WarehouseSettings()
+    if prefer_api and api_is_up(settings.api_url):
+        return ApiReader(settings.api_url)
+    return DirectReader(open_warehouse(settings.clickhouse))

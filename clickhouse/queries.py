@@ -1,0 +1,155 @@
+"""Named, parameterized SQL (``clickhouse/queries/*.sql``) and the typed calls the API makes.
+
+Every file runs as it is from clickhouse-client with ``--param_name=value``; this module only
+fills in parameters and defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from clickhouse.backend import Warehouse
+from clickhouse.errors import UnknownQuery
+from funnelstream.contract import EventType
+
+QUERIES_DIR = Path(__file__).parent / "queries"
+_PARAMETER = re.compile(r"\{(\w+):([^{}]+?)\}")
+
+DEFAULT_STEPS: tuple[str, ...] = (
+    EventType.IMAGE_UPLOADED,
+    EventType.TOOL_SELECTED,
+    EventType.INFERENCE_REQUESTED,
+    EventType.IMAGE_SAVED,
+    EventType.SCORE_SUBMITTED,
+)
+MAX_STEPS = 5
+
+
+class Unit(StrEnum):
+    IMAGE = "input_id"
+    DEVICE = "anonymous_id"
+    SESSION = "session_id"
+
+
+class Breakdown(StrEnum):
+    NONE = "none"
+    TOOL = "tool"
+    INFERENCE_TYPE = "inference_type"
+    VARIANT = "variant"
+    DAY = "day"
+    SOURCE = "source"
+
+
+class FunnelMode(StrEnum):
+    ORDERED = "ordered"
+    STRICT = "strict"
+
+
+@cache
+def load(name: str) -> str:
+    path = QUERIES_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise UnknownQuery(name, names())
+    return path.read_text()
+
+
+def names() -> list[str]:
+    return sorted(path.stem for path in QUERIES_DIR.glob("*.sql"))
+
+
+def parameters_of(sql: str) -> dict[str, str]:
+    """The ``{name:Type}`` parameters a statement declares."""
+    return {match.group(1): match.group(2).strip() for match in _PARAMETER.finditer(sql)}
+
+
+def run(warehouse: Warehouse, name: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    return warehouse.query_rows(load(name), parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelRequest:
+    start: datetime
+    end: datetime
+    steps: tuple[str, ...] = DEFAULT_STEPS
+    window_s: int = 3600
+    unit: Unit = Unit.IMAGE
+    mode: FunnelMode = FunnelMode.ORDERED
+    breakdown: Breakdown = Breakdown.NONE
+    experiment: str = ""
+    exclude: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.steps) <= MAX_STEPS:
+            raise ValueError(f"steps: between 1 and {MAX_STEPS} event types, got {len(self.steps)}")
+        known = {str(kind) for kind in EventType}
+        for step in (*self.steps, *([self.exclude] if self.exclude else [])):
+            if step not in known:
+                raise ValueError(f"steps: unknown event type {step!r}; expected one of {', '.join(sorted(known))}")
+        if self.end <= self.start:
+            raise ValueError("to: must be after from")
+        if self.window_s <= 0:
+            raise ValueError("window: must be a positive number of seconds")
+        if self.breakdown is Breakdown.VARIANT and not self.experiment:
+            raise ValueError(
+                "experiment: required with breakdown=variant (the experiment key whose variants to compare)"
+            )
+
+    def query_name(self) -> str:
+        return "funnel_strict" if self.mode is FunnelMode.STRICT else "funnel"
+
+    def parameters(self) -> dict[str, Any]:
+        padded = list(self.steps) + [""] * (MAX_STEPS - len(self.steps))
+        return {
+            **{f"step{index + 1}": str(step) for index, step in enumerate(padded)},
+            "from": self.start,
+            "to": self.end,
+            "window_s": self.window_s,
+            "unit": str(self.unit),
+            "breakdown": str(self.breakdown),
+            "experiment": self.experiment,
+            "exclude": self.exclude,
+        }
+
+
+def funnel(warehouse: Warehouse, request: FunnelRequest) -> list[dict[str, Any]]:
+    return run(warehouse, request.query_name(), request.parameters())
+
+
+def time_to_convert(warehouse: Warehouse, request: FunnelRequest) -> list[dict[str, Any]]:
+    return run(warehouse, "time_to_convert", request.parameters())
+
+
+def task_times(warehouse: Warehouse, start: datetime, end: datetime, limit: int = 10_000) -> list[dict[str, Any]]:
+    return run(warehouse, "task_times", {"from": start, "to": end, "limit": limit})
+
+
+def task_time_summary(
+    warehouse: Warehouse, start: datetime, end: datetime, breakdown: Breakdown = Breakdown.NONE, experiment: str = ""
+) -> list[dict[str, Any]]:
+    if breakdown is Breakdown.VARIANT and not experiment:
+        raise ValueError("experiment: required with breakdown=variant (the experiment key whose variants to compare)")
+    return run(
+        warehouse,
+        "task_time_summary",
+        {"from": start, "to": end, "breakdown": str(breakdown), "experiment": experiment},
+    )
+
+
+def daily_conversion(
+    warehouse: Warehouse, start: datetime, end: datetime, window_s: int = 3600
+) -> list[dict[str, Any]]:
+    return run(warehouse, "daily_conversion", {"from": start, "to": end, "window_s": window_s})
+
+
+def scores_by_model(warehouse: Warehouse, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    return run(warehouse, "scores_by_model", {"from": start, "to": end})
+
+
+def freshness(warehouse: Warehouse, minutes: int = 5) -> list[dict[str, Any]]:
+    return run(warehouse, "freshness", {"minutes": minutes})

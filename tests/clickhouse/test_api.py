@@ -1,0 +1,204 @@
+"""The query API answers the named queries in JSON and CSV and refuses anything but reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clickhouse import queries
+from clickhouse.api import create_app
+from clickhouse.backend import Warehouse
+from clickhouse.dataset import generate
+from clickhouse.errors import ReadOnlyViolation
+from clickhouse.loader import Message, decode_events
+from clickhouse.queries import Breakdown, FunnelRequest
+from clickhouse.settings import WarehouseSettings
+from clickhouse.sqlguard import check_read_only
+
+from .conftest import drop_and_close, open_test_warehouse
+
+RANGE = {"from": "2026-11-20T00:00:00Z", "to": "2026-11-25T00:00:00Z"}
+
+
+@pytest.fixture(scope="module")
+def api(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
+    warehouse, config = open_test_warehouse("chdb", shared_chdb_path)
+    data = generate(images=120, devices=30, seed=3)
+    messages = [Message("e", 0, i, None, e.model_dump_json().encode()) for i, e in enumerate(data.deliveries)]
+    warehouse.insert_arrow("events", decode_events(messages)[0])
+    settings = WarehouseSettings(clickhouse=config, sql_max_rows=50)
+    with TestClient(create_app(settings, warehouse=warehouse, run_loader=False)) as client:
+        yield client, warehouse
+    drop_and_close(warehouse)
+
+
+def test_funnel_endpoint_equals_the_named_query(api: tuple[TestClient, Warehouse]) -> None:
+    client, warehouse = api
+    response = client.get("/v1/funnel", params={**RANGE, "breakdown": "variant", "experiment": "segmentation_tool"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    from datetime import UTC, datetime
+
+    direct = queries.funnel(
+        warehouse,
+        FunnelRequest(
+            start=datetime(2026, 11, 20, tzinfo=UTC), end=datetime(2026, 11, 25, tzinfo=UTC),
+            breakdown=Breakdown.VARIANT, experiment="segmentation_tool",
+        ),
+    )  # fmt: skip
+    assert [(r["breakdown"], r["step"], r["units"]) for r in body["rows"]] == [
+        (r["breakdown"], r["step"], r["units"]) for r in direct
+    ]
+    assert {r["breakdown"] for r in body["rows"]} == {"control", "treatment"}
+    # The range is honoured: a range before the data has no rows.
+    empty = client.get("/v1/funnel", params={"from": "2025-01-01T00:00:00Z", "to": "2025-01-02T00:00:00Z"})
+    assert empty.json()["rows"] == []
+
+
+def test_csv_output(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    response = client.get("/v1/trends", params={**RANGE, "format": "csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.strip().splitlines()
+    assert lines[0].split(",")[:3] == ["day", "uploaded", "tool"]
+    assert len(lines) >= 4
+
+
+def test_task_times_and_bad_parameters(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    images = client.get("/v1/task-times", params=RANGE).json()["rows"]
+    assert images and {"input_id", "diff_second", "first_tool_click_at"} <= set(images[0])
+    summary = client.get("/v1/task-times", params={**RANGE, "view": "summary"}).json()["rows"]
+    assert summary[0]["images"] == len(images)
+    bad = client.get("/v1/funnel", params={**RANGE, "steps": "image_uploaded,teleported"})
+    assert bad.status_code == 422 and "teleported" in bad.text
+
+
+def test_sql_reads_with_a_row_limit(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    response = client.post("/v1/sql", json={"sql": "SELECT number FROM system.numbers LIMIT 1000"})
+    assert response.status_code == 200, response.text
+    assert response.json()["row_count"] == 50 and response.json()["truncated"] is True
+    counted = client.post(
+        "/v1/sql",
+        json={
+            "sql": "SELECT count() AS n FROM events WHERE event_type = {t:String}",
+            "parameters": {"t": "image_saved"},
+        },
+    )
+    assert counted.json()["rows"][0]["n"] > 0
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("INSERT INTO events (event_id) VALUES (generateUUIDv4())", "INSERT"),
+        ("DROP TABLE events", "DROP"),
+        ("ALTER TABLE events DELETE WHERE 1", "ALTER"),
+        ("CREATE TABLE x (a UInt8) ENGINE = Memory", "CREATE"),
+        ("SET max_threads = 1", "SET"),
+        ("SELECT 1 SETTINGS readonly = 0", "SETTINGS"),
+        ("SELECT 1; DROP TABLE events", "multiple statements"),
+        ("SELECT * FROM url('http://example.com/x', CSV)", "url()"),
+        ("SELECT 1 INTO OUTFILE '/tmp/x'", "INTO OUTFILE"),
+    ],
+)
+def test_sql_refuses_writes_ddl_and_settings(api: tuple[TestClient, Warehouse], sql: str, kind: str) -> None:
+    client, warehouse = api
+    before = warehouse.query_rows("SELECT count() AS n FROM events")[0]["n"]
+    response = client.post("/v1/sql", json={"sql": sql})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "read_only" and body["statement"] == kind
+    assert "only read-only SELECT statements are allowed" in body["detail"]
+    assert warehouse.query_rows("SELECT count() AS n FROM events")[0]["n"] == before
+    assert warehouse.query_rows("SELECT count() AS n FROM system.tables WHERE name = 'events'")[0]["n"] >= 1
+
+
+def test_readonly_setting_backs_up_the_check(api: tuple[TestClient, Warehouse]) -> None:
+    _, warehouse = api
+    from clickhouse.errors import QueryError
+    from clickhouse.sqlguard import read_only_settings
+
+    with pytest.raises(QueryError, match="readonly"):
+        warehouse.command("CREATE TABLE sneaky (a UInt8) ENGINE = Memory", settings=read_only_settings(10, 5))
+
+
+def test_statement_check_allows_reads_with_write_words_in_strings() -> None:
+    assert check_read_only("SELECT 'DROP TABLE x' AS s, replaceAll('a', 'a', 'b');") == (
+        "SELECT 'DROP TABLE x' AS s, replaceAll('a', 'a', 'b')"
+    )
+    with pytest.raises(ReadOnlyViolation):
+        check_read_only("  -- just a comment")
+
+
+def test_readyz_and_freshness(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    assert client.get("/readyz").json()["status"] == "ready"
+    fresh = client.get("/v1/freshness", params={"minutes": 60}).json()["rows"][0]
+    assert fresh["events"] > 0 and fresh["p99_ms"] is not None
+    assert "funnelstream_freshness_ms" in client.get("/metrics").text
+
+
+def test_variant_breakdown_defaults_to_the_most_common_experiment(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    named = client.get("/v1/funnel", params={**RANGE, "breakdown": "variant", "experiment": "segmentation_tool"})
+    default = client.get("/v1/funnel", params={**RANGE, "breakdown": "variant"})
+    assert default.status_code == 200
+    assert default.json()["rows"] == named.json()["rows"]
+
+
+def test_report_funnel_prints_a_table_and_writes_html(
+    api: tuple[TestClient, Warehouse], shared_chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    import clickhouse.client
+    from clickhouse.cli import report_app
+
+    _, warehouse = api
+    # No warehouse process runs here: the report opens the data itself.
+    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
+    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
+    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
+    page = tmp_path / "funnel.html"
+    cli = typer.Typer()
+    cli.add_typer(report_app, name="report")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            "funnel",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-25",
+            "--breakdown",
+            "variant",
+            "--html",
+            str(page),
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "segmentation_tool" in result.output and "control" in result.output and "treatment" in result.output
+    assert "image_saved" in result.output
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and text.count("<svg") == 3 and "treatment" in text
+
+
+def test_experiment_results_are_served_from_the_warehouse(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    response = client.get("/v1/experiments/segmentation_tool/results")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["experiment_key"] == "segmentation_tool"
+    assert set(body["variants"]) == {"control", "treatment"}
+    assert {row["variant"] for row in body["exposures"]} <= {"control", "treatment"}
+    assert body["srm"] is not None and body["contamination"] is not None
+    assert client.get("/v1/experiments/no_such_experiment/results").status_code == 404
