@@ -1,0 +1,3 @@
+from inference_service.cli import app
+
+app()
