@@ -1,0 +1,26 @@
+"""Settings of the experiments component (``FS_EXPERIMENTS__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from funnelstream.settings import PROJECT_ROOT, ServiceSettings
+
+
+class ExperimentsConfig(BaseModel):
+    definitions_path: Path = PROJECT_ROOT / "experiments.yaml"
+    """The versioned definitions file every collector instance watches."""
+    poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    store_path: Path = PROJECT_ROOT / ".stack" / "experiments" / "assignments.sqlite3"
+    """SQLite file of sticky assignments and exposure marks, shared by the collector's workers."""
+    warehouse_api_url: str | None = None
+    """``funnelstream warehouse serve``; when set, reports fetch events through it."""
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    winsor_quantile: float | None = Field(default=0.99, gt=0.5, le=1)
+    bootstrap_resamples: int = Field(default=1000, ge=0, le=100_000)
+
+
+class ExperimentSettings(ServiceSettings):
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from funnelstream.experiments.definitions import Experiment
+
+
+def make_experiment(**overrides: Any) -> Experiment:
+    fields: dict[str, Any] = {
+        "key": "segmentation_tool",
+        "status": "running",
+        "variants": [{"key": "control", "weight": 0.5}, {"key": "treatment", "weight": 0.5}],
+        "start": datetime(2026, 11, 1, tzinfo=UTC),
+    }
+    fields.update(overrides)
+    return Experiment.model_validate(fields)
+
+
+@pytest.fixture
+def experiment() -> Experiment:
+    return make_experiment()

@@ -1,0 +1,251 @@
+"""The analysis gets the answer right: seeded simulations with known truth, plus the exclusion rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from funnelstream.experiments.analysis import (
+    SEQUENTIAL_LABEL,
+    AnalysisConfig,
+    ExperimentResults,
+    MetricResult,
+    analyze,
+    ratio_estimate,
+)
+from funnelstream.experiments.definitions import Experiment
+from funnelstream.experiments.errors import EventsFrameError
+from funnelstream.experiments.simulate import SimulationSpec, simulate
+
+from .conftest import make_experiment
+
+FAST = AnalysisConfig(bootstrap_resamples=0)
+T0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def metric(results: ExperimentResults, name: str) -> MetricResult:
+    if name == "task_duration_s":
+        assert results.task_duration is not None
+        return results.task_duration.mean
+    return next(m for m in results.conversion if m.name == name)
+
+
+def test_planted_effect_is_recovered_in_at_least_90_of_100_simulations(experiment: Experiment) -> None:
+    spec = SimulationSpec(task_time_factor=0.7, save_conversion_lift=0.05)
+    save_covered = task_covered = 0
+    for seed in range(100):
+        events, truth = simulate(spec, seed)
+        results = analyze(events, experiment, FAST)
+        save = metric(results, "conversion_save").comparisons[0]
+        task = metric(results, "task_duration_s").comparisons[0]
+        assert save.ci_low is not None and save.ci_high is not None
+        assert task.lift_ci_low is not None and task.lift_ci_high is not None
+        save_covered += save.ci_low <= truth.save_conversion_difference <= save.ci_high
+        task_covered += task.lift_ci_low <= truth.task_time_relative_lift <= task.lift_ci_high
+    assert save_covered >= 90, save_covered
+    assert task_covered >= 90, task_covered
+
+
+def test_one_planted_run_reads_right_with_bootstrap_quantiles(experiment: Experiment) -> None:
+    events, truth = simulate(SimulationSpec(units=4000, task_time_factor=0.7, save_conversion_lift=0.05), 7)
+    results = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=300))
+    task = metric(results, "task_duration_s").comparisons[0]
+    assert task.significant and task.relative_lift == pytest.approx(-0.30, abs=0.06)
+    assert results.task_duration is not None
+    for q in results.task_duration.quantiles:
+        assert q.ci_low is not None and q.ci_high is not None and q.difference is not None
+        assert q.ci_low < q.difference < q.ci_high < 0
+        # Multiplicative effect: each quantile shrinks by about 30 %.
+        assert q.variant_value is not None and q.control_value is not None
+        assert q.variant_value / q.control_value == pytest.approx(0.7, abs=0.08)
+    save = metric(results, "conversion_save").comparisons[0]
+    assert save.difference == pytest.approx(truth.save_conversion_difference, abs=0.035)
+    assert not results.alerts
+
+
+def test_a_a_false_positive_rate_is_near_five_percent(experiment: Experiment) -> None:
+    runs = 200
+    positives = {"conversion_save": 0, "task_duration_s": 0}
+    for seed in range(1000, 1000 + runs):
+        events, _ = simulate(SimulationSpec(units=1500), seed)
+        results = analyze(events, experiment, FAST)
+        for name in positives:
+            p_value = metric(results, name).comparisons[0].p_value
+            assert p_value is not None
+            positives[name] += p_value < 0.05
+    for name, count in positives.items():
+        assert 0.02 <= count / runs <= 0.08, (name, count / runs)
+
+
+def exposures_only(control: int, treatment: int) -> pd.DataFrame:
+    n = control + treatment
+    return pd.DataFrame(
+        {
+            "event_type": "experiment_exposure",
+            "anonymous_id": [f"u{i}" for i in range(n)],
+            "event_ts": T0,
+            "experiment_key": "segmentation_tool",
+            "variant": ["control"] * control + ["treatment"] * treatment,
+        }
+    )
+
+
+def test_sample_ratio_mismatch_is_flagged_for_52_48_not_50_50(experiment: Experiment) -> None:
+    skewed = analyze(exposures_only(10_400, 9_600), experiment, FAST)
+    assert skewed.srm.alert and skewed.srm.p_value is not None and skewed.srm.p_value < 0.001
+    assert any("sample ratio mismatch" in alert for alert in skewed.alerts)
+
+    rng = np.random.default_rng(3)
+    treated = int(rng.binomial(20_000, 0.5))
+    balanced = analyze(exposures_only(20_000 - treated, treated), experiment, FAST)
+    assert not balanced.srm.alert and not balanced.alerts
+
+
+def test_units_exposed_to_both_arms_are_excluded_and_counted(experiment: Experiment) -> None:
+    spec = SimulationSpec(units=2000, contaminated_share=0.03)
+    events, _ = simulate(spec, 11)
+    results = analyze(events, experiment, FAST)
+    both = events[events["event_type"] == "experiment_exposure"].groupby("anonymous_id")["variant"].nunique()
+    contaminated = int((both > 1).sum())
+    assert contaminated > 20
+    assert results.contamination.units_in_several_variants == contaminated
+    assert sum(e.units for e in results.exposures) == 2000 - contaminated
+    assert results.contamination.alert and any("more than one variant" in a for a in results.alerts)
+
+    clean, _ = simulate(SimulationSpec(units=2000, contaminated_share=0.004), 11)
+    quiet = analyze(clean, experiment, FAST)
+    assert quiet.contamination.units_in_several_variants > 0 and not quiet.contamination.alert
+
+
+def unit_events(
+    unit: str,
+    variant: str,
+    exposed_at: datetime,
+    saves_at: list[datetime],
+    map_variant: str | None = None,
+    duration_s: float = 60.0,
+) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "event_type": "experiment_exposure",
+            "anonymous_id": unit,
+            "event_ts": exposed_at,
+            "experiment_key": "segmentation_tool",
+            "variant": variant,
+            "input_id": None,
+            "score": None,
+            "experiments": {},
+        }
+    ]
+    for i, saved in enumerate(saves_at):
+        image = f"{unit}-img{i}"
+        rows += [
+            {
+                "event_type": "tool_selected",
+                "anonymous_id": unit,
+                "event_ts": saved - timedelta(seconds=duration_s),
+                "experiment_key": None,
+                "variant": None,
+                "input_id": image,
+                "score": None,
+                "experiments": {"segmentation_tool": map_variant or variant},
+            },
+            {
+                "event_type": "image_saved",
+                "anonymous_id": unit,
+                "event_ts": saved,
+                "experiment_key": None,
+                "variant": None,
+                "input_id": image,
+                "score": None,
+                "experiments": {"segmentation_tool": map_variant or variant},
+            },
+        ]
+    return rows
+
+
+def test_only_events_after_the_first_exposure_count(experiment: Experiment) -> None:
+    rows = []
+    for i in range(50):
+        # Control units saved an image an hour before they were exposed; it must not count.
+        rows += unit_events(f"c{i}", "control", T0, [T0 - timedelta(hours=1)])
+        rows += unit_events(f"t{i}", "treatment", T0, [T0 + timedelta(hours=1)] if i < 25 else [])
+    results = analyze(pd.DataFrame(rows), experiment, FAST)
+    arms = {arm.variant: arm.value for arm in metric(results, "conversion_save").arms}
+    assert arms == {"control": 0.0, "treatment": 0.5}
+    assert results.task_duration is not None and results.task_duration.images == {"control": 0, "treatment": 25}
+
+
+def test_a_unit_whose_events_carry_the_other_variant_is_contaminated(experiment: Experiment) -> None:
+    rows = unit_events("a", "control", T0, [T0 + timedelta(hours=1)], map_variant="treatment")
+    rows += unit_events("b", "treatment", T0, [T0 + timedelta(hours=1)])
+    results = analyze(pd.DataFrame(rows), experiment, FAST)
+    assert results.contamination.units_in_several_variants == 1
+    assert [e.units for e in results.exposures] == [0, 1]
+
+
+def test_only_the_current_phase_counts() -> None:
+    phase2 = make_experiment(phase=2, phase_start=T0 + timedelta(days=1))
+    rows = unit_events("old", "control", T0, [T0 + timedelta(hours=1)])
+    rows += unit_events("new", "treatment", T0 + timedelta(days=2), [])
+    results = analyze(pd.DataFrame(rows), phase2, FAST)
+    assert [e.units for e in results.exposures] == [0, 1]
+
+
+def test_winsorization_cap_is_computed_over_both_arms(experiment: Experiment) -> None:
+    control = [100.0 + i for i in range(100)]
+    treatment = [10.0 + i for i in range(100)]
+    rows = []
+    for i in range(100):
+        rows += unit_events(f"c{i}", "control", T0, [T0 + timedelta(hours=1)], duration_s=control[i])
+        rows += unit_events(f"t{i}", "treatment", T0, [T0 + timedelta(hours=1)], duration_s=treatment[i])
+    results = analyze(pd.DataFrame(rows), experiment, AnalysisConfig(bootstrap_resamples=0, winsor_quantile=0.9))
+    assert results.task_duration is not None
+    cap = float(np.quantile(control + treatment, 0.9))
+    assert results.task_duration.winsor_cap_s == pytest.approx(cap)
+    arms = {arm.variant: arm.value for arm in results.task_duration.mean.arms}
+    # A cap per arm would have clipped treatment at its own 90th percentile; the shared cap leaves it whole.
+    assert arms["treatment"] == pytest.approx(np.mean(treatment))
+    assert arms["control"] == pytest.approx(np.mean(np.minimum(control, cap)))
+    assert arms["control"] is not None and arms["control"] < np.mean(control)
+
+
+def test_ratio_estimate_matches_a_cluster_bootstrap() -> None:
+    rng = np.random.default_rng(5)
+    images = 1 + rng.poisson(2, 800)
+    speed = rng.lognormal(0, 0.5, 800)
+    totals = np.array([speed[u] * rng.lognormal(4, 0.5, k).sum() for u, k in enumerate(images)])
+    estimate = ratio_estimate(totals, images.astype(float))
+    draws = rng.integers(0, 800, size=(2000, 800))
+    boot = totals[draws].sum(axis=1) / images[draws].sum(axis=1)
+    assert np.sqrt(estimate.variance) == pytest.approx(boot.std(), rel=0.1)
+
+
+def test_sequential_mode_is_labelled_and_wider(experiment: Experiment) -> None:
+    events, _ = simulate(SimulationSpec(task_time_factor=0.8, save_conversion_lift=0.05), 2)
+    fixed = analyze(events, experiment, FAST)
+    sequential = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=0, sequential=True))
+    assert sequential.mode == "sequential" and sequential.mode_label == SEQUENTIAL_LABEL
+    fixed_task = metric(fixed, "task_duration_s").comparisons[0]
+    seq_task = metric(sequential, "task_duration_s").comparisons[0]
+    assert seq_task.sequential is not None
+    assert seq_task.sequential.ci_low is not None and seq_task.sequential.ci_high is not None
+    assert fixed_task.ci_low is not None and fixed_task.ci_high is not None
+    assert seq_task.sequential.ci_low < fixed_task.ci_low and seq_task.sequential.ci_high > fixed_task.ci_high
+    assert seq_task.sequential.p_value is not None and fixed_task.p_value is not None
+    assert seq_task.sequential.p_value >= fixed_task.p_value
+
+
+def test_a_frame_without_the_needed_columns_is_refused_by_name(experiment: Experiment) -> None:
+    with pytest.raises(EventsFrameError, match="event_ts"):
+        analyze(pd.DataFrame({"event_type": [], "anonymous_id": [], "experiment_key": [], "variant": []}), experiment)
+
+
+def test_results_serialise_to_json(experiment: Experiment) -> None:
+    events, _ = simulate(SimulationSpec(units=300), 1)
+    results = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=50))
+    assert ExperimentResults.model_validate_json(results.model_dump_json()) == results

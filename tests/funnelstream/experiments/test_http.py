@@ -1,0 +1,160 @@
+"""The routers mounted on a minimal FastAPI app, as the collector and the warehouse API mount them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from funnelstream.contract import ExperimentExposure
+from funnelstream.errors import DeliveryError
+from funnelstream.experiments.analysis import AnalysisConfig
+from funnelstream.experiments.assignment import Assigner, ExposureLogger, hash_assignment
+from funnelstream.experiments.definitions import Definitions, DefinitionsWatcher
+from funnelstream.experiments.http import assignments_router, results_router
+from funnelstream.experiments.simulate import SimulationSpec, simulate
+from funnelstream.experiments.store import SqliteAssignmentStore
+from funnelstream.experiments.warehouse import results_from
+
+from .conftest import make_experiment
+
+DEFINITIONS = """
+version: {version}
+experiments:
+  - key: segmentation_tool
+    status: {status}
+    variants: [{{key: control, weight: 0.5}}, {{key: treatment, weight: 0.5}}]
+  - key: draft_one
+    status: draft
+    variants: [{{key: a, weight: 0.5}}, {{key: b, weight: 0.5}}]
+"""
+
+
+class Collector:
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "experiments.yaml"
+        self.path.write_text(DEFINITIONS.format(version=1, status="running"))
+        self.watcher = DefinitionsWatcher(self.path)
+        self.store = SqliteAssignmentStore(tmp_path / "assignments.sqlite3")
+        self.sent: list[ExperimentExposure] = []
+        self.failing = False
+
+        async def sink(event: ExperimentExposure) -> None:
+            if self.failing:
+                raise DeliveryError("events.raw", "broker unavailable", retriable=True)
+            self.sent.append(event)
+
+        app = FastAPI()
+        app.include_router(
+            assignments_router(
+                lambda: self.watcher.current,
+                Assigner(lambda: self.watcher.current, self.store),
+                ExposureLogger(self.store, sink),
+            )
+        )
+        self.client = TestClient(app)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Collector:
+    return Collector(tmp_path)
+
+
+def test_assignments_return_running_variants_and_log_exposure_once(collector: Collector) -> None:
+    experiment = make_experiment()
+    for _ in range(3):
+        response = collector.client.get("/v1/assignments", params={"anonymous_id": "device-1"})
+        assert response.status_code == 200
+    body = response.json()
+    expected = hash_assignment(experiment, "device-1").variant
+    assert body["variants"] == {"segmentation_tool": expected}  # the draft is not served
+    assert body["definitions_version"] == 1
+    assert [(e.anonymous_id, e.experiment_key, e.variant) for e in collector.sent] == [
+        ("device-1", "segmentation_tool", expected)
+    ]
+
+
+def test_the_unit_stays_the_device_after_login_and_the_user_keeps_one_arm(collector: Collector) -> None:
+    experiment = make_experiment()
+    devices = [f"device-{i}" for i in range(100)]
+    laptop = next(d for d in devices if hash_assignment(experiment, d).variant == "control")
+    phone = next(d for d in devices if hash_assignment(experiment, d).variant == "treatment")
+    get = collector.client.get
+    assert get("/v1/assignments", params={"anonymous_id": laptop}).json()["variants"]["segmentation_tool"] == "control"
+    logged_in = get("/v1/assignments", params={"anonymous_id": laptop, "user_id": "ada"}).json()
+    assert logged_in["variants"]["segmentation_tool"] == "control"
+    assert len(collector.sent) == 1  # same unit, same experiment: no second exposure at login
+    on_phone = get("/v1/assignments", params={"anonymous_id": phone, "user_id": "ada"}).json()
+    assert on_phone["variants"]["segmentation_tool"] == "control"
+    assert on_phone["assignments"][0]["source"] == "user_sticky"
+    assert [(e.anonymous_id, e.variant, e.user_id) for e in collector.sent[1:]] == [(phone, "control", "ada")]
+
+
+def test_a_published_change_applies_without_restart(collector: Collector) -> None:
+    assert collector.client.get("/v1/assignments", params={"anonymous_id": "d"}).json()["variants"]
+    collector.path.write_text(DEFINITIONS.format(version=2, status="stopped"))
+    assert collector.watcher.poll()
+    body = collector.client.get("/v1/assignments", params={"anonymous_id": "d"}).json()
+    assert body == {"anonymous_id": "d", "definitions_version": 2, "variants": {}, "assignments": []}
+
+
+def test_exposure_that_cannot_be_made_durable_is_a_503_and_is_retried(collector: Collector) -> None:
+    collector.failing = True
+    response = collector.client.get("/v1/assignments", params={"anonymous_id": "device-5"})
+    assert response.status_code == 503 and response.headers["retry-after"]
+    collector.failing = False
+    assert collector.client.get("/v1/assignments", params={"anonymous_id": "device-5"}).status_code == 200
+    assert [e.anonymous_id for e in collector.sent] == ["device-5"]
+
+
+def test_bad_unit_ids_are_refused_by_name(collector: Collector) -> None:
+    missing = collector.client.get("/v1/assignments")
+    assert missing.status_code == 422 and "anonymous_id" in missing.text
+    too_long = collector.client.get("/v1/assignments", params={"anonymous_id": "x" * 129})
+    assert too_long.status_code == 422 and "anonymous_id" in too_long.text
+    assert not collector.sent
+
+
+class FrameWarehouse:
+    """Stands in for the warehouse's query_df at the boundary: returns a simulated events frame."""
+
+    def __init__(self, events: pd.DataFrame) -> None:
+        self.events = events
+        self.queries: list[dict[str, Any]] = []
+
+    def query_df(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        assert "FROM events" in sql
+        self.queries.append(dict(parameters or {}))
+        return self.events
+
+
+def test_results_endpoint(tmp_path: Path) -> None:
+    events, truth = simulate(SimulationSpec(units=3000, task_time_factor=0.7, save_conversion_lift=0.05), 4)
+    warehouse = FrameWarehouse(events)
+    definitions = Definitions(version=1, experiments=[make_experiment()])
+    app = FastAPI()
+    app.include_router(
+        results_router(lambda: definitions, results_from(warehouse, AnalysisConfig(bootstrap_resamples=100)))
+    )
+    client = TestClient(app)
+
+    body = client.get("/v1/experiments/segmentation_tool/results").json()
+    assert warehouse.queries[0]["experiment_key"] == "segmentation_tool"
+    assert body["mode"] == "fixed_horizon"
+    assert sum(e["units"] for e in body["exposures"]) == 3000
+    task = body["task_duration"]["mean"]["comparisons"][0]
+    assert task["lift_ci_low"] < truth.task_time_relative_lift < task["lift_ci_high"]
+    sequential = client.get("/v1/experiments/segmentation_tool/results", params={"sequential": True}).json()
+    assert sequential["mode"] == "sequential"
+    assert sequential["task_duration"]["mean"]["comparisons"][0]["sequential"]["label"].startswith("sequential")
+
+    missing = client.get("/v1/experiments/nope/results")
+    assert missing.status_code == 404 and "segmentation_tool" in missing.json()["detail"]
+    listed = client.get("/v1/experiments").json()
+    assert listed["experiments"][0]["key"] == "segmentation_tool"
