@@ -142,6 +142,7 @@
     flush: flush,
     identify: function (id) { userId = id; },
     setExperiment: function (key, variant) { experiments[key] = variant; },
+    experiments: function () { return JSON.parse(JSON.stringify(experiments)); },
     anonymousId: anonymousId,
     pending: function () { return queue.length; },
     version: VERSION

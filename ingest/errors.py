@@ -1,0 +1,69 @@
+"""Why the collector refuses a request; each error knows its HTTP answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from funnelstream.errors import FieldError, FunnelstreamError
+
+
+class IngestError(FunnelstreamError):
+    """A request the collector answers with an error status; ``code`` is stable for clients."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(
+        self, detail: str, *, errors: list[FieldError] | None = None, retry_after_s: int | None = None
+    ) -> None:
+        self.detail = detail
+        self.errors = errors or []
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
+        if self.errors:
+            body["errors"] = [{"field": e.field, "reason": e.reason} for e in self.errors]
+        return body
+
+
+class BadRequest(IngestError):
+    pass
+
+
+class InvalidEvent(IngestError):
+    status_code = 422
+    code = "invalid_event"
+
+
+class UnsupportedMediaType(IngestError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class Unauthorized(IngestError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class OriginRefused(IngestError):
+    status_code = 403
+    code = "origin_not_allowed"
+
+
+class PayloadTooLarge(IngestError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class RateLimited(IngestError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class Unavailable(IngestError):
+    """Kafka did not confirm every message in time, or the producer queue is full: retry later."""
+
+    status_code = 503
+    code = "unavailable"

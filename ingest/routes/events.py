@@ -1,0 +1,187 @@
+"""POST /v1/batch and POST /v1/event: the hot path.
+
+They are plain Starlette routes: FastAPI's dependency resolution costs more per request than the
+whole event pipeline of a single event. They are documented in the OpenAPI by ``OPENAPI_PATHS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from funnelstream.errors import ContractError, FieldError
+from ingest.errors import BadRequest, IngestError, InvalidEvent, PayloadTooLarge
+from ingest.pipeline import WRITE_KEY_FIELD, dead_letter_message, decode_body, prepare_batch, prepare_event
+from ingest.state import state_of
+from ingest.web import cors_headers, error_response, json_response, preflight, read_body
+
+router = APIRouter(tags=["events"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Body is not JSON, not gzip, or not the expected shape"},
+    401: {"description": "Missing or unknown write key"},
+    403: {"description": "Origin not in the source's CORS allowlist"},
+    413: {"description": "Body over 1 MB, batch over 500 events, or event over 32 KB"},
+    415: {"description": "Content type other than JSON or text/plain, or unknown encoding"},
+    429: {"description": "Rate limit of the key exceeded; see Retry-After"},
+    503: {"description": "Kafka did not confirm the events; nothing was acknowledged. See Retry-After"},
+}
+
+BODY_DESCRIPTION = (
+    "JSON, optionally `Content-Encoding: gzip`. `text/plain` bodies are read as JSON too, so that "
+    "`navigator.sendBeacon` works without a CORS preflight; beacons carry the key in `writeKey`."
+)
+
+
+def _write_key(request: Request, payload: dict[str, Any]) -> str | None:
+    key = request.headers.get("x-write-key")
+    if key:
+        return key
+    body_key = payload.get(WRITE_KEY_FIELD)
+    return body_key if isinstance(body_key, str) else None
+
+
+async def post_batch(request: Request) -> Response:
+    state = state_of(request)
+    config = state.config
+    hot = state.hot
+    origin = request.headers.get("origin")
+    try:
+        payload = decode_body(
+            await read_body(request, config.max_body_bytes),
+            request.headers.get("content-type"),
+            request.headers.get("content-encoding"),
+            config.max_body_bytes,
+        )
+        if not isinstance(payload, dict):
+            raise BadRequest("body must be a JSON object", errors=[FieldError("batch", "field required")])
+        events = payload.get("batch")
+        if not isinstance(events, list) or not events:
+            raise BadRequest(
+                "batch must be a non-empty array", errors=[FieldError("batch", "expected a non-empty JSON array")]
+            )
+        if len(events) > config.max_batch_events:
+            raise PayloadTooLarge(f"batch holds {len(events)} events; the limit is {config.max_batch_events}")
+        source = state.access.admit(_write_key(request, payload), origin, len(events))
+        prepared = prepare_batch(
+            events,
+            state.stamp(request, source, payload.get("sent_at")),
+            events_topic=config.events_topic,
+            dlq_topic=config.dlq_topic,
+            max_event_bytes=config.max_event_bytes,
+        )
+        waited = await state.producer.send(prepared.messages)
+    except IngestError as exc:
+        state.metrics.requests.labels("batch", str(exc.status_code)).inc()
+        state.metrics.rejected.labels(exc.code).inc()
+        return error_response(exc, state.access, origin)
+    hot.produce_latency.observe(waited)
+    hot.batch_accepted.inc()
+    hot.accepted(source.name).inc(prepared.accepted)
+    if prepared.rejections:
+        hot.invalid_events.inc(len(prepared.rejections))
+    body = {
+        "accepted": prepared.accepted,
+        "rejected": [
+            {
+                "index": r.index,
+                "event_id": r.event_id,
+                "errors": [{"field": e.field, "reason": e.reason} for e in r.errors],
+            }
+            for r in prepared.rejections
+        ],
+    }
+    return json_response(body, 202, cors_headers(state.access, origin))
+
+
+async def post_event(request: Request) -> Response:
+    state = state_of(request)
+    config = state.config
+    hot = state.hot
+    origin = request.headers.get("origin")
+    try:
+        body = await read_body(request, config.max_body_bytes)
+        raw = decode_body(
+            body, request.headers.get("content-type"), request.headers.get("content-encoding"), config.max_event_bytes
+        )
+        if not isinstance(raw, dict):
+            raise BadRequest("body must be one JSON object", errors=[FieldError("event", "expected a JSON object")])
+        source = state.access.admit(_write_key(request, raw), origin, 1)
+        stamp = state.stamp(request, source)
+        try:
+            event, value = prepare_event(raw, stamp, config.max_event_bytes)
+        except ContractError as exc:
+            await state.producer.send([dead_letter_message(raw, exc.errors, stamp, config.dlq_topic)])
+            hot.invalid_events.inc()
+            raise InvalidEvent("the event does not follow the contract", errors=exc.errors) from None
+        waited = await state.producer.send([(config.events_topic, event.anonymous_id.encode(), value)])
+    except IngestError as exc:
+        state.metrics.requests.labels("event", str(exc.status_code)).inc()
+        if not isinstance(exc, InvalidEvent):
+            state.metrics.rejected.labels(exc.code).inc()
+        return error_response(exc, state.access, origin)
+    hot.produce_latency.observe(waited)
+    hot.event_accepted.inc()
+    hot.accepted(source.name).inc()
+    return json_response({"accepted": 1, "event_id": str(event.event_id)}, 202, cors_headers(state.access, origin))
+
+
+async def events_preflight(request: Request) -> Response:
+    return preflight(state_of(request).access, request, "POST")
+
+
+for _path, _endpoint in (("/v1/batch", post_batch), ("/v1/event", post_event)):
+    router.add_route(_path, _endpoint, methods=["POST"], include_in_schema=False)
+    router.add_route(_path, events_preflight, methods=["OPTIONS"], include_in_schema=False)
+
+
+def _operation(summary: str, description: str, body_schema: str, accepted_schema: str) -> dict[str, Any]:
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    responses: dict[str, Any] = {
+        "202": {
+            "description": "Stored in Kafka",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{accepted_schema}"}}},
+        }
+    }
+    for status, response in ERROR_RESPONSES.items():
+        responses[str(status)] = {**response, "content": error}
+    return {
+        "tags": ["events"],
+        "summary": summary,
+        "description": description + " " + BODY_DESCRIPTION,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}},
+        },
+        "responses": responses,
+    }
+
+
+OPENAPI_PATHS: dict[str, dict[str, Any]] = {
+    "/v1/batch": {
+        "post": _operation(
+            "Send up to 500 events",
+            "202 means every accepted event is stored in Kafka (acks=all). Invalid events do not cost the "
+            "others: each is reported by index with its field errors and written to events.dlq.",
+            "BatchRequest",
+            "BatchAccepted",
+        )
+    },
+    "/v1/event": {
+        "post": {
+            **_operation(
+                "Send one event",
+                "202 means the event is stored in Kafka. An invalid event is answered 422 with its field "
+                "errors and written to events.dlq.",
+                "EventRequest",
+                "EventAccepted",
+            ),
+        }
+    },
+}
+OPENAPI_PATHS["/v1/event"]["post"]["responses"]["422"] = {
+    "description": "The event does not follow the contract; it is in events.dlq",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}

@@ -1,0 +1,146 @@
+"""POST /v1/jobs submits a segment or restore job; GET /v1/jobs/{job_id} tells how it went."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from funnelstream.contract import EventType, InferenceJob, InferenceResult, JobKind, JobStatus
+from funnelstream.errors import ContractError, FieldError
+from ingest.access import Source
+from ingest.errors import InvalidEvent
+from ingest.pipeline import prepare_event
+from ingest.routes.common import authorized_source, error_responses, field_errors
+from ingest.schemas import JobAccepted, JobRequest, JobState
+from ingest.state import IngestState, state_of
+from ingest.web import cors_headers, json_response, preflight
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    summary="Submit a segment or restore job",
+    description=(
+        "The job goes to inference.jobs keyed by input_id. A restore job also records an "
+        "`inference_requested` event; a segment job records none (the inference service emits "
+        "`segments_proposed` when it finishes). 202 means both are stored in Kafka."
+    ),
+    response_model=JobAccepted,
+    responses=error_responses(401, 403, 429, 503),
+)
+async def submit_job(
+    request: Request, job: JobRequest, source: Annotated[Source, Depends(authorized_source)]
+) -> Response:
+    state = state_of(request)
+    config = state.config
+    if str(job.input_id) not in job.input_key:
+        raise InvalidEvent(
+            "input_key does not name input_id",
+            errors=[FieldError("input_key", "must be the key returned by POST /v1/uploads for this input_id")],
+        )
+    now = datetime.now(UTC)
+    job_id = job.job_id or uuid.uuid4()
+    try:
+        record = InferenceJob(
+            job_id=job_id,
+            kind=job.kind,
+            input_id=job.input_id,
+            input_key=job.input_key,
+            anonymous_id=job.anonymous_id,
+            user_id=job.user_id,
+            inference_id=job.inference_id,
+            inference_name=job.inference_name,
+            mask_key=job.mask_key,
+            points=job.points,
+            box=job.box,
+            params=job.params,
+            experiments=job.experiments,
+            submitted_at=now,
+        )
+    except ValidationError as exc:
+        raise InvalidEvent("the job is not valid", errors=field_errors(exc)) from None
+    messages = [(config.jobs_topic, str(job.input_id).encode(), record.model_dump_json(exclude_none=True).encode())]
+    if job.kind is JobKind.RESTORE:
+        requested: dict[str, Any] = {
+            "event_id": str(job.event_id or uuid.uuid4()),
+            "event_type": str(EventType.INFERENCE_REQUESTED),
+            "anonymous_id": job.anonymous_id,
+            "user_id": job.user_id,
+            "input_id": str(job.input_id),
+            "client_ts": (job.client_ts or now).isoformat(),
+            "inference_id": job.inference_id,
+            "job_id": str(job_id),
+            "mask_url": job.mask_key,
+            "experiments": job.experiments,
+        }
+        try:
+            event, value = prepare_event(
+                {k: v for k, v in requested.items() if v is not None},
+                state.stamp(request, source),
+                config.max_event_bytes,
+            )
+        except ContractError as exc:
+            raise InvalidEvent("the inference_requested event is not valid", errors=exc.errors) from None
+        messages.append((config.events_topic, event.anonymous_id.encode(), value))
+    await state.producer.send(messages)
+    state.metrics.requests.labels("jobs", "202").inc()
+    accepted = JobAccepted(job_id=job_id, status=JobStatus.QUEUED, status_url=f"/v1/jobs/{job_id}")
+    return json_response(
+        accepted.model_dump(mode="json"), 202, cors_headers(state.access, request.headers.get("origin"))
+    )
+
+
+def _url(state: IngestState, value: str | None) -> str | None:
+    """Object keys become presigned GET URLs; full URLs pass as they are."""
+    if value is None or "://" in value:
+        return value
+    return state.presigner.presigned_get_object(
+        state.settings.s3.bucket, value, expires=timedelta(seconds=state.config.result_url_ttl_s)
+    )
+
+
+def job_state(state: IngestState, job_id: UUID, result: InferenceResult | None) -> JobState:
+    if result is None:
+        # Unknown here may be accepted by another instance and not finished yet: both read "queued".
+        return JobState(job_id=job_id, status=JobStatus.QUEUED)
+    return JobState(
+        job_id=result.job_id,
+        status=result.status,
+        kind=result.kind,
+        input_id=result.input_id,
+        result_url=_url(state, result.result_url),
+        mask_url=_url(state, result.mask_url),
+        proposals_url=_url(state, result.proposals_url),
+        proposal_count=result.proposal_count,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        latency_ms=result.latency_ms,
+        error=result.error,
+        completed_at=result.completed_at,
+    )
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="Status of a job, with its result URLs once finished",
+    response_model=JobState,
+    responses=error_responses(401, 403, 429),
+)
+async def get_job(request: Request, job_id: UUID, source: Annotated[Source, Depends(authorized_source)]) -> Response:
+    state = state_of(request)
+    answer = job_state(state, job_id, state.results.get(str(job_id)))
+    return json_response(answer.model_dump(mode="json"), 200, cors_headers(state.access, request.headers.get("origin")))
+
+
+@router.options("/v1/jobs", include_in_schema=False)
+@router.options("/v1/jobs/{job_id}", include_in_schema=False)
+async def jobs_preflight(request: Request) -> Response:
+    return preflight(state_of(request).access, request, "GET, POST")

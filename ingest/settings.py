@@ -1,0 +1,105 @@
+"""Settings of the collector: one class, read from the environment (``FS_INGEST__...``)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from funnelstream.errors import ConfigurationError
+from funnelstream.experiments.settings import ExperimentsConfig
+from funnelstream.settings import ServiceSettings
+from funnelstream.topics import Topic
+
+DEV_WRITE_KEY = "fs-dev-write-key"
+DEV_SOURCE = "dev"
+
+
+def hash_write_key(write_key: str) -> str:
+    """Write keys are stored as their SHA-256, so a leaked configuration leaks no key."""
+    return hashlib.sha256(write_key.encode()).hexdigest()
+
+
+class SourceConfig(BaseModel):
+    """One sender (a frontend, a backend): its keys, the browser origins it may post from, its rate."""
+
+    write_key_sha256: list[str] = Field(min_length=1)
+    """Several hashes let a key be rotated without downtime."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Exact origins (``https://edit.example.com``); ``*`` allows any. Requests without Origin pass."""
+    rate_per_s: float = Field(default=2_000.0, gt=0)
+    """Events per second refilled into this source's token bucket."""
+    burst: int = Field(default=10_000, ge=1)
+
+    @field_validator("write_key_sha256")
+    @classmethod
+    def _hex_digests(cls, value: list[str]) -> list[str]:
+        for digest in value:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("write_key_sha256: each entry must be a lowercase hex SHA-256 digest")
+        return value
+
+
+def _dev_sources() -> dict[str, SourceConfig]:
+    return {
+        DEV_SOURCE: SourceConfig(
+            write_key_sha256=[hash_write_key(DEV_WRITE_KEY)],
+            cors_origins=["http://localhost:3000", "http://127.0.0.1:3000", "http://localhost:5173"],
+            rate_per_s=1_000_000.0,
+            burst=1_000_000,
+        )
+    }
+
+
+class IngestConfig(BaseModel):
+    sources: dict[str, SourceConfig] = Field(default_factory=_dev_sources)
+    """JSON in FS_INGEST__SOURCES; the default is the dev source with the public dev key."""
+    max_batch_events: int = Field(default=500, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_event_bytes: int = Field(default=32_768, ge=256)
+    delivery_timeout_s: float = Field(default=5.0, gt=0)
+    """How long the broker may be away before a request is answered 503 (librdkafka message timeout)."""
+    producer_queue_max_messages: int = Field(default=200_000, ge=1_000)
+    linger_ms: float = Field(default=2.0, ge=0)
+    retry_after_s: int = Field(default=2, ge=1)
+    late_limit_s: float = Field(default=7 * 24 * 3600, gt=0)
+    future_tolerance_s: float = Field(default=5.0, ge=0)
+    trust_forwarded_for: bool = False
+    """Take the client IP from X-Forwarded-For; only behind a proxy that sets it."""
+    ipv4_prefix: int = Field(default=24, ge=0, le=32)
+    ipv6_prefix: int = Field(default=48, ge=0, le=128)
+    upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    result_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    results_consumer: bool = True
+    """Follow inference.results so GET /v1/jobs/{job_id} can answer; off only in tests."""
+    results_cache_size: int = Field(default=50_000, ge=1)
+    results_lookback_s: int = Field(default=24 * 3600, ge=0)
+    readiness_timeout_s: float = Field(default=1.0, gt=0)
+    events_topic: str = str(Topic.EVENTS_RAW)
+    dlq_topic: str = str(Topic.EVENTS_DLQ)
+    jobs_topic: str = str(Topic.INFERENCE_JOBS)
+    results_topic: str = str(Topic.INFERENCE_RESULTS)
+    experiments_enabled: bool = True
+    """Serve GET /v1/assignments from the experiment definitions (FS_EXPERIMENTS__*)."""
+    demo_page: bool = True
+    """Serve the editing demo at /demo and the browser tracker at /tracker.js."""
+    demo_write_key: str = DEV_WRITE_KEY
+    """Write key the demo page sends with its events; a public value by nature."""
+
+
+class IngestSettings(ServiceSettings):
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+
+    @model_validator(mode="after")
+    def _no_dev_key_in_prod(self) -> Self:
+        if self.environment != "prod":
+            return self
+        dev_hash = hash_write_key(DEV_WRITE_KEY)
+        for name, source in self.ingest.sources.items():
+            if dev_hash in source.write_key_sha256:
+                raise ConfigurationError(
+                    f"FS_INGEST__SOURCES: source {name!r} uses the public dev write key; set real key hashes in prod"
+                )
+        return self

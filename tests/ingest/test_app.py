@@ -1,0 +1,550 @@
+"""The collector over HTTP with a fake at the Kafka boundary: what a sender relies on."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError
+from fastapi import APIRouter, Request
+from fastapi.testclient import TestClient
+
+from funnelstream.contract import DeadLetter, InferenceJob, InferenceResult, JobKind, JobStatus, parse_event_json
+from funnelstream.errors import ConfigurationError
+from funnelstream.topics import Topic
+from ingest.app import create_app
+from ingest.settings import DEV_WRITE_KEY, IngestSettings
+from tests.funnelstream.examples import example
+from tests.ingest.conftest import LIMITED_KEY, OTHER_ORIGIN, WEB_KEY, WEB_ORIGIN, FakeProducer, unit_settings
+
+RAW = str(Topic.EVENTS_RAW)
+DLQ = str(Topic.EVENTS_DLQ)
+KEY = {"X-Write-Key": WEB_KEY}
+
+
+def post_batch(client: TestClient, events: list[Any], headers: dict[str, str] | None = None, **extra: Any) -> Any:
+    return client.post(
+        "/v1/batch",
+        content=orjson.dumps({"batch": events, **extra}),
+        headers={"content-type": "application/json", **KEY, **(headers or {})},
+    )
+
+
+# --- write keys ------------------------------------------------------------------------------------
+
+
+def test_missing_write_key_is_401_and_nothing_is_produced(client: TestClient, fake_producer: FakeProducer) -> None:
+    response = client.post("/v1/batch", content=orjson.dumps({"batch": [example("tool_selected")]}))
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert fake_producer.delivered == []
+
+
+def test_unknown_write_key_is_401(client: TestClient, fake_producer: FakeProducer) -> None:
+    response = post_batch(client, [example("tool_selected")], headers={"X-Write-Key": "not-a-key"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "unknown write key"
+    assert client.post("/v1/event", json=example("tool_selected"), headers={"X-Write-Key": "x"}).status_code == 401
+    assert fake_producer.delivered == []
+
+
+def test_the_dev_key_works_only_where_configured(make_client: Callable[..., TestClient]) -> None:
+    dev_client = make_client(IngestSettings(_env_file=None, ingest={"results_consumer": False}))  # type: ignore[call-arg]
+    ok = dev_client.post("/v1/event", json=example("tool_selected"), headers={"X-Write-Key": DEV_WRITE_KEY})
+    assert ok.status_code == 202
+    configured = make_client()
+    refused = configured.post("/v1/event", json=example("tool_selected"), headers={"X-Write-Key": DEV_WRITE_KEY})
+    assert refused.status_code == 401
+
+
+def test_prod_refuses_the_dev_write_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FS_ENVIRONMENT", "prod")
+    monkeypatch.setenv("FS_S3__SECRET_KEY", "a-real-secret")
+    with pytest.raises((ConfigurationError, ValueError), match="dev write key"):
+        IngestSettings(_env_file=None)  # type: ignore[call-arg]
+    sources = '{"web": {"write_key_sha256": ["' + "a" * 64 + '"]}}'
+    monkeypatch.setenv("FS_INGEST__SOURCES", sources)
+    settings = IngestSettings(_env_file=None)  # type: ignore[call-arg]
+    assert list(settings.ingest.sources) == ["web"]
+
+
+# --- CORS ------------------------------------------------------------------------------------------
+
+
+def test_cors_allows_the_source_origin_and_refuses_others(client: TestClient, fake_producer: FakeProducer) -> None:
+    allowed = post_batch(client, [example("tool_selected")], headers={"Origin": WEB_ORIGIN})
+    assert allowed.status_code == 202
+    assert allowed.headers["access-control-allow-origin"] == WEB_ORIGIN
+
+    # The partner's origin is known, but not for the web source's key.
+    refused = post_batch(client, [example("tool_selected")], headers={"Origin": OTHER_ORIGIN})
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "origin_not_allowed"
+    assert "access-control-allow-origin" not in refused.headers
+    stranger = post_batch(client, [example("tool_selected")], headers={"Origin": "https://evil.example.net"})
+    assert stranger.status_code == 403
+    assert len(fake_producer.on(RAW)) == 1
+
+
+def test_preflight_answers_known_origins_only(client: TestClient) -> None:
+    ok = client.options("/v1/batch", headers={"Origin": WEB_ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == WEB_ORIGIN
+    assert "x-write-key" in ok.headers["access-control-allow-headers"].lower()
+    refused = client.options(
+        "/v1/event", headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"}
+    )
+    assert refused.status_code == 403
+    assert "access-control-allow-origin" not in refused.headers
+
+
+# --- rate limit and sizes --------------------------------------------------------------------------
+
+
+def test_rate_limit_answers_429_with_retry_after(client: TestClient, fake_producer: FakeProducer) -> None:
+    headers = {"X-Write-Key": LIMITED_KEY}
+    statuses = [client.post("/v1/event", json=example("tool_selected"), headers=headers).status_code for _ in range(5)]
+    assert statuses[:3] == [202, 202, 202]
+    assert statuses[3:] == [429, 429]
+    limited = client.post("/v1/event", json=example("tool_selected"), headers=headers)
+    assert limited.json()["error"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert len(fake_producer.on(RAW)) == 3
+    # Another key has its own bucket.
+    assert client.post("/v1/event", json=example("tool_selected"), headers=KEY).status_code == 202
+
+
+def test_batch_over_500_events_is_413(client: TestClient, fake_producer: FakeProducer) -> None:
+    response = post_batch(client, [example("image_saved") for _ in range(501)])
+    assert response.status_code == 413
+    assert "501" in response.json()["detail"]
+    assert fake_producer.delivered == []
+
+
+def test_body_over_1mb_is_413(client: TestClient) -> None:
+    big = example("tool_selected", properties={"blob": "x" * 1_100_000})
+    assert post_batch(client, [big]).status_code == 413
+
+
+def test_gzip_bomb_is_413_not_inflated(client: TestClient) -> None:
+    body = gzip.compress(orjson.dumps({"batch": [example("tool_selected", properties={"z": "0" * 3_000_000})]}))
+    assert len(body) < 100_000
+    response = client.post("/v1/batch", content=body, headers={**KEY, "content-encoding": "gzip"})
+    assert response.status_code == 413
+
+
+def test_single_event_over_32kb_is_413(client: TestClient, fake_producer: FakeProducer) -> None:
+    response = client.post("/v1/event", json=example("tool_selected", properties={"blob": "x" * 40_000}), headers=KEY)
+    assert response.status_code == 413
+    assert fake_producer.delivered == []
+
+
+def test_event_over_32kb_in_a_batch_is_rejected_alone(client: TestClient, fake_producer: FakeProducer) -> None:
+    events = [example("tool_selected"), example("tool_selected", properties={"blob": "x" * 40_000})]
+    response = post_batch(client, events)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 1
+    assert body["rejected"][0]["index"] == 1
+    assert "limit is 32768" in body["rejected"][0]["errors"][0]["reason"]
+    assert len(fake_producer.on(DLQ)) == 1
+
+
+# --- partial batches, DLQ --------------------------------------------------------------------------
+
+
+def test_partial_batch_accepts_valid_events_and_reports_each_invalid_one(
+    client: TestClient, fake_producer: FakeProducer
+) -> None:
+    good = [example("tool_selected"), example("image_saved"), example("score_submitted")]
+    bad_score = example("score_submitted", score=9)
+    no_type = {k: v for k, v in example("image_saved").items() if k != "event_type"}
+    not_object = ["just", "a", "list"]
+    events = [good[0], bad_score, good[1], no_type, not_object, good[2]]
+    response = post_batch(client, events)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 3
+    rejected = {r["index"]: r for r in body["rejected"]}
+    assert set(rejected) == {1, 3, 4}
+    assert rejected[1]["event_id"] == bad_score["event_id"]
+    assert rejected[1]["errors"] == [{"field": "score", "reason": "Input should be less than or equal to 5"}]
+    assert rejected[3]["errors"][0]["field"] == "event_type"
+    assert rejected[4]["errors"][0]["field"] == "event"
+
+    stored = [parse_event_json(m.value()) for m in fake_producer.on(RAW)]
+    assert [str(e.event_id) for e in stored] == [e["event_id"] for e in good]
+    letters = [DeadLetter.model_validate_json(m.value()) for m in fake_producer.on(DLQ)]
+    assert len(letters) == 3
+    by_event = {letter.event_id: letter for letter in letters}
+    score_letter = by_event[bad_score["event_id"]]
+    assert score_letter.stage == "ingest"
+    assert score_letter.source == "web"
+    assert "score" in score_letter.reason
+    assert orjson.loads(score_letter.payload) == bad_score
+    assert {m.key() for m in fake_producer.on(DLQ)} >= {b"device-7f3a"}
+
+
+def test_invalid_single_event_is_422_and_dead_lettered(client: TestClient, fake_producer: FakeProducer) -> None:
+    event = example("tool_selected", tool_id=0)
+    response = client.post("/v1/event", json=event, headers=KEY)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "tool_id"
+    [letter] = [DeadLetter.model_validate_json(m.value()) for m in fake_producer.on(DLQ)]
+    assert letter.event_id == event["event_id"]
+    assert fake_producer.on(RAW) == []
+
+
+def test_malformed_bodies_are_400_or_415(client: TestClient) -> None:
+    assert client.post("/v1/batch", content=b"{not json", headers=KEY).status_code == 400
+    assert client.post("/v1/batch", content=b'{"events": []}', headers=KEY).json()["errors"][0]["field"] == "batch"
+    assert client.post("/v1/batch", content=b"[1, 2]", headers=KEY).status_code == 400
+    bad_gzip = client.post("/v1/batch", content=b"not gzip", headers={**KEY, "content-encoding": "gzip"})
+    assert bad_gzip.status_code == 400
+    form = client.post(
+        "/v1/batch", content=b"a=b", headers={**KEY, "content-type": "application/x-www-form-urlencoded"}
+    )
+    assert form.status_code == 415
+
+
+# --- encodings -------------------------------------------------------------------------------------
+
+
+def test_gzip_batch_is_accepted(client: TestClient, fake_producer: FakeProducer) -> None:
+    events = [example("tool_selected") for _ in range(20)]
+    body = gzip.compress(orjson.dumps({"batch": events}))
+    response = client.post(
+        "/v1/batch", content=body, headers={**KEY, "content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 20, "rejected": []}
+    assert len(fake_producer.on(RAW)) == 20
+
+
+def test_text_plain_beacon_with_write_key_in_body(client: TestClient, fake_producer: FakeProducer) -> None:
+    events = [example("image_saved"), example("score_submitted")]
+    beacon = orjson.dumps({"batch": events, "writeKey": WEB_KEY})
+    response = client.post(
+        "/v1/batch", content=beacon, headers={"content-type": "text/plain;charset=UTF-8", "Origin": WEB_ORIGIN}
+    )
+    assert response.status_code == 202
+    assert response.headers["access-control-allow-origin"] == WEB_ORIGIN
+    single = orjson.dumps({**example("tool_selected"), "writeKey": WEB_KEY})
+    assert client.post("/v1/event", content=single, headers={"content-type": "text/plain"}).status_code == 202
+    stored = [orjson.loads(m.value()) for m in fake_producer.on(RAW)]
+    assert len(stored) == 3
+    # The key is a credential: it never reaches Kafka, not even under properties.
+    assert all(WEB_KEY.encode() not in m.value() for m in fake_producer.delivered)
+    assert all("writeKey" not in event.get("properties", {}) for event in stored)
+
+
+# --- stamping --------------------------------------------------------------------------------------
+
+
+def test_stamping_overrides_server_fields_and_applies_the_skew_rule(
+    client: TestClient, fake_producer: FakeProducer
+) -> None:
+    # The device clock is two hours fast; the event happened 30 s before the batch was sent.
+    device_now = datetime.now(UTC) + timedelta(hours=2)
+    event = example(
+        "tool_selected",
+        client_ts=(device_now - timedelta(seconds=30)).isoformat(),
+        sent_at=device_now.isoformat(),
+        received_at="2020-01-01T00:00:00Z",
+        source="forged",
+        context={"page_url": "https://edit.example.com/"},
+    )
+    before = datetime.now(UTC)
+    assert post_batch(client, [event], headers={"User-Agent": "Mozilla/5.0 test"}).status_code == 202
+    after = datetime.now(UTC)
+    [message] = fake_producer.on(RAW)
+    stored = parse_event_json(message.value())
+    assert message.key() == b"device-7f3a"
+    assert stored.source == "web"
+    assert stored.received_at is not None and before <= stored.received_at <= after
+    assert stored.event_ts is not None
+    assert abs((stored.received_at - stored.event_ts) - timedelta(seconds=30)) < timedelta(milliseconds=5)
+    assert stored.timestamp_flag == "ok"
+    assert stored.context.ip == "203.0.113.0"
+    assert stored.context.user_agent == "Mozilla/5.0 test"
+
+
+def test_future_and_too_old_timestamps_are_flagged_not_trusted(
+    make_client: Callable[..., TestClient], fake_producer: FakeProducer
+) -> None:
+    # The contract allows client_ts up to 1 s after sent_at (rounding); with no tolerance here,
+    # that is a future event time, clamped to received_at.
+    client = make_client(unit_settings(future_tolerance_s=0))
+    now = datetime.now(UTC)
+    future = example("image_saved", client_ts=(now + timedelta(milliseconds=900)).isoformat(), sent_at=now.isoformat())
+    old = example("image_saved", client_ts=(now - timedelta(days=30)).isoformat(), sent_at=now.isoformat())
+    assert post_batch(client, [future, old]).json()["accepted"] == 2
+    stored = {str(e.event_id): e for e in (parse_event_json(m.value()) for m in fake_producer.on(RAW))}
+    flagged_future = stored[future["event_id"]]
+    assert flagged_future.timestamp_flag == "future"
+    assert flagged_future.event_ts == flagged_future.received_at
+    assert stored[old["event_id"]].timestamp_flag == "too_old"
+
+
+def test_batch_sent_at_applies_to_events_without_one(client: TestClient, fake_producer: FakeProducer) -> None:
+    now = datetime.now(UTC)
+    event = {k: v for k, v in example("image_saved").items() if k != "sent_at"}
+    event["client_ts"] = (now - timedelta(minutes=5)).isoformat()
+    assert post_batch(client, [event], sent_at=now.isoformat()).status_code == 202
+    stored = parse_event_json(fake_producer.on(RAW)[0].value())
+    assert stored.received_at is not None and stored.event_ts is not None
+    assert timedelta(minutes=4, seconds=59) < stored.received_at - stored.event_ts < timedelta(minutes=5, seconds=1)
+
+
+def test_client_supplied_ip_is_truncated(client: TestClient, fake_producer: FakeProducer) -> None:
+    events = [
+        example("image_saved", context={"ip": "198.51.100.23"}),
+        example("image_saved", context={"ip": "2001:db8:1234:5678::1"}),
+        example("image_saved", context={"ip": "not an address"}),
+    ]
+    assert post_batch(client, events).json()["accepted"] == 3
+    ips = [parse_event_json(m.value()).context.ip for m in fake_producer.on(RAW)]
+    assert ips == ["198.51.100.0", "2001:db8:1234::", None]
+
+
+# --- durability ------------------------------------------------------------------------------------
+
+
+def test_failed_delivery_is_503_with_retry_after_never_202(client: TestClient, fake_producer: FakeProducer) -> None:
+    fake_producer.fail_with = KafkaError(KafkaError._MSG_TIMED_OUT)
+    response = post_batch(client, [example("tool_selected"), example("image_saved")])
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+    single = client.post("/v1/event", json=example("tool_selected"), headers=KEY)
+    assert single.status_code == 503
+
+
+def test_fatal_producer_error_fails_liveness(client: TestClient, fake_producer: FakeProducer) -> None:
+    fake_producer.fail_with = KafkaError(KafkaError._FATAL, "fenced", fatal=True)
+    assert post_batch(client, [example("tool_selected")]).status_code == 503
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert "fenced" in health.json()["detail"]
+
+
+def test_full_producer_queue_is_503(client: TestClient, fake_producer: FakeProducer) -> None:
+    fake_producer.queue_full = True
+    response = post_batch(client, [example("tool_selected")])
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+
+
+def test_queue_depth_bound_refuses_before_producing(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(unit_settings(producer_queue_max_messages=1000))
+    events = [example("image_saved") for _ in range(400)]
+    producer_state = client.app.state.ingest.producer  # type: ignore[attr-defined]
+    producer_state.producer.hold = True
+    # Hold deliveries: two batches fill the queue to 800; a third would pass the bound.
+    import threading
+
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(post_batch(client, events).status_code)) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while len(producer_state.producer) < 800 and datetime.now(UTC) < deadline:
+        pass
+    third = post_batch(client, events)
+    assert third.status_code == 503
+    producer_state.producer.hold = False
+    for thread in threads:
+        thread.join()
+    assert results == [202, 202]
+
+
+def test_no_answer_before_the_broker_confirms(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(unit_settings(delivery_timeout_s=0.3))
+    producer = client.app.state.ingest.producer  # type: ignore[attr-defined]
+    producer.wait_timeout_s = 0.5
+    producer.producer.hold = True
+    response = post_batch(client, [example("tool_selected")])
+    assert response.status_code == 503
+
+
+def test_shutdown_flushes_the_producer(make_client: Callable[..., TestClient], fake_producer: FakeProducer) -> None:
+    client = make_client()
+    client.__exit__(None, None, None)
+    assert fake_producer.flushed
+
+
+# --- uploads and jobs ------------------------------------------------------------------------------
+
+
+def test_upload_returns_a_presigned_put_url_for_a_new_input(client: TestClient) -> None:
+    response = client.post("/v1/uploads", json={"content_type": "image/png"}, headers=KEY)
+    assert response.status_code == 200
+    ticket = response.json()
+    input_id = uuid.UUID(ticket["input_id"])
+    assert ticket["input_key"].startswith("inputs/") and ticket["input_key"].endswith(f"{input_id}.png")
+    assert ticket["method"] == "PUT"
+    assert ticket["input_key"] in ticket["upload_url"]
+    assert "X-Amz-Signature=" in ticket["upload_url"]
+    assert client.post("/v1/uploads", json={"content_type": "image/png"}).status_code == 401
+    assert client.post("/v1/uploads", json={"content_type": "text/html"}, headers=KEY).status_code == 422
+
+
+def test_upload_url_uses_the_public_endpoint(make_client: Callable[..., TestClient]) -> None:
+    settings = unit_settings()
+    settings.s3.public_endpoint = "images.example.com"
+    client = make_client(settings)
+    ticket = client.post("/v1/uploads", json={"content_type": "image/jpeg"}, headers=KEY).json()
+    assert ticket["upload_url"].startswith("http://images.example.com/")
+
+
+def _job(kind: str, **extra: Any) -> dict[str, Any]:
+    input_id = uuid.uuid4()
+    return {
+        "kind": kind,
+        "input_id": str(input_id),
+        "input_key": f"inputs/2026/11/26/{input_id}.png",
+        "anonymous_id": "device-7f3a",
+        **extra,
+    }
+
+
+def test_restore_job_goes_to_inference_jobs_and_emits_inference_requested(
+    client: TestClient, fake_producer: FakeProducer
+) -> None:
+    request = _job("restore", inference_id=1, mask_key="masks/2026/11/26/m.png")
+    response = client.post("/v1/jobs", json=request, headers=KEY)
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    assert response.json()["status"] == "queued"
+    [job_message] = fake_producer.on(str(Topic.INFERENCE_JOBS))
+    job = InferenceJob.model_validate_json(job_message.value())
+    assert job_message.key() == request["input_id"].encode()
+    assert str(job.job_id) == job_id and job.kind is JobKind.RESTORE and job.inference_id == 1
+    [event_message] = fake_producer.on(RAW)
+    event = parse_event_json(event_message.value())
+    assert event.event_type == "inference_requested"
+    assert str(event.job_id) == job_id  # type: ignore[union-attr]
+    assert event.source == "web"
+
+
+def test_segment_job_emits_no_funnel_event(client: TestClient, fake_producer: FakeProducer) -> None:
+    response = client.post("/v1/jobs", json=_job("segment", points=[[10, 20]]), headers=KEY)
+    assert response.status_code == 202
+    assert len(fake_producer.on(str(Topic.INFERENCE_JOBS))) == 1
+    assert fake_producer.on(RAW) == []
+
+
+def test_invalid_jobs_are_422(client: TestClient, fake_producer: FakeProducer) -> None:
+    no_inference = client.post("/v1/jobs", json=_job("restore"), headers=KEY)
+    assert no_inference.status_code == 422
+    assert no_inference.json()["errors"][0]["field"] == "inference_id"
+    wrong_key = {**_job("segment"), "input_key": "inputs/2026/11/26/other.png"}
+    assert client.post("/v1/jobs", json=wrong_key, headers=KEY).json()["errors"][0]["field"] == "input_key"
+    assert fake_producer.delivered == []
+
+
+def test_job_status_is_queued_until_a_result_arrives(client: TestClient) -> None:
+    job_id = uuid.uuid4()
+    queued = client.get(f"/v1/jobs/{job_id}", headers=KEY)
+    assert queued.status_code == 200
+    assert queued.json()["status"] == "queued"
+    result = InferenceResult(
+        job_id=job_id,
+        kind=JobKind.RESTORE,
+        input_id=uuid.uuid4(),
+        status=JobStatus.SUCCEEDED,
+        result_url=f"results/2026/11/26/{job_id}.png",
+        mask_url="https://cdn.example.com/mask.png",
+        model_name="lama",
+        model_version="1",
+        latency_ms=812.0,
+        completed_at=datetime.now(UTC),
+    )
+    client.app.state.ingest.results.put(result)  # type: ignore[attr-defined]
+    done = client.get(f"/v1/jobs/{job_id}", headers=KEY).json()
+    assert done["status"] == "succeeded"
+    assert f"results/2026/11/26/{job_id}.png" in done["result_url"] and "X-Amz-Signature=" in done["result_url"]
+    assert done["mask_url"] == "https://cdn.example.com/mask.png"
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 401
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+def test_health_readiness_and_metrics(client: TestClient, fake_producer: FakeProducer) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    post_batch(client, [example("tool_selected"), example("score_submitted", score=0)])
+    client.post("/v1/event", json=example("tool_selected"))
+    metrics = client.get("/metrics").text
+    assert 'ingest_events_accepted_total{source="web"} 1.0' in metrics
+    assert 'ingest_events_rejected_total{reason="invalid_event"} 1.0' in metrics
+    assert 'ingest_events_rejected_total{reason="unauthorized"} 1.0' in metrics
+    assert "ingest_produce_latency_seconds_count 1.0" in metrics
+    assert "ingest_producer_queue_depth 0.0" in metrics
+
+
+def test_readiness_fails_when_kafka_is_unreachable(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    client.app.state.ingest.producer.producer.reachable = False  # type: ignore[attr-defined]
+    assert client.get("/readyz").status_code == 503
+
+
+def test_openapi_documents_the_response_format(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    batch = schema["paths"]["/v1/batch"]["post"]
+    accepted = batch["responses"]["202"]["content"]["application/json"]["schema"]["$ref"]
+    assert accepted.endswith("/BatchAccepted")
+    components = schema["components"]["schemas"]
+    assert set(components["BatchAccepted"]["properties"]) == {"accepted", "rejected"}
+    assert set(components["RejectedEvent"]["properties"]) == {"index", "event_id", "errors"}
+    assert {"400", "401", "403", "413", "429", "503"} <= set(batch["responses"])
+    assert "ScoreSubmitted" in components
+    assert schema["paths"]["/v1/jobs/{job_id}"]["get"]["security"] == [{"WriteKey": []}]
+
+
+def test_routers_mounted_later_share_the_app_state(make_client: Callable[..., TestClient]) -> None:
+    router = APIRouter()
+
+    @router.get("/v1/custom")
+    async def custom(request: Request) -> dict[str, str]:
+        return {"source_count": str(len(request.app.state.ingest.settings.ingest.sources))}
+
+    app = create_app(unit_settings(), producer_factory=lambda _: FakeProducer())
+    app.include_router(router)
+    with TestClient(app) as client:
+        assert client.get("/v1/custom").json() == {"source_count": "2"}
+        assert post_batch(client, [example("tool_selected")]).status_code == 202
+        assert "/v1/custom" in client.get("/openapi.json").json()["paths"]
+
+
+def test_assignments_are_served_and_the_exposure_is_produced(tmp_path: Path, fake_producer: FakeProducer) -> None:
+    settings = unit_settings(experiments_enabled=True)
+    settings.experiments.store_path = tmp_path / "assignments.sqlite3"
+    app = create_app(settings, producer_factory=lambda _: fake_producer)
+    with TestClient(app) as client:
+        first = client.get("/v1/assignments", params={"anonymous_id": "device-1"})
+        again = client.get("/v1/assignments", params={"anonymous_id": "device-1"})
+    assert first.status_code == 200, first.text
+    variant = first.json()["variants"]["segmentation_tool"]
+    assert variant in {"control", "treatment"}
+    assert again.json()["variants"]["segmentation_tool"] == variant
+    exposures = [m for m in fake_producer.delivered if b"experiment_exposure" in m.value()]
+    assert len(exposures) == 1  # once per unit and experiment
+
+
+def test_the_demo_page_and_tracker_are_served(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    page = client.get("/demo")
+    assert page.status_code == 200 and "fs-write-key" in page.text and "__WRITE_KEY__" not in page.text
+    tracker = client.get("/tracker.js")
+    assert tracker.headers["content-type"].startswith("text/javascript")
+    assert b"sendBeacon" in tracker.content

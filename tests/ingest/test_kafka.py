@@ -1,0 +1,141 @@
+"""The collector against the real local broker: what a 202 promises is in Kafka, once."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+import uvicorn
+from confluent_kafka import Producer
+from fastapi.testclient import TestClient
+
+from funnelstream.contract import DeadLetter, InferenceResult, JobKind, JobStatus, parse_event_json
+from funnelstream.settings import KafkaConfig
+from ingest.app import create_app
+from ingest.sdk import Client
+from ingest.settings import IngestSettings, hash_write_key
+from tests.funnelstream.examples import example
+from tests.ingest.kafka_helpers import read_topic
+
+KEY = "integration-key"
+
+
+def settings_for(kafka: KafkaConfig, topics: dict[str, str]) -> IngestSettings:
+    return IngestSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        kafka=kafka,
+        ingest={
+            "sources": {"backend": {"write_key_sha256": [hash_write_key(KEY)], "rate_per_s": 1e6, "burst": 1e6}},
+            "results_lookback_s": 600,
+            **topics,
+        },
+    )
+
+
+@pytest.fixture
+def topics(kafka_topic: Callable[..., str]) -> dict[str, str]:
+    return {
+        "events_topic": kafka_topic("ingest.raw", partitions=4),
+        "dlq_topic": kafka_topic("ingest.dlq"),
+        "jobs_topic": kafka_topic("ingest.jobs"),
+        "results_topic": kafka_topic("ingest.results", partitions=2),
+    }
+
+
+@pytest.fixture
+def live_client(kafka: KafkaConfig, topics: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(kafka, topics))) as client:
+        yield client
+
+
+def test_accepted_events_are_in_kafka_keyed_by_device_and_invalid_ones_in_the_dlq(
+    live_client: TestClient, kafka: KafkaConfig, topics: dict[str, str]
+) -> None:
+    good = [example("tool_selected", anonymous_id=f"device-{i}") for i in range(50)]
+    bad = example("score_submitted", score=6)
+    response = live_client.post(
+        "/v1/batch", content=orjson.dumps({"batch": [*good, bad]}), headers={"X-Write-Key": KEY}
+    )
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 50
+    stored = read_topic(kafka, topics["events_topic"], expect=50)
+    assert sorted(str(parse_event_json(v).event_id) for _, v in stored) == sorted(e["event_id"] for e in good)
+    assert all(key == parse_event_json(value).anonymous_id.encode() for key, value in stored)
+    [(_, letter_bytes)] = read_topic(kafka, topics["dlq_topic"], expect=1)
+    letter = DeadLetter.model_validate_json(letter_bytes)
+    assert letter.event_id == bad["event_id"] and "score" in letter.reason and letter.source == "backend"
+    assert live_client.get("/readyz").status_code == 200
+
+
+def test_job_results_from_inference_results_are_served(
+    live_client: TestClient, kafka: KafkaConfig, topics: dict[str, str]
+) -> None:
+    input_id = uuid.uuid4()
+    submitted = live_client.post(
+        "/v1/jobs",
+        json={
+            "kind": "segment",
+            "input_id": str(input_id),
+            "input_key": f"inputs/2026/11/26/{input_id}.png",
+            "anonymous_id": "device-1",
+            "points": [[1.0, 2.0]],
+        },
+        headers={"X-Write-Key": KEY},
+    )
+    assert submitted.status_code == 202
+    job_id = submitted.json()["job_id"]
+    [(key, job)] = read_topic(kafka, topics["jobs_topic"], expect=1)
+    assert key == str(input_id).encode() and orjson.loads(job)["job_id"] == job_id
+    assert live_client.get(f"/v1/jobs/{job_id}", headers={"X-Write-Key": KEY}).json()["status"] == "queued"
+
+    result = InferenceResult(
+        job_id=uuid.UUID(job_id),
+        kind=JobKind.SEGMENT,
+        input_id=input_id,
+        status=JobStatus.SUCCEEDED,
+        proposals_url=f"proposals/{job_id}/proposals.json",
+        proposal_count=7,
+        completed_at=datetime.now(UTC),
+    )
+    producer = Producer(kafka.client_config())
+    producer.produce(topics["results_topic"], result.model_dump_json().encode(), job_id.encode())
+    producer.produce(topics["results_topic"], b"not a result", b"x")
+    assert producer.flush(10) == 0
+    deadline = time.monotonic() + 20
+    answer: dict = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        answer = live_client.get(f"/v1/jobs/{job_id}", headers={"X-Write-Key": KEY}).json()
+        if answer["status"] != "queued":
+            break
+        time.sleep(0.2)
+    assert answer["status"] == "succeeded"
+    assert answer["proposal_count"] == 7 and f"proposals/{job_id}/proposals.json" in answer["proposals_url"]
+
+
+def test_sdk_through_a_real_server_stores_every_event_once(kafka: KafkaConfig, topics: dict[str, str]) -> None:
+    app = create_app(settings_for(kafka, topics))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with Client(f"http://127.0.0.1:{port}", write_key=KEY, batch_size=200, flush_interval_s=0.1) as sdk:
+            ids = [sdk.track(example("image_saved", anonymous_id=f"d-{i % 7}")) for i in range(1000)]
+            sdk.flush()
+            assert sdk.failed_events == 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+    stored = Counter(
+        str(parse_event_json(v).event_id) for _, v in read_topic(kafka, topics["events_topic"], expect=1000)
+    )
+    assert set(stored) == set(ids)
+    assert max(stored.values()) == 1
