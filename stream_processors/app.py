@@ -1,0 +1,284 @@
+"""The Faust application: thin agents around :class:`StreamProcessor`.
+
+Processing guarantee: at-least-once plus dedup. Faust's ``exactly_once`` has open reports of
+workers that crash and events written twice on a rebalance (faust-streaming/faust#323,
+robinhood/faust#658: the last stable offset of a changelog partition is read while the partition
+is still being reset), rebalances are exactly when it would matter, and it would not cover the
+librdkafka producer that writes the outputs here. With at-least-once the order below makes a
+crash repeat output, never lose it, and the dedup state collapses the repeats on replay:
+
+1. a batch of ``events.raw`` records (``stream.take_events``) goes through the processor;
+2. its enriched events, session summaries and dead letters are produced and acknowledged;
+3. only then are its state changes written to the changelogged table, and acknowledged;
+4. the batch's events are acked when the loop comes back; Faust commits their offsets later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from confluent_kafka import Producer
+
+from funnelstream.errors import TransientError
+from funnelstream.kafka import (
+    BUFFER_FULL_POLL_S,
+    BUFFER_FULL_RETRIES,
+    DeliveryReport,
+    flush_or_raise,
+    make_producer,
+    produce,
+)
+from stream_processors.dimensions import DimensionStore
+from stream_processors.enrich import Enricher, UserAgentParser
+from stream_processors.feed import DimensionFeed
+from stream_processors.processor import Output, RawRecord, SessionRules, StreamProcessor
+from stream_processors.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+STATE_TABLE = "state"
+
+
+class TableStateStore:
+    """The processor's store interface over a Faust table whose partitions we choose.
+
+    Faust declares the table, creates its changelog topic and restores a partition from it when
+    the partition is assigned. Writes go around ``table[key] = value`` for two reasons: that call
+    takes the partition from the current stream event and refuses outside of one (in a timer, or
+    in a ``take_events`` batch), and Faust's producer buffer sends one message per await, which
+    costs more than the whole processing of an event. So a write updates the table's store and
+    queues the changelog record (same key and value encoding as Faust's json codec); the runtime
+    produces the queue with librdkafka and waits for it before the batch's offsets can commit.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.pending: list[tuple[int, bytes, bytes | None]] = []
+
+    def get(self, key: str) -> Any | None:
+        return self.table.data.get(key)
+
+    def put(self, partition: int, key: str, value: Any) -> None:
+        self.table.data[key] = value
+        self.pending.append((partition, orjson.dumps(key), orjson.dumps(value)))
+
+    def delete(self, partition: int, key: str) -> None:
+        self.table.data.pop(key, None)
+        self.pending.append((partition, orjson.dumps(key), None))
+
+    def drain(self) -> list[tuple[int, bytes, bytes | None]]:
+        pending, self.pending = self.pending, []
+        return pending
+
+    @property
+    def changelog_topic(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self.table.data.items())
+
+    def evict(self, key: str) -> None:
+        self.table.data.pop(key, None)
+
+
+@dataclass
+class Runtime:
+    """What the agents share: the processor, the output producer and the dimension feed."""
+
+    settings: StreamSettings
+    processor: StreamProcessor
+    dimensions: DimensionStore
+    producer: Producer | None = None
+    feed: DimensionFeed | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    batches: int = 0
+    assigned: set[int] | None = None
+    """Partitions of the input topic this worker owns; None until the first assignment."""
+
+    async def start(self) -> None:
+        if self.producer is not None:
+            return
+        config = self.settings.kafka
+        stream = self.settings.stream
+        self.producer = make_producer(config)
+        self.feed = DimensionFeed(config, self.dimensions, stream.tools_topic, stream.inferences_topic)
+        self.feed.start()
+        # Events enriched before the dimensions are loaded would be flagged unknown for no reason.
+        loop = asyncio.get_running_loop()
+        caught_up = await loop.run_in_executor(None, self.feed.caught_up.wait, 60.0)
+        if self.feed.error is not None:
+            raise self.feed.error
+        if not caught_up:
+            log.warning("dimension topics not read to their end after 60 s; unknown ids will be flagged meanwhile")
+
+    async def stop(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()
+        if self.producer is not None:
+            self.producer.flush(self.settings.stream.delivery_timeout_s)
+
+    async def deliver(self, out: Output) -> None:
+        assert self.producer is not None
+        stream = self.settings.stream
+        report = DeliveryReport()
+        for topic, messages in (
+            (stream.enriched_topic, out.enriched),
+            (stream.sessions_topic, out.sessions),
+            (stream.dlq_topic, out.dead_letters),
+        ):
+            for key, value in messages:
+                produce(self.producer, topic, value, key, report)
+            self.producer.poll(0)
+        loop = asyncio.get_running_loop()
+        if report.expected:
+            await loop.run_in_executor(None, flush_or_raise, self.producer, report, stream.delivery_timeout_s)
+        self.processor.commit(out)
+        store = self.processor.store
+        if isinstance(store, TableStateStore):
+            changelog = store.changelog_topic
+            state_report = DeliveryReport()
+            for partition, state_key, state_value in store.drain():
+                produce_to_partition(self.producer, changelog, partition, state_key, state_value, state_report)
+            if state_report.expected:
+                await loop.run_in_executor(None, flush_or_raise, self.producer, state_report, stream.delivery_timeout_s)
+
+    async def handle(self, events: list[Any]) -> None:
+        async with self.lock:
+            # A batch taken before a rebalance can hold records of a partition that moved to
+            # another worker: that worker owns their state now and processes them again.
+            owned = self.assigned
+            records = [
+                RawRecord(
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                    key=event.message.key,
+                    value=event.message.value,
+                    topic=event.message.topic,
+                )
+                for event in events
+                if owned is None or event.message.partition in owned
+            ]
+            out = self.processor.process(records)
+            await self.deliver(out)
+            self.batches += 1
+
+    async def close_idle(self) -> None:
+        async with self.lock:
+            out = self.processor.close_idle()
+            if out.sessions or out.state_writes:
+                await self.deliver(out)
+
+    def health(self) -> dict[str, Any]:
+        counters = self.processor.counters
+        return {
+            "status": "ok" if self.feed is None or self.feed.error is None else "degraded",
+            "batches": self.batches,
+            "assigned": sorted(self.assigned or ()),
+            "accepted": counters.accepted,
+            "duplicates": counters.duplicates,
+            "late": counters.late,
+            "dead_letters": counters.dead_letters,
+            "merges": counters.merges,
+            "sessions_closed": counters.sessions_closed,
+            "unknown_tool": self.processor.enricher.counters.unknown_tool,
+            "unknown_inference": self.processor.enricher.counters.unknown_inference,
+            "open_sessions": self.processor.open_sessions(),
+            "watermarks": {str(p): w for p, w in sorted(self.processor.watermarks.items())},
+        }
+
+
+def produce_to_partition(
+    producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None, report: DeliveryReport
+) -> None:
+    """Like :func:`funnelstream.kafka.produce`, to a partition we name (a changelog record must
+    land in the partition of the state it belongs to) and with null values for deletions."""
+    report.expected += 1
+    for _ in range(BUFFER_FULL_RETRIES):
+        try:
+            producer.produce(topic, value=value, key=key, partition=partition, on_delivery=report)
+            return
+        except BufferError:
+            producer.poll(BUFFER_FULL_POLL_S)
+    report.expected -= 1
+    raise TransientError("kafka", f"producer queue full after {BUFFER_FULL_RETRIES} waits")
+
+
+def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
+    """Build the app; nothing connects until a worker starts it."""
+    stream = settings.stream
+    kafka = settings.kafka
+    app = faust.App(
+        stream.app_id,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        datadir=str(stream.data_dir),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=stream.commit_interval_s,
+        broker_session_timeout=stream.consumer_session_timeout_s,
+        web_port=stream.web_port,
+        web_bind=stream.web_host,
+        web_host=stream.web_host,
+        table_standby_replicas=0,
+        key_serializer="raw",
+        value_serializer="raw",
+        # The project's topics are made by `funnelstream setup`; Faust declares only its changelog.
+        topic_allow_declare=True,
+    )
+    raw_topic = app.topic(stream.input_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    table = app.Table(
+        STATE_TABLE,
+        default=None,
+        partitions=kafka.partitions,
+        key_type=str,
+    )
+    dimensions = DimensionStore()
+    enricher = Enricher(dimensions, UserAgentParser(stream.user_agent_cache_size))
+    rules = SessionRules(
+        gap_ms=int(stream.session_gap_s * 1000),
+        max_ms=int(stream.session_max_s * 1000),
+        lateness_ms=int(stream.allowed_lateness_s * 1000),
+        dedup_window_ms=int(stream.dedup_window_s * 1000),
+    )
+    runtime = Runtime(settings, StreamProcessor(TableStateStore(table), enricher, rules), dimensions)
+
+    @app.agent(raw_topic, name="process-events")
+    async def process_events(events: Any) -> None:
+        await runtime.start()
+        try:
+            async for batch in events.take_events(stream.batch_size, within=stream.batch_within_s):
+                await runtime.handle(list(batch))
+        finally:
+            await runtime.stop()
+
+    @app.timer(stream.timer_interval_s, name="close-idle-sessions")  # type: ignore[untyped-decorator]
+    async def close_idle_sessions() -> None:
+        if runtime.producer is not None:
+            await runtime.close_idle()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        # The revocation signal names every partition (eager rebalancing), also those that stay:
+        # their state must stay too, as Faust only reads their changelog from where it stopped.
+        # Only partitions that went to another worker are forgotten; Faust restores such a
+        # partition from the start of its changelog if it ever comes back.
+        owned = {tp.partition for tp in assigned if tp.topic == stream.input_topic}
+        async with runtime.lock:
+            for partition in (runtime.assigned or set()) - owned:
+                runtime.processor.drop_partition(partition)
+            runtime.assigned = owned
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json(runtime.health())
+
+    @app.page("/dimensions")
+    async def dimensions_view(web: Any, request: Any) -> Any:
+        return web.json(dimensions.snapshot())
+
+    return app, runtime

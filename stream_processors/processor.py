@@ -1,0 +1,528 @@
+"""The processing core: dedup, enrichment and sessionization of one batch of raw records.
+
+Plain Python on purpose: the Faust agents only feed batches in and write the outputs; every
+decision is made here and tested in memory.
+
+State lives in a key/value store that is changelogged by partition (a Faust Table in the
+worker, a dict in tests). Two kinds of keys, both owned by the partition of ``events.raw`` their
+events came from, so state moves with its partition:
+
+``a:<anonymous_id>`` -> ``[partition, applied_offset, [session, ...]]``
+    the open sessions of one device; ``applied_offset`` makes re-applying a replayed record a
+    no-op, so a crash between two changelog writes cannot count an event twice.
+``b:<partition>:<first_offset>`` -> ``[watermark_ms, last_offset, [event_id, ...]]``
+    the event ids admitted by one batch (the dedup state) and the partition's event-time
+    watermark after it. Written after the batch's device records, so in the changelog partition
+    (which keeps order) a durable batch record implies durable device records. Dropped once its
+    watermark is older than the dedup window.
+
+A session is ``[session_id, start_ms, last_ms, event_count, late_count, input_ids, deepest_step,
+experiments, user_id, version]``.
+
+Time is event time throughout: the watermark of a partition is the largest ``event_ts`` seen on it.
+An event older than ``watermark - allowed_lateness`` is late: kept, flagged, counted on the
+session that covers it, never merged. A session is closed once no event that is not late can join
+it any more (``last + gap < watermark - lateness``), so when the timer closes it does not change
+any answer: replaying the same partition gives the same sessions and the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+
+from funnelstream.contract import FUNNEL_STEP_OF, FunnelStep, parse_event_json
+from funnelstream.errors import ContractError, FieldError
+from funnelstream.kafka import dead_letter
+from stream_processors.enrich import Enricher
+from stream_processors.errors import PoisonMessage
+
+DLQ_STAGE = "stream"
+
+# Positions in a session list (kept as a list: a few hundred thousand open sessions must fit).
+SID, START, LAST, COUNT, LATE, INPUTS, DEEPEST, EXPERIMENTS, USER, VERSION = range(10)
+_STEP_NAMES = {int(step): step.name.lower() for step in FunnelStep}
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> Any | None: ...
+
+    def put(self, partition: int, key: str, value: Any) -> None: ...
+
+    def delete(self, partition: int, key: str) -> None: ...
+
+    def items(self) -> Iterable[tuple[str, Any]]: ...
+
+    def evict(self, key: str) -> None:
+        """Forget a key locally (its partition moved to another worker); no changelog write."""
+
+
+class MemoryStateStore:
+    """A dict with the store interface; records every write like a changelog would."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.changelog: list[tuple[int, str, Any]] = []
+
+    def get(self, key: str) -> Any | None:
+        return self.data.get(key)
+
+    def put(self, partition: int, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.changelog.append((partition, key, orjson.loads(orjson.dumps(value))))
+
+    def delete(self, partition: int, key: str) -> None:
+        self.data.pop(key, None)
+        self.changelog.append((partition, key, None))
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        return list(self.data.items())
+
+    def evict(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    gap_ms: int = 30 * 60 * 1000
+    max_ms: int = 24 * 3600 * 1000
+    lateness_ms: int = 5 * 60 * 1000
+    dedup_window_ms: int = 24 * 3600 * 1000
+
+
+@dataclass
+class Output:
+    enriched: list[tuple[bytes, bytes]] = field(default_factory=list)
+    sessions: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    state_writes: list[tuple[int, str, Any]] = field(default_factory=list)
+    """(partition, key, value or None to delete); applied by :meth:`StreamProcessor.commit`
+    only after the messages above are acknowledged, so the changelog never gets ahead of the
+    output: a crash in between repeats output, it never loses it."""
+    retired: set[str] = field(default_factory=set)
+    """Sessions absorbed by a merge in this batch: their retirement is their last summary."""
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    duplicates: int = 0
+    late: int = 0
+    dead_letters: int = 0
+    replayed: int = 0
+    merges: int = 0
+    sessions_closed: int = 0
+    dedup_records_expired: int = 0
+
+
+_EXPERIMENT_SETS: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_EXPERIMENT_SETS_MAX = 100_000
+_NO_EXPERIMENTS: dict[str, str] = {}
+
+
+def _merged_experiments(current: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """The variants of a session, as one shared dict per distinct combination.
+
+    Most sessions carry one of a few combinations; sharing them saves a dict per open session.
+    Shared dicts are never changed in place: a change builds (or finds) another one.
+    """
+    if all(current.get(key) == value for key, value in new.items()):
+        return current
+    merged = {**current, **new}
+    signature = tuple(sorted(merged.items()))
+    shared = _EXPERIMENT_SETS.get(signature)
+    if shared is None:
+        if len(_EXPERIMENT_SETS) >= _EXPERIMENT_SETS_MAX:
+            return merged
+        shared = _EXPERIMENT_SETS[signature] = merged
+    return shared
+
+
+def session_id_for(anonymous_id: str, start_ms: int) -> str:
+    """The same device and start always give the same id, on any worker, after any replay."""
+    return hashlib.blake2b(f"{anonymous_id}|{start_ms}".encode(), digest_size=12).hexdigest()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _ms(value: datetime) -> int:
+    # Integer arithmetic: a float timestamp can land a microsecond short of a millisecond.
+    return (value - _EPOCH) // _ONE_MS
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        store: StateStore,
+        enricher: Enricher,
+        rules: SessionRules | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.enricher = enricher
+        self.rules = rules or SessionRules()
+        self.clock = clock
+        self.counters = Counters()
+        self.watermarks: dict[int, int] = {}
+        self._seen: dict[int, set[str]] = {}
+        """partition -> the event ids its live batch records hold."""
+        self._batches: dict[int, dict[str, int]] = {}
+        """partition -> batch record key -> its watermark, in write order."""
+        self._actors: dict[int, set[str]] = {}
+
+    # --- partitions -------------------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._seen)
+
+    def load_partition(self, partition: int) -> None:
+        """Index what the store holds for a partition just assigned (after its recovery)."""
+        seen: set[str] = set()
+        batches: list[tuple[int, str, int]] = []
+        actors: set[str] = set()
+        watermark = -(2**62)
+        prefix = f"b:{partition}:"
+        for key, value in self.store.items():
+            if isinstance(key, bytes):
+                key = key.decode()
+            if key.startswith(prefix):
+                batches.append((value[1], key, value[0]))
+                watermark = max(watermark, value[0])
+                seen.update(value[2])
+            elif key.startswith("a:") and value[0] == partition:
+                actors.add(key)
+                for session in value[2]:
+                    session[EXPERIMENTS] = _merged_experiments(_NO_EXPERIMENTS, session[EXPERIMENTS])
+        batches.sort()
+        self._seen[partition] = seen
+        self._batches[partition] = {key: mark for _, key, mark in batches}
+        self._actors[partition] = actors
+        self.watermarks[partition] = watermark
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a partition this worker no longer owns: its index and its local state."""
+        for key in list(self._batches.get(partition, ())):
+            self.store.evict(key)
+        for key in list(self._actors.get(partition, ())):
+            self.store.evict(key)
+        self._seen.pop(partition, None)
+        self._batches.pop(partition, None)
+        self._actors.pop(partition, None)
+        self.watermarks.pop(partition, None)
+
+    # --- the batch ----------------------------------------------------------------------------------
+
+    def process(self, records: Iterable[RawRecord]) -> Output:
+        out = Output()
+        now = self.clock()
+        changed_actors: dict[str, tuple[int, list[Any]]] = {}
+        changed_sessions: dict[str, tuple[str, list[Any]]] = {}
+        new_ids: dict[int, list[Any]] = {}
+        batch_seen: set[str] = set()
+        rules = self.rules
+        for record in records:
+            partition = record.partition
+            seen = self._seen.get(partition)
+            if seen is None:
+                self.load_partition(partition)
+                seen = self._seen[partition]
+            try:
+                event, event_ts, received_at = self._decode(record)
+            except PoisonMessage as exc:
+                self.counters.dead_letters += 1
+                out.dead_letters.append(self._dead_letter(record, exc))
+                continue
+            event_id = str(event.event_id)
+            if event_id in seen or event_id in batch_seen:
+                self.counters.duplicates += 1
+                continue
+            batch_seen.add(event_id)
+            batch = new_ids.get(partition)
+            if batch is None:
+                batch = new_ids[partition] = [record.offset, record.offset, []]
+            batch[1] = record.offset
+            batch[2].append(event_id)
+
+            ts = _ms(event_ts)
+            watermark = self.watermarks[partition]
+            is_late = ts < watermark - rules.lateness_ms
+            if ts > watermark:
+                self.watermarks[partition] = ts
+            anonymous_id = event.anonymous_id
+            actor_key = "a:" + anonymous_id
+            pending = changed_actors.get(actor_key)
+            actor = pending[1] if pending is not None else self.store.get(actor_key)
+            if actor is None:
+                actor = [partition, -1, []]
+                self._actors[partition].add(actor_key)
+            if record.offset <= actor[1]:
+                # Already applied before a crash; only the output may be missing downstream.
+                self.counters.replayed += 1
+                session = self._covering(actor[2], ts)
+                session_id = session[SID] if session is not None else session_id_for(anonymous_id, ts)
+            else:
+                actor[1] = record.offset
+                if is_late:
+                    self.counters.late += 1
+                    session = self._covering(actor[2], ts)
+                    if session is None:
+                        session_id = session_id_for(anonymous_id, ts)
+                    else:
+                        session[LATE] += 1
+                        session[VERSION] += 1
+                        session_id = session[SID]
+                        changed_sessions[session_id] = (anonymous_id, session)
+                else:
+                    session = self._assign(anonymous_id, actor[2], ts, out, now)
+                    self._apply(session, event, ts)
+                    session_id = session[SID]
+                    changed_sessions[session_id] = (anonymous_id, session)
+                changed_actors[actor_key] = (partition, actor)
+            self.counters.accepted += 1
+            row = self.enricher.enrich(
+                event,
+                event_ts=event_ts,
+                received_at=received_at,
+                session_id=session_id,
+                is_late=is_late,
+                enriched_at=now,
+            )
+            out.enriched.append((anonymous_id.encode(), orjson.dumps(row)))
+
+        for actor_key, (partition, actor) in changed_actors.items():
+            out.state_writes.append((partition, actor_key, actor))
+        for partition, (first, last, ids) in new_ids.items():
+            batch_key = f"b:{partition}:{first}"
+            mark = self.watermarks[partition]
+            out.state_writes.append((partition, batch_key, [mark, last, ids]))
+            self._batches[partition][batch_key] = mark
+            self._seen[partition].update(ids)
+        for session_id, (anonymous_id, session) in changed_sessions.items():
+            # `sessions` is compacted: the last message per id must be the newest version.
+            if session_id not in out.retired:
+                out.sessions.append(self._summary(anonymous_id, session, now, closed=False))
+        return out
+
+    # --- decode -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _decode(record: RawRecord) -> tuple[Any, datetime, datetime]:
+        if record.value is None:
+            raise PoisonMessage("empty value (tombstone) on the events topic")
+        try:
+            event = parse_event_json(record.value)
+        except ContractError as exc:
+            raise PoisonMessage(f"contract violation: {exc}", exc.errors) from None
+        missing = [name for name in ("event_ts", "received_at") if getattr(event, name) is None]
+        if missing:
+            raise PoisonMessage(
+                "not stamped by the collector",
+                [FieldError(name, "required on events.raw; set by ingest") for name in missing],
+                event_id=str(event.event_id),
+            )
+        return event, event.event_ts, event.received_at  # type: ignore[return-value]
+
+    def _dead_letter(self, record: RawRecord, exc: PoisonMessage) -> tuple[bytes | None, bytes]:
+        letter = dead_letter(
+            stage=DLQ_STAGE,
+            reason=exc.reason,
+            payload=record.value or b"",
+            errors=exc.errors,
+            original_key=record.key,
+            topic=record.topic or None,
+            partition=record.partition,
+            offset=record.offset,
+            event_id=exc.event_id,
+        )
+        return record.key, letter.model_dump_json().encode()
+
+    # --- sessions -----------------------------------------------------------------------------------
+
+    def _covering(self, sessions: list[list[Any]], ts: int) -> list[Any] | None:
+        gap = self.rules.gap_ms
+        for session in sessions:
+            if session[START] - gap <= ts <= session[LAST] + gap:
+                return session
+        return None
+
+    def _assign(self, anonymous_id: str, sessions: list[list[Any]], ts: int, out: Output, now: datetime) -> list[Any]:
+        gap, max_ms = self.rules.gap_ms, self.rules.max_ms
+        candidates = [s for s in sessions if s[START] - gap <= ts <= s[LAST] + gap]
+        if len(candidates) > 1:
+            start = min(ts, min(s[START] for s in candidates))
+            last = max(ts, max(s[LAST] for s in candidates))
+            if last - start <= max_ms:
+                return self._merge(anonymous_id, sessions, candidates, out, now)
+        for session in candidates:
+            if max(ts, session[LAST]) - min(ts, session[START]) <= max_ms:
+                return session
+        session = [session_id_for(anonymous_id, ts), ts, ts, 0, 0, [], 0, _NO_EXPERIMENTS, None, 0]
+        sessions.append(session)
+        sessions.sort(key=lambda s: s[START])
+        return session
+
+    def _merge(
+        self,
+        anonymous_id: str,
+        sessions: list[list[Any]],
+        candidates: list[list[Any]],
+        out: Output,
+        now: datetime,
+    ) -> list[Any]:
+        """An event bridged the gap between sessions: the earliest one absorbs the others.
+
+        Each absorbed session is retired with a final summary (closed, no events) so that the
+        last summary of every id on ``sessions`` stays true.
+        """
+        candidates.sort(key=lambda s: s[START])
+        keep = candidates[0]
+        for other in candidates[1:]:
+            self.counters.merges += 1
+            keep[START] = min(keep[START], other[START])
+            keep[LAST] = max(keep[LAST], other[LAST])
+            keep[COUNT] += other[COUNT]
+            keep[LATE] += other[LATE]
+            for input_id in other[INPUTS]:
+                if input_id not in keep[INPUTS]:
+                    keep[INPUTS].append(input_id)
+            keep[DEEPEST] = max(keep[DEEPEST], other[DEEPEST])
+            keep[EXPERIMENTS] = _merged_experiments(keep[EXPERIMENTS], other[EXPERIMENTS])
+            keep[USER] = keep[USER] or other[USER]
+            keep[VERSION] += other[VERSION]
+            sessions.remove(other)
+            retired = [other[SID], other[START], other[START], 0, 0, [], 0, {}, other[USER], other[VERSION] + 1]
+            out.sessions.append(self._summary(anonymous_id, retired, now, closed=True))
+            out.retired.add(other[SID])
+        return keep
+
+    @staticmethod
+    def _apply(session: list[Any], event: Any, ts: int) -> None:
+        if ts < session[START]:
+            session[START] = ts
+        if ts > session[LAST]:
+            session[LAST] = ts
+        session[COUNT] += 1
+        input_id = event.input_id
+        if input_id is not None:
+            text = str(input_id)
+            if text not in session[INPUTS]:
+                session[INPUTS].append(text)
+        step = int(FUNNEL_STEP_OF.get(event.event_type, 0))
+        if step > session[DEEPEST]:
+            session[DEEPEST] = step
+        if event.experiments:
+            session[EXPERIMENTS] = _merged_experiments(session[EXPERIMENTS], event.experiments)
+        if event.user_id is not None:
+            session[USER] = event.user_id
+        session[VERSION] += 1
+
+    def _summary(self, anonymous_id: str, session: list[Any], now: datetime, *, closed: bool) -> tuple[bytes, bytes]:
+        summary = {
+            "session_id": session[SID],
+            "anonymous_id": anonymous_id,
+            "user_id": session[USER],
+            "started_at": _dt(session[START]),
+            "last_event_at": _dt(session[LAST]),
+            "duration_s": (session[LAST] - session[START]) / 1000,
+            "event_count": session[COUNT],
+            "late_event_count": session[LATE],
+            "input_ids": session[INPUTS],
+            "deepest_step": session[DEEPEST],
+            "deepest_step_name": _STEP_NAMES[session[DEEPEST]],
+            "experiments": session[EXPERIMENTS],
+            "closed": closed,
+            "version": session[VERSION],
+            "updated_at": now,
+        }
+        return session[SID].encode(), orjson.dumps(summary)
+
+    # --- the timer ----------------------------------------------------------------------------------
+
+    def close_idle(self) -> Output:
+        """Close every session that no event can join any more, and drop expired dedup records."""
+        out = Output()
+        now = self.clock()
+        rules = self.rules
+        for partition in list(self._seen):
+            horizon = self.watermarks[partition] - rules.lateness_ms - rules.gap_ms
+            actors = self._actors[partition]
+            for actor_key in list(actors):
+                actor = self.store.get(actor_key)
+                if actor is None:
+                    actors.discard(actor_key)
+                    continue
+                sessions = actor[2]
+                if not any(session[LAST] < horizon for session in sessions):
+                    continue
+                anonymous_id = actor_key[2:]
+                keep = []
+                for session in sessions:
+                    if session[LAST] < horizon:
+                        session[VERSION] += 1
+                        self.counters.sessions_closed += 1
+                        out.sessions.append(self._summary(anonymous_id, session, now, closed=True))
+                    else:
+                        keep.append(session)
+                if keep:
+                    actor[2] = keep
+                    out.state_writes.append((partition, actor_key, actor))
+                else:
+                    actor[2] = []
+                    out.state_writes.append((partition, actor_key, None))
+                    actors.discard(actor_key)
+            self._expire_dedup(partition, out)
+        return out
+
+    def commit(self, out: Output) -> None:
+        """Write the state changes of a processed batch, once its output is acknowledged."""
+        store = self.store
+        for partition, key, value in out.state_writes:
+            if value is None:
+                store.delete(partition, key)
+            else:
+                store.put(partition, key, value)
+        out.state_writes.clear()
+
+    def _expire_dedup(self, partition: int, out: Output) -> None:
+        cutoff = self.watermarks[partition] - self.rules.dedup_window_ms
+        batches = self._batches[partition]
+        seen = self._seen[partition]
+        expired = [key for key, mark in batches.items() if mark < cutoff]
+        for key in expired:
+            record = self.store.get(key)
+            if record is not None:
+                # An id is admitted once while any record holds it, so it is in no other record.
+                seen.difference_update(record[2])
+            del batches[key]
+            out.state_writes.append((partition, key, None))
+            self.counters.dedup_records_expired += 1
+
+    def open_sessions(self) -> int:
+        total = 0
+        for actors in self._actors.values():
+            for actor_key in actors:
+                actor = self.store.get(actor_key)
+                if actor is not None:
+                    total += len(actor[2])
+        return total

@@ -1,0 +1,47 @@
+"""Settings of the stream processors: one class, read from ``FS_`` variables (``FS_STREAM__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+from funnelstream.settings import PROJECT_ROOT, ServiceSettings
+from funnelstream.topics import Topic
+
+
+class StreamConfig(BaseModel):
+    app_id: str = Field(default="funnelstream-stream", min_length=1, max_length=200)
+    """Faust application id: the consumer group and the prefix of its changelog topics."""
+    input_topic: str = str(Topic.EVENTS_RAW)
+    enriched_topic: str = str(Topic.EVENTS_ENRICHED)
+    sessions_topic: str = str(Topic.SESSIONS)
+    dlq_topic: str = str(Topic.EVENTS_DLQ)
+    tools_topic: str = str(Topic.DIMENSIONS_TOOLS)
+    inferences_topic: str = str(Topic.DIMENSIONS_INFERENCES)
+    data_dir: Path = PROJECT_ROOT / ".stack" / "stream"
+    web_port: int = Field(default=6066, ge=1, le=65_535)
+    web_host: str = "127.0.0.1"
+    dedup_window_s: float = Field(default=24 * 3600, gt=0)
+    session_gap_s: float = Field(default=30 * 60, gt=0)
+    session_max_s: float = Field(default=24 * 3600, gt=0)
+    allowed_lateness_s: float = Field(default=5 * 60, ge=0)
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
+    batch_within_s: float = Field(default=0.2, gt=0)
+    timer_interval_s: float = Field(default=5.0, gt=0)
+    """How often idle sessions are closed and expired dedup records dropped."""
+    user_agent_cache_size: int = Field(default=10_000, ge=0)
+    commit_interval_s: float = Field(default=2.0, gt=0)
+    consumer_session_timeout_s: float = Field(default=30.0, ge=6)
+    """How long the group waits for a worker that stopped answering before its partitions move."""
+    delivery_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _max_covers_gap(self) -> StreamConfig:
+        if self.session_max_s < self.session_gap_s:
+            raise ValueError("session_max_s: must be at least session_gap_s")
+        return self
+
+
+class StreamSettings(ServiceSettings):
+    stream: StreamConfig = Field(default_factory=StreamConfig)

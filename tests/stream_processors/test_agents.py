@@ -1,0 +1,129 @@
+"""The Faust agents in memory (``agent.test_context()``), with the Kafka producer faked at the edge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from funnelstream.contract import DeadLetter, EnrichedEvent, SessionSummary
+from stream_processors.app import create_app
+from stream_processors.dimensions import SEED_FILE, apply_all, read_dimension_file
+from stream_processors.processor import MemoryStateStore
+from stream_processors.settings import StreamConfig, StreamSettings
+from tests.stream_processors.test_processor import T0, stamped
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int) -> None:
+        self._topic, self._partition = topic, partition
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return 0
+
+
+class AcknowledgingProducer:
+    """Stands in for confluent_kafka.Producer: acknowledges everything on the next poll."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        self._callbacks: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any, headers: Any = None) -> None:
+        self.topics[topic].append((key, value))
+        self._callbacks.append((on_delivery, FakeMessage(topic, 0)))
+
+    def poll(self, timeout: float = 0) -> int:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback, message in callbacks:
+            callback(None, message)
+        return len(callbacks)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+
+@pytest.fixture
+def worker(tmp_path: Any) -> Any:
+    settings = StreamSettings(stream=StreamConfig(app_id="test-agents", data_dir=tmp_path, batch_within_s=0.01))
+    app, runtime = create_app(settings)
+    apply_all(runtime.dimensions, read_dimension_file(SEED_FILE, T0))
+    runtime.producer = AcknowledgingProducer()  # type: ignore[assignment]
+    runtime.processor.store = MemoryStateStore()
+    return app, runtime
+
+
+def test_process_agent_enriches_sessionizes_and_dead_letters(worker: Any) -> None:
+    asyncio.run(_process_agent(worker))
+
+
+async def _process_agent(worker: Any) -> None:
+    app, runtime = worker
+    agent = app.agents["process-events"]
+    events = [
+        stamped("image_uploaded", T0),
+        stamped("tool_selected", T0 + timedelta(minutes=1)),
+        stamped("tool_selected", T0 + timedelta(minutes=1)),
+    ]
+    events[2]["event_id"] = events[1]["event_id"]
+    async with agent.test_context() as agent_under_test:
+        for event in events:
+            await agent_under_test.put(orjson.dumps(event), key=b"device-1")
+        await agent_under_test.put(b"\xff\xfe not an event", key=b"device-1")
+        for _ in range(100):
+            if runtime.batches and len(runtime.producer.topics[settings_of(runtime).dlq_topic]) == 1:
+                break
+            await _sleep()
+    stream = settings_of(runtime)
+    rows = [EnrichedEvent.model_validate_json(value) for _, value in runtime.producer.topics[stream.enriched_topic]]
+    assert [str(row.event_id) for row in rows] == [events[0]["event_id"], events[1]["event_id"]]
+    assert rows[1].tool_name == "segmentation"
+    sessions = [
+        SessionSummary.model_validate_json(value) for _, value in runtime.producer.topics[stream.sessions_topic]
+    ]
+    assert sessions[-1].event_count == 2 and sessions[-1].deepest_step == 2
+    (letter,) = [DeadLetter.model_validate_json(value) for _, value in runtime.producer.topics[stream.dlq_topic]]
+    assert letter.stage == "stream" and letter.payload_encoding == "base64"
+    assert runtime.processor.counters.duplicates == 1
+
+
+def test_the_timer_closes_idle_sessions(worker: Any) -> None:
+    asyncio.run(_timer(worker))
+
+
+async def _timer(worker: Any) -> None:
+    app, runtime = worker
+    agent = app.agents["process-events"]
+    async with agent.test_context() as agent_under_test:
+        await agent_under_test.put(orjson.dumps(stamped("image_uploaded", T0, anonymous_id="quiet")), key=b"quiet")
+        await agent_under_test.put(
+            orjson.dumps(stamped("image_uploaded", T0 + timedelta(hours=1), anonymous_id="busy")), key=b"busy"
+        )
+        for _ in range(100):
+            if runtime.processor.counters.accepted == 2:
+                break
+            await _sleep()
+    await runtime.close_idle()
+    stream = settings_of(runtime)
+    summaries = [SessionSummary.model_validate_json(v) for _, v in runtime.producer.topics[stream.sessions_topic]]
+    closed = [summary for summary in summaries if summary.closed]
+    assert [summary.anonymous_id for summary in closed] == ["quiet"]
+
+
+def settings_of(runtime: Any) -> StreamConfig:
+    return runtime.settings.stream  # type: ignore[no-any-return]
+
+
+async def _sleep() -> None:
+    await asyncio.sleep(0.02)
