@@ -8,7 +8,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status lint fmt test test-unit demo schema clean
+.PHONY: help install tools up down status lint fmt test test-unit demo schema clean
+.PHONY: bench-inference
+.PHONY: bench-experiments
+.PHONY: bench-qa
+.PHONY: bench-warehouse
+.PHONY: bench-ingest
+.PHONY: bench-stream
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -21,6 +27,18 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install the project with pinned dependencies
+
+tools: ## Debian packages the suite and benchmarks use: Chromium (browser tests), wrk (bench-ingest)
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing:$$missing; install them with your package manager (browser tests skip without chromium)"; \
+	  fi; \
+	fi
 
 up: install ## Start Kafka and the S3 server natively (idempotent)
 	$(PY) -m infra up
@@ -40,7 +58,7 @@ fmt: install ## Format and fix what ruff can
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint ## Lint, then the whole test suite (services start when a test needs them)
+test: lint tools ## Lint, then the whole test suite (services start when a test needs them)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install ## Only the tests that need no service
@@ -48,6 +66,24 @@ test-unit: install ## Only the tests that need no service
 
 demo: install ## Run the main job end to end on the embedded default
 	$(VENV)/bin/funnelstream demo
+
+bench-inference: up ## Inference service: overhead per job, classical jobs/s at 1024 px, SAM vit_b embedding (last line JSON)
+	$(PY) -m inference_service.bench
+
+bench-experiments: ## Experiments: assignments/s (hash, sticky) and analysis time for 100k units (last line JSON)
+	$(PY) -m funnelstream.experiments.bench
+
+bench-qa: install ## QA: every check over 2M synthetic events on chdb, a day's and a week's window (last line JSON)
+	$(PY) -m funnelstream.qa.bench
+
+bench-warehouse: up ## Warehouse: loader rows/s on one core, funnel over 10M events, end-to-end freshness (last line JSON)
+	$(PY) -m clickhouse.bench
+
+bench-ingest: up tools ## Collector: events/s in 500-event batches, single requests/s, p99 at 5k req/s, RSS, Kafka ceiling (needs wrk; last line JSON)
+	$(PY) -m ingest.bench
+
+bench-stream: up ## Stream processors: events/s of one worker on one core (dedup, enrich, sessionize), passthrough ceiling, RSS at 100k sessions (last line JSON)
+	$(PY) -m stream_processors.bench
 
 schema: install ## Write JSON Schema for every event type to schemas/
 	$(VENV)/bin/funnelstream schema --out schemas

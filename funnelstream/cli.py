@@ -47,7 +47,7 @@ def schema(out: Path = typer.Option(Path("schemas"), help="Folder for one JSON S
 
 @app.command()
 def setup() -> None:
-    """Create what the services expect on the configured cluster: topics and bucket. Idempotent."""
+    """Create what the services expect: topics, bucket and the warehouse schema. Idempotent."""
     from funnelstream.kafka import ensure_topics, wait_for_broker
     from funnelstream.objectstore import ensure_bucket, make_client
     from funnelstream.settings import ServiceSettings
@@ -58,14 +58,27 @@ def setup() -> None:
     console.print(f"topics created: {', '.join(created) or 'none (all present)'}")
     bucket_created = ensure_bucket(make_client(settings.s3), settings.s3.bucket)
     console.print(f"bucket {settings.s3.bucket}: {'created' if bucket_created else 'present'}")
+    from clickhouse.backend import open_warehouse
+    from clickhouse.migrate import migrate
+
+    warehouse = open_warehouse(settings.clickhouse)
+    try:
+        migrations = migrate(warehouse, cluster=settings.clickhouse.cluster)
+    finally:
+        warehouse.close()
+    console.print(f"migrations applied: {', '.join(migrations.applied) or 'none (all present)'}")
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    users: int = typer.Option(2000, help="Simulated users (a few percent log in on a second device)."),
+    jobs: int = typer.Option(6, help="Real inference jobs on generated images."),
+    serve: bool = typer.Option(False, "--serve", help="Keep every service running afterwards."),
+) -> None:
     """Run the main job end to end on the embedded default."""
-    from funnelstream.demo import run_demo
+    from funnelstream.demo import DemoOptions, run_demo
 
-    run_demo(console)
+    run_demo(console, DemoOptions(users=users, jobs=jobs, serve=serve))
 
 
 def _mount_service_commands() -> None:
@@ -78,7 +91,20 @@ def _mount_service_commands() -> None:
 
 
 # (module, attribute, command name). One line per command group.
-SERVICE_COMMANDS: list[tuple[str, str, str]] = []
+SERVICE_COMMANDS: list[tuple[str, str, str]] = [
+    ("ingest.cli", "app", "ingest"),
+    ("funnelstream.qa.cli", "app", "qa"),
+    ("funnelstream.qa.cli", "status_app", "status"),
+    ("inference_service.cli", "app", "inference"),
+    ("inference_service.cli", "dataset_app", "dataset"),
+    ("inference_service.cli", "forget_app", "forget"),
+    ("funnelstream.experiments.cli", "app", "experiment"),
+    ("clickhouse.cli", "db_app", "db"),
+    ("clickhouse.cli", "warehouse_app", "warehouse"),
+    ("clickhouse.cli", "report_app", "report"),
+    ("stream_processors.cli", "app", "stream"),
+    ("stream_processors.cli", "dims_app", "dims"),
+]
 
 
 def main() -> None:

@@ -1,91 +1,400 @@
-"""The main job end to end on the embedded default.
+"""``make demo``: the whole story on the embedded default, from nothing to an A/B answer.
 
-Today it proves the smallest real path: the local stack up, one event validated by the contract,
-stamped by the skew rule, produced durably to ``events.raw`` and read back from the broker.
+1. the local stack (Kafka, SeaweedFS; ClickHouse is embedded chdb) and the four services;
+2. a few thousand simulated users through the real HTTP API — assignment, then their funnel events —
+   with planted effects (the Segmentation Tool cuts task time 30% and lifts saves), plus a handful
+   of real inference jobs on generated images;
+3. progress until the warehouse has caught up, then the funnel by variant, the task-time comparison
+   with its CI and p-value, the sample-ratio check, a data-quality summary and an HTML report.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
+import os
+import shutil
+import signal
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import httpx
+import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from funnelstream.clock import correct_event_ts
-from funnelstream.contract import ImageUploaded, event_to_json, parse_event_json
-from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce
-from funnelstream.settings import ServiceSettings
-from funnelstream.topics import Topic
+from funnelstream.pipeline import create_namespace_topics, delete_namespace_topics, namespaced_env
+from funnelstream.processes import ServiceProcess
+from funnelstream.settings import PROJECT_ROOT, ServiceSettings
+from funnelstream.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
+
+INGEST_PORT = 8000
+WAREHOUSE_PORT = 8100
+INFERENCE_PORT = 8200
+STREAM_WEB_PORT = 6066
+DEV_WRITE_KEY = "fs-dev-write-key"
+EVENTS_PER_REQUEST = 250
 
 
-def run_demo(console: Console) -> None:
+@dataclass
+class DemoOptions:
+    users: int = 2000
+    seed: int = 7
+    jobs: int = 6
+    serve: bool = False
+    report_dir: Path = PROJECT_ROOT / "reports"
+    timeout_s: float = 600.0
+
+
+def _services(log_dir: Path, env: dict[str, str]) -> list[ServiceProcess]:
+    return [
+        ServiceProcess(
+            "warehouse",
+            ["warehouse", "serve", "--host", "127.0.0.1", "--port", str(WAREHOUSE_PORT)],
+            log_dir,
+            env,
+            ready_url=f"http://127.0.0.1:{WAREHOUSE_PORT}/readyz",
+        ),
+        ServiceProcess(
+            "stream",
+            ["stream", "worker", "--web-port", str(STREAM_WEB_PORT)],
+            log_dir,
+            env,
+            ready_url=f"http://127.0.0.1:{STREAM_WEB_PORT}/healthz",
+        ),
+        ServiceProcess(
+            "inference",
+            ["inference", "serve", "--port", str(INFERENCE_PORT)],
+            log_dir,
+            env,
+            ready_url=f"http://127.0.0.1:{INFERENCE_PORT}/readyz",
+        ),
+        ServiceProcess(
+            "ingest",
+            ["ingest", "serve", "--host", "127.0.0.1", "--port", str(INGEST_PORT)],
+            log_dir,
+            env,
+            ready_url=f"http://127.0.0.1:{INGEST_PORT}/readyz",
+        ),
+    ]
+
+
+def run_demo(console: Console, options: DemoOptions | None = None) -> None:
     from infra.stack import up
 
-    settings = ServiceSettings()
-    console.print("[bold]1.[/] starting the local stack (Kafka KRaft, SeaweedFS S3; ClickHouse is embedded chdb)")
+    options = options or DemoOptions()
+    started = time.monotonic()
+    console.rule("[bold]Funnelstream demo")
+    console.print("[bold]1.[/] local stack: Kafka (KRaft) and SeaweedFS S3 on loopback; ClickHouse is embedded chdb")
     for name, state in up().items():
         console.print(f"   {name}: {state}")
 
-    received_at = datetime.now(UTC)
-    # A device whose clock runs 90 s fast, sending an event it queued 4 s earlier.
-    device_clock = received_at + timedelta(seconds=90)
-    raw = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "image_uploaded",
-        "anonymous_id": f"demo-{uuid.uuid4().hex[:8]}",
-        "input_id": str(uuid.uuid4()),
-        "client_ts": (device_clock - timedelta(seconds=4)).isoformat(),
-        "sent_at": device_clock.isoformat(),
-        "input_url": "inputs/2026/11/26/demo.png",
-        "width": 1024,
-        "height": 768,
-        "size_bytes": 482_113,
-        "content_type": "image/png",
-        "campaign": "launch",  # not in the contract: kept under properties
+    demo_dir = PROJECT_ROOT / ".stack" / "demo"
+    # A fresh warehouse and private topics per run: the answer shown is about this run's users only.
+    shutil.rmtree(demo_dir / "chdb", ignore_errors=True)
+    run_id = uuid.uuid4().hex[:8]
+    namespace = f"demo-{run_id}"
+    settings = ServiceSettings()
+    create_namespace_topics(settings.kafka, namespace)
+    env = {
+        **namespaced_env(namespace),
+        "FS_CLICKHOUSE__CHDB_PATH": str(demo_dir / "chdb"),
+        "FS_LOG_LEVEL": "WARNING",
+        "FS_EXPERIMENTS__STORE_PATH": str(demo_dir / f"assignments-{run_id}.sqlite3"),
+        "FS_STREAM__DATA_DIR": str(demo_dir / "stream" / run_id),
+        # The simulation replays six hours of traffic in one go: a backfill, so the sessionizer must
+        # accept events that far behind its watermark rather than flag them late.
+        "FS_STREAM__ALLOWED_LATENESS_S": str(int(SimulationConfig().window.total_seconds()) + 3600),
     }
-    console.print("[bold]2.[/] validating one event with the contract")
-    event = ImageUploaded.model_validate(
-        {key: value for key, value in raw.items() if key != "campaign"} | {"properties": {"campaign": "launch"}}
-    )
-    corrected = correct_event_ts(client_ts=event.client_ts, sent_at=event.sent_at, received_at=received_at)
-    event = event.model_copy(
-        update={
-            "received_at": received_at,
-            "event_ts": corrected.event_ts,
-            "timestamp_flag": corrected.flag,
-            "source": "demo",
-        }
-    )
-    console.print(
-        f"   device clock skew {corrected.skew.total_seconds():+.1f}s → event_ts {corrected.event_ts.isoformat()}"
-    )
-
-    console.print(f"[bold]3.[/] producing to {Topic.EVENTS_RAW} (acks=all, idempotent)")
-    producer = make_producer(settings.kafka)
-    report = DeliveryReport()
-    produce(producer, Topic.EVENTS_RAW, event_to_json(event), event.anonymous_id, report)
-    flush_or_raise(producer, report, timeout_s=30)
-    partition, offset = report.offsets[0]
-    console.print(f"   acknowledged at partition {partition}, offset {offset}")
-
-    console.print("[bold]4.[/] consuming it back from the broker")
-    consumer = Consumer(
-        {**settings.kafka.client_config(), "group.id": "funnelstream-demo", "enable.auto.commit": False}
-    )
+    os.environ.update(env)
+    services = _services(demo_dir / "logs", env)
     try:
-        consumer.assign([TopicPartition(str(Topic.EVENTS_RAW), partition, offset)])
-        message = None
-        for _ in range(100):
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                break
-        if message is None or message.error():
-            raise RuntimeError("the event was acknowledged but could not be read back")
-        back = parse_event_json(message.value() or b"")
+        # Dimensions first, so the stream processor knows every tool from its first event.
+        _load_dimensions(console, env)
+        console.print("[bold]2.[/] services: warehouse (loader + query API), stream processor, inference, collector")
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready(timeout_s=180)
+            console.print(f"   {service.name}: ready (log {service.log.relative_to(PROJECT_ROOT)})")
+
+        sent = asyncio.run(_simulate_users(console, options, run_id))
+        job_ids = asyncio.run(_real_jobs(console, options.jobs))
+        _wait_for_warehouse(console, sent, options.timeout_s)
+        _show_results(console, options, sent, job_ids)
+        console.print(f"[bold]demo page[/]: http://127.0.0.1:{INGEST_PORT}/demo")
+        console.print(f"finished in {time.monotonic() - started:.0f}s")
+        if options.serve:
+            console.print("serving; Ctrl-C (or SIGTERM) stops everything")
+            signal.signal(signal.SIGTERM, _interrupt)
+            while all(service.running for service in services):
+                time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
     finally:
-        consumer.close()
-    console.print_json(back.model_dump_json(exclude_none=True))
-    if back != event:
-        raise RuntimeError("the event read back differs from the one produced")
-    console.print("[green]round trip ok[/]: the event read back equals the one produced")
+        for service in reversed(services):
+            service.stop()
+        delete_namespace_topics(settings.kafka, namespace)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _load_dimensions(console: Console, env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    from stream_processors.dimensions import SEED_FILE
+
+    command = [sys.executable, "-m", "funnelstream.cli", "dims", "load", str(SEED_FILE)]
+    subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    console.print(f"   dimensions published from {Path(SEED_FILE).relative_to(PROJECT_ROOT)}")
+
+
+@dataclass
+class SentSummary:
+    journeys: list[Journey]
+    accepted: int
+    rejected: int
+    window_start: datetime
+    window_end: datetime
+
+
+async def _simulate_users(console: Console, options: DemoOptions, run_id: str) -> SentSummary:
+    base = f"http://127.0.0.1:{INGEST_PORT}"
+    headers = {"X-Write-Key": DEV_WRITE_KEY}
+    now = datetime.now(UTC)
+    config = SimulationConfig(users=options.users, seed=options.seed)
+    assignments: dict[str, str] = {}
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        # Arms come from the collector, as a browser gets them: sticky per device and per user.
+        units = [(j.anonymous_id, j.user_id) for j in simulate(config, lambda a, u: "control", now=now)]
+        with _progress(console) as progress:
+            task = progress.add_task("assigning users", total=len(units))
+            semaphore = asyncio.Semaphore(16)
+
+            async def assign(anonymous_id: str, user_id: str | None) -> None:
+                params = {"anonymous_id": f"{run_id}-{anonymous_id}"}
+                if user_id:
+                    params["user_id"] = f"{run_id}-{user_id}"
+                async with semaphore:
+                    response = await client.get("/v1/assignments", params=params)
+                response.raise_for_status()
+                assignments[anonymous_id] = response.json()["variants"].get(EXPERIMENT_KEY, "control")
+                progress.advance(task)
+
+            await asyncio.gather(*(assign(a, u) for a, u in units))
+
+        journeys = list(simulate(config, lambda anonymous_id, _: assignments[anonymous_id], now=now))
+        for journey in journeys:
+            journey.anonymous_id = f"{run_id}-{journey.anonymous_id}"
+            journey.user_id = f"{run_id}-{journey.user_id}" if journey.user_id else None
+            for event in journey.events:
+                # A fresh run must not collide with an earlier one's event ids in the dedup window.
+                event["event_id"] = str(uuid.uuid5(uuid.UUID(event["event_id"]), run_id))
+                event["anonymous_id"] = journey.anonymous_id
+                if journey.user_id:
+                    event["user_id"] = journey.user_id
+        # In time order, as live traffic arrives: the sessionizer sees each device's events in order.
+        timeline = sorted((e for j in journeys for e in j.events), key=lambda event: event["client_ts"])
+        batches = [timeline[i : i + EVENTS_PER_REQUEST] for i in range(0, len(timeline), EVENTS_PER_REQUEST)]
+        accepted = rejected = 0
+        with _progress(console) as progress:
+            task = progress.add_task("sending events", total=sum(len(b) for b in batches))
+
+            async def send(batch: list[dict[str, Any]]) -> None:
+                nonlocal accepted, rejected
+                for attempt in range(10):
+                    sent_at = datetime.now(UTC).isoformat()
+                    async with semaphore:
+                        response = await client.post(
+                            "/v1/batch", json={"batch": [{**e, "sent_at": sent_at} for e in batch]}
+                        )
+                    if response.status_code in (429, 503):
+                        await asyncio.sleep(float(response.headers.get("Retry-After", 1)) * (1 + attempt / 2))
+                        continue
+                    response.raise_for_status()
+                    body = response.json()
+                    accepted += body["accepted"]
+                    rejected += len(body["rejected"])
+                    progress.advance(task, len(batch))
+                    return
+                raise RuntimeError("the collector kept answering 429/503")
+
+            for batch in batches:  # one request at a time keeps the time order
+                await send(batch)
+    arms: dict[str, int] = {}
+    for journey in journeys:
+        arms[journey.variant] = arms.get(journey.variant, 0) + 1
+    console.print(
+        f"   {len(journeys)} device journeys ({', '.join(f'{k}: {v}' for k, v in sorted(arms.items()))}), "
+        f"{accepted} events accepted (202 = durable in Kafka), {rejected} rejected"
+    )
+    return SentSummary(journeys, accepted, rejected, now - config.window - timedelta(hours=1), now + timedelta(hours=1))
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("   {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 255 // width, yy * 255 // height, np.full_like(xx, 128)], axis=-1).astype(np.uint8)
+    cx, cy = int(rng.integers(width // 4, 3 * width // 4)), int(rng.integers(height // 4, 3 * height // 4))
+    image[(xx - cx) ** 2 + (yy - cy) ** 2 < (min(width, height) // 8) ** 2] = (200, 40, 40)
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _mask_png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = 255
+    out = io.BytesIO()
+    Image.fromarray(mask).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def _upload(client: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
+    ticket = (await client.post("/v1/uploads", json={"content_type": "image/png"})).raise_for_status().json()
+    async with httpx.AsyncClient(timeout=30) as s3:
+        (await s3.put(ticket["upload_url"], content=body, headers=ticket["headers"])).raise_for_status()
+    return dict(ticket)
+
+
+async def _real_jobs(console: Console, count: int) -> list[str]:
+    """A handful of real restoration jobs on generated images, end to end through the object store."""
+    if count <= 0:
+        return []
+    base = f"http://127.0.0.1:{INGEST_PORT}"
+    kinds = [(1, "remove_object"), (2, "enhance"), (3, "deblur")]
+    table = Table("job", "inference", "status", "model", "latency ms", title="real inference jobs")
+    job_ids = []
+    async with httpx.AsyncClient(base_url=base, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
+        for index in range(count):
+            inference_id, name = kinds[index % len(kinds)]
+            image = await _upload(client, _png(512, 384, seed=index))
+            request: dict[str, Any] = {
+                "kind": "restore",
+                "input_id": image["input_id"],
+                "input_key": image["input_key"],
+                "anonymous_id": f"demo-jobs-{index}",
+                "inference_id": inference_id,
+                "inference_name": name,
+            }
+            if name == "remove_object":
+                request["mask_key"] = (await _upload(client, _mask_png(512, 384)))["input_key"]
+            accepted = (await client.post("/v1/jobs", json=request)).raise_for_status().json()
+            job_ids.append(accepted["job_id"])
+        for job_id in job_ids:
+            deadline = time.monotonic() + 120
+            state: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                state = (await client.get(f"/v1/jobs/{job_id}")).raise_for_status().json()
+                if state["status"] != "queued":
+                    break
+                await asyncio.sleep(0.5)
+            table.add_row(
+                job_id[:8],
+                str(state.get("kind") or ""),
+                str(state.get("status")),
+                f"{state.get('model_name') or ''} {state.get('model_version') or ''}",
+                f"{state.get('latency_ms') or 0:.0f}",
+            )
+    console.print(table)
+    return job_ids
+
+
+def _wait_for_warehouse(console: Console, sent: SentSummary, timeout_s: float) -> None:
+    from clickhouse.client import ApiReader
+
+    reader = ApiReader(f"http://127.0.0.1:{WAREHOUSE_PORT}")
+    expected = {e["event_id"] for j in sent.journeys for e in j.events}
+    run_prefix = sent.journeys[0].anonymous_id.split("-", 1)[0] + "-%"
+    deadline = time.monotonic() + timeout_s
+    with _progress(console) as progress:
+        task = progress.add_task("warehouse catching up", total=len(expected))
+        visible = 0
+        while time.monotonic() < deadline:
+            rows = reader.query_rows(
+                "SELECT uniqExact(event_id) AS n FROM events WHERE anonymous_id LIKE {prefix:String}",
+                {"prefix": run_prefix},
+            )
+            visible = int(rows[0]["n"])
+            progress.update(task, completed=visible)
+            if visible >= len(expected):
+                break
+            time.sleep(1)
+    if visible < len(expected):
+        raise RuntimeError(f"only {visible} of {len(expected)} events visible after {timeout_s}s")
+    console.print(f"   all {visible} events visible in ClickHouse")
+
+
+def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job_ids: list[str]) -> None:
+    import subprocess
+    import sys
+
+    from funnelstream.experiments.report import render_html, render_terminal
+    from funnelstream.experiments.warehouse import fetch_results_via_api
+
+    options.report_dir.mkdir(parents=True, exist_ok=True)
+    api = f"http://127.0.0.1:{WAREHOUSE_PORT}"
+    start, end = sent.window_start.isoformat(), sent.window_end.isoformat()
+    console.rule("[bold]Funnel by variant (windowFunnel, unit = image)")
+    funnel_html = options.report_dir / "funnel.html"
+    subprocess.run(
+        [sys.executable, "-m", "funnelstream.cli", "report", "funnel", "--from", start, "--to", end,
+         "--breakdown", "variant", "--html", str(funnel_html)],
+        check=True,
+        env={**os.environ, "FS_WAREHOUSE_API_URL": api},
+    )  # fmt: skip
+
+    console.rule("[bold]A/B: Segmentation Tool (treatment) vs manual masking (control)")
+    results = fetch_results_via_api(api, EXPERIMENT_KEY, sequential=False)
+    render_terminal(results, console)
+    experiment_html = options.report_dir / "experiment.html"
+    experiment_html.write_text(render_html(results))
+    _compare_with_planted(console, results)
+
+    console.rule("[bold]Data quality")
+    subprocess.run(
+        [sys.executable, "-m", "funnelstream.cli", "qa", "run", "--from", start, "--to", end],
+        check=False,
+        env={**os.environ, "FS_WAREHOUSE_API_URL": api},
+    )
+    console.print(f"reports: {funnel_html.relative_to(PROJECT_ROOT)}, {experiment_html.relative_to(PROJECT_ROOT)}")
+
+
+def _compare_with_planted(console: Console, results: Any) -> None:
+    duration = results.task_duration
+    if duration is None or not duration.mean.comparisons:
+        console.print("[red]no task-duration comparison in the results[/]")
+        return
+    comparison = duration.mean.comparisons[0]
+    planted = SimulationConfig().task_time_factor - 1
+    low, high = comparison.lift_ci_low, comparison.lift_ci_high
+    covered = low is not None and high is not None and low <= planted <= high
+    console.print(
+        f"planted task-time change {planted:+.0%}; measured {comparison.relative_lift:+.1%} "
+        f"(95% CI {low:+.1%} … {high:+.1%}, p={comparison.p_value:.2g}) → "
+        + ("[green]the planted effect is inside the CI[/]" if covered else "[red]outside the CI[/]")
+    )

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-EXPERIMENT_KEY = "segmentation-tool"
+EXPERIMENT_KEY = "segmentation_tool"
 TOOL_IDS = {"rectangle": 1, "brush": 2, "segmentation": 3}
 INFERENCE_IDS = {"remove_object": 1, "enhance": 2, "deblur": 3}
 NAMESPACE = uuid.UUID("6f1c2f0e-5d7a-4b8e-9a51-3c2d1e0f4a7b")
@@ -71,18 +71,20 @@ def simulate(config: SimulationConfig, assign: Assign, now: datetime | None = No
     resend of a simulated batch is a resend, not new data.
     """
     now = now or datetime.now(UTC)
-    rng = np.random.default_rng(config.seed)
     start_of_window = now - config.window
     for user in range(config.users):
-        user_id = f"user-{config.seed}-{user}" if rng.random() < config.login_rate else None
+        # One generator per user and per journey: who exists does not depend on what each arm did.
+        people = np.random.default_rng([config.seed, user])
+        user_id = f"user-{config.seed}-{user}" if people.random() < config.login_rate else None
         devices = [f"anon-{config.seed}-{user}-0"]
-        if user_id and rng.random() < config.second_device_rate:
+        if user_id and people.random() < config.second_device_rate:
             devices.append(f"anon-{config.seed}-{user}-1")
         for device_index, anonymous_id in enumerate(devices):
             variant = assign(anonymous_id, user_id if device_index > 0 else None)
             if device_index == 0 and user_id:
                 # The login happens during the first visit; the assignment must not move.
                 variant = assign(anonymous_id, user_id)
+            rng = np.random.default_rng([config.seed, user, device_index])
             begin = start_of_window + timedelta(seconds=float(rng.uniform(0, config.window.total_seconds() - 3600)))
             yield _journey(config, rng, anonymous_id, user_id, variant, begin, f"{user}/{device_index}")
 

@@ -19,6 +19,17 @@ def json_response(body: Any, status_code: int, headers: dict[str, str] | None = 
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers)
 
 
+def cross_origin(request: Request) -> str | None:
+    """The request's Origin when it is another site's; a page served by the collector itself is not.
+
+    Browsers send Origin on same-origin POSTs too, but CORS only governs cross-origin requests.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and origin == f"{request.url.scheme}://{request.headers.get('host')}":
+        return None
+    return origin
+
+
 def cors_headers(access: AccessControl, origin: str | None) -> dict[str, str]:
     """Headers that let a browser read the answer; only for origins some source accepts."""
     if origin is None or not access.is_known_origin(origin):

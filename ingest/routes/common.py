@@ -11,11 +11,12 @@ from funnelstream.errors import FieldError
 from ingest.access import Source
 from ingest.schemas import ErrorBody
 from ingest.state import state_of
+from ingest.web import cross_origin
 
 
 def authorized_source(request: Request) -> Source:
     """Checked before the body is read, so an unknown key is told 401 whatever it sent."""
-    return state_of(request).access.admit(request.headers.get("x-write-key"), request.headers.get("origin"), 1)
+    return state_of(request).access.admit(request.headers.get("x-write-key"), cross_origin(request), 1)
 
 
 def field_errors(exc: ValidationError) -> list[FieldError]:

@@ -15,7 +15,7 @@ from funnelstream.errors import ContractError, FieldError
 from ingest.errors import BadRequest, IngestError, InvalidEvent, PayloadTooLarge
 from ingest.pipeline import WRITE_KEY_FIELD, dead_letter_message, decode_body, prepare_batch, prepare_event
 from ingest.state import state_of
-from ingest.web import cors_headers, error_response, json_response, preflight, read_body
+from ingest.web import cors_headers, cross_origin, error_response, json_response, preflight, read_body
 
 router = APIRouter(tags=["events"])
 
@@ -47,7 +47,7 @@ async def post_batch(request: Request) -> Response:
     state = state_of(request)
     config = state.config
     hot = state.hot
-    origin = request.headers.get("origin")
+    origin = cross_origin(request)
     try:
         payload = decode_body(
             await read_body(request, config.max_body_bytes),
@@ -100,7 +100,7 @@ async def post_event(request: Request) -> Response:
     state = state_of(request)
     config = state.config
     hot = state.hot
-    origin = request.headers.get("origin")
+    origin = cross_origin(request)
     try:
         body = await read_body(request, config.max_body_bytes)
         raw = decode_body(

@@ -99,8 +99,13 @@ async def submit_job(
 
 
 def _url(state: IngestState, value: str | None) -> str | None:
-    """Object keys become presigned GET URLs; full URLs pass as they are."""
-    if value is None or "://" in value:
+    """Object keys and ``s3://`` URLs of our bucket become presigned GET URLs; others pass as they are."""
+    if value is None:
+        return value
+    own_bucket = f"s3://{state.settings.s3.bucket}/"
+    if value.startswith(own_bucket):
+        value = value.removeprefix(own_bucket)
+    elif "://" in value:
         return value
     return state.presigner.presigned_get_object(
         state.settings.s3.bucket, value, expires=timedelta(seconds=state.config.result_url_ttl_s)

@@ -177,10 +177,21 @@
       }).catch(function (e) { $("job-status").textContent = String(e); });
   }
 
-  $("save").addEventListener("click", function () {
-    track("image_saved", { input_id: state.inputId, job_id: state.jobId });
-    done("save");
-    unlock("rate");
+  $("save").addEventListener("click", function (e) {
+    // The result lives on the object store's origin, where a download attribute is ignored:
+    // fetch it and save a same-origin blob instead.
+    e.preventDefault();
+    fetch(state.resultUrl).then(function (r) { return r.blob(); }).then(function (blob) {
+      var a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = "result.png";
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      track("image_saved", { input_id: state.inputId, job_id: state.jobId });
+      done("save");
+      unlock("rate");
+    }).catch(function (err) { log(String(err)); });
   });
 
   for (var s = 1; s <= 5; s++) {

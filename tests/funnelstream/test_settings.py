@@ -4,12 +4,27 @@ from pathlib import Path
 
 import pytest
 
+from clickhouse.settings import WarehouseSettings
 from funnelstream.errors import ConfigurationError
+from funnelstream.experiments.settings import ExperimentSettings
+from funnelstream.qa.settings import QASettings
 from funnelstream.settings import ServiceSettings, env_names
+from inference_service.settings import InferenceSettings
 from infra.stack import InfraSettings
+from ingest.settings import IngestSettings
+from stream_processors.settings import StreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS_CLASSES = [ServiceSettings, InfraSettings]
+SETTINGS_CLASSES = [
+    ServiceSettings,
+    InfraSettings,
+    QASettings,
+    ExperimentSettings,
+    InferenceSettings,
+    WarehouseSettings,
+    IngestSettings,
+    StreamSettings,
+]
 
 
 @pytest.mark.parametrize("settings_class", SETTINGS_CLASSES, ids=lambda c: c.__module__)

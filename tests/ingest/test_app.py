@@ -461,7 +461,7 @@ def test_job_status_is_queued_until_a_result_arrives(client: TestClient) -> None
         kind=JobKind.RESTORE,
         input_id=uuid.uuid4(),
         status=JobStatus.SUCCEEDED,
-        result_url=f"results/2026/11/26/{job_id}.png",
+        result_url=f"s3://funnelstream/results/2026/11/26/{job_id}.png",  # as the inference service writes it
         mask_url="https://cdn.example.com/mask.png",
         model_name="lama",
         model_version="1",
@@ -548,3 +548,13 @@ def test_the_demo_page_and_tracker_are_served(make_client: Callable[..., TestCli
     tracker = client.get("/tracker.js")
     assert tracker.headers["content-type"].startswith("text/javascript")
     assert b"sendBeacon" in tracker.content
+
+
+def test_a_page_served_by_the_collector_itself_is_not_cross_origin(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    own = client.post("/v1/uploads", json={"content_type": "image/png"}, headers={
+        "X-Write-Key": WEB_KEY, "Origin": "http://testserver"})  # fmt: skip
+    assert own.status_code == 200, own.text
+    foreign = client.post("/v1/uploads", json={"content_type": "image/png"}, headers={
+        "X-Write-Key": WEB_KEY, "Origin": "http://evil.example"})  # fmt: skip
+    assert foreign.status_code == 403

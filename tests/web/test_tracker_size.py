@@ -6,7 +6,7 @@ import gzip
 import re
 from pathlib import Path
 
-TRACKER = Path(__file__).resolve().parents[2] / "web" / "tracker.js"
+TRACKER = Path(__file__).resolve().parents[2] / "ingest" / "static" / "tracker.js"
 
 
 def test_tracker_is_at_most_5_kb_gzipped() -> None:
