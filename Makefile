@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install tools up down status lint fmt test test-unit demo schema clean
+.PHONY: help install tools up down status lint fmt test test-unit demo schema screenshots clean
 .PHONY: bench-inference
 .PHONY: bench-experiments
 .PHONY: bench-qa
@@ -84,6 +84,9 @@ bench-ingest: up tools ## Collector: events/s in 500-event batches, single reque
 
 bench-stream: up ## Stream processors: events/s of one worker on one core (dedup, enrich, sessionize), passthrough ceiling, RSS at 100k sessions (last line JSON)
 	$(PY) -m stream_processors.bench
+
+screenshots: install tools ## Refresh docs/screenshots from the browser tests
+	FS_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/web -q
 
 schema: install ## Write JSON Schema for every event type to schemas/
 	$(VENV)/bin/funnelstream schema --out schemas

@@ -408,7 +408,7 @@ def test_a_rename_through_dims_load_applies_from_the_next_events(stack: Stack, t
     worker, port = stack.start_worker()
     produce_all(stack.kafka, stack.topics.raw, before.messages)
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
-    enriched.read_until(lambda: len(enriched.rows) >= len(before.events), timeout_s=60)
+    enriched.read_until(lambda: len(enriched.rows) >= len(before.events), timeout_s=180)
     renamed = json.loads(SEED_FILE.read_text())
     renamed["tools"][0]["tool_name"] = "box"
     (tmp_path / "renamed.json").write_text(json.dumps(renamed))
@@ -419,7 +419,7 @@ def test_a_rename_through_dims_load_applies_from_the_next_events(stack: Stack, t
         time.sleep(0.2)
     produce_all(stack.kafka, stack.topics.raw, after.messages)
     total = len(before.events) + len(after.events)
-    enriched.read_until(lambda: len(enriched.rows) >= total, timeout_s=60)
+    enriched.read_until(lambda: len(enriched.rows) >= total, timeout_s=180)
     enriched.close()
     names = {event_id: row.get("tool_name") for event_id, row in enriched.rows.items() if row.get("tool_id") == 1}
     before_ids = {e["event_id"] for e in before.events}

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +25,12 @@ from funnelstream.processes import ServiceProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# `make screenshots` refreshes the README's pictures; a plain test run keeps the tree clean.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("FS_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "funnelstream-screenshots"
+)
 INGEST, WAREHOUSE, INFERENCE, STREAM_WEB = 8010, 8110, 8210, 6076
 
 pytestmark = [

@@ -60,7 +60,9 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
     definitions = tmp_path / "experiments.yaml"
     definitions.write_text(DEFINITIONS.format(version=1, coverage=1.0))
     settings = ingest_settings.IngestSettings(
-        _env_file=None, kafka=kafka, ingest={"events_topic": topic, "results_consumer": False}
+        _env_file=None,
+        kafka=kafka,
+        ingest={"events_topic": topic, "results_consumer": False, "experiments_enabled": False},
     )
     app = ingest_app.create_app(settings)
     config = ExperimentsConfig(

@@ -69,7 +69,9 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     # The experiment started two days ago; the collector logs every exposure at that moment.
     exposed_at = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
     settings = ingest_settings.IngestSettings(
-        _env_file=None, kafka=kafka, ingest={"events_topic": raw_topic, "results_consumer": False}
+        _env_file=None,
+        kafka=kafka,
+        ingest={"events_topic": raw_topic, "results_consumer": False, "experiments_enabled": False},
     )
     app = ingest_app.create_app(settings)
     app.include_router(
