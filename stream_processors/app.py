@@ -191,6 +191,35 @@ class Runtime:
         }
 
 
+def prometheus_text(health: dict[str, Any]) -> str:
+    """The worker's counters in Prometheus text format; events/s is ``rate(stream_events_total)``."""
+    counters = {
+        "stream_events_total": ("counter", "events accepted and enriched", health["accepted"]),
+        "stream_dedup_hits_total": (
+            "counter",
+            "events dropped as duplicates of an earlier event_id",
+            health["duplicates"],
+        ),
+        "stream_late_events_total": ("counter", "events kept but flagged late", health["late"]),
+        "stream_dead_letters_total": ("counter", "messages sent to the dead-letter topic", health["dead_letters"]),
+        "stream_session_merges_total": ("counter", "sessions merged by an out-of-order event", health["merges"]),
+        "stream_sessions_closed_total": ("counter", "sessions closed by the idle timer", health["sessions_closed"]),
+        "stream_batches_total": ("counter", "batches processed", health["batches"]),
+        "stream_open_sessions": ("gauge", "sessions open on this worker", health["open_sessions"]),
+    }
+    lines = []
+    for name, (kind, description, value) in counters.items():
+        lines += [f"# HELP {name} {description}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += ["# HELP stream_unknown_dimension_total events whose dimension id is unknown",
+              "# TYPE stream_unknown_dimension_total counter",
+              f'stream_unknown_dimension_total{{dimension="tool"}} {health["unknown_tool"]}',
+              f'stream_unknown_dimension_total{{dimension="inference"}} {health["unknown_inference"]}',
+              "# HELP stream_assigned_partitions partitions of the input topic this worker owns",
+              "# TYPE stream_assigned_partitions gauge",
+              f"stream_assigned_partitions {len(health['assigned'])}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def produce_to_partition(
     producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None, report: DeliveryReport
 ) -> None:
@@ -280,5 +309,9 @@ def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
     @app.page("/dimensions")
     async def dimensions_view(web: Any, request: Any) -> Any:
         return web.json(dimensions.snapshot())
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.text(prometheus_text(runtime.health()), content_type="text/plain; version=0.0.4")
 
     return app, runtime

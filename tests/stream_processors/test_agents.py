@@ -127,3 +127,24 @@ def settings_of(runtime: Any) -> StreamConfig:
 
 async def _sleep() -> None:
     await asyncio.sleep(0.02)
+
+
+def test_worker_counters_are_exported_in_prometheus_format() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream_processors.app import prometheus_text
+
+    health = {
+        "accepted": 120, "duplicates": 6, "late": 2, "dead_letters": 1, "merges": 0, "sessions_closed": 9,
+        "batches": 4, "open_sessions": 33, "unknown_tool": 1, "unknown_inference": 0, "assigned": [0, 2],
+    }  # fmt: skip
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(prometheus_text(health))
+        for sample in family.samples
+    }
+    assert samples[("stream_events_total", ())] == 120
+    assert samples[("stream_dedup_hits_total", ())] == 6
+    assert samples[("stream_open_sessions", ())] == 33
+    assert samples[("stream_unknown_dimension_total", (("dimension", "tool"),))] == 1
+    assert samples[("stream_assigned_partitions", ())] == 2
