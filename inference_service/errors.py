@@ -57,14 +57,6 @@ class UnknownInference(JobFailed):
         )
 
 
-class ModelUnavailable(JobFailed):
-    """The job needs a model that this process was configured without (e.g. no SAM checkpoint)."""
-
-    def __init__(self, task: str, hint: str) -> None:
-        self.task = task
-        super().__init__("kind", f"{task} model is not loaded: {hint}")
-
-
 class JobTimedOut(JobFailed):
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s

@@ -12,10 +12,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from inference_service.errors import JobFailed, ModelLoadError, ModelUnavailable, UnknownInference
+from inference_service.errors import JobFailed, ModelLoadError, UnknownInference
 from inference_service.images import RGB, Mask
 from inference_service.models import classical
-from inference_service.models.sam import SamSegmenter
+from inference_service.models.regions import RegionProposer
+from inference_service.models.sam import Proposal, SamSegmenter
 from inference_service.models.torchscript import TorchScriptModel, resolve_device
 from inference_service.settings import InferenceConfig
 
@@ -141,11 +142,28 @@ class ModelInfo:
     load_s: float
 
 
+class Segmenter(Protocol):
+    """SAM, or the classical region proposer when no SAM checkpoint is configured."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def propose(
+        self,
+        image: RGB,
+        points: list[tuple[float, float]] | None = None,
+        box: tuple[float, float, float, float] | None = None,
+    ) -> list[Proposal]: ...
+
+
 class ModelRegistry:
     def __init__(
         self,
         restoration: dict[str, RestorationModel],
-        segmenter: SamSegmenter | None,
+        segmenter: Segmenter,
         config: InferenceConfig,
         infos: list[ModelInfo],
     ) -> None:
@@ -181,8 +199,10 @@ class ModelRegistry:
             infos.append(
                 ModelInfo(task, model.name, model.version, model.device, _str(path), time.perf_counter() - started)
             )
-        segmenter = None
-        if config.sam_checkpoint is not None:
+        segmenter: Segmenter = RegionProposer(max_proposals=config.sam_max_proposals)
+        if config.sam_checkpoint is None:
+            infos.append(ModelInfo(SEGMENT, segmenter.name, segmenter.version, "cpu", None, 0.0))
+        else:
             started = time.perf_counter()
             _exists(SEGMENT, config.sam_checkpoint)
             segmenter = SamSegmenter(
@@ -220,8 +240,7 @@ class ModelRegistry:
         mask[24:40, 24:40] = True
         for model in self.restoration.values():
             model.run(image, mask if model.needs_mask else None, {})
-        if self.segmenter is not None:
-            self.segmenter.propose(image, points=[(32.0, 32.0)])
+        self.segmenter.propose(image, points=[(32.0, 32.0)])
 
     def restoration_for(self, inference_id: int | None, inference_name: str | None) -> RestorationModel:
         """The job's inference_name when it names a task, else the task mapped to its inference_id."""
@@ -232,9 +251,7 @@ class ModelRegistry:
             raise UnknownInference(inference_id, inference_name, sorted(self.restoration))
         return self.restoration[task]
 
-    def segment_model(self) -> SamSegmenter:
-        if self.segmenter is None:
-            raise ModelUnavailable(SEGMENT, "set FS_INFERENCE__SAM_CHECKPOINT to a SAM checkpoint")
+    def segment_model(self) -> Segmenter:
         return self.segmenter
 
 

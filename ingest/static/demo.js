@@ -7,7 +7,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var image = $("image"), mask = $("mask");
   var ctx = image.getContext("2d"), maskCtx = mask.getContext("2d");
-  var state = { inputId: null, inputKey: null, tool: null, jobId: null, resultUrl: null, proposals: [] };
+  var state = { inputId: null, inputKey: null, tool: null, jobId: null, resultUrl: null, proposals: [], drawScale: 1 };
 
   function log(line) { $("log").textContent = line + "\n" + $("log").textContent; }
 
@@ -47,6 +47,7 @@
       var scale = Math.min(image.width / img.width, image.height / img.height, 1);
       ctx.clearRect(0, 0, image.width, image.height);
       ctx.drawImage(img, 0, 0, img.width * scale, img.height * scale);
+      state.drawScale = scale;
       upload(blob, contentType).then(function (ticket) {
         state.inputId = ticket.input_id;
         state.inputKey = ticket.input_key;
@@ -130,9 +131,10 @@
     }).then(function (accepted) { return waitForJob(accepted.job_id); })
       .then(function (job) { return job.proposals_url ? fetch(job.proposals_url).then(function (r) { return r.json(); }) : { proposals: [] }; })
       .then(function (doc) {
-        var scale = image.width / Math.max(image.width, 1);
+        // Proposal boxes are x, y, width, height in the image's pixels; the canvas shows it scaled.
+        var k = state.drawScale || 1;
         state.proposals = (doc.proposals || []).map(function (p) {
-          var b = p.box || p.bbox; return [b[0] * scale, b[1] * scale, b[2] * scale, b[3] * scale];
+          var b = p.box; return [b[0] * k, b[1] * k, (b[0] + b[2]) * k, (b[1] + b[3]) * k];
         });
         maskCtx.strokeStyle = "#2557d6";
         state.proposals.forEach(function (b) { maskCtx.strokeRect(b[0], b[1], b[2] - b[0], b[3] - b[1]); });

@@ -23,7 +23,6 @@ from inference_service.errors import (
     CorruptImage,
     InputMissing,
     JobAbandoned,
-    JobFailed,
     MaskMismatch,
     UndecodableJob,
 )
@@ -140,11 +139,16 @@ def test_segment_job_stores_png_masks_and_a_json_index(tiny_sam_checkpoint: Path
     assert InferenceResult.model_validate_json(messages[0].value).proposals_url == done.proposals_url
 
 
-def test_segment_job_without_sam_fails_with_the_setting_to_fix(registry: ModelRegistry) -> None:
+def test_without_sam_the_classical_proposer_finds_the_object(registry: ModelRegistry) -> None:
     store = MemoryStore()
-    store.objects["inputs/2026/01/02/in.png"] = png(scene())
-    with pytest.raises(JobFailed, match="SAM_CHECKPOINT"):
-        processor_for(registry, store).run(make_job(kind=JobKind.SEGMENT), Timings())
+    image = np.full((96, 128, 3), (40, 120, 200), np.uint8)
+    image[30:70, 50:100] = (220, 60, 40)  # one red object on a blue background
+    store.objects["inputs/2026/01/02/in.png"] = png(image)
+    done = processor_for(registry, store).run(make_job(kind=JobKind.SEGMENT), Timings())
+    assert done.model_name == "opencv-regions" and done.proposal_count >= 1
+    manifest = orjson.loads(store.objects[next(k for k in store.objects if k.endswith("proposals.json"))])
+    boxes = [tuple(p["box"]) for p in manifest["proposals"]]
+    assert (50.0, 30.0, 50.0, 40.0) in boxes  # x, y, width, height of the object
 
 
 def test_a_missing_input_names_the_key(registry: ModelRegistry) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_service.errors import JobFailed, ModelLoadError, ModelUnavailable, UnknownInference
+from inference_service.errors import JobFailed, ModelLoadError, UnknownInference
 from inference_service.models.registry import DEBLUR, ENHANCE, REMOVE_OBJECT, SEGMENT, ModelRegistry
 from inference_service.settings import InferenceConfig
 from tests.inference_service.conftest import scene
@@ -32,9 +32,13 @@ def test_without_checkpoints_the_classical_defaults_serve_every_restoration_task
     registry = ModelRegistry.load(InferenceConfig(device="cpu"))
 
     names = {info.task: info.name for info in registry.infos}
-    assert names == {REMOVE_OBJECT: "opencv-telea", ENHANCE: "lanczos-unsharp", DEBLUR: "wiener-gaussian"}
-    with pytest.raises(ModelUnavailable, match="FS_INFERENCE__SAM_CHECKPOINT"):
-        registry.segment_model()
+    assert names == {
+        REMOVE_OBJECT: "opencv-telea",
+        ENHANCE: "lanczos-unsharp",
+        DEBLUR: "wiener-gaussian",
+        "segment": "opencv-regions",
+    }
+    assert registry.segment_model().name == "opencv-regions"
 
 
 def test_inference_ids_of_the_seed_dimensions_map_to_tasks() -> None:

@@ -217,3 +217,23 @@ def test_the_funnel_report_renders_in_the_browser(pipeline: dict[str, str], brow
     assert "image_uploaded" in page.content()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "funnel-report.png"), full_page=True)
+
+
+def test_the_treatment_arm_offers_segmentation_proposals_to_click(pipeline: dict[str, str], browser_page: Any) -> None:
+    page = browser_page
+    # experiments.yaml forces this QA device into the treatment arm.
+    page.add_init_script("localStorage.setItem('fs_anonymous_id', 'qa-device-treatment')")
+    page.goto(f"{pipeline['ingest']}/demo")
+    page.wait_for_function("document.getElementById('variant').textContent === 'treatment'")
+    assert page.is_visible("#segmentation")
+    page.click("#sample")
+    page.wait_for_selector("#step-tool:not(.locked)")
+    page.click("#segmentation")
+    note = "document.getElementById('proposals-note').textContent"
+    page.wait_for_function(f"/regions proposed/.test({note})", timeout=90_000)
+    assert not page.evaluate(note).startswith("0 ")
+    # The sample image's red disc is centred at (330, 230): clicking it must select a proposal.
+    box = page.locator("#mask").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + 330, box["y"] + 230)
+    page.wait_for_selector("#step-inference:not(.locked)", timeout=5000)
