@@ -369,6 +369,13 @@ def _metrics_text(state: WarehouseState) -> str:
         lines.append("# TYPE funnelstream_loader_rows_total counter")
         for table, count in sorted(loader.stats.rows_inserted.items()):
             lines.append(f'funnelstream_loader_rows_total{{table="{table}"}} {count}')
+        lines.append("# TYPE funnelstream_loader_insert_seconds summary")
+        for table in sorted(loader.stats.inserts):
+            seconds, count = loader.stats.insert_seconds[table], loader.stats.inserts[table]
+            lines.append(f'funnelstream_loader_insert_seconds_sum{{table="{table}"}} {seconds}')
+            lines.append(f'funnelstream_loader_insert_seconds_count{{table="{table}"}} {count}')
+        lines.append("# TYPE funnelstream_loader_batch_rows gauge")
+        lines.append(f"funnelstream_loader_batch_rows {loader.stats.last_batch_rows}")
         lines.append("# TYPE funnelstream_loader_rejected_total counter")
         lines.append(f"funnelstream_loader_rejected_total {loader.stats.rejected}")
         lines.append("# TYPE funnelstream_loader_paused gauge")

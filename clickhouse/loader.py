@@ -397,6 +397,9 @@ class LoaderStats:
     rows_inserted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     rejected: int = 0
     insert_retries: int = 0
+    insert_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    inserts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last_batch_rows: int = 0
     last_insert_at: float | None = None
     paused: bool = False
     last_error: str | None = None
@@ -539,6 +542,7 @@ class Loader:
             if data.num_rows:
                 self._insert_with_retry(table, data)
                 self.stats.rows_inserted[table] += data.num_rows
+        self.stats.last_batch_rows = sum(data.num_rows for _, data in inserts)
         if rejected:
             self._dead_letter(rejected)
         self._commit(batch)
@@ -551,7 +555,10 @@ class Loader:
         delay = self.settings.loader_retry_initial_s
         while True:
             try:
+                started = time.perf_counter()
                 self.warehouse.insert_arrow(table, data)
+                self.stats.insert_seconds[table] += time.perf_counter() - started
+                self.stats.inserts[table] += 1
                 if self.stats.paused:
                     self._set_paused(False)
                 return

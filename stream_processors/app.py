@@ -191,7 +191,18 @@ class Runtime:
         }
 
 
-def prometheus_text(health: dict[str, Any]) -> str:
+def _group_lag(settings: StreamSettings) -> dict[tuple[str, int], int]:
+    """Uncommitted messages per partition of this app's consumer group; empty when Kafka is away."""
+    from funnelstream.qa.status import consumer_group_lag
+
+    try:
+        return consumer_group_lag(settings.kafka, settings.stream.app_id, timeout_s=2.0).per_partition
+    except Exception as exc:  # a scrape must answer even when the broker does not
+        log.warning("consumer lag unavailable: %s", exc)
+        return {}
+
+
+def prometheus_text(health: dict[str, Any], lag: dict[tuple[str, int], int] | None = None) -> str:
     """The worker's counters in Prometheus text format; events/s is ``rate(stream_events_total)``."""
     counters = {
         "stream_events_total": ("counter", "events accepted and enriched", health["accepted"]),
@@ -216,7 +227,11 @@ def prometheus_text(health: dict[str, Any]) -> str:
               f'stream_unknown_dimension_total{{dimension="inference"}} {health["unknown_inference"]}',
               "# HELP stream_assigned_partitions partitions of the input topic this worker owns",
               "# TYPE stream_assigned_partitions gauge",
-              f"stream_assigned_partitions {len(health['assigned'])}"]  # fmt: skip
+              f"stream_assigned_partitions {len(health['assigned'])}",
+              "# HELP stream_consumer_lag messages of each partition the group has not committed yet",
+              "# TYPE stream_consumer_lag gauge"]  # fmt: skip
+    for (topic, partition), behind in sorted((lag or {}).items()):
+        lines.append(f'stream_consumer_lag{{topic="{topic}",partition="{partition}"}} {behind}')
     return "\n".join(lines) + "\n"
 
 
@@ -312,6 +327,7 @@ def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.text(prometheus_text(runtime.health()), content_type="text/plain; version=0.0.4")
+        lag = await asyncio.to_thread(_group_lag, settings)
+        return web.text(prometheus_text(runtime.health(), lag), content_type="text/plain; version=0.0.4")
 
     return app, runtime

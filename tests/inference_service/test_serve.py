@@ -70,7 +70,7 @@ def test_serve_reports_ready_and_drains_on_sigterm(
     url = f"http://127.0.0.1:{port}"
     try:
         ready = _wait_ready(url, process)
-        assert {model["task"] for model in ready["models"]} == {"remove_object", "enhance", "deblur"}
+        assert {model["task"] for model in ready["models"]} == {"remove_object", "enhance", "deblur", "segment"}
 
         submitted_at = datetime.now(UTC)
         # A ×4 enlargement of a large image takes long enough to be in flight when SIGTERM arrives.

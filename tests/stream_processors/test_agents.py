@@ -140,7 +140,7 @@ def test_worker_counters_are_exported_in_prometheus_format() -> None:
     }  # fmt: skip
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(prometheus_text(health))
+        for family in text_string_to_metric_families(prometheus_text(health, {("events.raw", 3): 17}))
         for sample in family.samples
     }
     assert samples[("stream_events_total", ())] == 120
@@ -148,3 +148,4 @@ def test_worker_counters_are_exported_in_prometheus_format() -> None:
     assert samples[("stream_open_sessions", ())] == 33
     assert samples[("stream_unknown_dimension_total", (("dimension", "tool"),))] == 1
     assert samples[("stream_assigned_partitions", ())] == 2
+    assert samples[("stream_consumer_lag", (("partition", "3"), ("topic", "events.raw")))] == 17

@@ -237,3 +237,19 @@ def test_the_treatment_arm_offers_segmentation_proposals_to_click(pipeline: dict
     assert box is not None
     page.mouse.click(box["x"] + 330, box["y"] + 230)
     page.wait_for_selector("#step-inference:not(.locked)", timeout=5000)
+
+
+def test_every_running_service_exports_its_metrics(pipeline: dict[str, str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    expected = {
+        f"http://127.0.0.1:{INGEST}/metrics": {"ingest_events_accepted", "ingest_produce_latency_seconds"},
+        f"http://127.0.0.1:{STREAM_WEB}/metrics": {"stream_events", "stream_dedup_hits", "stream_open_sessions"},
+        f"http://127.0.0.1:{WAREHOUSE}/metrics": {"funnelstream_loader_batches", "funnelstream_loader_insert_seconds"},
+        f"http://127.0.0.1:{INFERENCE}/metrics": {"inference_jobs"},
+    }
+    for url, families in expected.items():
+        response = httpx.get(url, timeout=10)
+        assert response.status_code == 200, url
+        names = {family.name for family in text_string_to_metric_families(response.text)}
+        assert families <= names, (url, families - names)

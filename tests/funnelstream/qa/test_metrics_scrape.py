@@ -156,6 +156,9 @@ def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path
     SCRAPED["warehouse"] = text
     names = series_names(text)
     assert (sample_value(text, "funnelstream_loader_batches_total") or 0) >= 1
+    assert (sample_value(text, "funnelstream_loader_insert_seconds_count", table="events") or 0) >= 1
+    assert (sample_value(text, "funnelstream_loader_insert_seconds_sum", table="events") or 0) > 0
+    assert sample_value(text, "funnelstream_loader_batch_rows") is not None
     assert {"funnelstream_loader_paused", "funnelstream_loader_rejected_total", "funnelstream_freshness_ms"} <= names
 
 
