@@ -28,8 +28,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from funnelstream.pipeline import create_namespace_topics, delete_namespace_topics, namespaced_env
-from funnelstream.processes import ServiceProcess
+from funnelstream.pipeline import (
+    Ports,
+    create_namespace_topics,
+    delete_namespace_topics,
+    load_seed_dimensions,
+    namespaced_env,
+    pipeline_services,
+)
 from funnelstream.settings import PROJECT_ROOT, ServiceSettings
 from funnelstream.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
 
@@ -49,39 +55,6 @@ class DemoOptions:
     serve: bool = False
     report_dir: Path = PROJECT_ROOT / "reports"
     timeout_s: float = 600.0
-
-
-def _services(log_dir: Path, env: dict[str, str]) -> list[ServiceProcess]:
-    return [
-        ServiceProcess(
-            "warehouse",
-            ["warehouse", "serve", "--host", "127.0.0.1", "--port", str(WAREHOUSE_PORT)],
-            log_dir,
-            env,
-            ready_url=f"http://127.0.0.1:{WAREHOUSE_PORT}/readyz",
-        ),
-        ServiceProcess(
-            "stream",
-            ["stream", "worker", "--web-port", str(STREAM_WEB_PORT)],
-            log_dir,
-            env,
-            ready_url=f"http://127.0.0.1:{STREAM_WEB_PORT}/healthz",
-        ),
-        ServiceProcess(
-            "inference",
-            ["inference", "serve", "--port", str(INFERENCE_PORT)],
-            log_dir,
-            env,
-            ready_url=f"http://127.0.0.1:{INFERENCE_PORT}/readyz",
-        ),
-        ServiceProcess(
-            "ingest",
-            ["ingest", "serve", "--host", "127.0.0.1", "--port", str(INGEST_PORT)],
-            log_dir,
-            env,
-            ready_url=f"http://127.0.0.1:{INGEST_PORT}/readyz",
-        ),
-    ]
 
 
 def run_demo(console: Console, options: DemoOptions | None = None) -> None:
@@ -112,10 +85,13 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
         "FS_STREAM__ALLOWED_LATENESS_S": str(int(SimulationConfig().window.total_seconds()) + 3600),
     }
     os.environ.update(env)
-    services = _services(demo_dir / "logs", env)
+    services = pipeline_services(
+        demo_dir / "logs", env, Ports(INGEST_PORT, WAREHOUSE_PORT, INFERENCE_PORT, STREAM_WEB_PORT)
+    )
     try:
         # Dimensions first, so the stream processor knows every tool from its first event.
-        _load_dimensions(console, env)
+        load_seed_dimensions(env)
+        console.print("   dimensions published from the seed file")
         console.print("[bold]2.[/] services: warehouse (loader + query API), stream processor, inference, collector")
         for service in services:
             service.start()
@@ -144,17 +120,6 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _load_dimensions(console: Console, env: dict[str, str]) -> None:
-    import subprocess
-    import sys
-
-    from stream_processors.dimensions import SEED_FILE
-
-    command = [sys.executable, "-m", "funnelstream.cli", "dims", "load", str(SEED_FILE)]
-    subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-    console.print(f"   dimensions published from {Path(SEED_FILE).relative_to(PROJECT_ROOT)}")
 
 
 @dataclass

@@ -7,9 +7,14 @@ runs without a namespace, on the topic names of :class:`funnelstream.topics.Topi
 
 from __future__ import annotations
 
-from dataclasses import replace
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from funnelstream.kafka import ensure_topics
+from funnelstream.processes import ServiceProcess
 from funnelstream.settings import KafkaConfig
 from funnelstream.topics import TOPIC_SPECS, Topic
 
@@ -73,3 +78,34 @@ def delete_namespace_topics(config: KafkaConfig, namespace: str) -> list[str]:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             future.result()
     return doomed
+
+
+@dataclass(frozen=True)
+class Ports:
+    ingest: int = 8000
+    warehouse: int = 8100
+    inference: int = 8200
+    stream_web: int = 6066
+
+
+def pipeline_services(log_dir: Path, env: dict[str, str], ports: Ports) -> list[ServiceProcess]:
+    """The four services, each its own process, in the order they should start."""
+    local = "127.0.0.1"
+    return [
+        ServiceProcess("warehouse", ["warehouse", "serve", "--host", local, "--port", str(ports.warehouse)], log_dir,
+                       env, ready_url=f"http://{local}:{ports.warehouse}/readyz"),
+        ServiceProcess("stream", ["stream", "worker", "--web-port", str(ports.stream_web)], log_dir, env,
+                       ready_url=f"http://{local}:{ports.stream_web}/healthz"),
+        ServiceProcess("inference", ["inference", "serve", "--port", str(ports.inference)], log_dir, env,
+                       ready_url=f"http://{local}:{ports.inference}/readyz"),
+        ServiceProcess("ingest", ["ingest", "serve", "--host", local, "--port", str(ports.ingest)], log_dir, env,
+                       ready_url=f"http://{local}:{ports.ingest}/readyz"),
+    ]  # fmt: skip
+
+
+def load_seed_dimensions(env: dict[str, str]) -> None:
+    """Publish the shipped tools and inferences to the (namespaced) dimension topics."""
+    from stream_processors.dimensions import SEED_FILE
+
+    command = [sys.executable, "-m", "funnelstream.cli", "dims", "load", str(SEED_FILE)]
+    subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)

@@ -20,8 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
-from funnelstream.pipeline import create_namespace_topics, delete_namespace_topics, namespaced_env
-from funnelstream.processes import ServiceProcess
+from funnelstream.pipeline import (
+    Ports,
+    create_namespace_topics,
+    delete_namespace_topics,
+    load_seed_dimensions,
+    namespaced_env,
+    pipeline_services,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,21 +59,8 @@ def pipeline(kafka, s3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         "FS_EXPERIMENTS__STORE_PATH": str(base / "assignments.sqlite3"),
         "FS_LOG_LEVEL": "WARNING",
     }
-    from stream_processors.dimensions import SEED_FILE
-
-    command = [sys.executable, "-m", "funnelstream.cli", "dims", "load", str(SEED_FILE)]
-    subprocess.run(command, check=True, env={**os.environ, **env})
-    logs = base / "logs"
-    services = [
-        ServiceProcess("warehouse", ["warehouse", "serve", "--port", str(WAREHOUSE)], logs, env,
-                       ready_url=f"http://127.0.0.1:{WAREHOUSE}/readyz"),
-        ServiceProcess("stream", ["stream", "worker", "--web-port", str(STREAM_WEB)], logs, env,
-                       ready_url=f"http://127.0.0.1:{STREAM_WEB}/healthz"),
-        ServiceProcess("inference", ["inference", "serve", "--port", str(INFERENCE)], logs, env,
-                       ready_url=f"http://127.0.0.1:{INFERENCE}/readyz"),
-        ServiceProcess("ingest", ["ingest", "serve", "--port", str(INGEST)], logs, env,
-                       ready_url=f"http://127.0.0.1:{INGEST}/readyz"),
-    ]  # fmt: skip
+    load_seed_dimensions(env)
+    services = pipeline_services(base / "logs", env, Ports(INGEST, WAREHOUSE, INFERENCE, STREAM_WEB))
     try:
         for service in services:
             service.start()
