@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 .PHONY: bench-warehouse
 .PHONY: bench-ingest
 .PHONY: bench-stream
+.PHONY: bench chaos load
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -84,6 +85,15 @@ bench-ingest: up tools ## Collector: events/s in 500-event batches, single reque
 
 bench-stream: up ## Stream processors: events/s of one worker on one core (dedup, enrich, sessionize), passthrough ceiling, RSS at 100k sessions (last line JSON)
 	$(PY) -m stream_processors.bench
+
+bench: up tools ## Every benchmark in turn on an idle machine: bench/results.json, bench/results.md and the README table
+	$(PY) -m funnelstream.bench
+
+load: up ## The whole pipeline under load: accepted/s and freshness 202 → ClickHouse (RATE, DURATION; last line JSON)
+	$(VENV)/bin/funnelstream load --local --rate $(or $(RATE),1000) --duration $(or $(DURATION),30)
+
+chaos: install ## Faults under load on a private stack; zero lost and zero duplicated by event_id, or it fails
+	$(VENV)/bin/funnelstream chaos
 
 screenshots: install tools ## Refresh docs/screenshots from the browser tests
 	FS_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/web -q

@@ -81,6 +81,79 @@ def demo(
     run_demo(console, DemoOptions(users=users, jobs=jobs, serve=serve))
 
 
+@app.command()
+def load(
+    rate: float = typer.Option(1000.0, help="Events per second offered (open loop)."),
+    duration: float = typer.Option(30.0, help="Seconds of sending."),
+    batch_size: int = typer.Option(100, help="Events per POST /v1/batch."),
+    malformed: float = typer.Option(0.0, help="Share of events broken on purpose; each must reach the DLQ."),
+    ingest_url: str = typer.Option("http://127.0.0.1:8000", help="The collector to drive."),
+    warehouse_url: str = typer.Option("http://127.0.0.1:8100", help="The warehouse API to check against."),
+    local: bool = typer.Option(False, "--local", help="Start the four services on the local stack for this run."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the warehouse to show every accepted event."),
+) -> None:
+    """Drive the collector with realistic events; report accepted/s, freshness and completeness (last line JSON)."""
+    import orjson
+
+    from funnelstream.load import LoadOptions, run_load
+
+    options = LoadOptions(
+        rate=rate, duration_s=duration, batch_size=batch_size, malformed_share=malformed, ingest_url=ingest_url
+    )
+    if local:
+        from funnelstream.pipeline import local_pipeline
+
+        with local_pipeline() as pipeline:
+            options = LoadOptions(**{**options.__dict__, "ingest_url": pipeline.ingest_url})
+            figures = run_load(options, pipeline.warehouse_url, timeout)
+    else:
+        figures = run_load(options, warehouse_url, timeout)
+    print(orjson.dumps(figures).decode())
+    raise typer.Exit(0 if figures["ok"] else 1)
+
+
+@app.command()
+def chaos(
+    short: bool = typer.Option(False, "--short", help="The form the test suite runs: lower rate, fewer jobs."),
+    scenario: list[str] = typer.Option([], help="Run only these scenarios (repeatable); default: all."),
+    rate: float | None = typer.Option(None, help="Events per second during each fault."),
+) -> None:
+    """Faults under load, then exact counts by event_id (one JSON line per scenario, a summary last)."""
+    from dataclasses import replace
+
+    import orjson
+
+    from funnelstream.chaos import SHORT, ChaosOptions, ScenarioReport, run_chaos
+
+    options = SHORT if short else ChaosOptions()
+    if scenario:
+        options = replace(options, scenarios=tuple(scenario))
+    if rate is not None:
+        options = replace(options, rate=rate)
+
+    def show(report: ScenarioReport) -> None:
+        line = {"scenario": report.scenario, "ok": report.ok, "problems": report.problems, **report.figures}
+        print(orjson.dumps(line).decode(), flush=True)
+
+    import signal
+
+    def interrupted(signum: int, _frame: object) -> None:
+        # SIGTERM stops the private stack and services like Ctrl-C does, instead of orphaning them.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    reports = run_chaos(options, show)
+    summary = {
+        "scenarios": len(reports),
+        "passed": sum(report.ok for report in reports),
+        "lost": sum(int(report.figures.get("lost", 0)) for report in reports),
+        "duplicated": sum(int(report.figures.get("duplicated", 0)) for report in reports),
+        "ok": all(report.ok for report in reports),
+    }
+    print(orjson.dumps(summary).decode())
+    raise typer.Exit(0 if summary["ok"] else 1)
+
+
 def _mount_service_commands() -> None:
     """Each package owns its command group; its cli module keeps heavy imports inside commands."""
     import importlib

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
 import signal
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -36,6 +34,7 @@ from funnelstream.pipeline import (
     namespaced_env,
     pipeline_services,
 )
+from funnelstream.sample_images import sample_mask_png, sample_png
 from funnelstream.settings import PROJECT_ROOT, ServiceSettings
 from funnelstream.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
 
@@ -216,29 +215,6 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _png(width: int, height: int, seed: int) -> bytes:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    image = np.stack([xx * 255 // width, yy * 255 // height, np.full_like(xx, 128)], axis=-1).astype(np.uint8)
-    cx, cy = int(rng.integers(width // 4, 3 * width // 4)), int(rng.integers(height // 4, 3 * height // 4))
-    image[(xx - cx) ** 2 + (yy - cy) ** 2 < (min(width, height) // 8) ** 2] = (200, 40, 40)
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _mask_png(width: int, height: int) -> bytes:
-    from PIL import Image
-
-    mask = np.zeros((height, width), dtype=np.uint8)
-    mask[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = 255
-    out = io.BytesIO()
-    Image.fromarray(mask).save(out, format="PNG")
-    return out.getvalue()
-
-
 async def _upload(client: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
     ticket = (await client.post("/v1/uploads", json={"content_type": "image/png"})).raise_for_status().json()
     async with httpx.AsyncClient(timeout=30) as s3:
@@ -257,7 +233,7 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
     async with httpx.AsyncClient(base_url=base, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
         for index in range(count):
             inference_id, name = kinds[index % len(kinds)]
-            image = await _upload(client, _png(512, 384, seed=index))
+            image = await _upload(client, sample_png(512, 384, seed=index))
             request: dict[str, Any] = {
                 "kind": "restore",
                 "input_id": image["input_id"],
@@ -267,7 +243,7 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
                 "inference_name": name,
             }
             if name == "remove_object":
-                request["mask_key"] = (await _upload(client, _mask_png(512, 384)))["input_key"]
+                request["mask_key"] = (await _upload(client, sample_mask_png(512, 384)))["input_key"]
             accepted = (await client.post("/v1/jobs", json=request)).raise_for_status().json()
             job_ids.append(accepted["job_id"])
         for job_id in job_ids:

@@ -8,14 +8,18 @@ runs without a namespace, on the topic names of :class:`funnelstream.topics.Topi
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from funnelstream.kafka import ensure_topics
 from funnelstream.processes import ServiceProcess
-from funnelstream.settings import KafkaConfig
+from funnelstream.settings import PROJECT_ROOT, KafkaConfig, ServiceSettings
 from funnelstream.topics import TOPIC_SPECS, Topic
 
 
@@ -109,3 +113,94 @@ def load_seed_dimensions(env: dict[str, str]) -> None:
 
     command = [sys.executable, "-m", "funnelstream.cli", "dims", "load", str(SEED_FILE)]
     subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+
+
+class LocalPipeline:
+    """The four services on one broker, started and stopped as a unit: load runs and failure tests.
+
+    ``namespace`` gives the run its own topics and groups on a shared broker; ``None`` uses the
+    project's topic names, for a broker that belongs to this run alone. ``env`` overrides settings
+    of every service (a private broker's address, a shorter session timeout, ...).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        ports: Ports,
+        kafka: KafkaConfig,
+        namespace: str | None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.ports = ports
+        self.kafka = kafka
+        self.namespace = namespace
+        self.env = {
+            **(namespaced_env(namespace) if namespace else {}),
+            "FS_CLICKHOUSE__CHDB_PATH": str(workdir / "chdb"),
+            "FS_STREAM__DATA_DIR": str(workdir / "stream"),
+            "FS_EXPERIMENTS__STORE_PATH": str(workdir / "assignments.sqlite3"),
+            "FS_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.services = {service.name: service for service in pipeline_services(workdir / "logs", self.env, ports)}
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ingest}"
+
+    @property
+    def warehouse_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.warehouse}"
+
+    def __getitem__(self, name: str) -> ServiceProcess:
+        return self.services[name]
+
+    def start(self, ready_timeout_s: float = 180.0) -> LocalPipeline:
+        if self.namespace:
+            create_namespace_topics(self.kafka, self.namespace)
+        # Dimensions first, so the stream processor knows every tool from its first event.
+        load_seed_dimensions(self.env)
+        for service in self.services.values():
+            service.start()
+        for service in self.services.values():
+            service.wait_ready(ready_timeout_s)
+        return self
+
+    def restart(self, name: str, ready_timeout_s: float = 180.0) -> None:
+        service = self.services[name]
+        service.start()
+        service.wait_ready(ready_timeout_s)
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+        if self.namespace:
+            delete_namespace_topics(self.kafka, self.namespace)
+
+    def __enter__(self) -> LocalPipeline:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def local_pipeline(
+    purpose: str = "load", ports: Ports = Ports(18_500, 18_501, 18_502, 18_503)
+) -> Iterator[LocalPipeline]:
+    """The four services on the local stack (started if needed), on topics and a warehouse of their own."""
+    from infra.stack import up
+
+    up()
+    run_id = uuid.uuid4().hex[:8]
+    workdir = PROJECT_ROOT / ".stack" / purpose / run_id
+    try:
+        with LocalPipeline(workdir, ports, ServiceSettings().kafka, namespace=f"{purpose}-{run_id}") as pipeline:
+            yield pipeline
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from funnelstream import objectstore
 from funnelstream.contract import (
@@ -131,7 +131,7 @@ class JobProcessor:
         """
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(self.config.transient_attempts),
+            stop=stop_after_delay(self.config.transient_retry_s),
             wait=wait_exponential(multiplier=0.2, max=5),
             reraise=True,
         )

@@ -25,7 +25,9 @@ class InferenceConfig(BaseModel):
     job_timeout_s: float = Field(default=120.0, gt=0)
     drain_timeout_s: float = Field(default=60.0, ge=0)
     produce_timeout_s: float = Field(default=30.0, gt=0)
-    transient_attempts: int = Field(default=3, ge=1, le=20)
+    transient_retry_s: float = Field(default=60.0, ge=0)
+    """How long a job keeps retrying an object store (or other dependency) that looks away; a restart of
+    the store should cost latency, not failed jobs. Keep it below ``job_timeout_s``."""
     max_image_pixels: int = Field(default=40_000_000, ge=1)
 
     device: Literal["auto", "cpu", "cuda"] = "auto"

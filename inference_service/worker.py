@@ -309,7 +309,7 @@ class InferenceWorker:
         except TransientError as exc:
             status = "failed"
             failure = JobFailed(
-                exc.dependency, f"still failing after {self.config.transient_attempts} attempts: {exc.detail}"
+                exc.dependency, f"still failing after retrying for {self.config.transient_retry_s:g} s: {exc.detail}"
             )
             messages = self.processor.failure_messages(task.job, failure, task.source, timings, model)
             self._log_failure(task, failure)

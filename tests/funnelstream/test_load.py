@@ -1,0 +1,96 @@
+"""The load generator's events and its verdict, in memory; the warehouse is faked at its SQL API."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from funnelstream.contract import parse_event
+from funnelstream.errors import ContractError
+from funnelstream.load import EventFactory, SendLog, Verdict, verify
+
+
+def test_the_events_are_valid_journeys_of_the_run_and_unique() -> None:
+    factory = EventFactory(seed=123456789)
+    events = [event for _ in range(20) for event in factory.batch(50)]
+    assert len({event["event_id"] for event in events}) == len(events)
+    for event in events:
+        parse_event({**event, "sent_at": event["client_ts"]})
+        assert event["anonymous_id"].startswith(factory.prefix)
+    kinds = {event["event_type"] for event in events}
+    assert {"experiment_exposure", "image_uploaded", "tool_selected", "inference_requested", "image_saved"} <= kinds
+
+
+def test_every_malformed_event_is_refused_by_the_contract_naming_the_broken_field() -> None:
+    factory = EventFactory(seed=987654321, malformed_share=0.2)
+    events = [event for _ in range(50) for event in factory.batch(40)]
+    broken = [event for event in events if event["event_id"] in factory.malformed]
+    assert 250 < len(broken) < 550  # about 20% of 2,000
+    assert len(set(factory.malformed.values())) >= 4  # several kinds of damage, not one
+    for event in broken:
+        with pytest.raises(ContractError) as refused:
+            parse_event(event)
+        named = {error.field.split(".")[0] for error in refused.value.errors}
+        assert factory.malformed[event["event_id"]] in named or "event_type" in named
+    for event in events:
+        if event["event_id"] not in factory.malformed:
+            parse_event(event)
+
+
+class FakeWarehouse:
+    """Answers the three questions ``verify`` asks, from rows given by the test."""
+
+    def __init__(self, events: list[tuple[str, int, int, int]], dlq: dict[str, str]) -> None:
+        self.events = events  # (event_id, copies after FINAL, copies before, inserted_ms)
+        self.dlq = dlq
+
+    def rows(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+        if "uniqExact" in sql:
+            return [{"n": len(self.events)}]
+        if "dlq_events" in sql:
+            return [
+                {"event_id": i, "reason": self.dlq[i], "stage": "ingest"} for i in parameters["ids"] if i in self.dlq
+            ]
+        assert re.search(r"cityHash64\(event_id\) % \{pages:UInt32\}", sql)
+        return [
+            {"event_id": event_id, "final_copies": final, "raw_copies": final + raw, "inserted_ms": inserted}
+            for event_id, final, raw, inserted in self.events
+        ]
+
+
+def _log(accepted: dict[str, float]) -> SendLog:
+    return SendLog(accepted_at_ms=accepted)
+
+
+def test_the_verdict_names_lost_duplicated_and_unexpected_events() -> None:
+    factory = EventFactory(seed=1)
+    factory.malformed = {"m1": "input_id", "m2": "client_ts"}
+    warehouse = FakeWarehouse(
+        events=[("a", 1, 1, 1_500), ("b", 2, 2, 1_100), ("stranger", 1, 1, 1_000)],
+        dlq={"m1": "input_id: field required", "m2": "   "},
+    )
+    verdict = verify(warehouse, factory, _log({"a": 1_000.0, "b": 1_000.0, "lost": 1_000.0}), timeout_s=0)  # type: ignore[arg-type]
+    assert verdict.lost == ["lost"]
+    assert verdict.duplicated == ["b"]
+    assert verdict.unexpected == ["stranger"]
+    assert verdict.malformed_in_dlq == 2
+    assert verdict.malformed_without_reason == ["m2"]
+    assert verdict.freshness_ms["max"] == 500.0
+    assert not verdict.ok
+
+
+def test_a_complete_run_is_ok_and_its_freshness_is_measured_from_the_202() -> None:
+    factory = EventFactory(seed=2)
+    factory.malformed = {"m1": "width"}
+    accepted = {f"e{i}": 10_000.0 for i in range(100)}
+    warehouse = FakeWarehouse(
+        events=[(f"e{i}", 1, 1 if i % 10 else 2, 10_000 + 10 * i) for i in range(100)],
+        dlq={"m1": "width: input should be a valid integer"},
+    )
+    verdict: Verdict = verify(warehouse, factory, _log(accepted), timeout_s=0)  # type: ignore[arg-type]
+    assert verdict.ok
+    assert verdict.rows_final == 100
+    assert verdict.rows_raw == 110  # replayed copies the merge has not collapsed yet, reported, not counted
+    assert verdict.freshness_ms == {"p50": 490.0, "p95": 940.0, "p99": 980.0, "max": 990.0}
