@@ -101,14 +101,28 @@ class WarehouseState:
         self.loader = loader
 
         def run() -> None:
-            try:
-                loader.setup()
-                loader.run()
-            except Exception as exc:  # the API stays up to report it on /readyz
-                self.loader_error = f"{type(exc).__name__}: {exc}"
-                log.exception("loader stopped")
-            finally:
-                loader.close()
+            # A loader that dies of something unforeseen is started again (a new consumer resumes
+            # from the last commit); until then /readyz says why. Only a stop request ends this.
+            delay = 1.0
+            current = loader
+            while True:
+                try:
+                    current.setup()
+                    current.run()
+                    return
+                except Exception as exc:
+                    self.loader_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("loader stopped; starting it again", extra={"retry_in_s": delay})
+                finally:
+                    current.close()
+                if current.stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30.0)
+                stop = current.stop
+                current = Loader(self.settings, self.warehouse)
+                current.stop = stop  # a stop requested meanwhile still holds
+                self.loader = current
+                self.loader_error = None
 
         self.loader_thread = threading.Thread(target=run, name="warehouse-loader", daemon=True)
         self.loader_thread.start()

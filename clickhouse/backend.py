@@ -128,7 +128,7 @@ class Warehouse(Protocol):
 
     def query_df(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pd.DataFrame: ...
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int: ...
+    def insert_arrow(self, table: str, data: pa.Table, settings: Settings = None) -> int: ...
 
     def close(self) -> None: ...
 
@@ -205,14 +205,14 @@ class ChdbWarehouse(_ArrowResults):
             return result
         return pa.table({})
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, settings: Settings = None) -> int:
         if data.num_rows == 0:
             return 0
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
         columns = ", ".join(quote_identifier(name) for name in data.column_names)
-        sql = f"INSERT INTO {quote_identifier(table)} ({columns})"
+        sql = f"INSERT INTO {quote_identifier(table)} ({columns}){_settings_clause(settings)}"
         with self._lock:
             if self._session is None:
                 raise QueryError("the warehouse is closed", sql=sql)
@@ -289,11 +289,11 @@ class ServerWarehouse(_ArrowResults):
         except Exception as exc:
             raise self._translate(exc, sql) from exc
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, settings: Settings = None) -> int:
         if data.num_rows == 0:
             return 0
         try:
-            summary = self._client.insert_arrow(table, data, database=self.database)
+            summary = self._client.insert_arrow(table, data, database=self.database, settings=dict(settings or {}))
         except Exception as exc:
             raise self._translate(exc, f"INSERT INTO {table}") from exc
         return int(getattr(summary, "written_rows", data.num_rows) or data.num_rows)

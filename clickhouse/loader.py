@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import math
 import signal
 import threading
 import time
@@ -45,6 +46,8 @@ from funnelstream.contract import (
 from funnelstream.errors import FieldError, TransientError
 
 log = logging.getLogger("funnelstream.warehouse.loader")
+
+_TIMESTAMP_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE, without importing it here
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 STRING_MAP = pa.map_(pa.string(), pa.string())
@@ -122,6 +125,11 @@ _DEFAULTS: dict[str, Any] = {
 # What the C++ JSON reader parses directly; the two free-form objects are handled after it.
 _JSON_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("experiments", "properties")])
 _EVENT_FIELDS = frozenset(EnrichedEvent.model_fields)
+# Per-table INSERT settings. `events` collapses replays at merge and every reader tolerates a
+# duplicate until then (FINAL, or aggregates a duplicate cannot change); collapsing inside each
+# insert block as well re-copies every row of every column and costs more than the rest of the
+# insert, materialized views included.
+INSERT_SETTINGS: dict[str, dict[str, Any]] = {"events": {"optimize_on_insert": 0}}
 
 
 class FastPathRefused(Exception):
@@ -139,6 +147,19 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
+    produced_at_ms: int | None = None
+    """The broker timestamp (producer's create time), when the broker gave one."""
+
+
+def flush_deadline(now_monotonic: float, now_wall: float, produced_at_ms: int | None, batch_seconds: float) -> float:
+    """When a batch holding this message must be inserted, on the monotonic clock.
+
+    ``batch_seconds`` counts from when the message was produced, not from when this consumer saw
+    it: time spent in the broker and in a fetch that waited for more messages is part of the
+    staleness an analyst sees. A timestamp from the future (clock skew) counts as now.
+    """
+    age = 0.0 if produced_at_ms is None else now_wall - produced_at_ms / 1000
+    return now_monotonic + batch_seconds - min(max(age, 0.0), batch_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +424,7 @@ class LoaderStats:
     last_insert_at: float | None = None
     paused: bool = False
     last_error: str | None = None
+    commit_failures: int = 0
 
 
 def is_transient(exc: Exception) -> bool:
@@ -422,6 +444,8 @@ class Loader:
         self._consumer = consumer
         self._producer: Any = None
         self._batch: list[Message] = []
+        self._deadline = math.inf
+        """When the open batch is due: its oldest message's time is up then."""
         self._topic_kind = {
             settings.loader_events_topic: "events",
             settings.loader_sessions_topic: "sessions",
@@ -478,12 +502,11 @@ class Loader:
     def run(self) -> None:
         """Consume → decode → insert → commit until stopped; the last batch is flushed first."""
         assert self._consumer is not None, "call setup() first"
-        started = time.monotonic()
+        batch_seconds = self.settings.loader_batch_seconds
         while not self.stop.is_set():
-            batch = self._batch
-            wanted = self.settings.loader_batch_rows - len(batch)
-            if batch:
-                remaining = self.settings.loader_batch_seconds - (time.monotonic() - started)
+            wanted = self.settings.loader_batch_rows - len(self._batch)
+            if self._batch:
+                remaining = self._deadline - time.monotonic()
                 if remaining <= 0 or wanted <= 0:
                     self._flush()
                     continue
@@ -491,9 +514,7 @@ class Loader:
             else:
                 timeout = 0.5
             messages = self._consumer.consume(num_messages=max(1, wanted), timeout=timeout)
-            if not self._batch:
-                # The time limit counts from the first message of a batch, not from idle time.
-                started = time.monotonic()
+            now_monotonic, now_wall = time.monotonic(), time.time()
             for raw in messages:
                 error = raw.error()
                 if error is not None:
@@ -501,11 +522,19 @@ class Loader:
                         raise LoaderError(f"fatal Kafka error: {error.str()}")
                     log.warning("loader consumer error: %s", error.str())
                     continue
-                self._batch.append(Message(raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value() or b""))
+                kind, stamp = raw.timestamp()
+                produced_at_ms = stamp if kind != _TIMESTAMP_NOT_AVAILABLE else None
+                self._batch.append(
+                    Message(raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value() or b"", produced_at_ms)
+                )
+                self._deadline = min(
+                    self._deadline, flush_deadline(now_monotonic, now_wall, produced_at_ms, batch_seconds)
+                )
         self._flush()
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
+        self._deadline = math.inf
         if batch:
             self.process(batch)
 
@@ -556,7 +585,7 @@ class Loader:
         while True:
             try:
                 started = time.perf_counter()
-                self.warehouse.insert_arrow(table, data)
+                self.warehouse.insert_arrow(table, data, INSERT_SETTINGS.get(table))
                 self.stats.insert_seconds[table] += time.perf_counter() - started
                 self.stats.inserts[table] += 1
                 if self.stats.paused:
@@ -611,7 +640,22 @@ class Loader:
         flush_or_raise(self._producer, report, timeout_s=30)
 
     def _commit(self, batch: list[Message]) -> None:
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        outlived = {
+            KafkaError._WAIT_COORD,
+            KafkaError._TRANSPORT,
+            KafkaError._ALL_BROKERS_DOWN,
+            KafkaError._TIMED_OUT,
+            KafkaError.REQUEST_TIMED_OUT,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.REBALANCE_IN_PROGRESS,
+            KafkaError.ILLEGAL_GENERATION,
+            KafkaError.UNKNOWN_MEMBER_ID,
+            KafkaError._NO_OFFSET,
+        }
 
         if self._consumer is None:
             return
@@ -620,4 +664,15 @@ class Loader:
             key = (message.topic, message.partition)
             highest[key] = max(highest.get(key, -1), message.offset)
         offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in highest.items()]
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The rows are in already. A commit lost while the broker or coordinator is away (or after
+            # a rebalance took the partitions) only means a replay from the last commit, and replayed
+            # rows collapse on the dedup key; the next successful commit covers these offsets too.
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in outlived and not (isinstance(error, KafkaError) and error.retriable()):
+                raise
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed; the next commit covers it", extra={"reason": str(error)})

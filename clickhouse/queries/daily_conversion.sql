@@ -12,7 +12,7 @@ SELECT
 FROM
 (
     SELECT
-        input_id,
+        image,
         toDate(fromUnixTimestamp64Milli(minIf(ts, event_type = 'image_uploaded'), 'UTC')) AS day,
         windowFunnel({window_s:UInt64} * 1000)(
             ts,
@@ -24,13 +24,15 @@ FROM
         ) AS level
     FROM
     (
-        SELECT input_id, event_type, toUInt64(toUnixTimestamp64Milli(event_ts)) AS ts
+        -- A key that is not Nullable (the rows without an input_id are filtered out) groups at
+        -- about half the cost.
+        SELECT assumeNotNull(input_id) AS image, event_type, toUInt64(toUnixTimestamp64Milli(event_ts)) AS ts
         FROM events
         WHERE event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
           AND input_id IS NOT NULL
           AND event_type IN ('image_uploaded', 'tool_selected', 'inference_requested', 'image_saved', 'score_submitted')
     )
-    GROUP BY input_id
+    GROUP BY image
     HAVING level >= 1
 )
 GROUP BY day

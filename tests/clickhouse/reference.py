@@ -67,6 +67,14 @@ def _breakdown(group: pd.DataFrame, breakdown: str) -> str:
     if breakdown == "tool":
         values = ordered.tool_name[ordered.event_type == "tool_selected"].dropna()
         return str(values.iloc[0]) if len(values) else "(none)"
+    if breakdown == "inference_type":
+        inferences = ordered.event_type.isin(["inference_requested", "inference_completed"])
+        values = ordered.inference_type[inferences].dropna()
+        return str(values.iloc[0]) if len(values) else "(none)"
+    if breakdown == "source":
+        return str(ordered.source.iloc[0]) or "(none)"
+    if breakdown == "day":
+        return str(pd.to_datetime(int(ordered.ts.iloc[0]), unit="ms", utc=True).date())
     return "all"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -10,7 +12,15 @@ import pytest
 
 from clickhouse.dataset import generate
 from clickhouse.errors import QueryError, WarehouseUnavailable
-from clickhouse.loader import EVENT_SCHEMA, FastPathRefused, Loader, Message, decode_events, decode_events_fast
+from clickhouse.loader import (
+    EVENT_SCHEMA,
+    FastPathRefused,
+    Loader,
+    Message,
+    decode_events,
+    decode_events_fast,
+    flush_deadline,
+)
 from clickhouse.settings import WarehouseSettings
 
 
@@ -25,7 +35,7 @@ class FlakyWarehouse:
         self.error = error or WarehouseUnavailable("connection refused")
         self.inserted: dict[str, int] = {}
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
         if self.failures:
             self.failures -= 1
             raise self.error
@@ -111,3 +121,69 @@ def test_free_form_properties_survive_as_json_text() -> None:
     raw["properties"] = {"campaign": "black-friday", "depth": 3}
     table = decode_events_fast([orjson.dumps(raw)])
     assert orjson.loads(table.column("properties")[0].as_py()) == {"campaign": "black-friday", "depth": 3}
+
+
+def test_the_batch_time_counts_from_when_a_message_was_produced() -> None:
+    # Produced 0.4 s ago with a 1 s batch time: 0.6 s are left; an unknown or future time counts as now.
+    assert flush_deadline(100.0, 5_000.0, 4_999_600, 1.0) == pytest.approx(100.6)
+    assert flush_deadline(100.0, 5_000.0, None, 1.0) == pytest.approx(101.0)
+    assert flush_deadline(100.0, 5_000.0, 5_003_000, 1.0) == pytest.approx(101.0)
+    # Older than the batch time (a backlog): due at once, never in the past beyond it.
+    assert flush_deadline(100.0, 5_000.0, 4_990_000, 1.0) == pytest.approx(100.0)
+
+
+class _RawMessage:
+    def __init__(self, value: bytes, offset: int, produced_at_ms: int) -> None:
+        self._value, self._offset, self._produced_at_ms = value, offset, produced_at_ms
+
+    def error(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, self._produced_at_ms  # TIMESTAMP_CREATE_TIME
+
+    def topic(self) -> str:
+        return "events.enriched"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+
+class ScriptedConsumer(RecordingConsumer):
+    """Hands out one message produced ``age_s`` ago, then nothing; records each wait it is asked for."""
+
+    def __init__(self, message: Message, age_s: float, loader: Loader | None = None) -> None:
+        super().__init__()
+        produced_at_ms = int((time.time() - age_s) * 1000)
+        self.pending = [_RawMessage(message.value, message.offset, produced_at_ms)]
+        self.timeouts: list[float] = []
+        self.loader = loader
+
+    def consume(self, num_messages: int, timeout: float) -> list[_RawMessage]:
+        self.timeouts.append(timeout)
+        out, self.pending = self.pending, []
+        if not out and self.loader is not None and "commit" in self.calls:
+            self.loader.stop.set()
+        return out
+
+
+def test_a_message_that_waited_in_the_broker_is_loaded_within_the_batch_time_of_its_production() -> None:
+    warehouse = FlakyWarehouse(failures=0)
+    consumer = ScriptedConsumer(_messages(1)[0], age_s=0.9)
+    loader = Loader(WarehouseSettings(loader_batch_seconds=1.0), warehouse, consumer=consumer)  # type: ignore[arg-type]
+    consumer.loader = loader
+    loader.run()
+    assert warehouse.inserted == {"events": 1}
+    # After the message arrived the loader waited at most what was left of its 1 s, not a fresh 1 s.
+    assert consumer.timeouts[0] == 0.5
+    assert consumer.timeouts[1] <= 0.1 + 1e-6
+    assert consumer.committed == [("events.enriched", 0, 101)]

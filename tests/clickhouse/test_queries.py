@@ -64,6 +64,9 @@ def test_events_are_collapsed_by_final(loaded: Warehouse, data: GeneratedData) -
         (Unit.IMAGE, Breakdown.TOOL, ""),
         (Unit.IMAGE, Breakdown.NONE, "score_submitted"),
         (Unit.DEVICE, Breakdown.NONE, ""),
+        (Unit.IMAGE, Breakdown.INFERENCE_TYPE, ""),
+        (Unit.SESSION, Breakdown.SOURCE, ""),
+        (Unit.DEVICE, Breakdown.DAY, "score_submitted"),
     ],
 )
 def test_funnel_matches_pandas(
