@@ -79,6 +79,12 @@ class AccessControl:
             raise Unauthorized("unknown write key")
         return entry
 
+    def knows(self, write_key: str | None) -> bool:
+        """Whether the key is one of ours; lets a request skip work that only a known sender gets."""
+        if not write_key:
+            return False
+        return hashlib.sha256(write_key.encode()).hexdigest() in self._by_hash
+
     def admit(self, write_key: str | None, origin: str | None, event_count: int) -> Source:
         """Authenticate, check the browser origin, then charge the key's bucket; raises on refusal."""
         source, bucket = self.authenticate(write_key)

@@ -39,6 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from funnelstream.kafka import wait_for_broker
 from ingest.pipeline import Stamp, prepare_batch
 from ingest.producer import collector_producer_config
+from ingest.server import keep_freed_heap
 from ingest.settings import DEV_WRITE_KEY, IngestSettings
 
 BATCH_SIZE = 500
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     settings = IngestSettings()
+    # The ceilings run in this process: with the worker's allocator settings, so that they measure
+    # the same pipeline the worker runs.
+    keep_freed_heap()
     wait_for_broker(settings.kafka)
     admin = AdminClient(settings.kafka.client_config())
     suffix = uuid.uuid4().hex[:8]

@@ -61,13 +61,14 @@ def collector_producer_config(kafka: KafkaConfig, ingest: IngestConfig) -> dict[
 class PendingDelivery:
     """Delivery callback shared by the messages of one request; runs on the event loop's thread."""
 
-    __slots__ = ("error", "fatal", "future", "remaining")
+    __slots__ = ("error", "expired", "fatal", "future", "remaining")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = count
         self.error: str | None = None
         self.fatal = False
+        self.expired = False
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         self.remaining -= 1
@@ -79,6 +80,12 @@ class PendingDelivery:
 
     def settle(self) -> None:
         if not self.future.done():
+            self.future.set_result(None)
+
+    def expire(self) -> None:
+        """Called on the request's own loop when the wait is over, whatever the poller's loop."""
+        if not self.future.done():
+            self.expired = True
             self.future.set_result(None)
 
 
@@ -159,10 +166,15 @@ class CollectorProducer:
             # and the stream processors' dedup collapses it.
             pending.remaining -= len(messages) - queued
             raise Unavailable("producer queue is full", retry_after_s=self.retry_after_s) from None
+        # A bare timer rather than asyncio.wait_for, which costs a second future and a callback chain
+        # per request; the delivery future is this request's alone.
+        timer = loop.call_later(self.wait_timeout_s, pending.expire)
         try:
-            await asyncio.wait_for(pending.future, self.wait_timeout_s)
-        except TimeoutError:
-            raise Unavailable("broker did not confirm in time", retry_after_s=self.retry_after_s) from None
+            await pending.future
+        finally:
+            timer.cancel()
+        if pending.expired:
+            raise Unavailable("broker did not confirm in time", retry_after_s=self.retry_after_s)
         if pending.error is not None:
             if pending.fatal and self.fatal_error is None:
                 # An idempotent producer cannot recover from a fatal error; /healthz fails so the

@@ -213,6 +213,19 @@ def test_malformed_bodies_are_400_or_415(client: TestClient) -> None:
     assert form.status_code == 415
 
 
+def test_json_numbers_outside_the_standard_are_400_for_the_whole_body(
+    client: TestClient, fake_producer: FakeProducer
+) -> None:
+    """NaN and Infinity are not JSON; a body carrying one is refused whole, on every path."""
+    valid = orjson.dumps(example("tool_selected", properties={"ratio": 0}))
+    for literal in (b"NaN", b"Infinity"):
+        event = valid.replace(b'"ratio":0', b'"ratio":' + literal)
+        batch = client.post("/v1/batch", content=b'{"batch": [' + valid + b"," + event + b"]}", headers=KEY)
+        assert batch.status_code == 400 and batch.json()["error"] == "bad_request"
+        assert client.post("/v1/event", content=event, headers=KEY).status_code == 400
+    assert fake_producer.on(RAW) == [] and fake_producer.on(DLQ) == []
+
+
 # --- encodings -------------------------------------------------------------------------------------
 
 

@@ -1,15 +1,27 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from funnelstream.contract import parse_event_json
+from funnelstream.contract import EventType, parse_event_json
 from funnelstream.errors import ContractError
 from ingest.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from ingest.pipeline import Stamp, decode_body, prepare_event, truncate_ip
+from ingest.pipeline import (
+    Stamp,
+    decode_body,
+    prepare_batch,
+    prepare_event,
+    read_valid_batch,
+    read_valid_event,
+    stamp_valid_events,
+    truncate_ip,
+)
 from tests.funnelstream.examples import example
 
 
@@ -76,3 +88,103 @@ def test_prepare_event_names_the_field() -> None:
     with pytest.raises(ContractError) as refused:
         prepare_event(example("tool_selected", tool_id="three"), stamp(), 32_768)
     assert refused.value.errors[0].field == "tool_id"
+
+
+def _careful(raw: Any, at: Stamp) -> bytes | None:
+    try:
+        return prepare_event(raw, at, 32_768)[1]
+    except ContractError:
+        return None
+
+
+FINITE_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def sent_events(draw: st.DrawFn) -> dict[str, Any]:
+    """Events as senders write them: valid mostly, in the forms the contract reads."""
+    now = datetime.now(UTC)
+    event = example(draw(st.sampled_from(list(EventType))))
+    if draw(st.booleans()):
+        event["event_id"] = event["event_id"].upper()
+    offset = draw(st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]))
+    client_ts = (now - timedelta(seconds=draw(st.integers(0, 30 * 24 * 3600)))).astimezone(offset)
+    event["client_ts"] = client_ts.isoformat().replace("+00:00", draw(st.sampled_from(["Z", "+00:00"])))
+    sent_at = draw(st.sampled_from(["device clock", "late device clock", "absent", "null"]))
+    if sent_at == "absent":
+        del event["sent_at"]
+    elif sent_at == "null":
+        event["sent_at"] = None
+    else:
+        ahead = timedelta(hours=3) if sent_at == "late device clock" else timedelta(0)
+        event["sent_at"] = (client_ts + ahead + timedelta(seconds=draw(st.integers(0, 60)))).isoformat()
+    if draw(st.booleans()):
+        event["properties"] = draw(st.dictionaries(st.text(max_size=5), FINITE_JSON, max_size=3))
+    context = dict(event["context"])
+    context["ip"] = draw(st.sampled_from([None, "203.0.113.77", " 2001:db8::1 ", "not-an-address"]))
+    if context["ip"] is None:
+        del context["ip"]
+    if draw(st.booleans()):
+        context["screen"] = draw(FINITE_JSON)
+    if draw(st.booleans()):
+        del context["user_agent"]
+    event["context"] = context
+    unusual = draw(
+        st.sampled_from([None, None, None, "unknown field", "server field", "write key", "invalid", "too large"])
+    )
+    if unusual == "unknown field":
+        event["plan"] = "pro"
+    elif unusual == "server field":
+        event[draw(st.sampled_from(["received_at", "event_ts", "timestamp_flag", "source"]))] = draw(
+            st.sampled_from(["2020-01-01T00:00:00Z", "ok", "web", 3])
+        )
+    elif unusual == "write key":
+        event["writeKey"] = "k"
+    elif unusual == "invalid":
+        event["anonymous_id"] = ""
+    elif unusual == "too large":
+        event["properties"] = {"blob": "x" * 33_000}
+    return event
+
+
+@given(events=st.lists(sent_events(), min_size=1, max_size=6), batch_sent_at=st.booleans())
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_the_fast_paths_write_what_the_careful_path_writes(events: list[dict[str, Any]], batch_sent_at: bool) -> None:
+    """Whole-batch validation is only a shortcut: it takes a batch only when every event in it is
+    valid as sent, and then writes byte for byte what event-by-event stamping and validation write."""
+    at = stamp(batch_sent_at=datetime.now(UTC).isoformat() if batch_sent_at else None)
+    body = orjson.dumps({"batch": events, "sent_at": at.batch_sent_at})
+    careful = [_careful(raw, at) for raw in events]
+
+    from_json = read_valid_batch(body)
+    if from_json is not None:
+        messages = stamp_valid_events(from_json.batch, at, "raw", 32_768)
+        if messages is None:
+            assert None in careful, "the fast path left a batch the careful path stores whole"
+        else:
+            assert [value for _, _, value in messages] == careful
+            assert [key for _, key, _ in messages] == [raw["anonymous_id"].strip().encode() for raw in events]
+
+    from_dicts = prepare_batch(
+        orjson.loads(body)["batch"], at, events_topic="raw", dlq_topic="dlq", max_event_bytes=32_768
+    )
+    stored = iter(value for topic, _, value in from_dicts.messages if topic == "raw")
+    assert [next(stored) if value is not None else None for value in careful] == careful
+    assert [r.index for r in from_dicts.rejections] == [i for i, value in enumerate(careful) if value is None]
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"123456789012345678901234567890"])
+def test_numbers_the_careful_reader_refuses_or_rounds_are_left_to_it(literal: bytes) -> None:
+    event = orjson.dumps(example("tool_selected", properties={"x": 0}))
+    body = b'{"batch": [' + event.replace(b'"x":0', b'"x":' + literal) + b"]}"
+    assert b'"x":' + literal in body
+    assert read_valid_batch(body) is None
+    assert read_valid_event(event.replace(b'"x":0', b'"x":' + literal)) is None
