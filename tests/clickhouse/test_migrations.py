@@ -73,3 +73,27 @@ def test_a_cluster_table_without_a_shard_key_is_refused() -> None:
     )
     with pytest.raises(MigrationError, match="shard by"):
         render(migration, database="fs", cluster="prod")
+
+
+def test_task_durations_leave_out_steps_without_an_image(warehouse: Warehouse) -> None:
+    image = "6d0c1a8e-0000-4000-8000-000000000001"
+    rows = [
+        # (event_id, type, input_id, event_ts)
+        ("00000000-0000-4000-8000-000000000001", "tool_selected", image, "2026-03-01 10:00:00"),
+        ("00000000-0000-4000-8000-000000000002", "inference_requested", image, "2026-03-01 10:00:20"),
+        ("00000000-0000-4000-8000-000000000003", "image_saved", image, "2026-03-01 10:01:00"),
+        ("00000000-0000-4000-8000-000000000004", "tool_selected", None, "2026-03-01 10:00:00"),
+        ("00000000-0000-4000-8000-000000000005", "image_saved", None, "2026-03-01 10:02:00"),
+    ]
+    values = ", ".join(
+        "('{}', '{}', 'device-1', {}, '{ts}', '{ts}', '{ts}')".format(
+            event_id, kind, f"'{input_id}'" if input_id else "NULL", ts=ts
+        )
+        for event_id, kind, input_id, ts in rows
+    )
+    warehouse.command(
+        "INSERT INTO events (event_id, event_type, anonymous_id, input_id, client_ts, event_ts, received_at) "
+        f"VALUES {values}"
+    )
+    durations = warehouse.query_rows("SELECT toString(input_id) AS input_id, diff_second FROM task_durations")
+    assert durations == [{"input_id": image, "diff_second": 60.0}]
