@@ -9,8 +9,20 @@ crash repeat output, never lose it, and the dedup state collapses the repeats on
 
 1. a batch of ``events.raw`` records (``stream.take_events``) goes through the processor;
 2. its enriched events, session summaries and dead letters are produced and acknowledged;
-3. only then are its state changes written to the changelogged table, and acknowledged;
-4. the batch's events are acked when the loop comes back; Faust commits their offsets later.
+3. only then are its state changes written to the changelogged table, and acknowledged: among
+   them how far each partition is processed (its progress), and only then do its event ids
+   count as seen;
+4. then the worker commits that progress as the group's offsets itself.
+
+Faust's own offset bookkeeping does not decide what is done. Around a rebalance it acks records
+it never handed to the agent (those fetched under an older generation, or while its flow was
+suspended), marks jumps between fetched offsets as gaps that may be committed, and drops
+records below a read offset that a fetch from before a seek moved forward
+(faust-streaming/faust#216, #221, #312). Any of these lets an offset be committed, or a record
+vanish, without its output. So the batch's messages are marked acked without handing their
+offsets to Faust, the committed offset is the processor's durable progress, and a record that
+does not continue that progress exactly is either a redelivery (skipped) or the sign of a gap:
+the partition is moved back to its progress and nothing after the gap is processed first.
 """
 
 from __future__ import annotations
@@ -23,8 +35,9 @@ from typing import Any
 import faust
 import orjson
 from confluent_kafka import Producer
+from faust.types import TP
 
-from funnelstream.errors import TransientError
+from funnelstream.errors import DeliveryError, TransientError
 from funnelstream.kafka import (
     BUFFER_FULL_POLL_S,
     BUFFER_FULL_RETRIES,
@@ -85,6 +98,17 @@ class TableStateStore:
         self.table.data.pop(key, None)
 
 
+class CountingReport(DeliveryReport):
+    """Counts acknowledgements and keeps the first failure, like :class:`DeliveryReport`, but
+    keeps no offsets: it is called once per output message, several per event."""
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+        elif self.first_error is None:
+            self.first_error = DeliveryError(msg.topic() or "?", err.str(), retriable=err.retriable())
+
+
 @dataclass
 class Runtime:
     """What the agents share: the processor, the output producer and the dimension feed."""
@@ -98,6 +122,10 @@ class Runtime:
     batches: int = 0
     assigned: set[int] | None = None
     """Partitions of the input topic this worker owns; None until the first assignment."""
+    consumer: ConsumerControl | None = None
+    """The group consumer, once the worker runs; None in memory (tests)."""
+    gap_retries: dict[int, tuple[tuple[int, int], int, float]] = field(default_factory=dict)
+    """partition -> (the gap, seeks made for it, when the last one was made)."""
 
     async def start(self) -> None:
         if self.producer is not None:
@@ -124,7 +152,7 @@ class Runtime:
     async def deliver(self, out: Output) -> None:
         assert self.producer is not None
         stream = self.settings.stream
-        report = DeliveryReport()
+        report = CountingReport()
         for topic, messages in (
             (stream.enriched_topic, out.enriched),
             (stream.sessions_topic, out.sessions),
@@ -140,7 +168,7 @@ class Runtime:
         store = self.processor.store
         if isinstance(store, TableStateStore):
             changelog = store.changelog_topic
-            state_report = DeliveryReport()
+            state_report = CountingReport()
             for partition, state_key, state_value in store.drain():
                 produce_to_partition(self.producer, changelog, partition, state_key, state_value, state_report)
             if state_report.expected:
@@ -148,23 +176,69 @@ class Runtime:
 
     async def handle(self, events: list[Any]) -> None:
         async with self.lock:
-            # A batch taken before a rebalance can hold records of a partition that moved to
-            # another worker: that worker owns their state now and processes them again.
-            owned = self.assigned
-            records = [
-                RawRecord(
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    key=event.message.key,
-                    value=event.message.value,
-                    topic=event.message.topic,
-                )
-                for event in events
-                if owned is None or event.message.partition in owned
-            ]
-            out = self.processor.process(records)
-            await self.deliver(out)
-            self.batches += 1
+            try:
+                await self._handle(events)
+            finally:
+                # Faust acks the batch when the loop comes back and would commit it; the offsets
+                # this worker commits are its durable progress, so Faust's bookkeeping gets none.
+                # Marked only now: a rebalance waits for unacked messages before it goes on.
+                for event in events:
+                    event.message.acked = True
+
+    async def _handle(self, events: list[Any]) -> None:
+        consumer = self.consumer
+        owned = consumer.owned() if consumer is not None else None
+        generation = consumer.generation() if consumer is not None else None
+        records = []
+        for event in events:
+            message = event.message
+            # A record fetched before a rebalance, or of a partition that moved away, is not
+            # ours to process: the owner of its partition reads it again.
+            if owned is not None and message.partition not in owned:
+                continue
+            if generation is not None and message.generation_id != generation:
+                continue
+            records.append(RawRecord(message.partition, message.offset, message.key, message.value, message.topic))
+        out = self.processor.process(records)
+        progress = dict(out.progress)
+        gaps = dict(out.gaps)
+        await self.deliver(out)
+        self.batches += 1
+        if consumer is not None:
+            if progress:
+                await consumer.commit(progress)
+            for partition, gap in gaps.items():
+                await self.resume_at(consumer, partition, gap)
+
+    async def resume_at(self, consumer: ConsumerControl, partition: int, gap: tuple[int, int]) -> None:
+        """Move a partition back to where its processing stopped, after records were skipped.
+
+        Records fetched before the seek may still arrive and show a gap; the seek is repeated
+        until the partition continues where it stopped. Records are never skipped on purpose,
+        except those that no longer exist: below the partition's earliest offset (retention), or
+        a hole that stays exactly the same through several seeks (transaction markers).
+        """
+        expected, delivered = gap
+        previous_gap, seeks, last_seek = self.gap_retries.get(partition, (gap, 0, 0.0))
+        if previous_gap != gap:
+            seeks = 0
+        now = asyncio.get_running_loop().time()
+        if seeks and now - last_seek < GAP_SEEK_INTERVAL_S:
+            return
+        earliest = await consumer.earliest(partition)
+        resume = earliest if earliest > expected else delivered if seeks >= GAP_SEEKS_BEFORE_SKIP else None
+        if resume is not None:
+            log.warning("partition %d: offsets %d..%d do not exist; continuing at %d", partition, expected,
+                        resume - 1, resume)  # fmt: skip
+            await self.deliver(self.processor.skip_gap(partition, resume))
+            await consumer.commit({partition: resume})
+            self.gap_retries.pop(partition, None)
+            if resume == delivered:
+                return
+            expected = resume
+        log.warning("partition %d: expected offset %d, got %d; seeking back", partition, expected, delivered)
+        await consumer.seek(partition, expected)
+        self.gap_retries[partition] = (gap, seeks + 1, now)
 
     async def close_idle(self) -> None:
         async with self.lock:
@@ -189,6 +263,42 @@ class Runtime:
             "open_sessions": self.processor.open_sessions(),
             "watermarks": {str(p): w for p, w in sorted(self.processor.watermarks.items())},
         }
+
+
+GAP_SEEKS_BEFORE_SKIP = 5
+GAP_SEEK_INTERVAL_S = 1.0
+
+
+class ConsumerControl:
+    """What the runtime needs of the worker's group consumer: ownership, commits and seeks."""
+
+    def __init__(self, app: faust.App, topic: str) -> None:
+        self.app = app
+        self.topic = topic
+
+    def owned(self) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+
+    def generation(self) -> int:
+        return int(self.app.consumer_generation_id)
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        # The consumer's own commit goes through its ack bookkeeping; this one commits exactly
+        # these offsets (partitions no longer assigned are left out by the consumer).
+        consumer: Any = self.app.consumer  # the transport consumer; its interface type lacks _commit
+        await consumer._commit({TP(self.topic, partition): offset for partition, offset in offsets.items()})
+
+    async def seek(self, partition: int, offset: int) -> None:
+        await self.app.consumer.seek(TP(self.topic, partition), offset)
+
+    async def earliest(self, partition: int) -> int:
+        tp = TP(self.topic, partition)
+        try:
+            offsets = await self.app.consumer.earliest_offsets(tp)
+        except Exception as exc:  # only decides whether a hole is retention's; seeking is safe
+            log.warning("earliest offset of partition %d unknown: %s", partition, exc)
+            return 0
+        return int(offsets.get(tp) or 0)
 
 
 def _group_lag(settings: StreamSettings) -> dict[tuple[str, int], int]:
@@ -302,7 +412,9 @@ def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
 
     @app.timer(stream.timer_interval_s, name="close-idle-sessions")  # type: ignore[untyped-decorator]
     async def close_idle_sessions() -> None:
-        if runtime.producer is not None:
+        # While the worker rebalances, Faust restores table partitions from their changelog:
+        # their values are older than the state until the restore ends.
+        if runtime.producer is not None and not app.rebalancing:
             await runtime.close_idle()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -312,9 +424,12 @@ def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
         # Only partitions that went to another worker are forgotten; Faust restores such a
         # partition from the start of its changelog if it ever comes back.
         owned = {tp.partition for tp in assigned if tp.topic == stream.input_topic}
+        if runtime.consumer is None:
+            runtime.consumer = ConsumerControl(app, stream.input_topic)
         async with runtime.lock:
             for partition in (runtime.assigned or set()) - owned:
                 runtime.processor.drop_partition(partition)
+                runtime.gap_retries.pop(partition, None)
             runtime.assigned = owned
 
     @app.page("/healthz")

@@ -15,6 +15,12 @@ events came from, so state moves with its partition:
     watermark after it. Written after the batch's device records, so in the changelog partition
     (which keeps order) a durable batch record implies durable device records. Dropped once its
     watermark is older than the dedup window.
+``o:<partition>`` -> ``next_offset``
+    how far the partition has been processed: every record below it has its output acknowledged
+    and its state written. Written last in each batch. It is the source of truth for where the
+    partition continues, not the consumer group's committed offset: a record below it is a
+    redelivery and skipped; a record above it means the consumer skipped records (a gap) and
+    nothing of that partition is processed until the records in between arrive.
 
 A session is ``[session_id, start_ms, last_ms, event_count, late_count, input_ids, deepest_step,
 experiments, user_id, version]``.
@@ -35,8 +41,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
+from pydantic import ValidationError
 
-from funnelstream.contract import FUNNEL_STEP_OF, FunnelStep, parse_event_json
+from funnelstream.contract import EVENT_ADAPTER, FUNNEL_STEP_OF, FunnelStep, parse_event_json
 from funnelstream.errors import ContractError, FieldError
 from funnelstream.kafka import dead_letter
 from stream_processors.enrich import Enricher
@@ -115,6 +122,15 @@ class Output:
     output: a crash in between repeats output, it never loses it."""
     retired: set[str] = field(default_factory=set)
     """Sessions absorbed by a merge in this batch: their retirement is their last summary."""
+    progress: dict[int, int] = field(default_factory=dict)
+    """partition -> next offset to process, once this batch is committed."""
+    gaps: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """partition -> (offset expected, offset delivered instead): records were skipped upstream;
+    the consumer must be moved back to the expected offset."""
+    admitted: dict[int, tuple[str, int, list[str]]] = field(default_factory=dict)
+    watermarks: dict[int, int] = field(default_factory=dict)
+    """partition -> event-time watermark after this batch."""
+    """partition -> (batch record key, watermark, event ids): ids that count as seen on commit."""
 
 
 @dataclass
@@ -124,6 +140,8 @@ class Counters:
     late: int = 0
     dead_letters: int = 0
     replayed: int = 0
+    redelivered: int = 0
+    gaps: int = 0
     merges: int = 0
     sessions_closed: int = 0
     dedup_records_expired: int = 0
@@ -150,6 +168,19 @@ def _merged_experiments(current: dict[str, str], new: dict[str, str]) -> dict[st
             return merged
         shared = _EXPERIMENT_SETS[signature] = merged
     return shared
+
+
+def _copy_actor(actor: list[Any]) -> list[Any]:
+    """A copy that a batch can change; experiment dicts are shared and never changed in place."""
+    return [
+        actor[0],
+        actor[1],
+        [[*session[:INPUTS], list(session[INPUTS]), *session[INPUTS + 1 :]] for session in actor[2]],
+    ]
+
+
+def progress_key(partition: int) -> str:
+    return f"o:{partition}"
 
 
 def session_id_for(anonymous_id: str, start_ms: int) -> str:
@@ -189,6 +220,8 @@ class StreamProcessor:
         self._batches: dict[int, dict[str, int]] = {}
         """partition -> batch record key -> its watermark, in write order."""
         self._actors: dict[int, set[str]] = {}
+        self.next_offsets: dict[int, int] = {}
+        """partition -> next offset to process, as committed to the store."""
 
     # --- partitions -------------------------------------------------------------------------------
 
@@ -215,6 +248,9 @@ class StreamProcessor:
                 for session in value[2]:
                     session[EXPERIMENTS] = _merged_experiments(_NO_EXPERIMENTS, session[EXPERIMENTS])
         batches.sort()
+        progress = self.store.get(progress_key(partition))
+        if progress is not None:
+            self.next_offsets[partition] = int(progress)
         self._seen[partition] = seen
         self._batches[partition] = {key: mark for _, key, mark in batches}
         self._actors[partition] = actors
@@ -226,6 +262,8 @@ class StreamProcessor:
             self.store.evict(key)
         for key in list(self._actors.get(partition, ())):
             self.store.evict(key)
+        self.store.evict(progress_key(partition))
+        self.next_offsets.pop(partition, None)
         self._seen.pop(partition, None)
         self._batches.pop(partition, None)
         self._actors.pop(partition, None)
@@ -241,12 +279,27 @@ class StreamProcessor:
         new_ids: dict[int, list[Any]] = {}
         batch_seen: set[str] = set()
         rules = self.rules
+        progress = out.progress
+        gaps = out.gaps
+        watermarks = out.watermarks
         for record in records:
             partition = record.partition
             seen = self._seen.get(partition)
             if seen is None:
                 self.load_partition(partition)
                 seen = self._seen[partition]
+            offset = record.offset
+            expected = progress.get(partition)
+            if expected is None:
+                expected = self.next_offsets.get(partition)
+            if expected is not None and offset != expected:
+                if offset < expected:
+                    self.counters.redelivered += 1
+                elif partition not in gaps:
+                    self.counters.gaps += 1
+                    gaps[partition] = (expected, offset)
+                continue
+            progress[partition] = offset + 1
             try:
                 event, event_ts, received_at = self._decode(record)
             except PoisonMessage as exc:
@@ -265,14 +318,22 @@ class StreamProcessor:
             batch[2].append(event_id)
 
             ts = _ms(event_ts)
-            watermark = self.watermarks[partition]
+            watermark = watermarks.get(partition)
+            if watermark is None:
+                watermark = self.watermarks[partition]
             is_late = ts < watermark - rules.lateness_ms
             if ts > watermark:
-                self.watermarks[partition] = ts
+                watermarks[partition] = ts
             anonymous_id = event.anonymous_id
             actor_key = "a:" + anonymous_id
             pending = changed_actors.get(actor_key)
-            actor = pending[1] if pending is not None else self.store.get(actor_key)
+            actor: list[Any] | None
+            if pending is not None:
+                actor = pending[1]
+            else:
+                stored = self.store.get(actor_key)
+                # Changed on a copy: the stored state stays as it was until the batch commits.
+                actor = None if stored is None else _copy_actor(stored)
             if actor is None:
                 actor = [partition, -1, []]
                 self._actors[partition].add(actor_key)
@@ -314,10 +375,11 @@ class StreamProcessor:
             out.state_writes.append((partition, actor_key, actor))
         for partition, (first, last, ids) in new_ids.items():
             batch_key = f"b:{partition}:{first}"
-            mark = self.watermarks[partition]
+            mark = watermarks.get(partition, self.watermarks[partition])
             out.state_writes.append((partition, batch_key, [mark, last, ids]))
-            self._batches[partition][batch_key] = mark
-            self._seen[partition].update(ids)
+            out.admitted[partition] = (batch_key, mark, ids)
+        for partition, next_offset in progress.items():
+            out.state_writes.append((partition, progress_key(partition), next_offset))
         for session_id, (anonymous_id, session) in changed_sessions.items():
             # `sessions` is compacted: the last message per id must be the newest version.
             if session_id not in out.retired:
@@ -331,9 +393,15 @@ class StreamProcessor:
         if record.value is None:
             raise PoisonMessage("empty value (tombstone) on the events topic")
         try:
-            event = parse_event_json(record.value)
-        except ContractError as exc:
-            raise PoisonMessage(f"contract violation: {exc}", exc.errors) from None
+            # The collector wrote these events from validated models: validating the bytes
+            # directly skips building a dict first. Anything it refuses (an unknown field that
+            # belongs in properties, a real error) takes the contract's own path, which decides.
+            event = EVENT_ADAPTER.validate_json(record.value)
+        except ValidationError:
+            try:
+                event = parse_event_json(record.value)
+            except ContractError as exc:
+                raise PoisonMessage(f"contract violation: {exc}", exc.errors) from None
         missing = [name for name in ("event_ts", "received_at") if getattr(event, name) is None]
         if missing:
             raise PoisonMessage(
@@ -472,9 +540,10 @@ class StreamProcessor:
                 if actor is None:
                     actors.discard(actor_key)
                     continue
-                sessions = actor[2]
-                if not any(session[LAST] < horizon for session in sessions):
+                if not any(session[LAST] < horizon for session in actor[2]):
                     continue
+                actor = _copy_actor(actor)
+                sessions = actor[2]
                 anonymous_id = actor_key[2:]
                 keep = []
                 for session in sessions:
@@ -495,7 +564,11 @@ class StreamProcessor:
         return out
 
     def commit(self, out: Output) -> None:
-        """Write the state changes of a processed batch, once its output is acknowledged."""
+        """Write the state changes of a processed batch, once its output is acknowledged.
+
+        Only now do its event ids count as seen and its offsets as processed: a batch whose output
+        failed leaves nothing behind that would make its records look done.
+        """
         store = self.store
         for partition, key, value in out.state_writes:
             if value is None:
@@ -503,6 +576,29 @@ class StreamProcessor:
             else:
                 store.put(partition, key, value)
         out.state_writes.clear()
+        for partition, (batch_key, mark, ids) in out.admitted.items():
+            if partition in self._seen:
+                self._batches[partition][batch_key] = mark
+                self._seen[partition].update(ids)
+        out.admitted.clear()
+        for partition, watermark in out.watermarks.items():
+            if partition in self._seen:
+                self.watermarks[partition] = watermark
+        out.watermarks.clear()
+        for partition, next_offset in out.progress.items():
+            if partition in self._seen:
+                self.next_offsets[partition] = next_offset
+        out.progress.clear()
+
+    def skip_gap(self, partition: int, next_offset: int) -> Output:
+        """Accept that the records below ``next_offset`` no longer exist (retention, or
+        transaction markers): the partition continues there. Commit the returned output."""
+        out = Output()
+        if partition not in self._seen:
+            self.load_partition(partition)
+        out.progress[partition] = next_offset
+        out.state_writes.append((partition, progress_key(partition), next_offset))
+        return out
 
     def _expire_dedup(self, partition: int, out: Output) -> None:
         cutoff = self.watermarks[partition] - self.rules.dedup_window_ms

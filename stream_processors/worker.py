@@ -1,8 +1,9 @@
 """Run one stream worker until SIGTERM/SIGINT.
 
-On SIGTERM Faust stops the agent, commits the offsets of the batches whose output and state were
-acknowledged, and the output producer is flushed; a batch cut short is not acked, so the next
-owner of its partition processes it again (at-least-once, collapsed by dedup)."""
+On SIGTERM Faust waits for the batch in progress and the output producer is flushed. Each batch's
+offsets are committed by the worker once its output and state are acknowledged; a batch cut short
+is not committed, so the next owner of its partition processes it again (at-least-once,
+collapsed by dedup)."""
 
 from __future__ import annotations
 

@@ -149,3 +149,67 @@ def test_worker_counters_are_exported_in_prometheus_format() -> None:
     assert samples[("stream_unknown_dimension_total", (("dimension", "tool"),))] == 1
     assert samples[("stream_assigned_partitions", ())] == 2
     assert samples[("stream_consumer_lag", (("partition", "3"), ("topic", "events.raw")))] == 17
+
+
+class RecordingConsumer:
+    """Stands in for the group consumer at the edge: owns every partition, records commits and seeks."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.commits: list[dict[int, int]] = []
+        self.seeks: list[tuple[int, int]] = []
+
+    def owned(self) -> set[int]:
+        return {0}
+
+    def generation(self) -> int:
+        return int(self.app.consumer_generation_id)
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    async def seek(self, partition: int, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+    async def earliest(self, partition: int) -> int:
+        return 0
+
+
+def test_the_worker_commits_only_processed_offsets_and_seeks_back_over_a_gap(worker: Any) -> None:
+    asyncio.run(_gap(worker))
+
+
+async def _gap(worker: Any) -> None:
+    app, runtime = worker
+    consumer = runtime.consumer = RecordingConsumer(app)
+    agent = app.agents["process-events"]
+    events = [stamped("image_uploaded", T0 + timedelta(minutes=i)) for i in range(5)]
+    stream = settings_of(runtime)
+
+    def output() -> list[str]:
+        return [orjson.loads(value)["event_id"] for _, value in runtime.producer.topics[stream.enriched_topic]]
+
+    async def settle(batches: int) -> None:
+        for _ in range(100):
+            if runtime.batches >= batches:
+                return
+            await _sleep()
+
+    async with agent.test_context() as agent_under_test:
+        for event in events[:2]:
+            await agent_under_test.put(orjson.dumps(event), key=b"device-1")
+        await settle(1)
+        # Offsets 2..3 never reach the agent: the consumer skipped them.
+        agent_under_test.sent_offset = 4
+        await agent_under_test.put(orjson.dumps(events[4]), key=b"device-1")
+        await settle(runtime.batches + 1)
+        assert output() == [event["event_id"] for event in events[:2]]
+        assert consumer.seeks == [(0, 2)]
+        assert max(offset for commit in consumer.commits for offset in commit.values()) == 2
+        # After the seek the records come again from offset 2.
+        agent_under_test.sent_offset = 2
+        for event in events[2:]:
+            await agent_under_test.put(orjson.dumps(event), key=b"device-1")
+        await settle(runtime.batches + 1)
+    assert output() == [event["event_id"] for event in events]
+    assert consumer.commits[-1] == {0: 5}

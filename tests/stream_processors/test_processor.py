@@ -56,6 +56,11 @@ class Harness:
         key = b"k" if isinstance(event, bytes) else event["anonymous_id"].encode()
         return RawRecord(partition, offset, key, value, "events.raw")
 
+    def run_records(self, records: list[RawRecord]) -> Output:
+        out = self.processor.process(records)
+        self.processor.commit(out)
+        return out
+
     def run(self, *events: dict[str, Any] | bytes, partition: int = 0) -> Output:
         out = self.processor.process([self.record(event, partition) for event in events])
         self.processor.commit(out)
@@ -268,7 +273,58 @@ def test_state_changes_wait_for_commit() -> None:
     out = harness.processor.process([harness.record(stamped("image_uploaded", T0))])
     assert harness.store.changelog == []
     harness.processor.commit(out)
-    assert [key[:2] for _, key, _ in harness.store.changelog] == ["a:", "b:"]
+    assert [key[:2] for _, key, _ in harness.store.changelog] == ["a:", "b:", "o:"]
+
+
+def test_an_id_counts_as_seen_only_once_its_batch_is_committed() -> None:
+    # A batch whose output was never acknowledged is not committed; the records come again
+    # (to this worker or the next owner of the partition) and must not be taken for duplicates.
+    harness = Harness()
+    events = [stamped("image_uploaded", T0), stamped("tool_selected", T0 + timedelta(minutes=1))]
+    records = [harness.record(event) for event in events]
+    failed = harness.processor.process(records)
+    assert len(failed.enriched) == 2
+    retry = harness.processor.process(records)
+    assert [row.event_id for row in enriched(retry)] == [row.event_id for row in enriched(failed)]
+    assert harness.processor.counters.duplicates == 0
+    # Nor did the failed batch change the sessions it touched: they count each event once.
+    (session,) = summaries(retry).values()
+    assert (session.event_count, session.version) == (2, 2)
+    harness.processor.commit(retry)
+    assert harness.processor.process(records).enriched == []
+
+
+def test_records_after_a_gap_wait_for_the_skipped_ones_and_each_is_processed_once() -> None:
+    harness = Harness()
+    events = [stamped("image_uploaded", T0 + timedelta(minutes=i), anonymous_id=f"d{i % 2}") for i in range(8)]
+    records = [harness.record(event) for event in events]
+    first = harness.run_records(records[:3])
+    assert first.progress == {} and harness.processor.next_offsets == {0: 3}
+    # The consumer lost offsets 3..4 (a fetch from before a seek moved its read offset on).
+    skipped = harness.processor.process(records[5:7])
+    assert skipped.enriched == [] and skipped.gaps == {0: (3, 5)}
+    harness.processor.commit(skipped)
+    assert harness.processor.next_offsets == {0: 3}
+    assert harness.store.data["o:0"] == 3
+    # After the seek back the partition is read again from offset 3, with redeliveries mixed in.
+    resumed = harness.run_records(records[1:])
+    assert resumed.gaps == {} and harness.processor.next_offsets == {0: 8}
+    rows = enriched(first) + enriched(resumed)
+    assert sorted(str(row.event_id) for row in rows) == sorted(event["event_id"] for event in events)
+    assert harness.processor.counters.redelivered == 2 and harness.processor.counters.gaps == 1
+
+
+def test_a_new_owner_continues_from_the_progress_in_the_store() -> None:
+    harness = Harness()
+    events = [stamped("image_uploaded", T0 + timedelta(minutes=i)) for i in range(4)]
+    records = [harness.record(event, partition=1) for event in events]
+    harness.run_records(records[:2])
+    owner = StreamProcessor(harness.store, harness.enricher, clock=lambda: T0)
+    # Its consumer starts past the progress: the group offset got ahead of what was processed.
+    out = owner.process(records[3:])
+    assert out.enriched == [] and out.gaps == {1: (2, 3)}
+    out = owner.process(records[2:])
+    assert [str(row.event_id) for row in enriched(out)] == [event["event_id"] for event in events[2:]]
 
 
 def test_a_restarted_processor_gives_the_same_answer_as_one_that_never_stopped() -> None:
