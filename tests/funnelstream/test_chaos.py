@@ -21,20 +21,7 @@ def chaos_reports(kafka, s3) -> Iterator[dict[str, ScenarioReport]]:  # type: ig
     yield {report.scenario: report for report in run_chaos(SHORT)}
 
 
-KNOWN_FAILURES = {
-    "kafka_outage": "a stream processor batch whose delivery times out while the broker is away is not redone",
-}
-
-
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=False))
-        if name in KNOWN_FAILURES
-        else name
-        for name in SCENARIOS
-    ],
-)
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_accepted_event_is_in_clickhouse_exactly_once(
     chaos_reports: dict[str, ScenarioReport], scenario: str
 ) -> None:
