@@ -94,6 +94,9 @@ class TableStateStore:
     def items(self) -> list[tuple[str, Any]]:
         return list(self.table.data.items())
 
+    def key_snapshot(self) -> list[str]:
+        return list(self.table.data)
+
     def evict(self, key: str) -> None:
         self.table.data.pop(key, None)
 
@@ -379,6 +382,10 @@ def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
         web_bind=stream.web_host,
         web_host=stream.web_host,
         table_standby_replicas=0,
+        # Read ahead one batch, not Faust's default of 4,096 buffered events plus whatever one
+        # poll returns: what waits in buffers is memory, and one batch ahead keeps the agent fed.
+        stream_buffer_maxsize=stream.batch_size,
+        broker_max_poll_records=stream.batch_size,
         key_serializer="raw",
         value_serializer="raw",
         # The project's topics are made by `funnelstream setup`; Faust declares only its changelog.

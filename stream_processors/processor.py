@@ -7,12 +7,16 @@ State lives in a key/value store that is changelogged by partition (a Faust Tabl
 worker, a dict in tests). Two kinds of keys, both owned by the partition of ``events.raw`` their
 events came from, so state moves with its partition:
 
-``a:<anonymous_id>`` -> ``[partition, applied_offset, [session, ...]]``
-    the open sessions of one device; ``applied_offset`` makes re-applying a replayed record a
-    no-op, so a crash between two changelog writes cannot count an event twice.
-``b:<partition>:<first_offset>`` -> ``[watermark_ms, last_offset, [event_id, ...]]``
+``a:<anonymous_id>`` -> ``[partition, applied_offset, session, ...]``
+    the open sessions of one device, flat in one list (one list less per device);
+    ``applied_offset`` makes re-applying a replayed record a no-op, so a crash between two
+    changelog writes cannot count an event twice.
+``b:<partition>:<first_offset>`` -> ``[watermark_ms, last_offset, ids]``
     the event ids admitted by one batch (the dedup state) and the partition's event-time
-    watermark after it. Written after the batch's device records, so in the changelog partition
+    watermark after it. ``ids`` is one base64 string of the ids' 16-byte forms: in memory that
+    is 22 bytes an id instead of a list slot and an 85-byte string, and the ids themselves are
+    kept once, as the UUIDs' integers, in the set that answers "seen?".
+    Written after the batch's device records, so in the changelog partition
     (which keeps order) a durable batch record implies durable device records. Dropped once its
     watermark is older than the dedup window.
 ``o:<partition>`` -> ``next_offset``
@@ -23,7 +27,12 @@ events came from, so state moves with its partition:
     nothing of that partition is processed until the records in between arrive.
 
 A session is ``[session_id, start_ms, last_ms, event_count, late_count, input_ids, deepest_step,
-experiments, user_id, version]``.
+experiments, user_id, version]``; ``input_ids`` is a tuple (shared by the copies a batch makes,
+and smaller than a list) and ``experiments`` one dict shared by every session with the same
+variants.
+
+A few hundred thousand open sessions must fit in a worker, so state is lists, tuples and ints,
+and nothing is indexed twice: the store's own keys are the index of the devices.
 
 Time is event time throughout: the watermark of a partition is the largest ``event_ts`` seen on it.
 An event older than ``watermark - allowed_lateness`` is late: kept, flagged, counted on the
@@ -34,11 +43,13 @@ any answer: replaying the same partition gives the same sessions and the same id
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
@@ -53,6 +64,8 @@ DLQ_STAGE = "stream"
 
 # Positions in a session list (kept as a list: a few hundred thousand open sessions must fit).
 SID, START, LAST, COUNT, LATE, INPUTS, DEEPEST, EXPERIMENTS, USER, VERSION = range(10)
+# Where the sessions start in a device's list, after its partition and applied offset.
+SESSIONS = 2
 _STEP_NAMES = {int(step): step.name.lower() for step in FunnelStep}
 
 
@@ -64,6 +77,10 @@ class StateStore(Protocol):
     def delete(self, partition: int, key: str) -> None: ...
 
     def items(self) -> Iterable[tuple[str, Any]]: ...
+
+    def key_snapshot(self) -> list[str]:
+        """A snapshot of the keys: cheaper than :meth:`items` when most values are not needed."""
+        ...
 
     def evict(self, key: str) -> None:
         """Forget a key locally (its partition moved to another worker); no changelog write."""
@@ -89,6 +106,9 @@ class MemoryStateStore:
 
     def items(self) -> Iterable[tuple[str, Any]]:
         return list(self.data.items())
+
+    def key_snapshot(self) -> list[str]:
+        return list(self.data)
 
     def evict(self, key: str) -> None:
         self.data.pop(key, None)
@@ -127,7 +147,7 @@ class Output:
     gaps: dict[int, tuple[int, int]] = field(default_factory=dict)
     """partition -> (offset expected, offset delivered instead): records were skipped upstream;
     the consumer must be moved back to the expected offset."""
-    admitted: dict[int, tuple[str, int, list[str]]] = field(default_factory=dict)
+    admitted: dict[int, tuple[str, int, list[int]]] = field(default_factory=dict)
     watermarks: dict[int, int] = field(default_factory=dict)
     """partition -> event-time watermark after this batch."""
     """partition -> (batch record key, watermark, event ids): ids that count as seen on commit."""
@@ -171,12 +191,35 @@ def _merged_experiments(current: dict[str, str], new: dict[str, str]) -> dict[st
 
 
 def _copy_actor(actor: list[Any]) -> list[Any]:
-    """A copy that a batch can change; experiment dicts are shared and never changed in place."""
-    return [
-        actor[0],
-        actor[1],
-        [[*session[:INPUTS], list(session[INPUTS]), *session[INPUTS + 1 :]] for session in actor[2]],
-    ]
+    """A copy that a batch can change; input tuples and experiment dicts are never changed in
+    place, so the copies share them."""
+    # Concatenation allocates exactly the slots needed; a list display with * over-allocates.
+    return actor[:SESSIONS] + [list(session) for session in actor[SESSIONS:]]
+
+
+def _compact_actor(actor: list[Any]) -> None:
+    """Bring a device record read back from the changelog (JSON: lists, fresh dicts) to the
+    compact in-memory form, in place. Also reads the earlier nested form
+    ``[partition, applied_offset, [session, ...]]``."""
+    if len(actor) == SESSIONS + 1 and (not actor[SESSIONS] or isinstance(actor[SESSIONS][0], list)):
+        # A session is never empty and starts with its id; a list of lists is the nested form.
+        actor[SESSIONS:] = actor[SESSIONS]
+    for session in actor[SESSIONS:]:
+        session[INPUTS] = tuple(session[INPUTS])
+        session[EXPERIMENTS] = _merged_experiments(_NO_EXPERIMENTS, session[EXPERIMENTS])
+
+
+def pack_ids(ids: list[int]) -> str:
+    """Event ids (UUID integers) as one JSON-friendly string of their 16-byte forms."""
+    return base64.b64encode(b"".join(event_id.to_bytes(16, "big") for event_id in ids)).decode("ascii")
+
+
+def unpack_ids(packed: str | list[str]) -> list[int]:
+    """The inverse of :func:`pack_ids`; also reads the earlier form, a list of UUID strings."""
+    if isinstance(packed, list):
+        return [UUID(text).int for text in packed]
+    raw = base64.b64decode(packed)
+    return [int.from_bytes(raw[start : start + 16], "big") for start in range(0, len(raw), 16)]
 
 
 def progress_key(partition: int) -> str:
@@ -215,11 +258,10 @@ class StreamProcessor:
         self.clock = clock
         self.counters = Counters()
         self.watermarks: dict[int, int] = {}
-        self._seen: dict[int, set[str]] = {}
-        """partition -> the event ids its live batch records hold."""
+        self._seen: dict[int, set[int]] = {}
+        """partition -> the event ids (UUID integers) its live batch records hold."""
         self._batches: dict[int, dict[str, int]] = {}
         """partition -> batch record key -> its watermark, in write order."""
-        self._actors: dict[int, set[str]] = {}
         self.next_offsets: dict[int, int] = {}
         """partition -> next offset to process, as committed to the store."""
 
@@ -231,9 +273,8 @@ class StreamProcessor:
 
     def load_partition(self, partition: int) -> None:
         """Index what the store holds for a partition just assigned (after its recovery)."""
-        seen: set[str] = set()
+        seen: set[int] = set()
         batches: list[tuple[int, str, int]] = []
-        actors: set[str] = set()
         watermark = -(2**62)
         prefix = f"b:{partition}:"
         for key, value in self.store.items():
@@ -242,32 +283,39 @@ class StreamProcessor:
             if key.startswith(prefix):
                 batches.append((value[1], key, value[0]))
                 watermark = max(watermark, value[0])
-                seen.update(value[2])
+                seen.update(unpack_ids(value[2]))
             elif key.startswith("a:") and value[0] == partition:
-                actors.add(key)
-                for session in value[2]:
-                    session[EXPERIMENTS] = _merged_experiments(_NO_EXPERIMENTS, session[EXPERIMENTS])
+                _compact_actor(value)
         batches.sort()
         progress = self.store.get(progress_key(partition))
         if progress is not None:
             self.next_offsets[partition] = int(progress)
         self._seen[partition] = seen
         self._batches[partition] = {key: mark for _, key, mark in batches}
-        self._actors[partition] = actors
         self.watermarks[partition] = watermark
 
     def drop_partition(self, partition: int) -> None:
         """Forget a partition this worker no longer owns: its index and its local state."""
         for key in list(self._batches.get(partition, ())):
             self.store.evict(key)
-        for key in list(self._actors.get(partition, ())):
+        for key in self._actor_keys({partition}):
             self.store.evict(key)
         self.store.evict(progress_key(partition))
         self.next_offsets.pop(partition, None)
         self._seen.pop(partition, None)
         self._batches.pop(partition, None)
-        self._actors.pop(partition, None)
         self.watermarks.pop(partition, None)
+
+    def _actor_keys(self, partitions: set[int]) -> list[str]:
+        """The device keys of these partitions, read from the store (no index of our own)."""
+        store = self.store
+        keys = []
+        for key in store.key_snapshot():
+            if key.startswith("a:"):
+                actor = store.get(key)
+                if actor is not None and actor[0] in partitions:
+                    keys.append(key)
+        return keys
 
     # --- the batch ----------------------------------------------------------------------------------
 
@@ -277,7 +325,7 @@ class StreamProcessor:
         changed_actors: dict[str, tuple[int, list[Any]]] = {}
         changed_sessions: dict[str, tuple[str, list[Any]]] = {}
         new_ids: dict[int, list[Any]] = {}
-        batch_seen: set[str] = set()
+        batch_seen: set[int] = set()
         rules = self.rules
         progress = out.progress
         gaps = out.gaps
@@ -306,7 +354,8 @@ class StreamProcessor:
                 self.counters.dead_letters += 1
                 out.dead_letters.append(self._dead_letter(record, exc))
                 continue
-            event_id = str(event.event_id)
+            # The UUID's own integer: no new object, and half the size of the id as text.
+            event_id = event.event_id.int
             if event_id in seen or event_id in batch_seen:
                 self.counters.duplicates += 1
                 continue
@@ -335,18 +384,17 @@ class StreamProcessor:
                 # Changed on a copy: the stored state stays as it was until the batch commits.
                 actor = None if stored is None else _copy_actor(stored)
             if actor is None:
-                actor = [partition, -1, []]
-                self._actors[partition].add(actor_key)
+                actor = [partition, -1]
             if record.offset <= actor[1]:
                 # Already applied before a crash; only the output may be missing downstream.
                 self.counters.replayed += 1
-                session = self._covering(actor[2], ts)
+                session = self._covering(actor[SESSIONS:], ts)
                 session_id = session[SID] if session is not None else session_id_for(anonymous_id, ts)
             else:
                 actor[1] = record.offset
                 if is_late:
                     self.counters.late += 1
-                    session = self._covering(actor[2], ts)
+                    session = self._covering(actor[SESSIONS:], ts)
                     if session is None:
                         session_id = session_id_for(anonymous_id, ts)
                     else:
@@ -355,7 +403,9 @@ class StreamProcessor:
                         session_id = session[SID]
                         changed_sessions[session_id] = (anonymous_id, session)
                 else:
-                    session = self._assign(anonymous_id, actor[2], ts, out, now)
+                    sessions = actor[SESSIONS:]
+                    session = self._assign(anonymous_id, sessions, ts, out, now)
+                    actor[SESSIONS:] = sessions
                     self._apply(session, event, ts)
                     session_id = session[SID]
                     changed_sessions[session_id] = (anonymous_id, session)
@@ -376,7 +426,7 @@ class StreamProcessor:
         for partition, (first, last, ids) in new_ids.items():
             batch_key = f"b:{partition}:{first}"
             mark = watermarks.get(partition, self.watermarks[partition])
-            out.state_writes.append((partition, batch_key, [mark, last, ids]))
+            out.state_writes.append((partition, batch_key, [mark, last, pack_ids(ids)]))
             out.admitted[partition] = (batch_key, mark, ids)
         for partition, next_offset in progress.items():
             out.state_writes.append((partition, progress_key(partition), next_offset))
@@ -445,7 +495,7 @@ class StreamProcessor:
         for session in candidates:
             if max(ts, session[LAST]) - min(ts, session[START]) <= max_ms:
                 return session
-        session = [session_id_for(anonymous_id, ts), ts, ts, 0, 0, [], 0, _NO_EXPERIMENTS, None, 0]
+        session = [session_id_for(anonymous_id, ts), ts, ts, 0, 0, (), 0, _NO_EXPERIMENTS, None, 0]
         sessions.append(session)
         sessions.sort(key=lambda s: s[START])
         return session
@@ -471,15 +521,13 @@ class StreamProcessor:
             keep[LAST] = max(keep[LAST], other[LAST])
             keep[COUNT] += other[COUNT]
             keep[LATE] += other[LATE]
-            for input_id in other[INPUTS]:
-                if input_id not in keep[INPUTS]:
-                    keep[INPUTS].append(input_id)
+            keep[INPUTS] = (*keep[INPUTS], *(input_id for input_id in other[INPUTS] if input_id not in keep[INPUTS]))
             keep[DEEPEST] = max(keep[DEEPEST], other[DEEPEST])
             keep[EXPERIMENTS] = _merged_experiments(keep[EXPERIMENTS], other[EXPERIMENTS])
             keep[USER] = keep[USER] or other[USER]
             keep[VERSION] += other[VERSION]
             sessions.remove(other)
-            retired = [other[SID], other[START], other[START], 0, 0, [], 0, {}, other[USER], other[VERSION] + 1]
+            retired = [other[SID], other[START], other[START], 0, 0, (), 0, {}, other[USER], other[VERSION] + 1]
             out.sessions.append(self._summary(anonymous_id, retired, now, closed=True))
             out.retired.add(other[SID])
         return keep
@@ -495,7 +543,7 @@ class StreamProcessor:
         if input_id is not None:
             text = str(input_id)
             if text not in session[INPUTS]:
-                session[INPUTS].append(text)
+                session[INPUTS] = (*session[INPUTS], text)
         step = int(FUNNEL_STEP_OF.get(event.event_type, 0))
         if step > session[DEEPEST]:
             session[DEEPEST] = step
@@ -532,34 +580,33 @@ class StreamProcessor:
         out = Output()
         now = self.clock()
         rules = self.rules
-        for partition in list(self._seen):
-            horizon = self.watermarks[partition] - rules.lateness_ms - rules.gap_ms
-            actors = self._actors[partition]
-            for actor_key in list(actors):
-                actor = self.store.get(actor_key)
-                if actor is None:
-                    actors.discard(actor_key)
-                    continue
-                if not any(session[LAST] < horizon for session in actor[2]):
-                    continue
-                actor = _copy_actor(actor)
-                sessions = actor[2]
-                anonymous_id = actor_key[2:]
-                keep = []
-                for session in sessions:
-                    if session[LAST] < horizon:
-                        session[VERSION] += 1
-                        self.counters.sessions_closed += 1
-                        out.sessions.append(self._summary(anonymous_id, session, now, closed=True))
-                    else:
-                        keep.append(session)
-                if keep:
-                    actor[2] = keep
-                    out.state_writes.append((partition, actor_key, actor))
+        horizons = {
+            partition: self.watermarks[partition] - rules.lateness_ms - rules.gap_ms for partition in self._seen
+        }
+        store = self.store
+        for actor_key in store.key_snapshot():
+            if not actor_key.startswith("a:"):
+                continue
+            actor = store.get(actor_key)
+            if actor is None or actor[0] not in horizons:
+                continue
+            partition = actor[0]
+            horizon = horizons[partition]
+            if not any(session[LAST] < horizon for session in actor[SESSIONS:]):
+                continue
+            actor = _copy_actor(actor)
+            anonymous_id = actor_key[2:]
+            keep = []
+            for session in actor[SESSIONS:]:
+                if session[LAST] < horizon:
+                    session[VERSION] += 1
+                    self.counters.sessions_closed += 1
+                    out.sessions.append(self._summary(anonymous_id, session, now, closed=True))
                 else:
-                    actor[2] = []
-                    out.state_writes.append((partition, actor_key, None))
-                    actors.discard(actor_key)
+                    keep.append(session)
+            actor[SESSIONS:] = keep
+            out.state_writes.append((partition, actor_key, actor if keep else None))
+        for partition in horizons:
             self._expire_dedup(partition, out)
         return out
 
@@ -609,16 +656,11 @@ class StreamProcessor:
             record = self.store.get(key)
             if record is not None:
                 # An id is admitted once while any record holds it, so it is in no other record.
-                seen.difference_update(record[2])
+                seen.difference_update(unpack_ids(record[2]))
             del batches[key]
             out.state_writes.append((partition, key, None))
             self.counters.dedup_records_expired += 1
 
     def open_sessions(self) -> int:
-        total = 0
-        for actors in self._actors.values():
-            for actor_key in actors:
-                actor = self.store.get(actor_key)
-                if actor is not None:
-                    total += len(actor[2])
-        return total
+        store = self.store
+        return sum(len(store.get(key) or ()) - SESSIONS for key in self._actor_keys(set(self._seen)))

@@ -18,7 +18,9 @@ from stream_processors.processor import (
     RawRecord,
     SessionRules,
     StreamProcessor,
+    pack_ids,
     session_id_for,
+    unpack_ids,
 )
 from tests.funnelstream.examples import example
 
@@ -370,6 +372,35 @@ def test_a_partition_is_indexed_from_the_store_on_assignment() -> None:
     assert other.process([harness.record(event, partition=2)]).enriched == []
     other.drop_partition(2)
     assert harness.store.data == {}
+
+
+def test_event_ids_pack_into_one_string_and_back() -> None:
+    ids = [uuid.uuid4().int for _ in range(5)] + [0, 2**128 - 1]
+    packed = pack_ids(ids)
+    assert isinstance(orjson.loads(orjson.dumps(packed)), str)
+    assert unpack_ids(packed) == ids
+    assert unpack_ids(pack_ids([])) == []
+    assert unpack_ids([str(uuid.UUID(int=ids[0]))]) == ids[:1]
+
+
+def test_state_in_the_earlier_changelog_form_is_read_back() -> None:
+    # Before the compact form a device record nested its sessions in a list and a batch record
+    # listed its event ids as strings; a changelog written then must restore the same answer.
+    harness = Harness()
+    first = stamped("image_uploaded", T0)
+    session_id = enriched(harness.run(first))[0].session_id
+    for key, value in list(harness.store.data.items()):
+        if key.startswith("a:"):
+            harness.store.data[key] = orjson.loads(orjson.dumps([value[0], value[1], value[2:]]))
+        elif key.startswith("b:"):
+            legacy = [str(uuid.UUID(int=event_id)) for event_id in unpack_ids(value[2])]
+            harness.store.data[key] = [value[0], value[1], legacy]
+    harness.processor = StreamProcessor(harness.store, harness.enricher, clock=lambda: T0)
+    out = harness.run(first, stamped("tool_selected", T0 + timedelta(minutes=1)))
+    assert harness.processor.counters.duplicates == 1
+    assert [row.session_id for row in enriched(out)] == [session_id]
+    assert summaries(out)[session_id].event_count == 2
+    assert harness.processor.open_sessions() == 1
 
 
 @pytest.mark.parametrize("gap_s", [0.0])
