@@ -1,7 +1,7 @@
 """End-to-end freshness: collector → stream processors → loader → ``events``; last line is JSON.
 
 Starts ``ingest serve``, ``stream worker`` and ``warehouse serve`` as processes on topics of their
-own (the local broker must run: ``make up``), sends unique funnel events through ``POST /v1/batch``
+own (the local broker must run: ``make up``), sends the simulator's editing journeys through ``POST /v1/batch``
 at ``--rate`` events/s, and reads P50/P90/P99 of ``inserted_at − received_at`` (ingest stamps
 ``received_at`` just before the produce that precedes its 202) from the warehouse API.
 """
@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
+from funnelstream.load import EventFactory
 from funnelstream.settings import KafkaConfig
 
 WRITE_KEY = "fs-dev-write-key"
@@ -62,23 +63,6 @@ def _wait_ready(url: str, timeout_s: float) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s}s")
 
 
-def _event(kind: str, device: str, input_id: str, now: str) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": kind,
-        "anonymous_id": device,
-        "input_id": input_id,
-        "client_ts": now,
-        "sent_at": now,
-    }
-    if kind == "image_uploaded":
-        event.update(input_url="s3://funnelstream/inputs/x.png", width=640, height=480, size_bytes=1000,
-                     content_type="image/png")  # fmt: skip
-    elif kind == "tool_selected":
-        event["tool_id"] = 1
-    return event
-
-
 async def _send(url: str, rate: float, duration_s: float, batch_size: int) -> tuple[int, int]:
     """Open loop: one batch every batch_size / rate seconds, whatever the answers take."""
     interval = batch_size / rate
@@ -87,13 +71,12 @@ async def _send(url: str, rate: float, duration_s: float, batch_size: int) -> tu
         pending: set[asyncio.Task[httpx.Response]] = set()
         start = time.monotonic()
         index = 0
+        # The simulator's editing journeys (the same traffic as ``funnelstream load``): many devices,
+        # each with a handful of events, as a collector sees them.
+        factory = EventFactory(seed=int(time.time()))
         while time.monotonic() - start < duration_s:
             now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            batch = []
-            for offset in range(batch_size):
-                number = index * batch_size + offset
-                kind = "image_uploaded" if number % 2 == 0 else "tool_selected"
-                batch.append(_event(kind, f"device-{number % 997}", str(uuid.UUID(int=number // 2 + 1)), now))
+            batch = [{**event, "sent_at": now} for event in factory.batch(batch_size)]
             body = orjson.dumps({"batch": batch})
             task = asyncio.create_task(
                 client.post(url, content=body, headers={"X-Write-Key": WRITE_KEY, "Content-Type": "application/json"})

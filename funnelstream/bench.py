@@ -255,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-duration", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds one benchmark may take.")
     parser.add_argument("--no-readme", action="store_true", help="Leave README.md as it is.")
+    parser.add_argument("--render-only", action="store_true", help="Rewrite the table from results.json; run nothing.")
     args = parser.parse_args(argv)
 
     every = benchmarks(args.load_rate, args.load_duration)
     unknown = set(args.only) - {b.name for b in every}
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {[b.name for b in every]}")
-    chosen = [b for b in every if not args.only or b.name in args.only]
+    chosen = [] if args.render_only else [b for b in every if not args.only or b.name in args.only]
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.json"
     # A partial run (--only) updates its benchmarks and keeps the others' last figures.
@@ -269,12 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = dict(previous.get("benchmarks", {}))
     for benchmark in chosen:
         print(f"running {benchmark.name}: {benchmark.shown_command}", file=sys.stderr, flush=True)
-        results[benchmark.name] = {"command": benchmark.shown_command, **run_benchmark(benchmark, args.timeout)}
+        results[benchmark.name] = {
+            "command": benchmark.shown_command,
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            **run_benchmark(benchmark, args.timeout),
+        }
         if "error" in results[benchmark.name]:
             print(f"  {benchmark.name} failed: {results[benchmark.name]['error'][:500]}", file=sys.stderr)
-    measured_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
     shown = [b for b in every if b.name in results]
+    # After a partial run (--only) the table mixes runs: say when the oldest and newest were made.
+    times = sorted(str(results[b.name].get("measured_at", "")) for b in shown if results[b.name].get("measured_at"))
+    measured_at = (
+        times[0] if times and times[0] == times[-1] else f"between {times[0]} and {times[-1]}" if times else "?"
+    )
     rows = table_rows(shown, results)
     document = {"measured_at": measured_at, "machine": host, "benchmarks": results, "table": rows}
     results_file.write_text(json.dumps(document, indent=2) + "\n")
