@@ -193,6 +193,15 @@ def _under_load(run: ChaosRun, scenario: str, seed: int, fault: Callable[[], dic
     ):
         if ids:
             report.problems.append(f"{len(ids)} {label}, e.g. {ids[:3]}")
+    misnamed = {
+        event_id: (field_name, log.rejected[event_id])
+        for event_id, field_name in factory.malformed.items()
+        if event_id in log.rejected and log.rejected[event_id].split(".")[0] != field_name
+    }
+    if misnamed:
+        report.problems.append(
+            f"{len(misnamed)} refusals named another field than the broken one, e.g. {list(misnamed.items())[:3]}"
+        )
     unexpected_refusals = {event_id for event_id in log.rejected if event_id not in factory.malformed}
     if unexpected_refusals:
         report.problems.append(

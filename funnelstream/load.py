@@ -166,7 +166,8 @@ async def _send_batch(
                 refused = {item["index"]: item for item in answer.get("rejected", [])}
                 for index, event in enumerate(batch):
                     if index in refused:
-                        log.rejected[str(event["event_id"])] = str(refused[index].get("field", "?"))
+                        errors = refused[index].get("errors") or [{}]
+                        log.rejected[str(event["event_id"])] = str(errors[0].get("field", "?"))
                     else:
                         log.accepted_at_ms[str(event["event_id"])] = accepted_at
                 return
