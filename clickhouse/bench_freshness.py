@@ -28,8 +28,7 @@ import orjson
 
 from funnelstream.load import EventFactory
 from funnelstream.settings import KafkaConfig
-
-WRITE_KEY = "fs-dev-write-key"
+from ingest.settings import DEV_WRITE_KEY
 
 
 def _create_topics(kafka: KafkaConfig, names: list[str], partitions: int) -> None:
@@ -79,7 +78,9 @@ async def _send(url: str, rate: float, duration_s: float, batch_size: int) -> tu
             batch = [{**event, "sent_at": now} for event in factory.batch(batch_size)]
             body = orjson.dumps({"batch": batch})
             task = asyncio.create_task(
-                client.post(url, content=body, headers={"X-Write-Key": WRITE_KEY, "Content-Type": "application/json"})
+                client.post(
+                    url, content=body, headers={"X-Write-Key": DEV_WRITE_KEY, "Content-Type": "application/json"}
+                )
             )
             pending.add(task)
             sent += batch_size

@@ -31,11 +31,13 @@ from typing import Any
 
 import httpx
 
-from funnelstream.load import EventFactory, LoadOptions, SendLog, Warehouse, drive, send_figures, verify
+from clickhouse.client import ApiReader
+from funnelstream.load import EventFactory, LoadOptions, SendLog, drive, send_figures, verify
 from funnelstream.pipeline import LocalPipeline, Ports
-from funnelstream.sample_images import sample_png
+from funnelstream.sample_images import sample_png, upload_image
 from funnelstream.settings import PROJECT_ROOT
 from funnelstream.topics import Topic
+from ingest.settings import DEV_WRITE_KEY
 
 CHAOS_PORTS = Ports(18_600, 18_601, 18_602, 18_603)
 SCENARIOS = ("stream_worker_kill", "loader_kill", "kafka_outage", "s3_outage_jobs", "collector_kill")
@@ -176,7 +178,7 @@ def _under_load(run: ChaosRun, scenario: str, seed: int, fault: Callable[[], dic
         report.problems.append(f"load generator failed: {type(log).__name__}: {log}")
         return report
     report.figures.update(send_figures(load, log))
-    warehouse = Warehouse(run.pipeline.warehouse_url)
+    warehouse = ApiReader(run.pipeline.warehouse_url)
     try:
         verdict = verify(warehouse, factory, log, options.settle_timeout_s)
     finally:
@@ -214,21 +216,14 @@ def _under_load(run: ChaosRun, scenario: str, seed: int, fault: Callable[[], dic
 
 
 async def _upload_inputs(ingest_url: str, count: int) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(
-        base_url=ingest_url, headers={"X-Write-Key": "fs-dev-write-key"}, timeout=30
-    ) as client:
-        tickets = []
-        for index in range(count):
-            ticket = (await client.post("/v1/uploads", json={"content_type": "image/png"})).raise_for_status().json()
-            body = sample_png(256, 192, seed=index)
-            (await client.put(ticket["upload_url"], content=body, headers=ticket["headers"])).raise_for_status()
-            tickets.append(ticket)
-        return tickets
+    headers = {"X-Write-Key": DEV_WRITE_KEY}
+    async with httpx.AsyncClient(base_url=ingest_url, headers=headers, timeout=30) as client:
+        return [await upload_image(client, sample_png(256, 192, seed=index)) for index in range(count)]
 
 
 def _submit_jobs(ingest_url: str, tickets: list[dict[str, Any]], run_tag: str) -> list[str]:
     job_ids = []
-    with httpx.Client(base_url=ingest_url, headers={"X-Write-Key": "fs-dev-write-key"}, timeout=30) as client:
+    with httpx.Client(base_url=ingest_url, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
         for index, ticket in enumerate(tickets):
             inference_id, name = [(2, "enhance"), (3, "deblur")][index % 2]
             request = {
@@ -246,7 +241,7 @@ def _submit_jobs(ingest_url: str, tickets: list[dict[str, Any]], run_tag: str) -
 def _job_statuses(ingest_url: str, job_ids: list[str], timeout_s: float) -> dict[str, str]:
     statuses: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=ingest_url, headers={"X-Write-Key": "fs-dev-write-key"}, timeout=10) as client:
+    with httpx.Client(base_url=ingest_url, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=10) as client:
         while time.monotonic() < deadline and len(statuses) < len(job_ids):
             for job_id in job_ids:
                 if job_id in statuses:

@@ -34,15 +34,15 @@ from funnelstream.pipeline import (
     namespaced_env,
     pipeline_services,
 )
-from funnelstream.sample_images import sample_mask_png, sample_png
+from funnelstream.sample_images import sample_mask_png, sample_png, upload_image
 from funnelstream.settings import PROJECT_ROOT, ServiceSettings
 from funnelstream.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
+from ingest.settings import DEV_WRITE_KEY
 
 INGEST_PORT = 8000
 WAREHOUSE_PORT = 8100
 INFERENCE_PORT = 8200
 STREAM_WEB_PORT = 6066
-DEV_WRITE_KEY = "fs-dev-write-key"
 EVENTS_PER_REQUEST = 250
 
 
@@ -215,13 +215,6 @@ def _progress(console: Console) -> Progress:
     )
 
 
-async def _upload(client: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
-    ticket = (await client.post("/v1/uploads", json={"content_type": "image/png"})).raise_for_status().json()
-    async with httpx.AsyncClient(timeout=30) as s3:
-        (await s3.put(ticket["upload_url"], content=body, headers=ticket["headers"])).raise_for_status()
-    return dict(ticket)
-
-
 async def _real_jobs(console: Console, count: int) -> list[str]:
     """A handful of real restoration jobs on generated images, end to end through the object store."""
     if count <= 0:
@@ -233,7 +226,7 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
     async with httpx.AsyncClient(base_url=base, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
         for index in range(count):
             inference_id, name = kinds[index % len(kinds)]
-            image = await _upload(client, sample_png(512, 384, seed=index))
+            image = await upload_image(client, sample_png(512, 384, seed=index))
             request: dict[str, Any] = {
                 "kind": "restore",
                 "input_id": image["input_id"],
@@ -243,7 +236,7 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
                 "inference_name": name,
             }
             if name == "remove_object":
-                request["mask_key"] = (await _upload(client, sample_mask_png(512, 384)))["input_key"]
+                request["mask_key"] = (await upload_image(client, sample_mask_png(512, 384)))["input_key"]
             accepted = (await client.post("/v1/jobs", json=request)).raise_for_status().json()
             job_ids.append(accepted["job_id"])
         for job_id in job_ids:

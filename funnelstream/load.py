@@ -28,20 +28,12 @@ from typing import Any
 import httpx
 import orjson
 
-from funnelstream.errors import FunnelstreamError
+from clickhouse.client import ApiReader, WarehouseReader
+from clickhouse.errors import WarehouseError, WarehouseUnavailable
 from funnelstream.simulate import SimulationConfig, simulate
+from ingest.settings import DEV_WRITE_KEY
 
-DEV_WRITE_KEY = "fs-dev-write-key"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-class LoadError(FunnelstreamError):
-    """The run could not be checked: the warehouse never showed what was accepted, or is unreachable."""
-
-    def __init__(self, detail: str, **figures: Any) -> None:
-        self.detail = detail
-        self.figures = figures
-        super().__init__(detail)
 
 
 @dataclass(frozen=True)
@@ -227,36 +219,19 @@ async def drive(options: LoadOptions, factory: EventFactory, stop: threading.Eve
 # --- checking --------------------------------------------------------------------------------------
 
 
-class Warehouse:
-    """The warehouse's read-only SQL API, which is all a load run may use to look inside."""
-
-    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
-
-    def rows(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
-        response = self._http.post("/v1/sql", json={"sql": sql, "parameters": parameters})
-        if response.status_code != 200:
-            raise LoadError(f"warehouse answered {response.status_code}: {response.text[:500]}")
-        rows: list[dict[str, Any]] = response.json()["rows"]
-        return rows
-
-    def close(self) -> None:
-        self._http.close()
-
-
-def wait_until_visible(warehouse: Warehouse, prefix: str, expected: int, timeout_s: float) -> tuple[int, float]:
+def wait_until_visible(warehouse: WarehouseReader, prefix: str, expected: int, timeout_s: float) -> tuple[int, float]:
     """Poll until ``expected`` distinct events of the run are in ``events``; returns (visible, seconds waited)."""
     started = time.monotonic()
     visible = 0
     while True:
         try:
             visible = int(
-                warehouse.rows(
+                warehouse.query_rows(
                     "SELECT uniqExact(event_id) AS n FROM events WHERE startsWith(anonymous_id, {prefix:String})",
-                    prefix=prefix,
+                    {"prefix": prefix},
                 )[0]["n"]
             )
-        except (httpx.HTTPError, LoadError):
+        except (WarehouseUnavailable, WarehouseError):
             visible = 0  # the warehouse may be restarting; keep asking until the deadline
         waited = time.monotonic() - started
         if visible >= expected or waited > timeout_s:
@@ -309,27 +284,25 @@ class Verdict:
         }
 
 
-def _run_rows(warehouse: Warehouse, prefix: str, expected: int) -> list[dict[str, Any]]:
+def _run_rows(warehouse: WarehouseReader, prefix: str, expected: int) -> list[dict[str, Any]]:
     """(event_id, copies after FINAL, copies before, first inserted_at) for every event of the run, paged."""
     pages = max(1, math.ceil(expected / 50_000))
     page_filter = "startsWith(anonymous_id, {prefix:String}) AND cityHash64(event_id) % {pages:UInt32} = {page:UInt32}"
     rows: list[dict[str, Any]] = []
     for page in range(pages):
-        rows += warehouse.rows(
+        rows += warehouse.query_rows(
             "SELECT toString(event_id) AS event_id, sum(final_copy) AS final_copies, count() AS raw_copies, "
             "toUnixTimestamp64Milli(min(inserted_at)) AS inserted_ms FROM ("
             f"  SELECT event_id, inserted_at, 0 AS final_copy FROM events WHERE {page_filter}"
             "  UNION ALL"
             f"  SELECT event_id, inserted_at, 1 AS final_copy FROM events FINAL WHERE {page_filter}"
             ") GROUP BY event_id",
-            prefix=prefix,
-            pages=pages,
-            page=page,
+            {"prefix": prefix, "pages": pages, "page": page},
         )
     return rows
 
 
-def verify(warehouse: Warehouse, factory: EventFactory, log: SendLog, timeout_s: float = 180.0) -> Verdict:
+def verify(warehouse: WarehouseReader, factory: EventFactory, log: SendLog, timeout_s: float = 180.0) -> Verdict:
     accepted = log.accepted_at_ms
     visible, _ = wait_until_visible(warehouse, factory.prefix, len(accepted), timeout_s)
     rows = _run_rows(warehouse, factory.prefix, max(visible, len(accepted)))
@@ -346,10 +319,10 @@ def verify(warehouse: Warehouse, factory: EventFactory, log: SendLog, timeout_s:
     dlq: dict[str, str] = {}
     ids = list(malformed)
     for start in range(0, len(ids), 2000):
-        for row in warehouse.rows(
+        for row in warehouse.query_rows(
             "SELECT event_id, any(reason) AS reason, any(stage) AS stage FROM dlq_events FINAL "
             "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
-            ids=ids[start : start + 2000],
+            {"ids": ids[start : start + 2000]},
         ):
             dlq[row["event_id"]] = row["reason"]
     return Verdict(
@@ -396,7 +369,7 @@ def run_load(options: LoadOptions, warehouse_url: str, timeout_s: float = 180.0)
     seed = options.seed if options.seed is not None else random.randrange(10**8, 10**9)
     factory = EventFactory(seed, options.malformed_share)
     log = asyncio.run(drive(options, factory))
-    warehouse = Warehouse(warehouse_url)
+    warehouse = ApiReader(warehouse_url)
     try:
         verdict = verify(warehouse, factory, log, timeout_s)
     finally:

@@ -1,9 +1,11 @@
-"""Small generated PNGs for real inference jobs in the demo and the failure tests."""
+"""Small generated PNGs, and their upload, for real inference jobs in the demo and the failure tests."""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
+import httpx
 import numpy as np
 
 
@@ -28,3 +30,12 @@ def sample_mask_png(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(mask).save(out, format="PNG")
     return out.getvalue()
+
+
+async def upload_image(collector: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
+    """Ask the collector for a presigned PUT and put the bytes to the object store; returns the ticket."""
+    ticket = (await collector.post("/v1/uploads", json={"content_type": "image/png"})).raise_for_status().json()
+    # Its own client: the collector's write key has no business in a request to the object store.
+    async with httpx.AsyncClient(timeout=30) as store:
+        (await store.put(ticket["upload_url"], content=body, headers=ticket["headers"])).raise_for_status()
+    return dict(ticket)

@@ -46,7 +46,8 @@ class FakeWarehouse:
         self.events = events  # (event_id, copies after FINAL, copies before, inserted_ms)
         self.dlq = dlq
 
-    def rows(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        parameters = parameters or {}
         if "uniqExact" in sql:
             return [{"n": len(self.events)}]
         if "dlq_events" in sql:
