@@ -16,6 +16,7 @@ from ingest.errors import BadRequest, IngestError, InvalidEvent, PayloadTooLarge
 from ingest.pipeline import (
     WRITE_KEY_FIELD,
     PreparedBatch,
+    Stamp,
     dead_letter_message,
     decode_json,
     inflate_body,
@@ -69,19 +70,35 @@ def _batch_payload(body: bytes, max_events: int) -> tuple[dict[str, Any], list[A
     return payload, events
 
 
+async def _body(request: Request, max_bytes: int, *, inflated_limit: int) -> bytes:
+    headers = request.headers
+    return inflate_body(
+        await read_body(request, max_bytes),
+        headers.get("content-type"),
+        headers.get("content-encoding"),
+        inflated_limit,
+    )
+
+
 async def post_batch(request: Request) -> Response:
     state = state_of(request)
     config = state.config
     hot = state.hot
     headers = request.headers
     origin = cross_origin(request)
-    try:
-        body = inflate_body(
-            await read_body(request, config.max_body_bytes),
-            headers.get("content-type"),
-            headers.get("content-encoding"),
-            config.max_body_bytes,
+
+    def prepare(events: list[Any], stamp: Stamp) -> PreparedBatch:
+        # Every event of a request that is not stored whole: validated one by one, refusals by index.
+        return prepare_batch(
+            events,
+            stamp,
+            events_topic=config.events_topic,
+            dlq_topic=config.dlq_topic,
+            max_event_bytes=config.max_event_bytes,
         )
+
+    try:
+        body = await _body(request, config.max_body_bytes, inflated_limit=config.max_body_bytes)
         header_key = headers.get("x-write-key")
         # Only a known sender's body is validated before the checks that refuse it without reading it.
         valid = read_valid_batch(body) if state.access.knows(header_key) else None
@@ -92,23 +109,11 @@ async def post_batch(request: Request) -> Response:
             if messages is not None:
                 prepared = PreparedBatch(messages, len(messages))
             else:
-                prepared = prepare_batch(
-                    _batch_payload(body, config.max_batch_events)[1],
-                    stamp,
-                    events_topic=config.events_topic,
-                    dlq_topic=config.dlq_topic,
-                    max_event_bytes=config.max_event_bytes,
-                )
+                prepared = prepare(_batch_payload(body, config.max_batch_events)[1], stamp)
         else:
             payload, events = _batch_payload(body, config.max_batch_events)
             source = state.access.admit(_write_key(request, payload), origin, len(events))
-            prepared = prepare_batch(
-                events,
-                state.stamp(request, source, payload.get("sent_at")),
-                events_topic=config.events_topic,
-                dlq_topic=config.dlq_topic,
-                max_event_bytes=config.max_event_bytes,
-            )
+            prepared = prepare(events, state.stamp(request, source, payload.get("sent_at")))
         waited = await state.producer.send(prepared.messages)
     except IngestError as exc:
         state.metrics.requests.labels("batch", str(exc.status_code)).inc()
@@ -140,12 +145,7 @@ async def post_event(request: Request) -> Response:
     headers = request.headers
     origin = cross_origin(request)
     try:
-        body = inflate_body(
-            await read_body(request, config.max_body_bytes),
-            headers.get("content-type"),
-            headers.get("content-encoding"),
-            config.max_event_bytes,
-        )
+        body = await _body(request, config.max_body_bytes, inflated_limit=config.max_event_bytes)
         header_key = headers.get("x-write-key")
         message = None
         event = read_valid_event(body) if state.access.knows(header_key) else None
