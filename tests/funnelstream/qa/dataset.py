@@ -79,6 +79,26 @@ def enrich(raw: dict[str, Any], *, session_id: str, received_at: datetime, sourc
     return EnrichedEvent.model_validate(row)
 
 
+def orphan_tool_clicks(count: int, at: datetime) -> list[EnrichedEvent]:
+    """Tool clicks on images that were never uploaded: what the orphan_steps check must catch."""
+    return [
+        enrich(
+            {
+                "event_id": str(uuid.uuid4()),
+                "event_type": "tool_selected",
+                "anonymous_id": "planted",
+                "input_id": str(uuid.uuid4()),
+                "tool_id": 1,
+                "client_ts": at.isoformat(),
+                "sent_at": at.isoformat(),
+            },
+            session_id="planted",
+            received_at=at,
+        )
+        for _ in range(count)
+    ]
+
+
 def simulated(
     *, users: int, window: timedelta, now: datetime, seed: int = 7
 ) -> tuple[list[EnrichedEvent], list[SessionSummary]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from funnelstream.cli import _mount_service_commands, app
-from tests.funnelstream.qa.dataset import NOW, enrich, load_events, load_sessions, open_warehouse, simulated
+from tests.funnelstream.qa.dataset import (
+    NOW,
+    load_events,
+    load_sessions,
+    open_warehouse,
+    orphan_tool_clicks,
+    simulated,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,22 +72,7 @@ def test_clean_data_exits_zero_and_records_the_run(chdb_path: Path) -> None:
 def test_a_failing_error_check_exits_one(chdb_path: Path) -> None:
     warehouse = open_warehouse(chdb_path)
     at = NOW - timedelta(hours=2)
-    orphans = [
-        enrich(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": "tool_selected",
-                "anonymous_id": "planted",
-                "input_id": str(uuid.uuid4()),
-                "tool_id": 1,
-                "client_ts": at.isoformat(),
-                "sent_at": at.isoformat(),
-            },
-            session_id="planted",
-            received_at=at,
-        )
-        for _ in range(20)
-    ]
+    orphans = orphan_tool_clicks(20, at)
     load_events(warehouse, orphans)
     warehouse.close()
     result = runner.invoke(app, ["qa", "run", *WINDOW, "--check", "orphan_steps", "--no-write"])

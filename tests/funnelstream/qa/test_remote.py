@@ -3,7 +3,6 @@ get the same answers as reading the engine directly."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,14 @@ from funnelstream.qa.heartbeat import make_heartbeat
 from funnelstream.qa.remote import WarehouseApi
 from funnelstream.qa.runner import Status, run_checks
 from funnelstream.qa.status import heartbeat_freshness
-from tests.funnelstream.qa.dataset import NOW, enrich, load_events, load_sessions, open_warehouse, simulated
+from tests.funnelstream.qa.dataset import (
+    NOW,
+    load_events,
+    load_sessions,
+    open_warehouse,
+    orphan_tool_clicks,
+    simulated,
+)
 from tests.funnelstream.qa.test_heartbeat_status import enriched
 
 pytestmark = pytest.mark.integration
@@ -27,22 +33,7 @@ def test_checks_through_the_api_match_the_engine(tmp_path: Path) -> None:
     warehouse = open_warehouse(tmp_path / "chdb")
     events, sessions = simulated(users=150, window=timedelta(hours=6), now=NOW)
     at = NOW - timedelta(hours=1)
-    orphans = [
-        enrich(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": "tool_selected",
-                "anonymous_id": "planted",
-                "input_id": str(uuid.uuid4()),
-                "tool_id": 1,
-                "client_ts": at.isoformat(),
-                "sent_at": at.isoformat(),
-            },
-            session_id="planted",
-            received_at=at,
-        )
-        for _ in range(5)
-    ]
+    orphans = orphan_tool_clicks(5, at)
     heartbeat_at = datetime(2026, 11, 26, 11, 59, 50, tzinfo=UTC)
     load_events(warehouse, [*events, *orphans, enriched(make_heartbeat("test", heartbeat_at))])
     load_sessions(warehouse, sessions)
