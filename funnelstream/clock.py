@@ -34,12 +34,36 @@ def correct_event_ts(
     unknown and the server time is used. A result in the future is clamped to ``received_at``;
     one older than ``late_limit`` is kept and flagged.
     """
-    if sent_at is None:
-        return CorrectedTime(received_at, TimestampFlag.OK, timedelta(0))
-    skew = sent_at - received_at
-    event_ts = received_at - (sent_at - client_ts)
-    if event_ts > received_at + future_tolerance:
-        return CorrectedTime(received_at, TimestampFlag.FUTURE, skew)
-    if received_at - event_ts > late_limit:
-        return CorrectedTime(event_ts, TimestampFlag.TOO_OLD, skew)
-    return CorrectedTime(event_ts, TimestampFlag.OK, skew)
+    event_ts, flag = SkewRule.at(received_at, late_limit, future_tolerance).apply(client_ts, sent_at)
+    skew = timedelta(0) if sent_at is None else sent_at - received_at
+    return CorrectedTime(event_ts, flag, skew)
+
+
+@dataclass(frozen=True, slots=True)
+class SkewRule:
+    """:func:`correct_event_ts` for every event received at one instant: the collector applies it
+    to each event of a request, so the bounds are computed once."""
+
+    received_at: datetime
+    latest: datetime
+    oldest: datetime
+
+    @classmethod
+    def at(
+        cls,
+        received_at: datetime,
+        late_limit: timedelta = DEFAULT_LATE_LIMIT,
+        future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
+    ) -> SkewRule:
+        return cls(received_at, received_at + future_tolerance, received_at - late_limit)
+
+    def apply(self, client_ts: datetime, sent_at: datetime | None) -> tuple[datetime, TimestampFlag]:
+        """``(event_ts, flag)``; raises OverflowError for readings centuries apart."""
+        if sent_at is None:
+            return self.received_at, TimestampFlag.OK
+        event_ts = self.received_at - (sent_at - client_ts)
+        if event_ts > self.latest:
+            return self.received_at, TimestampFlag.FUTURE
+        if event_ts < self.oldest:
+            return event_ts, TimestampFlag.TOO_OLD
+        return event_ts, TimestampFlag.OK

@@ -152,10 +152,10 @@ async def post_event(request: Request) -> Response:
         if event is not None:
             source = state.access.admit(header_key, origin, 1)
             stamp = state.stamp(request, source)
-            value = stamp_valid_event(event, stamp)
-            if len(value) <= config.max_event_bytes:
-                message = (config.events_topic, event.anonymous_id.encode(), value)
-                event_id = event.event_id
+            stamped = stamp_valid_event(event, stamp)
+            if stamped is not None and len(stamped[2]) <= config.max_event_bytes:
+                event_id, key, value = stamped
+                message = (config.events_topic, key, value)
             raw = None
         else:
             raw = decode_json(body)
@@ -167,13 +167,13 @@ async def post_event(request: Request) -> Response:
             # An event the fast path did not take: stamped and validated as a dict, reported by field.
             raw = decode_json(body) if raw is None else raw
             try:
-                event, value = prepare_event(raw, stamp, config.max_event_bytes)
+                accepted, value = prepare_event(raw, stamp, config.max_event_bytes)
             except ContractError as exc:
                 await state.producer.send([dead_letter_message(raw, exc.errors, stamp, config.dlq_topic)])
                 hot.invalid_events.inc()
                 raise InvalidEvent("the event does not follow the contract", errors=exc.errors) from None
-            message = (config.events_topic, event.anonymous_id.encode(), value)
-            event_id = event.event_id
+            message = (config.events_topic, accepted.anonymous_id.encode(), value)
+            event_id = str(accepted.event_id)
         waited = await state.producer.send([message])
     except IngestError as exc:
         state.metrics.requests.labels("event", str(exc.status_code)).inc()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
@@ -138,7 +139,12 @@ def sent_events(draw: st.DrawFn) -> dict[str, Any]:
         del context["user_agent"]
     event["context"] = context
     unusual = draw(
-        st.sampled_from([None, None, None, "unknown field", "server field", "write key", "invalid", "too large"])
+        st.sampled_from(
+            [
+                *(None, None, None, "unknown field", "server field", "write key", "invalid", "too large"),
+                *("id form", "clock before 2015", "clock past a year ahead", "sent before the event"),
+            ]
+        )
     )
     if unusual == "unknown field":
         event["plan"] = "pro"
@@ -152,6 +158,16 @@ def sent_events(draw: st.DrawFn) -> dict[str, Any]:
         event["anonymous_id"] = ""
     elif unusual == "too large":
         event["properties"] = {"blob": "x" * 33_000}
+    elif unusual == "id form":
+        # Forms the contract reads and writes back canonical.
+        uuid = UUID(event["event_id"])
+        event["event_id"] = draw(st.sampled_from([uuid.hex, f"{{{uuid}}}", f"urn:uuid:{uuid}", str(uuid).upper()]))
+    elif unusual == "clock before 2015":
+        event["client_ts"] = "2014-12-31T23:59:59.999999+00:00"
+    elif unusual == "clock past a year ahead":
+        event[draw(st.sampled_from(["client_ts", "sent_at"]))] = (now + timedelta(days=366)).isoformat()
+    elif unusual == "sent before the event":
+        event["sent_at"] = (client_ts - timedelta(seconds=draw(st.sampled_from([1.5, 3600])))).isoformat()
     return event
 
 
@@ -179,6 +195,20 @@ def test_the_fast_paths_write_what_the_careful_path_writes(events: list[dict[str
     stored = iter(value for topic, _, value in from_dicts.messages if topic == "raw")
     assert [next(stored) if value is not None else None for value in careful] == careful
     assert [r.index for r in from_dicts.rejections] == [i for i, value in enumerate(careful) if value is None]
+
+
+def test_the_fast_path_takes_every_ordinary_event_type() -> None:
+    """What a tracker sends every day must not fall to the careful path: that is the fast path's point."""
+    now = datetime.now(UTC)
+    events = [
+        example(kind, client_ts=(now - timedelta(seconds=3)).isoformat(), sent_at=now.isoformat()) for kind in EventType
+    ]
+    parsed = read_valid_batch(orjson.dumps({"batch": events}))
+    assert parsed is not None
+    at = stamp()
+    messages = stamp_valid_events(parsed.batch, at, "raw", 32_768)
+    assert messages is not None
+    assert [value for _, _, value in messages] == [_careful(raw, at) for raw in events]
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"123456789012345678901234567890"])
