@@ -5,7 +5,7 @@ The worker runs in its own process; wrk, a separate process, drives it. Measured
 - ``batch_events_per_s``: events answered 202 per second with 500-event batches;
 - ``single_requests_per_s``: single-event requests answered 202 per second, closed loop;
 - ``single_p99_ms`` at 5,000 requests/s offered open loop (``ingest.loadgen``; latency from each
-  request's scheduled time);
+  request's release by the client, backlog included);
 - ``ceiling_events_per_s``: one Python process serializing and producing the same events straight
   to Kafka with the same producer settings, no HTTP and no validation (the limit we are measured
   against); ``ceiling_validated_events_per_s`` adds the collector's stamp + validate + serialize;
