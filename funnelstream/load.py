@@ -285,17 +285,19 @@ class Verdict:
 
 
 def _run_rows(warehouse: WarehouseReader, prefix: str, expected: int) -> list[dict[str, Any]]:
-    """(event_id, copies after FINAL, copies before, first inserted_at) for every event of the run, paged."""
+    """(event_id, copies after FINAL, copies before, first enriched_at and inserted_at) for every event of
+    the run, paged."""
     pages = max(1, math.ceil(expected / 50_000))
     page_filter = "startsWith(anonymous_id, {prefix:String}) AND cityHash64(event_id) % {pages:UInt32} = {page:UInt32}"
     rows: list[dict[str, Any]] = []
     for page in range(pages):
         rows += warehouse.query_rows(
             "SELECT toString(event_id) AS event_id, sum(final_copy) AS final_copies, count() AS raw_copies, "
+            "toUnixTimestamp64Milli(min(enriched_at)) AS enriched_ms, "
             "toUnixTimestamp64Milli(min(inserted_at)) AS inserted_ms FROM ("
-            f"  SELECT event_id, inserted_at, 0 AS final_copy FROM events WHERE {page_filter}"
+            f"  SELECT event_id, enriched_at, inserted_at, 0 AS final_copy FROM events WHERE {page_filter}"
             "  UNION ALL"
-            f"  SELECT event_id, inserted_at, 1 AS final_copy FROM events FINAL WHERE {page_filter}"
+            f"  SELECT event_id, enriched_at, inserted_at, 1 AS final_copy FROM events FINAL WHERE {page_filter}"
             ") GROUP BY event_id",
             {"prefix": prefix, "pages": pages, "page": page},
         )
@@ -310,11 +312,13 @@ def verify(warehouse: WarehouseReader, factory: EventFactory, log: SendLog, time
     raw_rows = sum(int(row["raw_copies"]) - int(row["final_copies"]) for row in rows)
     in_warehouse = {row["event_id"]: row for row in rows}
     sent_ids = set(accepted) | set(log.rejected) | log.not_accepted
-    lags = sorted(
-        max(0.0, float(in_warehouse[event_id]["inserted_ms"]) - accepted_ms)
-        for event_id, accepted_ms in accepted.items()
-        if event_id in in_warehouse
-    )
+    arrived = [
+        (accepted_ms, in_warehouse[event_id]) for event_id, accepted_ms in accepted.items() if event_id in in_warehouse
+    ]
+    lags = sorted(max(0.0, float(row["inserted_ms"]) - accepted_ms) for accepted_ms, row in arrived)
+    # Where the time goes: from the 202 to the stream processor's output, and from there to the insert.
+    stream_lags = sorted(max(0.0, float(row["enriched_ms"]) - accepted_ms) for accepted_ms, row in arrived)
+    loader_lags = sorted(max(0.0, float(row["inserted_ms"]) - float(row["enriched_ms"])) for _, row in arrived)
     malformed = factory.malformed
     dlq: dict[str, str] = {}
     ids = list(malformed)
@@ -342,6 +346,8 @@ def verify(warehouse: WarehouseReader, factory: EventFactory, log: SendLog, time
             "p95": _percentile(lags, 0.95),
             "p99": _percentile(lags, 0.99),
             "max": round(lags[-1], 1) if lags else None,
+            "stream_stage_p99": _percentile(stream_lags, 0.99),
+            "loader_stage_p99": _percentile(loader_lags, 0.99),
         },
     )
 

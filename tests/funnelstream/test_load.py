@@ -43,7 +43,8 @@ class FakeWarehouse:
     """Answers the three questions ``verify`` asks, from rows given by the test."""
 
     def __init__(self, events: list[tuple[str, int, int, int]], dlq: dict[str, str]) -> None:
-        self.events = events  # (event_id, copies after FINAL, copies before, inserted_ms)
+        # (event_id, copies after FINAL, copies before, inserted_ms); each enriched 100 ms before its insert
+        self.events = events
         self.dlq = dlq
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -56,7 +57,13 @@ class FakeWarehouse:
             ]
         assert re.search(r"cityHash64\(event_id\) % \{pages:UInt32\}", sql)
         return [
-            {"event_id": event_id, "final_copies": final, "raw_copies": final + raw, "inserted_ms": inserted}
+            {
+                "event_id": event_id,
+                "final_copies": final,
+                "raw_copies": final + raw,
+                "inserted_ms": inserted,
+                "enriched_ms": inserted - 100,
+            }
             for event_id, final, raw, inserted in self.events
         ]
 
@@ -94,4 +101,11 @@ def test_a_complete_run_is_ok_and_its_freshness_is_measured_from_the_202() -> No
     assert verdict.ok
     assert verdict.rows_final == 100
     assert verdict.rows_raw == 110  # replayed copies the merge has not collapsed yet, reported, not counted
-    assert verdict.freshness_ms == {"p50": 490.0, "p95": 940.0, "p99": 980.0, "max": 990.0}
+    assert verdict.freshness_ms == {
+        "p50": 490.0,
+        "p95": 940.0,
+        "p99": 980.0,
+        "max": 990.0,
+        "stream_stage_p99": 880.0,
+        "loader_stage_p99": 100.0,
+    }
