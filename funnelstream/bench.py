@@ -70,6 +70,7 @@ def benchmarks(load_rate: float, load_duration_s: float) -> list[Benchmark]:
             _module("stream_processors.bench"),
             (
                 Figure("events_per_s", "stream worker events/s, one core", "ceiling_events_per_s", (">=", 20_000)),
+                Figure("faust_ceiling_events_per_s", "bare Faust agent events/s, one core, no work"),
                 Figure("rss_mb", "stream worker RSS MB, 100k open sessions", None, ("<=", 300)),
             ),
         ),

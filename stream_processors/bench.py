@@ -4,8 +4,10 @@ Every run uses its own topics and app id and deletes them at the end. The worker
 separate process pinned to one core (``sched_setaffinity``), with dedup, enrichment and
 sessionization on. Its rate is measured on the output: enriched events divided by the span of
 their broker timestamps, so start-up and dimension loading are not counted. The ceiling is a bare
-confluent-kafka consumer-to-producer passthrough from the same input topic. The last line of the
-output is one JSON object.
+confluent-kafka consumer-to-producer passthrough from the same input topic. Once the worker has
+stopped, ``faust_ceiling_events_per_s`` is Faust's own limit on the same core: an agent with the
+worker's loop and fetch settings that takes the same records in the same batches and does nothing
+with them. The last line of the output is one JSON object.
 """
 
 from __future__ import annotations
@@ -170,6 +172,67 @@ def passthrough(config: KafkaConfig, source: str, target: str, expected: int, ti
     return moved / (time.perf_counter() - started)
 
 
+BARE_RATE_PREFIX = "BARE AGENT EVENTS/S "
+
+
+def run_bare_agent(topic: str, expected: int, app_id: str, data_dir: str) -> None:
+    """Faust's own limit on this machine: an agent that takes the input in the worker's batches,
+    with the worker's loop and fetch settings, and does nothing else. Prints its rate and exits."""
+    import mode.loop
+
+    mode.loop.use("uvloop")
+    import faust
+
+    settings = StreamSettings()
+    stream = settings.stream
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        datadir=data_dir,
+        web_enabled=False,
+        stream_buffer_maxsize=stream.batch_size,
+        broker_max_poll_records=stream.batch_size,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    taken = 0
+    first: float | None = None
+
+    @app.agent(source, name="bare")
+    async def bare(events: Any) -> None:
+        nonlocal taken, first
+        async for batch in events.take_events(stream.batch_size, within=stream.batch_within_s):
+            first = time.perf_counter() if first is None else first
+            taken += len(batch)
+            if taken >= expected:
+                print(f"{BARE_RATE_PREFIX}{taken / (time.perf_counter() - first):.0f}", flush=True)
+                # The figure is out; Faust's orderly shutdown takes seconds and measures nothing.
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def bare_agent_rate(
+    env: dict[str, str], topic: str, expected: int, app_id: str, data_dir: Path, cpu: int | None
+) -> float:
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    command = [sys.executable, "-m", "stream_processors.bench", "--bare-agent", topic, "--expected", str(expected),
+               "--bare-app-id", app_id, "--bare-data-dir", str(data_dir)]  # fmt: skip
+    completed = subprocess.run(command, env=env, preexec_fn=pin, capture_output=True, text=True, timeout=300)
+    # Faust's worker sends what is printed through its logging, so the line may come on either stream.
+    for line in (completed.stdout + completed.stderr).splitlines():
+        if BARE_RATE_PREFIX in line:
+            return float(line.split(BARE_RATE_PREFIX, 1)[1].split()[0])
+    raise RuntimeError(f"the bare agent gave no figure: {completed.stderr[-1000:]}")
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     fields = {}
     with open(f"/proc/{pid}/status") as status:
@@ -199,13 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--web-port", type=int, default=6099)
     parser.add_argument("--cpu", type=int, default=1, help="core the worker is pinned to; -1 for none")
+    parser.add_argument("--bare-agent", metavar="TOPIC", help=argparse.SUPPRESS)
+    parser.add_argument("--expected", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-app-id", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-data-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bare_agent:
+        run_bare_agent(args.bare_agent, args.expected, args.bare_app_id, args.bare_data_dir)
+        return 0
 
     settings = StreamSettings()
     config = settings.kafka
     wait_for_broker(config)
     run = uuid.uuid4().hex[:8]
     app_id = f"bench-stream-{run}"
+    bare_app_id = f"bench-bare-{run}"
     scratch = Path(tempfile.mkdtemp(prefix=f"{app_id}-"))
     topics = {
         "raw": f"bench.{run}.events.raw",
@@ -270,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
             "partitions": args.partitions,
             "worker_cpu": args.cpu,
         }
+        # With the worker gone, Faust alone on the same core: what the framework leaves to the work.
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        result["faust_ceiling_events_per_s"] = round(
+            bare_agent_rate(env, topics["raw"], len(workload.messages), bare_app_id, scratch / "bare",
+                            None if args.cpu < 0 else args.cpu)
+        )  # fmt: skip
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -277,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait(30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        delete_topics(config, [*topics.values(), *faust_topics(app_id)])
+        delete_topics(config, [*topics.values(), *faust_topics(app_id), *faust_topics(bare_app_id)])
     shutil.rmtree(scratch, ignore_errors=True)  # kept when the run failed: the worker's log is there
     # Printed after the clean-up: librdkafka may log on stderr while its clients close.
     sys.stderr.flush()
