@@ -196,7 +196,6 @@ def run_bare_agent(topic: str, expected: int, app_id: str, data_dir: str) -> Non
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=True,
-        topic_disable_leader=True,
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     taken = 0
