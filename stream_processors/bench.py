@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce, wait_for_broker
 from funnelstream.settings import KafkaConfig
+from stream_processors.app import READ_AHEAD_BATCHES
 from stream_processors.dimensions import SEED_FILE
 from stream_processors.settings import StreamSettings
 from stream_processors.workload import generate
@@ -190,7 +191,7 @@ def run_bare_agent(topic: str, expected: int, app_id: str, data_dir: str) -> Non
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         datadir=data_dir,
         web_enabled=False,
-        stream_buffer_maxsize=stream.batch_size,
+        stream_buffer_maxsize=READ_AHEAD_BATCHES * stream.batch_size,
         broker_max_poll_records=stream.batch_size,
         key_serializer="raw",
         value_serializer="raw",
