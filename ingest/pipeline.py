@@ -36,8 +36,6 @@ WRITE_KEY_FIELD = "writeKey"
 # Fields only the collector may set are dropped before validation, and a beacon's key is never stored.
 DROPPED_FIELDS = frozenset({"received_at", "event_ts", "timestamp_flag", "source", WRITE_KEY_FIELD})
 JSON_TYPES = frozenset({"application/json", "text/plain", ""})
-STAMPED_FIELDS: Final = frozenset({"received_at", "event_ts", "timestamp_flag", "source"})
-STAMPED_CONTEXT_FIELDS: Final = frozenset({"ip", "user_agent"})
 # orjson reads integers within 64 bits exactly and larger ones as floats; pydantic-core reads any exactly.
 _INT_RANGE: Final = range(-(2**63), 2**64)
 _ORJSON_OPTIONS: Final = orjson.OPT_UTC_Z
@@ -393,7 +391,8 @@ def _stamp_in_place(event: BaseModel, stamp: Stamp, rule: SkewRule, now_s: float
     The model was made by this module's validation and nothing else holds it yet, so the fields
     are written in place: the models are frozen against accidental change, and copying each
     event twice (event, context) would cost more than validating it. The values written are the
-    collector's own, within the contract's limits.
+    collector's own, within the contract's limits. The model is serialized and dropped next, so
+    its record of which fields were set is left as validation made it.
     """
     fields = event.__dict__
     client_ts = fields["client_ts"]
@@ -403,7 +402,6 @@ def _stamp_in_place(event: BaseModel, stamp: Stamp, rule: SkewRule, now_s: float
     fields["event_ts"], fields["timestamp_flag"] = rule.apply(client_ts, sent_at)
     fields["received_at"] = stamp.received_at
     fields["source"] = stamp.source
-    event.__pydantic_fields_set__.update(STAMPED_FIELDS)
     context = fields["context"]
     context_fields = context.__dict__
     client_ip = context_fields["ip"]
@@ -413,7 +411,6 @@ def _stamp_in_place(event: BaseModel, stamp: Stamp, rule: SkewRule, now_s: float
     )
     if stamp.user_agent and not context_fields["user_agent"]:
         context_fields["user_agent"] = stamp.user_agent
-    context.__pydantic_fields_set__.update(STAMPED_CONTEXT_FIELDS)
     return True
 
 
