@@ -105,6 +105,9 @@ class Stamp:
     ipv6_prefix: int = 48
     batch_sent_at: Any = None
 
+    def skew_rule(self) -> SkewRule:
+        return SkewRule.at(self.received_at, self.late_limit, self.future_tolerance)
+
 
 @dataclass(slots=True)
 class Rejection:
@@ -349,26 +352,24 @@ def stamp_valid_events(
     """Messages for events validated a moment ago by this module; None when one of them breaks the
     clock rule or is over the size limit, which the careful path reports by index."""
     now_s = time.time()
-    rule = SkewRule.at(stamp.received_at, stamp.late_limit, stamp.future_tolerance)
+    rule = stamp.skew_rule()
     for event in events:
         if not _stamp_in_place(event, stamp, rule, now_s):
             return None
     messages: list[tuple[str, bytes | None, bytes]] = []
     append = messages.append
     for event in events:
-        fields = event.__dict__
-        value = orjson.dumps(fields, default=_fields_of, option=_ORJSON_OPTIONS)
+        value = event_bytes(event)
         if len(value) > max_event_bytes:
             return None
-        append((events_topic, fields["anonymous_id"].encode(), value))
+        append((events_topic, event.__dict__["anonymous_id"].encode(), value))
     return messages
 
 
 def stamp_valid_event(event: BaseModel, stamp: Stamp) -> tuple[str, bytes, bytes] | None:
     """``(event_id, key, value)`` of a freshly validated event, stamped and serialized to the bytes
     the careful path would write; None when it breaks the clock rule."""
-    rule = SkewRule.at(stamp.received_at, stamp.late_limit, stamp.future_tolerance)
-    if not _stamp_in_place(event, stamp, rule, time.time()):
+    if not _stamp_in_place(event, stamp, stamp.skew_rule(), time.time()):
         return None
     fields = event.__dict__
     return fields["event_id"], fields["anonymous_id"].encode(), event_bytes(event)

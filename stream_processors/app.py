@@ -368,32 +368,40 @@ def produce_to_partition(
     raise TransientError("kafka", f"producer queue full after {BUFFER_FULL_RETRIES} waits")
 
 
+def reading_options(settings: StreamSettings) -> dict[str, Any]:
+    """How the worker's app reads ``events.raw``; the benchmark's bare agent reads the same way."""
+    stream = settings.stream
+    return {
+        "broker": [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        "consumer_auto_offset_reset": "earliest",
+        # A few batches ahead, not Faust's default of 4,096 buffered events plus whatever one poll
+        # returns: what waits in buffers is memory.
+        "stream_buffer_maxsize": READ_AHEAD_BATCHES * stream.batch_size,
+        "broker_max_poll_records": stream.batch_size,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        # The project's topics are made by `funnelstream setup`; Faust declares only its changelog.
+        "topic_allow_declare": True,
+    }
+
+
 def create_app(settings: StreamSettings) -> tuple[faust.App, Runtime]:
     """Build the app; nothing connects until a worker starts it."""
     stream = settings.stream
     kafka = settings.kafka
     app = faust.App(
         stream.app_id,
-        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
         datadir=str(stream.data_dir),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
         broker_commit_interval=stream.commit_interval_s,
         broker_session_timeout=stream.consumer_session_timeout_s,
         web_port=stream.web_port,
         web_bind=stream.web_host,
         web_host=stream.web_host,
         table_standby_replicas=0,
-        # A few batches ahead, not Faust's default of 4,096 buffered events plus whatever one poll
-        # returns: what waits in buffers is memory.
-        stream_buffer_maxsize=READ_AHEAD_BATCHES * stream.batch_size,
-        broker_max_poll_records=stream.batch_size,
-        key_serializer="raw",
-        value_serializer="raw",
-        # The project's topics are made by `funnelstream setup`; Faust declares only its changelog.
-        topic_allow_declare=True,
+        **reading_options(settings),
     )
     raw_topic = app.topic(stream.input_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     table = app.Table(

@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce, wait_for_broker
 from funnelstream.settings import KafkaConfig
-from stream_processors.app import READ_AHEAD_BATCHES
+from stream_processors.app import reading_options
 from stream_processors.dimensions import SEED_FILE
 from stream_processors.settings import StreamSettings
 from stream_processors.workload import generate
@@ -179,25 +179,14 @@ BARE_RATE_PREFIX = "BARE AGENT EVENTS/S "
 def run_bare_agent(topic: str, expected: int, app_id: str, data_dir: str) -> None:
     """Faust's own limit on this machine: an agent that takes the input in the worker's batches,
     with the worker's loop and fetch settings, and does nothing else. Prints its rate and exits."""
-    import mode.loop
+    from stream_processors.worker import use_worker_loop
 
-    mode.loop.use("uvloop")
+    use_worker_loop()
     import faust
 
     settings = StreamSettings()
     stream = settings.stream
-    app = faust.App(
-        app_id,
-        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
-        datadir=data_dir,
-        web_enabled=False,
-        stream_buffer_maxsize=READ_AHEAD_BATCHES * stream.batch_size,
-        broker_max_poll_records=stream.batch_size,
-        key_serializer="raw",
-        value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-        topic_allow_declare=True,
-    )
+    app = faust.App(app_id, datadir=data_dir, web_enabled=False, **reading_options(settings))
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     taken = 0
     first: float | None = None

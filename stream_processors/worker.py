@@ -35,11 +35,15 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024) -> None:
     libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)
 
 
+def use_worker_loop() -> None:
+    """Faust hands records over one at a time, through tasks and event-loop turns: uvloop's loop
+    makes each turn cheaper. Call before the app exists, so every loop it creates is uvloop's."""
+    mode.loop.use("uvloop")
+
+
 def run_worker(settings: StreamSettings) -> None:
     tune_malloc()
-    # Faust hands records over one at a time, through tasks and event-loop turns: uvloop's loop
-    # makes each turn cheaper. Set before the app exists, so every loop it creates is uvloop's.
-    mode.loop.use("uvloop")
+    use_worker_loop()
     settings.stream.data_dir.mkdir(parents=True, exist_ok=True)
     app, _runtime = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
