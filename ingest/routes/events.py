@@ -102,10 +102,10 @@ async def post_batch(request: Request) -> Response:
         header_key = headers.get("x-write-key")
         # Only a known sender's body is validated before the checks that refuse it without reading it.
         valid = read_valid_batch(body) if state.access.knows(header_key) else None
-        if valid is not None and 0 < len(valid.batch) <= config.max_batch_events:
-            source = state.access.admit(header_key, origin, len(valid.batch))
+        if valid is not None and 0 < len(valid.events) <= config.max_batch_events:
+            source = state.access.admit(header_key, origin, len(valid.events))
             stamp = state.stamp(request, source, valid.sent_at)
-            messages = stamp_valid_events(valid.batch, stamp, config.events_topic, config.max_event_bytes)
+            messages = stamp_valid_events(valid.events, stamp, config.events_topic, config.max_event_bytes)
             if messages is not None:
                 prepared = PreparedBatch(messages, len(messages))
             else:

@@ -9,12 +9,15 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from funnelstream.contract import EventType, parse_event_json
 from funnelstream.errors import ContractError
 from ingest.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ingest.pipeline import (
+    SentSchemaError,
     Stamp,
+    as_sent_schema,
     decode_body,
     prepare_batch,
     prepare_event,
@@ -182,7 +185,7 @@ def test_the_fast_paths_write_what_the_careful_path_writes(events: list[dict[str
 
     from_json = read_valid_batch(body)
     if from_json is not None:
-        messages = stamp_valid_events(from_json.batch, at, "raw", 32_768)
+        messages = stamp_valid_events(from_json.events, at, "raw", 32_768)
         if messages is None:
             assert None in careful, "the fast path left a batch the careful path stores whole"
         else:
@@ -206,7 +209,7 @@ def test_the_fast_path_takes_every_ordinary_event_type() -> None:
     parsed = read_valid_batch(orjson.dumps({"batch": events}))
     assert parsed is not None
     at = stamp()
-    messages = stamp_valid_events(parsed.batch, at, "raw", 32_768)
+    messages = stamp_valid_events(parsed.events, at, "raw", 32_768)
     assert messages is not None
     assert [value for _, _, value in messages] == [_careful(raw, at) for raw in events]
 
@@ -218,3 +221,21 @@ def test_numbers_the_careful_reader_refuses_or_rounds_are_left_to_it(literal: by
     assert b'"x":' + literal in body
     assert read_valid_batch(body) is None
     assert read_valid_event(event.replace(b'"x":0', b'"x":' + literal)) is None
+
+
+def test_the_fast_path_refuses_to_derive_a_schema_from_a_validator_it_would_skip() -> None:
+    """A check added to the contract must not silently stay out of the fast path."""
+
+    class Checked(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        anonymous_id: str
+
+        @field_validator("anonymous_id")
+        @classmethod
+        def _not_reserved(cls, value: str) -> str:
+            if value == "reserved":
+                raise ValueError("reserved")
+            return value
+
+    with pytest.raises(SentSchemaError, match="_not_reserved"):
+        as_sent_schema(Checked.__pydantic_core_schema__, {})
