@@ -26,14 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from funnelstream.pipeline import (
-    Ports,
-    create_namespace_topics,
-    delete_namespace_topics,
-    load_seed_dimensions,
-    namespaced_env,
-    pipeline_services,
-)
+from funnelstream.pipeline import LocalPipeline, Ports
 from funnelstream.sample_images import sample_mask_png, sample_png, upload_image
 from funnelstream.settings import PROJECT_ROOT, ServiceSettings
 from funnelstream.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
@@ -67,54 +60,41 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
         console.print(f"   {name}: {state}")
 
     demo_dir = PROJECT_ROOT / ".stack" / "demo"
-    # A fresh warehouse and private topics per run: the answer shown is about this run's users only.
+    # A fresh warehouse, stream state and private topics per run: the answer shown is about this
+    # run's users only.
     shutil.rmtree(demo_dir / "chdb", ignore_errors=True)
+    shutil.rmtree(demo_dir / "stream", ignore_errors=True)
+    (demo_dir / "assignments.sqlite3").unlink(missing_ok=True)
     run_id = uuid.uuid4().hex[:8]
-    namespace = f"demo-{run_id}"
-    settings = ServiceSettings()
-    create_namespace_topics(settings.kafka, namespace)
-    env = {
-        **namespaced_env(namespace),
-        "FS_CLICKHOUSE__CHDB_PATH": str(demo_dir / "chdb"),
-        "FS_LOG_LEVEL": "WARNING",
-        "FS_EXPERIMENTS__STORE_PATH": str(demo_dir / f"assignments-{run_id}.sqlite3"),
-        "FS_STREAM__DATA_DIR": str(demo_dir / "stream" / run_id),
+    pipeline = LocalPipeline(
+        demo_dir,
+        Ports(INGEST_PORT, WAREHOUSE_PORT, INFERENCE_PORT, STREAM_WEB_PORT),
+        ServiceSettings().kafka,
+        namespace=f"demo-{run_id}",
         # The simulation replays six hours of traffic in one go: a backfill, so the sessionizer must
         # accept events that far behind its watermark rather than flag them late.
-        "FS_STREAM__ALLOWED_LATENESS_S": str(int(SimulationConfig().window.total_seconds()) + 3600),
-    }
-    os.environ.update(env)
-    services = pipeline_services(
-        demo_dir / "logs", env, Ports(INGEST_PORT, WAREHOUSE_PORT, INFERENCE_PORT, STREAM_WEB_PORT)
+        env={"FS_STREAM__ALLOWED_LATENESS_S": str(int(SimulationConfig().window.total_seconds()) + 3600)},
     )
+    # The simulation, the jobs and the report below talk to this run's topics and warehouse.
+    os.environ.update(pipeline.env)
+    console.print("[bold]2.[/] services: warehouse (loader + query API), stream processor, inference, collector")
     try:
-        # Dimensions first, so the stream processor knows every tool from its first event.
-        load_seed_dimensions(env)
-        console.print("   dimensions published from the seed file")
-        console.print("[bold]2.[/] services: warehouse (loader + query API), stream processor, inference, collector")
-        for service in services:
-            service.start()
-        for service in services:
-            service.wait_ready(timeout_s=180)
-            console.print(f"   {service.name}: ready (log {service.log.relative_to(PROJECT_ROOT)})")
-
-        sent = asyncio.run(_simulate_users(console, options, run_id))
-        job_ids = asyncio.run(_real_jobs(console, options.jobs))
-        _wait_for_warehouse(console, sent, options.timeout_s)
-        _show_results(console, options, sent, job_ids)
-        console.print(f"[bold]demo page[/]: http://127.0.0.1:{INGEST_PORT}/demo")
-        console.print(f"finished in {time.monotonic() - started:.0f}s")
-        if options.serve:
-            console.print("serving; Ctrl-C (or SIGTERM) stops everything")
-            signal.signal(signal.SIGTERM, _interrupt)
-            while all(service.running for service in services):
-                time.sleep(1)
+        with pipeline:
+            for service in pipeline.services.values():
+                console.print(f"   {service.name}: ready (log {service.log.relative_to(PROJECT_ROOT)})")
+            sent = asyncio.run(_simulate_users(console, options, run_id))
+            job_ids = asyncio.run(_real_jobs(console, options.jobs))
+            _wait_for_warehouse(console, sent, options.timeout_s)
+            _show_results(console, options, sent, job_ids)
+            console.print(f"[bold]demo page[/]: http://127.0.0.1:{INGEST_PORT}/demo")
+            console.print(f"finished in {time.monotonic() - started:.0f}s")
+            if options.serve:
+                console.print("serving; Ctrl-C (or SIGTERM) stops everything")
+                signal.signal(signal.SIGTERM, _interrupt)
+                while all(service.running for service in pipeline.services.values()):
+                    time.sleep(1)
     except KeyboardInterrupt:
         console.print("stopping")
-    finally:
-        for service in reversed(services):
-            service.stop()
-        delete_namespace_topics(settings.kafka, namespace)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -20,14 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from funnelstream.pipeline import (
-    Ports,
-    create_namespace_topics,
-    delete_namespace_topics,
-    load_seed_dimensions,
-    namespaced_env,
-    pipeline_services,
-)
+from funnelstream.pipeline import LocalPipeline, Ports
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,29 +41,14 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def pipeline(kafka, s3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
-    base = tmp_path_factory.mktemp("pipeline")
-    namespace = f"browser-{uuid.uuid4().hex[:8]}"
-    create_namespace_topics(kafka, namespace)
-    env = {
-        **namespaced_env(namespace),
-        "FS_CLICKHOUSE__CHDB_PATH": str(base / "chdb"),
-        "FS_STREAM__DATA_DIR": str(base / "stream"),
-        "FS_STREAM__TIMER_INTERVAL_S": "1",
-        "FS_EXPERIMENTS__STORE_PATH": str(base / "assignments.sqlite3"),
-        "FS_LOG_LEVEL": "WARNING",
-    }
-    load_seed_dimensions(env)
-    services = pipeline_services(base / "logs", env, Ports(INGEST, WAREHOUSE, INFERENCE, STREAM_WEB))
-    try:
-        for service in services:
-            service.start()
-        for service in services:
-            service.wait_ready(timeout_s=180)
-        yield {"ingest": f"http://127.0.0.1:{INGEST}", "warehouse": f"http://127.0.0.1:{WAREHOUSE}"}
-    finally:
-        for service in reversed(services):
-            service.stop()
-        delete_namespace_topics(kafka, namespace)
+    with LocalPipeline(
+        tmp_path_factory.mktemp("pipeline"),
+        Ports(INGEST, WAREHOUSE, INFERENCE, STREAM_WEB),
+        kafka,
+        namespace=f"browser-{uuid.uuid4().hex[:8]}",
+        env={"FS_STREAM__TIMER_INTERVAL_S": "1"},
+    ) as running:
+        yield {"ingest": running.ingest_url, "warehouse": running.warehouse_url}
 
 
 @pytest.fixture
