@@ -14,6 +14,7 @@ purpose is in ``dlq_events`` with its reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import threading
@@ -239,6 +240,37 @@ def wait_until_visible(warehouse: WarehouseReader, prefix: str, expected: int, t
         time.sleep(1.0)
 
 
+def dead_letters(warehouse: WarehouseReader, event_ids: list[str]) -> dict[str, str]:
+    """The reason stored in ``dlq_events`` for each of ``event_ids`` that is there."""
+    found: dict[str, str] = {}
+    for start in range(0, len(event_ids), 2000):
+        for row in warehouse.query_rows(
+            "SELECT event_id, any(reason) AS reason FROM dlq_events FINAL "
+            "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
+            {"ids": event_ids[start : start + 2000]},
+        ):
+            found[row["event_id"]] = row["reason"]
+    return found
+
+
+def wait_for_dead_letters(warehouse: WarehouseReader, event_ids: list[str], timeout_s: float) -> dict[str, str]:
+    """Poll until every one of ``event_ids`` is in ``dlq_events``, or the deadline; returns what is there.
+
+    Dead letters reach the warehouse on their own topic, which the loader reads apart from
+    ``events.enriched``: after a fault one may still be on its way when every event is visible.
+    """
+    deadline = time.monotonic() + timeout_s
+    wanted = set(event_ids)
+    found: dict[str, str] = {}
+    while True:
+        # The warehouse may be restarting; keep asking until the deadline.
+        with contextlib.suppress(WarehouseUnavailable, WarehouseError):
+            found = dead_letters(warehouse, event_ids)
+        if wanted <= found.keys() or time.monotonic() > deadline:
+            return found
+        time.sleep(1.0)
+
+
 def _percentile(sorted_values: list[float], share: float) -> float | None:
     if not sorted_values:
         return None
@@ -320,15 +352,7 @@ def verify(warehouse: WarehouseReader, factory: EventFactory, log: SendLog, time
     stream_lags = sorted(max(0.0, float(row["enriched_ms"]) - accepted_ms) for accepted_ms, row in arrived)
     loader_lags = sorted(max(0.0, float(row["inserted_ms"]) - float(row["enriched_ms"])) for _, row in arrived)
     malformed = factory.malformed
-    dlq: dict[str, str] = {}
-    ids = list(malformed)
-    for start in range(0, len(ids), 2000):
-        for row in warehouse.query_rows(
-            "SELECT event_id, any(reason) AS reason, any(stage) AS stage FROM dlq_events FINAL "
-            "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
-            {"ids": ids[start : start + 2000]},
-        ):
-            dlq[row["event_id"]] = row["reason"]
+    dlq = wait_for_dead_letters(warehouse, list(malformed), timeout_s)
     return Verdict(
         accepted=len(accepted),
         visible=visible,

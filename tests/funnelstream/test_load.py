@@ -109,3 +109,34 @@ def test_a_complete_run_is_ok_and_its_freshness_is_measured_from_the_202() -> No
         "stream_stage_p99": 880.0,
         "loader_stage_p99": 100.0,
     }
+
+
+class LateDeadLetters(FakeWarehouse):
+    """Every event visible at once; the dead letters land in the warehouse a few polls later."""
+
+    def __init__(self, *args: Any, polls_before_dlq: int) -> None:
+        super().__init__(*args)
+        self.dlq_polls = 0
+        self.polls_before_dlq = polls_before_dlq
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        if "dlq_events" in sql:
+            self.dlq_polls += 1
+            if self.dlq_polls <= self.polls_before_dlq:
+                return []
+        return super().query_rows(sql, parameters)
+
+
+def test_the_verdict_waits_for_dead_letters_still_on_their_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a fault the loader may still be reading events.dlq when every event is visible: a
+    dead letter that arrives later is not missing."""
+    monkeypatch.setattr("funnelstream.load.time.sleep", lambda _s: None)
+    factory = EventFactory(seed=3)
+    factory.malformed = {"m1": "width"}
+    warehouse = LateDeadLetters(
+        [("e1", 1, 1, 10_000)], {"m1": "width: input should be a valid integer"}, polls_before_dlq=3
+    )
+    verdict = verify(warehouse, factory, _log({"e1": 9_000.0}), timeout_s=60)  # type: ignore[arg-type]
+    assert verdict.ok
+    assert verdict.malformed_in_dlq == 1
+    assert warehouse.dlq_polls == 4
