@@ -13,8 +13,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from funnelstream.contract import InferenceResult
@@ -46,7 +47,15 @@ class ResultCache:
 
 
 class ResultFollower:
-    """decode → cache; a message that is not a result is logged and counted, then skipped."""
+    """decode → cache; a message that is not a result is logged and counted, then skipped.
+
+    librdkafka's consumer can stop fetching assigned partitions after a broker restart and never
+    resume until it is recreated (confluentinc/librdkafka#5153). Collectors would then answer
+    "queued" for every job finished since, so the follower keeps its own position per partition
+    and, while it receives nothing, compares it with the partitions' high watermarks: behind on
+    two checks in a row with nothing received in between, it recreates the consumer at its own
+    positions. Nothing is skipped and nothing read twice by that.
+    """
 
     def __init__(
         self,
@@ -56,21 +65,27 @@ class ResultFollower:
         *,
         lookback_s: int,
         on_undecodable: Callable[[], None] = lambda: None,
+        stall_check_s: float = 10.0,
+        consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
     ) -> None:
         self.topic = topic
         self.cache = cache
         self.lookback_s = lookback_s
         self.on_undecodable = on_undecodable
-        self._consumer = Consumer(
-            {
-                **kafka.client_config(),
-                # Never used to join a group (assign, no commits); librdkafka requires one.
-                "group.id": f"ingest-results-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "latest",
-            }
-        )
+        self.stall_check_s = stall_check_s
+        self.reconnects = 0
+        self._consumer_config: dict[str, Any] = {
+            **kafka.client_config(),
+            # Never used to join a group (assign, no commits); librdkafka requires one.
+            "group.id": f"ingest-results-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "latest",
+        }
+        self._consumer_factory = consumer_factory
+        self._consumer = consumer_factory(self._consumer_config)
+        # The next offset to read, per partition: absolute, so the consumer can be recreated there.
+        self._next_offsets: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,11 +101,41 @@ class ResultFollower:
         since_ms = int((time.time() - self.lookback_s) * 1000)
         wanted = [TopicPartition(self.topic, p, since_ms) for p in sorted(topic.partitions)]
         offsets = self._consumer.offsets_for_times(wanted, timeout=10)
-        # No message since then: start at the end of the partition.
-        self._consumer.assign(
-            [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in offsets]
-        )
+        next_offsets = {}
+        for tp in offsets:
+            if tp.offset >= 0:
+                next_offsets[tp.partition] = tp.offset
+            else:
+                # No message since then: start at the partition's current end.
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=10)
+                next_offsets[tp.partition] = high
+        self._next_offsets = next_offsets
+        self._assign_at_next_offsets()
         return True
+
+    def _assign_at_next_offsets(self) -> None:
+        self._consumer.assign([TopicPartition(self.topic, p, offset) for p, offset in self._next_offsets.items()])
+
+    def _behind(self) -> list[int]:
+        """Partitions holding results past this follower's position; raises while Kafka is away."""
+        behind = []
+        for partition, next_offset in self._next_offsets.items():
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=5, cached=False
+            )
+            if high > next_offset:
+                behind.append(partition)
+        return behind
+
+    def _reconnect(self, behind: list[int]) -> None:
+        log.warning(
+            "inference.results consumer stalled behind the partitions' ends; recreating it",
+            extra={"partitions": behind, "next_offsets": dict(self._next_offsets)},
+        )
+        self._consumer.close()
+        self._consumer = self._consumer_factory(self._consumer_config)
+        self._assign_at_next_offsets()
+        self.reconnects += 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -100,15 +145,23 @@ class ResultFollower:
             except Exception as exc:  # broker away at start: keep trying, the API answers "queued" meanwhile
                 log.warning("cannot assign inference.results yet", extra={"reason": str(exc)})
             self._stop.wait(2.0)
+        idle_since = time.monotonic()
+        behind_before: list[int] = []
         while not self._stop.is_set():
             msg = self._consumer.poll(0.5)
             if msg is None:
+                if time.monotonic() - idle_since >= self.stall_check_s:
+                    idle_since = time.monotonic()
+                    behind_before = self._check_stall(behind_before)
                 continue
+            idle_since = time.monotonic()
+            behind_before = []
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("inference.results consumer error", extra={"reason": error.str()})
                 continue
+            self._next_offsets[msg.partition()] = msg.offset() + 1
             try:
                 self.cache.put(InferenceResult.model_validate_json(msg.value() or b""))
             except ValidationError as exc:
@@ -117,6 +170,20 @@ class ResultFollower:
                     "undecodable inference result",
                     extra={"partition": msg.partition(), "offset": msg.offset(), "reason": str(exc)[:500]},
                 )
+
+    def _check_stall(self, behind_before: list[int]) -> list[int]:
+        """One stall check after ``stall_check_s`` without a message; returns what is behind now."""
+        try:
+            behind = self._behind()
+        except Exception as exc:  # Kafka away: nothing to compare with, and nothing to fetch either
+            log.info("cannot compare inference.results positions", extra={"reason": str(exc)})
+            return []
+        # Behind once may be a result produced a moment ago; behind twice with nothing received
+        # in between is a consumer that stopped fetching.
+        if behind and set(behind) & set(behind_before):
+            self._reconnect(behind)
+            return []
+        return behind
 
     def close(self) -> None:
         self._stop.set()
