@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator, core_schema
 
-from funnelstream.clock import CorrectedTime, SkewRule, correct_event_ts
+from funnelstream.clock import SkewRule
 from funnelstream.contract import EVENT_MODELS, Context, Envelope, client_clock_problem, parse_event
 from funnelstream.errors import ContractError, FieldError
 from funnelstream.kafka import dead_letter
@@ -160,18 +160,10 @@ def _stamped(raw: dict[str, Any], stamp: Stamp) -> dict[str, Any]:
     sent_at = None if raw_sent_at is None else _aware(raw_sent_at)
     if client_ts is not None and (sent_at is not None or raw_sent_at is None):
         try:
-            corrected = correct_event_ts(
-                client_ts=client_ts,
-                sent_at=sent_at,
-                received_at=stamp.received_at,
-                late_limit=stamp.late_limit,
-                future_tolerance=stamp.future_tolerance,
-            )
+            event["event_ts"], event["timestamp_flag"] = stamp.skew_rule().apply(client_ts, sent_at)
         except OverflowError:
             # Readings centuries apart: the contract refuses them below, with the field named.
             return event
-        event["event_ts"] = corrected.event_ts
-        event["timestamp_flag"] = corrected.flag
     return event
 
 
@@ -182,8 +174,8 @@ def prepare_event(raw: Any, stamp: Stamp, max_event_bytes: int) -> tuple[Envelop
     event = parse_event(_stamped(raw, stamp))
     if event.event_ts is None:
         # A timestamp form fromisoformat does not read but the contract does: stamp after validation.
-        corrected = _corrected_ts(event, stamp)
-        event = event.model_copy(update={"event_ts": corrected.event_ts, "timestamp_flag": corrected.flag})
+        event_ts, flag = stamp.skew_rule().apply(event.client_ts, event.sent_at)
+        event = event.model_copy(update={"event_ts": event_ts, "timestamp_flag": flag})
     value = event_bytes(event.__dict__)
     if len(value) > max_event_bytes:
         raise ContractError([FieldError("event", f"event is {len(value)} bytes; the limit is {max_event_bytes}")])
@@ -435,16 +427,6 @@ def stamp_valid_event(event: dict[str, Any], stamp: Stamp) -> tuple[str, bytes, 
     if not _stamp_in_place(event, stamp, stamp.skew_rule(), time.time()):
         return None
     return event["event_id"], event["anonymous_id"].encode(), event_bytes(event)
-
-
-def _corrected_ts(event: Envelope, stamp: Stamp) -> CorrectedTime:
-    return correct_event_ts(
-        client_ts=event.client_ts,
-        sent_at=event.sent_at,
-        received_at=stamp.received_at,
-        late_limit=stamp.late_limit,
-        future_tolerance=stamp.future_tolerance,
-    )
 
 
 def _stamp_in_place(event: dict[str, Any], stamp: Stamp, rule: SkewRule, now_s: float) -> bool:
