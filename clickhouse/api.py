@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from clickhouse import queries
+from clickhouse.access import ReadKeyGate
 from clickhouse.backend import Warehouse, open_warehouse
 from clickhouse.errors import QueryError, ReadOnlyViolation, UnknownQuery, WarehouseError
 from clickhouse.migrate import migrate
@@ -157,6 +158,8 @@ def create_app(
                 engine.close()
 
     app = FastAPI(title="Funnelstream warehouse", lifespan=lifespan)
+    # Outside every route, docs and metrics included: key and body limit come before any of them.
+    app.add_middleware(ReadKeyGate, settings=settings)
 
     def state_of(request: Request) -> WarehouseState:
         state: WarehouseState = request.app.state.warehouse

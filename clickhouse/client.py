@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from clickhouse.backend import Warehouse, _parameter_text, arrow_to_pandas, open_warehouse
 from clickhouse.errors import QueryError, ReadOnlyViolation, WarehouseUnavailable
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import WarehouseSettings, read_key_headers
+from funnelstream.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,11 +34,16 @@ class ApiReader:
 
     via_api = True
 
-    def __init__(self, base_url: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, base_url: str, read_key: str, timeout_s: float = 120.0) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._http = httpx.Client(base_url=self.base_url, headers=read_key_headers(read_key), timeout=timeout_s)
+
+    @classmethod
+    def of(cls, settings: WarehouseSettings, base_url: str | None = None) -> ApiReader:
+        """A reader of ``base_url`` (default: the configured API) with the configured read key."""
+        return cls(base_url or settings.api_url, settings.warehouse_read_key.get_secret_value())
 
     @staticmethod
     def _wire(parameters: dict[str, Any] | None) -> dict[str, Any]:
@@ -51,6 +57,7 @@ class ApiReader:
             response = self._http.post(path, json=body)
         except httpx.HTTPError as exc:
             raise WarehouseUnavailable(f"{self.base_url}: {exc}") from exc
+        refuse_wrong_read_key(response)
         if response.status_code == 400 and response.json().get("error") == "read_only":
             detail = response.json()
             raise ReadOnlyViolation(detail.get("statement", "?"), detail.get("detail", ""))
@@ -99,11 +106,21 @@ class DirectReader:
         self.warehouse.close()
 
 
+def refuse_wrong_read_key(response: Any) -> None:
+    """A 401 or 429 from the query API is this reader's configuration, not the warehouse: say so."""
+    if response.status_code in (401, 429):
+        raise ConfigurationError(
+            f"the warehouse API refused the read key (HTTP {response.status_code}: {response.text[:200]}); "
+            "set FS_WAREHOUSE_READ_KEY to a key whose SHA-256 is in the server's FS_WAREHOUSE_READ_KEY_SHA256"
+        )
+
+
 def api_is_up(base_url: str, timeout_s: float = 1.0) -> bool:
+    """Whether a ``warehouse serve`` answers there; ``/healthz`` is its one route without a key."""
     import httpx
 
     try:
-        return httpx.get(f"{base_url.rstrip('/')}/readyz", timeout=timeout_s).status_code == 200
+        return httpx.get(f"{base_url.rstrip('/')}/healthz", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -112,5 +129,5 @@ def connect(settings: WarehouseSettings | None = None, *, prefer_api: bool = Tru
     """The API when ``warehouse serve`` is up, the warehouse itself otherwise."""
     settings = settings or WarehouseSettings()
     if prefer_api and api_is_up(settings.api_url):
-        return ApiReader(settings.api_url)
+        return ApiReader.of(settings)
     return DirectReader(open_warehouse(settings.clickhouse))

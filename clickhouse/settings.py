@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import hashlib
+from typing import Annotated, Self
 
+from pydantic import Field, SecretStr, StringConstraints, model_validator
+
+from funnelstream.errors import ConfigurationError
 from funnelstream.settings import ServiceSettings
 from funnelstream.topics import Topic
+
+DEV_READ_KEY = "fs-dev-read-key"
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def hash_read_key(read_key: str) -> str:
+    """Read keys are stored as their SHA-256, so a leaked configuration leaks no key."""
+    return hashlib.sha256(read_key.encode()).hexdigest()
+
+
+def read_key_headers(read_key: str) -> dict[str, str]:
+    """What a reader of the query API sends with every request."""
+    return {"Authorization": f"Bearer {read_key}"}
+
 
 
 class WarehouseSettings(ServiceSettings):
@@ -15,6 +33,21 @@ class WarehouseSettings(ServiceSettings):
     warehouse_port: int = Field(default=8100, ge=1, le=65535)
     warehouse_api_url: str | None = None
     """Where readers find ``warehouse serve``; unset: http://{warehouse_host}:{warehouse_port}."""
+    warehouse_read_key_sha256: list[Sha256Hex] = Field(
+        default_factory=lambda: [hash_read_key(DEV_READ_KEY)], min_length=1
+    )
+    """SHA-256 digests of the read keys the query API accepts (JSON list); several let a key rotate.
+    The default accepts the public dev key, which is refused with FS_ENVIRONMENT=prod."""
+    warehouse_read_key: SecretStr = SecretStr(DEV_READ_KEY)
+    """The read key this process sends when it reads through the query API (reports, QA, load)."""
+    warehouse_max_body_bytes: int = Field(default=262_144, ge=1024)
+    """Most a request body to the query API may hold; larger bodies get 413 after this much is read."""
+    warehouse_auth_failures_burst: int = Field(default=10, ge=1)
+    """Wrong read keys one client address may send at once before it is answered 429."""
+    warehouse_auth_failures_per_minute: float = Field(default=12.0, gt=0)
+    """How fast an address earns back a wrong-key attempt."""
+    warehouse_auth_clients_tracked: int = Field(default=10_000, ge=1)
+    """Client addresses the wrong-key throttle remembers; the least recently refused go first."""
     warehouse_run_loader: bool = True
     """``warehouse serve`` runs the loader too; turn off when loaders run apart (server mode)."""
     loader_group_id: str = "funnelstream-warehouse-loader"
@@ -29,6 +62,18 @@ class WarehouseSettings(ServiceSettings):
     loader_retry_max_s: float = Field(default=10.0, gt=0)
     sql_max_rows: int = Field(default=100_000, ge=1)
     sql_max_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _no_dev_read_key_in_prod(self) -> Self:
+        if self.environment == "prod" and hash_read_key(DEV_READ_KEY) in self.warehouse_read_key_sha256:
+            raise ConfigurationError(
+                "FS_WAREHOUSE_READ_KEY_SHA256 holds the public dev read key; set real key hashes in prod"
+            )
+        return self
+
+    @property
+    def read_headers(self) -> dict[str, str]:
+        return read_key_headers(self.warehouse_read_key.get_secret_value())
 
     @property
     def api_url(self) -> str:

@@ -178,7 +178,7 @@ def _under_load(run: ChaosRun, scenario: str, seed: int, fault: Callable[[], dic
         report.problems.append(f"load generator failed: {type(log).__name__}: {log}")
         return report
     report.figures.update(send_figures(load, log))
-    warehouse = ApiReader(run.pipeline.warehouse_url)
+    warehouse = ApiReader(run.pipeline.warehouse_url, run.pipeline.warehouse_read_key)
     try:
         verdict = verify(warehouse, factory, log, options.settle_timeout_s)
     finally:

@@ -95,6 +95,7 @@ def load(
     """Drive the collector with realistic events; report accepted/s, freshness and completeness (last line JSON)."""
     import orjson
 
+    from clickhouse.settings import WarehouseSettings
     from funnelstream.load import LoadOptions, run_load
 
     options = LoadOptions(
@@ -105,9 +106,10 @@ def load(
 
         with local_pipeline() as pipeline:
             options = LoadOptions(**{**options.__dict__, "ingest_url": pipeline.ingest_url})
-            figures = run_load(options, pipeline.warehouse_url, timeout)
+            figures = run_load(options, pipeline.warehouse_url, pipeline.warehouse_read_key, timeout)
     else:
-        figures = run_load(options, warehouse_url, timeout)
+        read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
+        figures = run_load(options, warehouse_url, read_key, timeout)
     print(orjson.dumps(figures).decode())
     raise typer.Exit(0 if figures["ok"] else 1)
 

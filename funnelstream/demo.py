@@ -240,8 +240,9 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
 
 def _wait_for_warehouse(console: Console, sent: SentSummary, timeout_s: float) -> None:
     from clickhouse.client import ApiReader
+    from clickhouse.settings import WarehouseSettings
 
-    reader = ApiReader(f"http://127.0.0.1:{WAREHOUSE_PORT}")
+    reader = ApiReader.of(WarehouseSettings(), f"http://127.0.0.1:{WAREHOUSE_PORT}")
     expected = {e["event_id"] for j in sent.journeys for e in j.events}
     run_prefix = sent.journeys[0].anonymous_id.split("-", 1)[0] + "-%"
     deadline = time.monotonic() + timeout_s
@@ -267,6 +268,7 @@ def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job
     import subprocess
     import sys
 
+    from clickhouse.settings import WarehouseSettings
     from funnelstream.experiments.report import render_html, render_terminal
     from funnelstream.experiments.warehouse import fetch_results_via_api
 
@@ -283,7 +285,8 @@ def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job
     )  # fmt: skip
 
     console.rule("[bold]A/B: Segmentation Tool (treatment) vs manual masking (control)")
-    results = fetch_results_via_api(api, EXPERIMENT_KEY, sequential=False)
+    read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
+    results = fetch_results_via_api(api, read_key, EXPERIMENT_KEY, sequential=False)
     render_terminal(results, console)
     experiment_html = options.report_dir / "experiment.html"
     experiment_html.write_text(render_html(results))

@@ -394,12 +394,12 @@ def send_figures(options: LoadOptions, log: SendLog) -> dict[str, Any]:
     }
 
 
-def run_load(options: LoadOptions, warehouse_url: str, timeout_s: float = 180.0) -> dict[str, Any]:
-    """Drive the collector, then check the warehouse; the figures of one run, as a dict."""
+def run_load(options: LoadOptions, warehouse_url: str, read_key: str, timeout_s: float = 180.0) -> dict[str, Any]:
+    """Drive the collector, then check the warehouse (with its read key); the figures of one run, as a dict."""
     seed = options.seed if options.seed is not None else random.randrange(10**8, 10**9)
     factory = EventFactory(seed, options.malformed_share)
     log = asyncio.run(drive(options, factory))
-    warehouse = ApiReader(warehouse_url)
+    warehouse = ApiReader(warehouse_url, read_key)
     try:
         verdict = verify(warehouse, factory, log, timeout_s)
     finally:

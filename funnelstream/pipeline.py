@@ -92,12 +92,22 @@ class Ports:
     stream_web: int = 6066
 
 
+def warehouse_read_key(env: dict[str, str]) -> str:
+    """The read key of a run's warehouse: the run's own FS_WAREHOUSE_READ_KEY, else this process's."""
+    from clickhouse.settings import WarehouseSettings
+
+    return env.get("FS_WAREHOUSE_READ_KEY") or WarehouseSettings().warehouse_read_key.get_secret_value()
+
+
 def pipeline_services(log_dir: Path, env: dict[str, str], ports: Ports) -> list[ServiceProcess]:
     """The four services, each its own process, in the order they should start."""
+    from clickhouse.settings import read_key_headers
+
     local = "127.0.0.1"
     return [
         ServiceProcess("warehouse", ["warehouse", "serve", "--host", local, "--port", str(ports.warehouse)], log_dir,
-                       env, ready_url=f"http://{local}:{ports.warehouse}/readyz"),
+                       env, ready_url=f"http://{local}:{ports.warehouse}/readyz",
+                       ready_headers=read_key_headers(warehouse_read_key(env))),
         ServiceProcess("stream", ["stream", "worker", "--web-port", str(ports.stream_web)], log_dir, env,
                        ready_url=f"http://{local}:{ports.stream_web}/healthz"),
         ServiceProcess("inference", ["inference", "serve", "--port", str(ports.inference)], log_dir, env,
@@ -152,6 +162,10 @@ class LocalPipeline:
     @property
     def warehouse_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.warehouse}"
+
+    @property
+    def warehouse_read_key(self) -> str:
+        return warehouse_read_key(self.env)
 
     def __getitem__(self, name: str) -> ServiceProcess:
         return self.services[name]

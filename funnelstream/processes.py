@@ -33,6 +33,8 @@ class ServiceProcess:
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     ready_url: str | None = None
+    ready_headers: dict[str, str] = field(default_factory=dict)
+    """Sent with the readiness probe: the warehouse's /readyz needs its read key."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +64,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if not self.running:
                 raise ServiceProcessError(self.name, "exited during start-up", self.log)
-            if self.ready_url is None or _answers(self.ready_url):
+            if self.ready_url is None or _answers(self.ready_url, self.ready_headers):
                 return
             time.sleep(0.3)
         raise ServiceProcessError(self.name, f"not ready after {timeout_s}s at {self.ready_url}", self.log)
@@ -86,8 +88,8 @@ class ServiceProcess:
             self.process.wait()
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, headers: dict[str, str]) -> bool:
     try:
-        return httpx.get(url, timeout=2).is_success
+        return httpx.get(url, headers=headers, timeout=2).is_success
     except httpx.HTTPError:
         return False

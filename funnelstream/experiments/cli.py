@@ -43,7 +43,10 @@ def report(
         if events is not None:
             results = analyze(pd.read_parquet(events), experiment, config)
         elif settings.experiments.warehouse_api_url:
-            results = fetch_results_via_api(settings.experiments.warehouse_api_url, key, sequential)
+            from clickhouse.settings import WarehouseSettings
+
+            read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
+            results = fetch_results_via_api(settings.experiments.warehouse_api_url, read_key, key, sequential)
         else:
             results = analyze(load_events(experiment, settings.clickhouse), experiment, config)
     except ExperimentError as exc:

@@ -46,13 +46,16 @@ def fetch_events(warehouse: QueriesFrames, experiment: Experiment) -> pd.DataFra
     return warehouse.query_df(query_text(), query_parameters(experiment))
 
 
-def fetch_results_via_api(api_url: str, key: str, sequential: bool, timeout_s: float = 120.0) -> ExperimentResults:
+def fetch_results_via_api(
+    api_url: str, read_key: str, key: str, sequential: bool, timeout_s: float = 120.0
+) -> ExperimentResults:
     """Results computed by the warehouse process, which owns the embedded data while it runs."""
     import httpx
 
     url = f"{api_url.rstrip('/')}/v1/experiments/{key}/results"
+    headers = {"Authorization": f"Bearer {read_key}"}
     try:
-        response = httpx.get(url, params={"sequential": sequential}, timeout=timeout_s)
+        response = httpx.get(url, params={"sequential": sequential}, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise WarehouseUnavailableError(f"{url}: {exc}") from None
     if response.status_code == 404:

@@ -66,7 +66,9 @@ def run(
     window_from = _timestamp(from_, "--from") or window_to - timedelta(hours=24)
     try:
         checks = select_checks(check, settings.qa.thresholds)
-        api = WarehouseApi(WarehouseSettings().api_url) if settings.clickhouse.embedded else None
+        reader = WarehouseSettings()
+        read_key = reader.warehouse_read_key.get_secret_value()
+        api = WarehouseApi(reader.api_url, read_key=read_key) if settings.clickhouse.embedded else None
         through_api = api is not None and api.ready()
         if api is not None and not through_api:
             api.close()
@@ -128,7 +130,8 @@ def heartbeat(
     if settings.qa.heartbeat_metrics_port:
         start_http_server(settings.qa.heartbeat_metrics_port)
     embedded = settings.clickhouse.embedded
-    api_url = WarehouseSettings().api_url if embedded else None
+    reader = WarehouseSettings()
+    api_url = reader.api_url if embedded else None
 
     def lease() -> closing[Warehouse]:
         if embedded:
@@ -137,7 +140,7 @@ def heartbeat(
         return closing(open_warehouse(settings.clickhouse))
 
     def freshness() -> Freshness:
-        return read_freshness(settings, lease, datetime.now(UTC), api_url)
+        return read_freshness(settings, lease, datetime.now(UTC), api_url, reader.warehouse_read_key.get_secret_value())
 
     wait_for_broker(settings.kafka)
     emitter = HeartbeatEmitter(settings, freshness=freshness, watch_lag=True)
@@ -164,12 +167,14 @@ def status(
 
     settings = QASettings()
     # An embedded warehouse belongs to `warehouse serve` while it runs; read through its API then.
-    api_url = WarehouseSettings().api_url if settings.clickhouse.embedded else None
+    reader = WarehouseSettings()
+    api_url = reader.api_url if settings.clickhouse.embedded else None
     stages = collect_status(
         settings,
         lambda: closing(open_warehouse(settings.clickhouse)),
         probe_services=services,
         api_url=api_url,
+        read_key=reader.warehouse_read_key.get_secret_value(),
     )
     render_status(stages, _console())
     if overall(stages) is Health.DOWN:

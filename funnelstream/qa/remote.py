@@ -12,7 +12,9 @@ from uuid import UUID
 
 import httpx
 
+from clickhouse.client import refuse_wrong_read_key
 from clickhouse.errors import QueryError, WarehouseUnavailable
+from clickhouse.settings import read_key_headers
 
 
 def _json_parameter(value: Any) -> Any:
@@ -29,25 +31,31 @@ class WarehouseApi:
 
     embedded = True
 
-    def __init__(self, base_url: str, *, timeout_s: float = 60.0, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, read_key: str, timeout_s: float = 60.0, client: httpx.Client | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.database = "(warehouse API)"
         self._client = client or httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._headers = read_key_headers(read_key)
 
     def ready(self) -> bool:
         try:
-            return self._client.get("/readyz").status_code == 200
+            response = self._client.get("/readyz", headers=self._headers)
         except httpx.TransportError:
             return False
+        refuse_wrong_read_key(response)
+        return response.status_code == 200
 
     def query_rows(
         self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         body = {"sql": sql, "parameters": {k: _json_parameter(v) for k, v in (parameters or {}).items()}}
         try:
-            response = self._client.post("/v1/sql", json=body)
+            response = self._client.post("/v1/sql", json=body, headers=self._headers)
         except httpx.TransportError as exc:
             raise WarehouseUnavailable(f"{self.base_url}: {exc}") from exc
+        refuse_wrong_read_key(response)
         if response.status_code in (502, 503, 504):
             raise WarehouseUnavailable(f"{self.base_url}: HTTP {response.status_code} {response.text[:300]}")
         if response.status_code != 200:

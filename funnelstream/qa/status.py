@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from rich.table import Table
 
 from clickhouse.backend import Warehouse
 from clickhouse.errors import QueryError, WarehouseUnavailable
+from clickhouse.settings import read_key_headers
 from funnelstream.qa.checks import QUERIES_DIR
 from funnelstream.qa.remote import WarehouseApi
 from funnelstream.qa.settings import QASettings
@@ -29,6 +30,8 @@ from funnelstream.settings import KafkaConfig
 
 log = logging.getLogger("funnelstream.qa.status")
 
+WAREHOUSE_STAGE = "warehouse"
+"""The readiness stage whose probe carries the warehouse's read key (its /readyz needs one)."""
 UNKNOWN_TABLE = 60
 """ClickHouse's error code for a table that does not exist."""
 
@@ -119,9 +122,9 @@ def _freshness_of(row: dict[str, object]) -> Freshness:
     return Freshness(heartbeats, float(str(row["age_s"])), float(str(row["last_latency_s"])))
 
 
-def probe_ready(url: str, timeout_s: float) -> tuple[Health, str]:
+def probe_ready(url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> tuple[Health, str]:
     try:
-        response = httpx.get(url, timeout=timeout_s)
+        response = httpx.get(url, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         return Health.DOWN, f"{url}: {type(exc).__name__}"
     if response.status_code == 200:
@@ -148,11 +151,13 @@ WarehouseLease = Callable[[], AbstractContextManager[Warehouse]]
 """Gives the warehouse for one read and takes it back (closing it, or leaving a shared one open)."""
 
 
-def read_freshness(settings: QASettings, lease: WarehouseLease, now: datetime, api_url: str | None) -> Freshness:
-    """Through ``warehouse serve`` when ``api_url`` answers, else through ``lease``."""
+def read_freshness(
+    settings: QASettings, lease: WarehouseLease, now: datetime, api_url: str | None, read_key: str
+) -> Freshness:
+    """Through ``warehouse serve`` when ``api_url`` answers (with ``read_key``), else through ``lease``."""
     if api_url:
         try:
-            with closing(WarehouseApi(api_url, timeout_s=settings.qa.probe_timeout_s * 5)) as api:
+            with closing(WarehouseApi(api_url, read_key=read_key, timeout_s=settings.qa.probe_timeout_s * 5)) as api:
                 return heartbeat_freshness(api, now)
         except WarehouseUnavailable:
             log.debug("warehouse API unreachable; reading the warehouse directly", extra={"url": api_url})
@@ -160,10 +165,12 @@ def read_freshness(settings: QASettings, lease: WarehouseLease, now: datetime, a
         return heartbeat_freshness(warehouse, now)
 
 
-def _freshness_stage(settings: QASettings, lease: WarehouseLease, now: datetime, api_url: str | None) -> StageStatus:
+def _freshness_stage(
+    settings: QASettings, lease: WarehouseLease, now: datetime, api_url: str | None, read_key: str
+) -> StageStatus:
     probe = "heartbeat freshness"
     try:
-        freshness = read_freshness(settings, lease, now, api_url)
+        freshness = read_freshness(settings, lease, now, api_url, read_key)
     except QueryError as exc:
         if exc.code == UNKNOWN_TABLE:
             detail = "the warehouse has no events table yet: run `funnelstream db migrate`"
@@ -191,15 +198,19 @@ def collect_status(
     now: datetime | None = None,
     probe_services: bool = True,
     api_url: str | None = None,
+    read_key: str = "",
 ) -> list[StageStatus]:
-    """``api_url``: a running ``warehouse serve`` to read freshness through, tried before ``lease``."""
+    """``api_url``: a running ``warehouse serve`` to read freshness through, tried before ``lease``.
+    ``read_key``: the warehouse's read key, for that and for the warehouse stage's readiness probe."""
     stages: list[StageStatus] = []
     if probe_services:
         for stage, url in settings.qa.readiness_urls.items():
-            health, detail = probe_ready(url, settings.qa.probe_timeout_s)
+            # Only the warehouse is sent its key; no other service needs to see it.
+            headers = read_key_headers(read_key) if stage == WAREHOUSE_STAGE and read_key else None
+            health, detail = probe_ready(url, settings.qa.probe_timeout_s, headers)
             stages.append(StageStatus(stage, "ready", health, None, "", detail))
     stages.extend(_lag_stages(settings))
-    stages.append(_freshness_stage(settings, lease, now or datetime.now(UTC), api_url))
+    stages.append(_freshness_stage(settings, lease, now or datetime.now(UTC), api_url, read_key))
     return stages
 
 

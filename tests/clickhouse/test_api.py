@@ -30,7 +30,8 @@ def api(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
     messages = [Message("e", 0, i, None, e.model_dump_json().encode()) for i, e in enumerate(data.deliveries)]
     warehouse.insert_arrow("events", decode_events(messages)[0])
     settings = WarehouseSettings(clickhouse=config, sql_max_rows=50)
-    with TestClient(create_app(settings, warehouse=warehouse, run_loader=False)) as client:
+    app = create_app(settings, warehouse=warehouse, run_loader=False)
+    with TestClient(app, headers=settings.read_headers) as client:
         yield client, warehouse
     drop_and_close(warehouse)
 

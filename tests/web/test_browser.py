@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from clickhouse.settings import read_key_headers
 from funnelstream.pipeline import LocalPipeline, Ports
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -48,7 +49,7 @@ def pipeline(kafka, s3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         namespace=f"browser-{uuid.uuid4().hex[:8]}",
         env={"FS_STREAM__TIMER_INTERVAL_S": "1"},
     ) as running:
-        yield {"ingest": running.ingest_url, "warehouse": running.warehouse_url}
+        yield {"ingest": running.ingest_url, "warehouse": running.warehouse_url, "read_key": running.warehouse_read_key}
 
 
 @pytest.fixture
@@ -69,7 +70,12 @@ def browser_page(pipeline: dict[str, str]) -> Iterator[Any]:
 
 
 def _sql(pipeline: dict[str, str], sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    response = httpx.post(f"{pipeline['warehouse']}/v1/sql", json={"sql": sql, "parameters": parameters}, timeout=30)
+    response = httpx.post(
+        f"{pipeline['warehouse']}/v1/sql",
+        json={"sql": sql, "parameters": parameters},
+        headers=read_key_headers(pipeline["read_key"]),
+        timeout=30,
+    )
     response.raise_for_status()
     return list(response.json()["rows"])
 
@@ -126,6 +132,7 @@ def test_the_whole_editing_flow_reaches_clickhouse(pipeline: dict[str, str], bro
     funnel = httpx.get(
         f"{pipeline['warehouse']}/v1/funnel",
         params={"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "unit": "input_id"},
+        headers=read_key_headers(pipeline["read_key"]),
         timeout=60,
     ).json()
     assert any(int(row["step"]) == 5 and int(row["units"]) >= 1 for row in funnel["rows"]), funnel
@@ -219,8 +226,10 @@ def test_every_running_service_exports_its_metrics(pipeline: dict[str, str]) -> 
         f"http://127.0.0.1:{WAREHOUSE}/metrics": {"funnelstream_loader_batches", "funnelstream_loader_insert_seconds"},
         f"http://127.0.0.1:{INFERENCE}/metrics": {"inference_jobs"},
     }
+    # The warehouse's /metrics needs its read key, like every route of it but /healthz.
+    headers = {f"http://127.0.0.1:{WAREHOUSE}/metrics": read_key_headers(pipeline["read_key"])}
     for url, families in expected.items():
-        response = httpx.get(url, timeout=10)
+        response = httpx.get(url, headers=headers.get(url), timeout=10)
         assert response.status_code == 200, url
         names = {family.name for family in text_string_to_metric_families(response.text)}
         assert families <= names, (url, families - names)

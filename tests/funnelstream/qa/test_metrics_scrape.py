@@ -144,7 +144,8 @@ def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path
     producer.flush(10)
     warehouse = open_warehouse(tmp_path / "chdb")
     try:
-        with TestClient(create_app(settings, warehouse=warehouse, run_loader=True)) as client:
+        app = create_app(settings, warehouse=warehouse, run_loader=True)
+        with TestClient(app, headers=settings.read_headers) as client:
             text = wait_for(
                 lambda: client.get("/metrics").text,
                 lambda t: sample_value(t, "funnelstream_loader_rows_total", table="events") == 3,

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clickhouse.api import create_app
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
 from funnelstream.qa.checks import CHECKS
 from funnelstream.qa.heartbeat import make_heartbeat
 from funnelstream.qa.remote import WarehouseApi
@@ -42,7 +42,7 @@ def test_checks_through_the_api_match_the_engine(tmp_path: Path) -> None:
         direct = run_checks(warehouse, CHECKS, *window)
         app = create_app(WarehouseSettings(), warehouse=warehouse, run_loader=False)
         with TestClient(app) as client:
-            api = WarehouseApi("http://testserver", client=client)
+            api = WarehouseApi("http://testserver", read_key=DEV_READ_KEY, client=client)
             assert api.ready()
             remote = run_checks(api, CHECKS, *window)
             freshness = heartbeat_freshness(api, NOW)
