@@ -180,7 +180,8 @@ def bench_funnel(
         bare.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - cpu_started) * 1000)
     api = []
-    with TestClient(create_app(settings, warehouse=warehouse, run_loader=False)) as client:
+    app = create_app(settings, warehouse=warehouse, run_loader=False)
+    with TestClient(app, headers=settings.read_headers) as client:
         params = {"from": start.isoformat(), "to": end.isoformat(), "breakdown": "variant",
                   "experiment": "segmentation_tool", "window": 3600}  # fmt: skip
         for _ in range(repeats):
