@@ -318,3 +318,21 @@ def test_readers_send_the_configured_read_key(served: Served) -> None:
             wrong.query_rows("SELECT 1")
     finally:
         wrong.close()
+
+
+@pytest.mark.integration
+def test_status_probes_the_warehouse_with_its_key_and_no_other_service(served: Served) -> None:
+    from contextlib import AbstractContextManager
+
+    from funnelstream.qa.settings import QAConfig, QASettings
+    from funnelstream.qa.status import Health, collect_status
+
+    def no_lease() -> AbstractContextManager[Warehouse]:
+        raise RuntimeError("status reads no warehouse in this test")
+
+    ready = served.url("/readyz")
+    # The same URL under another stage name stands for a service that must not be sent the key.
+    settings = QASettings(qa=QAConfig(readiness_urls={"warehouse": ready, "other": ready}, consumer_groups={}))
+    stages = collect_status(settings, no_lease, read_key=CURRENT_KEY)
+    health = {stage.stage: stage.health for stage in stages if stage.probe == "ready"}
+    assert health == {"warehouse": Health.OK, "other": Health.DOWN}
