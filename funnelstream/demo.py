@@ -30,7 +30,7 @@ from funnelstream.pipeline import LocalPipeline, Ports
 from funnelstream.sample_images import sample_mask_png, sample_png, upload_image
 from funnelstream.settings import PROJECT_ROOT, ServiceSettings
 from funnelstream.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
-from ingest.settings import DEV_WRITE_KEY
+from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY
 
 INGEST_PORT = 8000
 WAREHOUSE_PORT = 8100
@@ -118,7 +118,7 @@ async def _simulate_users(console: Console, options: DemoOptions, run_id: str) -
     assignments: dict[str, str] = {}
 
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-        # Arms come from the collector, as a browser gets them: sticky per device and per user.
+        # Arms come from the collector, as a site's backend gets them: sticky per device and per user.
         units = [(j.anonymous_id, j.user_id) for j in simulate(config, lambda a, u: "control", now=now)]
         with _progress(console) as progress:
             task = progress.add_task("assigning users", total=len(units))
@@ -129,7 +129,9 @@ async def _simulate_users(console: Console, options: DemoOptions, run_id: str) -
                 if user_id:
                     params["user_id"] = f"{run_id}-{user_id}"
                 async with semaphore:
-                    response = await client.get("/v1/assignments", params=params)
+                    # Binding a user id takes a server-side key: the simulation plays the site's backend.
+                    server_key = {"X-Write-Key": DEV_SERVER_WRITE_KEY}
+                    response = await client.get("/v1/assignments", params=params, headers=server_key)
                 response.raise_for_status()
                 assignments[anonymous_id] = response.json()["variants"].get(EXPERIMENT_KEY, "control")
                 progress.advance(task)

@@ -117,9 +117,9 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(health.router)
     if settings.ingest.experiments_enabled:
-        from funnelstream.experiments.collector import collector_router
+        from ingest.routes import assignments
 
-        app.include_router(collector_router(app, settings.experiments))
+        app.include_router(assignments.router(app, settings.experiments))
     if settings.ingest.demo_page:
         app.include_router(demo.router(settings.ingest.demo_write_key))
 

@@ -14,6 +14,9 @@ from funnelstream.topics import Topic
 
 DEV_WRITE_KEY = "fs-dev-write-key"
 DEV_SOURCE = "dev"
+DEV_SERVER_WRITE_KEY = "fs-dev-server-key"
+"""Local key of a server-side sender (the demo's simulated backend), which may bind user ids."""
+DEV_SERVER_SOURCE = "dev-server"
 
 
 def hash_write_key(write_key: str) -> str:
@@ -31,6 +34,11 @@ class SourceConfig(BaseModel):
     rate_per_s: float = Field(default=2_000.0, gt=0)
     """Events per second refilled into this source's token bucket."""
     burst: int = Field(default=10_000, ge=1)
+    may_bind_user_id: bool = False
+    """Whether this source's requests may bind a ``user_id`` to a device's experiment arms
+    (``GET /v1/assignments?user_id=``), which then holds on every device of that user. True only
+    for sources whose keys live on servers that authenticated the user: a key shipped to browsers
+    is public, and with it anyone could pin another person's arm. Refused with 403 otherwise."""
 
     @field_validator("write_key_sha256")
     @classmethod
@@ -48,7 +56,14 @@ def _dev_sources() -> dict[str, SourceConfig]:
             cors_origins=["http://localhost:3000", "http://127.0.0.1:3000", "http://localhost:5173"],
             rate_per_s=1_000_000.0,
             burst=1_000_000,
-        )
+        ),
+        # The demo's server side binds its simulated users, as a site's backend would.
+        DEV_SERVER_SOURCE: SourceConfig(
+            write_key_sha256=[hash_write_key(DEV_SERVER_WRITE_KEY)],
+            rate_per_s=1_000_000.0,
+            burst=1_000_000,
+            may_bind_user_id=True,
+        ),
     }
 
 
@@ -98,9 +113,9 @@ class IngestSettings(ServiceSettings):
     def _no_dev_key_in_prod(self) -> Self:
         if self.environment != "prod":
             return self
-        dev_hash = hash_write_key(DEV_WRITE_KEY)
+        dev_hashes = {hash_write_key(DEV_WRITE_KEY), hash_write_key(DEV_SERVER_WRITE_KEY)}
         for name, source in self.ingest.sources.items():
-            if dev_hash in source.write_key_sha256:
+            if dev_hashes & set(source.write_key_sha256):
                 raise ConfigurationError(
                     f"FS_INGEST__SOURCES: source {name!r} uses the public dev write key; set real key hashes in prod"
                 )

@@ -1,7 +1,11 @@
 """Mounting experiment assignment on the collector (``ingest.app.create_app``).
 
     app = create_app(ingest_settings)
-    app.include_router(collector_router(app, ExperimentSettings().experiments))
+    app.include_router(collector_router(app, ExperimentSettings().experiments, access))
+
+``access`` is the collector's :class:`~funnelstream.experiments.http.AssignmentAccess` (write key,
+rate, CORS, who may bind a user id); this package does not know the collector's keys, and there is
+no default, so the route is never mounted open.
 
 The router's lifespan opens the sticky store and polls the definitions file, so a published
 version applies on every running collector without a restart. Exposures go to the collector's
@@ -22,7 +26,7 @@ from fastapi import APIRouter, FastAPI
 from funnelstream.contract import ExperimentExposure, event_to_json
 from funnelstream.experiments.assignment import Assigner, ExposureLogger, ExposureSink
 from funnelstream.experiments.definitions import Definitions, DefinitionsWatcher
-from funnelstream.experiments.http import assignments_router
+from funnelstream.experiments.http import AssignmentAccess, assignments_router
 from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.experiments.store import AssignmentStore, SqliteAssignmentStore
 
@@ -70,9 +74,12 @@ class ExperimentsRuntime:
             if close is not None:
                 close()
 
-    def router(self, sink: ExposureSink) -> APIRouter:
+    def router(self, sink: ExposureSink, access: AssignmentAccess) -> APIRouter:
         router = assignments_router(
-            self.definitions, Assigner(self.definitions, self.store), ExposureLogger(self.store, sink, self.clock)
+            self.definitions,
+            Assigner(self.definitions, self.store),
+            ExposureLogger(self.store, sink, self.clock),
+            access,
         )
         # FastAPI runs an included router's lifespan inside the host app's.
         router.lifespan_context = self.lifespan
@@ -82,7 +89,8 @@ class ExperimentsRuntime:
 def collector_router(
     app: FastAPI,
     config: ExperimentsConfig,
+    access: AssignmentAccess,
     store: AssignmentStore | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> APIRouter:
-    return ExperimentsRuntime(config, store, clock).router(collector_sink(app))
+    return ExperimentsRuntime(config, store, clock).router(collector_sink(app), access)

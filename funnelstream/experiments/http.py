@@ -1,7 +1,10 @@
 """FastAPI routers: assignment for the collector, results for the warehouse API.
 
 Both are factories so each host app decides what they depend on: the collector passes its
-producer as the exposure sink, the warehouse passes its query function as the events loader.
+producer as the exposure sink and its access rules, the warehouse its query function as the
+events loader. Assignment writes (exposure marks, sticky arms), so it is never served without an
+:class:`AssignmentAccess`: the host refuses the request before anything is read or written, and
+charges it the exposures it may write, which bounds the store's growth per key and per client.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 
 from funnelstream.errors import FunnelstreamError, TransientError
@@ -44,17 +48,47 @@ class AssignmentsOut(BaseModel):
     assignments: list[AssignmentOut]
 
 
+class AssignmentAccess(Protocol):
+    """The host's rules for who may ask for assignments; raising refuses with the host's own answer."""
+
+    def admit(self, request: Request, cost: int) -> None:
+        """Authenticate ``request`` and charge it ``cost`` exposures, before anything is read or written."""
+        ...
+
+    def check_user_binding(self, request: Request, user_id: str) -> None:
+        """Refuse unless the caller may bind ``user_id`` to its device's arms (only senders the host
+        trusts to have authenticated that user may; a browser could name anyone)."""
+        ...
+
+    def headers(self, request: Request) -> dict[str, str]:
+        """Headers every answer carries (the host's CORS headers)."""
+        ...
+
+
 def assignments_router(
-    definitions: Callable[[], Definitions], assigner: Assigner, exposures: ExposureLogger
+    definitions: Callable[[], Definitions], assigner: Assigner, exposures: ExposureLogger, access: AssignmentAccess
 ) -> APIRouter:
     """``GET /v1/assignments``: the running experiments' variants for a device, exposure logged once."""
     router = APIRouter(tags=["experiments"])
 
-    @router.get("/v1/assignments", response_model=AssignmentsOut)
-    async def get_assignments(anonymous_id: UnitId, user_id: UnitId | None = None) -> AssignmentsOut:
+    def admitted(request: Request) -> None:
+        # A dependency, so it runs before the query is validated: an unknown key learns nothing else.
+        # The charge is the exposures the request may write, one per running experiment.
+        access.admit(request, max(1, len(definitions().running())))
+
+    @router.get("/v1/assignments", response_model=AssignmentsOut, dependencies=[Depends(admitted)])
+    async def get_assignments(
+        request: Request, response: Response, anonymous_id: UnitId, user_id: UnitId | None = None
+    ) -> AssignmentsOut:
         anonymous_id, user_id = anonymous_id.strip(), (user_id.strip() or None) if user_id else None
         if not anonymous_id:
-            raise HTTPException(422, detail=[{"loc": ["query", "anonymous_id"], "msg": "must not be blank"}])
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("query", "anonymous_id"), "msg": "must not be blank", "input": ""}]
+            )
+        if user_id is not None:
+            access.check_user_binding(request, user_id)
+        headers = access.headers(request)
+        response.headers.update(headers)
         current = definitions()
         # The store may be a file; keep its I/O off the event loop.
         assigned = await asyncio.to_thread(assigner.assign_running, anonymous_id, user_id, None, current)
@@ -68,7 +102,9 @@ def assignments_router(
             log.warning("exposure not durable; assignment refused", extra={"reason": str(exc)})
             retry_after = getattr(exc, "retry_after_s", None) or RETRY_AFTER_S
             raise HTTPException(
-                503, detail="exposure could not be recorded; retry", headers={"Retry-After": str(retry_after)}
+                503,
+                detail="exposure could not be recorded; retry",
+                headers={**headers, "Retry-After": str(retry_after)},
             ) from None
         return AssignmentsOut(
             anonymous_id=anonymous_id,

@@ -19,7 +19,7 @@ from funnelstream.contract import DeadLetter, InferenceJob, InferenceResult, Job
 from funnelstream.errors import ConfigurationError
 from funnelstream.topics import Topic
 from ingest.app import create_app
-from ingest.settings import DEV_WRITE_KEY, IngestSettings
+from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY, IngestSettings, SourceConfig, hash_write_key
 from tests.funnelstream.examples import example
 from tests.ingest.conftest import LIMITED_KEY, OTHER_ORIGIN, WEB_KEY, WEB_ORIGIN, FakeProducer, unit_settings
 
@@ -72,6 +72,16 @@ def test_prod_refuses_the_dev_write_key(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("FS_INGEST__SOURCES", sources)
     settings = IngestSettings(_env_file=None)  # type: ignore[call-arg]
     assert list(settings.ingest.sources) == ["web"]
+    server = '{"backend": {"write_key_sha256": ["' + hash_write_key(DEV_SERVER_WRITE_KEY) + '"]}}'
+    monkeypatch.setenv("FS_INGEST__SOURCES", server)
+    with pytest.raises((ConfigurationError, ValueError), match="dev write key"):
+        IngestSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_only_a_source_marked_for_it_binds_user_ids() -> None:
+    assert not SourceConfig(write_key_sha256=["a" * 64]).may_bind_user_id
+    dev = IngestSettings(_env_file=None).ingest.sources  # type: ignore[call-arg]
+    assert {name: source.may_bind_user_id for name, source in dev.items()} == {"dev": False, "dev-server": True}
 
 
 # --- CORS ------------------------------------------------------------------------------------------
@@ -544,14 +554,33 @@ def test_assignments_are_served_and_the_exposure_is_produced(tmp_path: Path, fak
     settings.experiments.store_path = tmp_path / "assignments.sqlite3"
     app = create_app(settings, producer_factory=lambda _: fake_producer)
     with TestClient(app) as client:
-        first = client.get("/v1/assignments", params={"anonymous_id": "device-1"})
-        again = client.get("/v1/assignments", params={"anonymous_id": "device-1"})
+        first = client.get("/v1/assignments", params={"anonymous_id": "device-1"}, headers=KEY)
+        again = client.get("/v1/assignments", params={"anonymous_id": "device-1"}, headers=KEY)
     assert first.status_code == 200, first.text
     variant = first.json()["variants"]["segmentation_tool"]
     assert variant in {"control", "treatment"}
     assert again.json()["variants"]["segmentation_tool"] == variant
     exposures = [m for m in fake_producer.delivered if b"experiment_exposure" in m.value()]
     assert len(exposures) == 1  # once per unit and experiment
+
+
+def test_assignments_refuse_a_user_id_from_a_browser_key_by_name(tmp_path: Path, fake_producer: FakeProducer) -> None:
+    settings = unit_settings(experiments_enabled=True)
+    settings.experiments.store_path = tmp_path / "assignments.sqlite3"
+    app = create_app(settings, producer_factory=lambda _: fake_producer)
+    with TestClient(app) as client:
+        anonymous = client.get("/v1/assignments", params={"anonymous_id": "device-1"})
+        forged = client.get(
+            "/v1/assignments",
+            params={"anonymous_id": "device-1", "user_id": "victim"},
+            headers={**KEY, "Origin": WEB_ORIGIN},
+        )
+    assert anonymous.status_code == 401
+    assert forged.status_code == 403, forged.text
+    assert forged.json()["error"] == "user_id_not_allowed"
+    assert [e["field"] for e in forged.json()["errors"]] == ["user_id"]
+    assert forged.headers["access-control-allow-origin"] == WEB_ORIGIN
+    assert fake_producer.delivered == []
 
 
 def test_the_demo_page_and_tracker_are_served(make_client: Callable[..., TestClient]) -> None:

@@ -54,7 +54,7 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
 ) -> None:
     ingest_app = pytest.importorskip("ingest.app")
     ingest_settings = pytest.importorskip("ingest.settings")
-    from funnelstream.experiments.collector import collector_router
+    assignments = pytest.importorskip("ingest.routes.assignments")
 
     topic = kafka_topic("exposures")
     definitions = tmp_path / "experiments.yaml"
@@ -68,11 +68,11 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
     config = ExperimentsConfig(
         definitions_path=definitions, store_path=tmp_path / "assignments.sqlite3", poll_interval_s=0.05
     )
-    app.include_router(collector_router(app, config))
+    app.include_router(assignments.router(app, config))
 
     experiment = make_experiment()
     exposed = {"device-a", "device-b"}
-    with TestClient(app) as client:
+    with TestClient(app, headers={"x-write-key": ingest_settings.DEV_WRITE_KEY}) as client:
         for device in ("device-a", "device-b", "device-a"):
             response = client.get("/v1/assignments", params={"anonymous_id": device})
             assert response.status_code == 200, response.text

@@ -61,7 +61,7 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     backend = pytest.importorskip("clickhouse.backend")
     migrate = pytest.importorskip("clickhouse.migrate")
     loader = pytest.importorskip("clickhouse.loader")
-    from funnelstream.experiments.collector import collector_router
+    assignments = pytest.importorskip("ingest.routes.assignments")
 
     raw_topic = kafka_topic("raw", partitions=2)
     definitions = tmp_path / "experiments.yaml"
@@ -75,7 +75,7 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     )
     app = ingest_app.create_app(settings)
     app.include_router(
-        collector_router(
+        assignments.router(
             app,
             ExperimentsConfig(definitions_path=definitions, store_path=tmp_path / "assignments.sqlite3"),
             clock=lambda: exposed_at,
@@ -90,7 +90,11 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     with TestClient(app) as client:
         assigned = {}
         for device in devices:
-            response = client.get("/v1/assignments", params={"anonymous_id": device})
+            response = client.get(
+                "/v1/assignments",
+                params={"anonymous_id": device},
+                headers={"x-write-key": ingest_settings.DEV_WRITE_KEY},
+            )
             assert response.status_code == 200, response.text
             assigned[device] = response.json()["variants"]["segmentation_tool"]
         assert all(assigned[d] == hash_assignment(experiment, d).variant for d in devices)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 
 from funnelstream.contract import ExperimentExposure
@@ -34,6 +34,30 @@ experiments:
 """
 
 
+class HostAccess:
+    """Stands in for the host's access rules at the router's boundary: a key, a budget, who may bind."""
+
+    def __init__(self) -> None:
+        self.budget = 1_000
+        self.binders = {"server-key"}
+        self.charged: list[int] = []
+
+    def admit(self, request: Request, cost: int) -> None:
+        if request.headers.get("x-write-key") is None:
+            raise HTTPException(401, "no key")
+        if cost > self.budget:
+            raise HTTPException(429, "over budget")
+        self.budget -= cost
+        self.charged.append(cost)
+
+    def check_user_binding(self, request: Request, user_id: str) -> None:
+        if request.headers.get("x-write-key") not in self.binders:
+            raise HTTPException(403, "user_id: may not bind")
+
+    def headers(self, request: Request) -> dict[str, str]:
+        return {"x-host": "yes"}
+
+
 class Collector:
     def __init__(self, tmp_path: Path) -> None:
         self.path = tmp_path / "experiments.yaml"
@@ -42,6 +66,7 @@ class Collector:
         self.store = SqliteAssignmentStore(tmp_path / "assignments.sqlite3")
         self.sent: list[ExperimentExposure] = []
         self.failing = False
+        self.access = HostAccess()
 
         async def sink(event: ExperimentExposure) -> None:
             if self.failing:
@@ -54,9 +79,10 @@ class Collector:
                 lambda: self.watcher.current,
                 Assigner(lambda: self.watcher.current, self.store),
                 ExposureLogger(self.store, sink),
+                self.access,
             )
         )
-        self.client = TestClient(app)
+        self.client = TestClient(app, headers={"x-write-key": "server-key"})
 
 
 @pytest.fixture
@@ -117,6 +143,35 @@ def test_bad_unit_ids_are_refused_by_name(collector: Collector) -> None:
     too_long = collector.client.get("/v1/assignments", params={"anonymous_id": "x" * 129})
     assert too_long.status_code == 422 and "anonymous_id" in too_long.text
     assert not collector.sent
+
+
+def test_the_host_admits_before_anything_is_read_or_written(collector: Collector) -> None:
+    # No key: refused before the query is validated; nothing stored, nothing sent.
+    del collector.client.headers["x-write-key"]
+    assert collector.client.get("/v1/assignments").status_code == 401
+    assert collector.client.get("/v1/assignments", params={"anonymous_id": "d"}).status_code == 401
+    assert not collector.sent and collector.store.get("segmentation_tool", "anon:d") is None
+    assert collector.store.mark_exposed("segmentation_tool", 1, "d")  # no exposure was claimed for it
+
+
+def test_each_request_is_charged_one_per_running_experiment_and_refused_past_its_budget(collector: Collector) -> None:
+    collector.access.budget = 3
+    answers = [collector.client.get("/v1/assignments", params={"anonymous_id": f"d{i}"}) for i in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert collector.access.charged == [1, 1, 1]  # one running experiment; the draft is not charged
+    assert answers[0].headers["x-host"] == "yes"
+    assert [e.anonymous_id for e in collector.sent] == ["d0", "d1", "d2"]
+
+
+def test_a_user_id_is_bound_only_for_a_caller_the_host_lets_bind(collector: Collector) -> None:
+    refused = collector.client.get(
+        "/v1/assignments", params={"anonymous_id": "d", "user_id": "victim"}, headers={"x-write-key": "browser-key"}
+    )
+    assert refused.status_code == 403 and "user_id" in refused.text
+    assert not collector.sent and collector.store.get("segmentation_tool", "user:victim") is None
+    bound = collector.client.get("/v1/assignments", params={"anonymous_id": "d", "user_id": "ada"})
+    assert bound.status_code == 200
+    assert collector.store.get("segmentation_tool", "user:ada") is not None
 
 
 class FrameWarehouse:
