@@ -336,3 +336,30 @@ def test_status_probes_the_warehouse_with_its_key_and_no_other_service(served: S
     stages = collect_status(settings, no_lease, read_key=CURRENT_KEY)
     health = {stage.stage: stage.health for stage in stages if stage.probe == "ready"}
     assert health == {"warehouse": Health.OK, "other": Health.DOWN}
+
+
+def test_compose_publishes_the_warehouse_only_behind_its_read_keys() -> None:
+    import json
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    warehouse = compose["services"]["warehouse"]
+    assert warehouse["ports"] and warehouse["environment"]["FS_ENVIRONMENT"] == "prod"
+    # Required: compose refuses to start without them, and prod refuses the dev key's hash.
+    assert warehouse["environment"]["FS_WAREHOUSE_READ_KEY_SHA256"].startswith("${FS_WAREHOUSE_READ_KEY_SHA256:?")
+    assert "Authorization: Bearer $$FS_WAREHOUSE_READ_KEY" in " ".join(warehouse["healthcheck"]["test"])
+    assert compose["services"]["heartbeat"]["environment"]["FS_WAREHOUSE_READ_KEY"].startswith("${")
+    secret = compose["secrets"]["warehouse_read_key"]
+    assert secret == {"environment": "FS_WAREHOUSE_READ_KEY"}
+    assert "warehouse_read_key" in compose["services"]["prometheus"]["secrets"]
+    prometheus = yaml.safe_load((root / "infra" / "prometheus.yml").read_text())
+    job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "warehouse")
+    assert job["authorization"] == {"credentials_file": "/run/secrets/warehouse_read_key"}
+    # The example env file is one consistent (dev) stack: its key is the one its hashes list.
+    example = dict(
+        line.split("=", 1) for line in (root / ".env.example").read_text().splitlines() if line[:1] not in ("", "#")
+    )
+    hashes = json.loads(example["FS_WAREHOUSE_READ_KEY_SHA256"])
+    assert hash_read_key(example["FS_WAREHOUSE_READ_KEY"]) in hashes
