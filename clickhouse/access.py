@@ -50,7 +50,10 @@ class WrongKeyThrottle:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return address
-        if ip.version == 6:
+        if isinstance(ip, ipaddress.IPv6Address):
+            # A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; each is its own address.
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
             return str(ipaddress.ip_network(f"{ip}/64", strict=False))
         return str(ip)
 

@@ -147,6 +147,8 @@ def test_the_wrong_key_throttle_is_bounded_and_refills() -> None:
     now[0] += 1.0
     assert throttle.wait_s("192.0.2.9") == 0.0
     assert WrongKeyThrottle.client_of("2001:db8::1") == WrongKeyThrottle.client_of("2001:db8::ffff:2")
+    # IPv4 clients of a dual-stack listener are IPv4-mapped: each is still its own address.
+    assert WrongKeyThrottle.client_of("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 def test_prod_refuses_the_dev_read_key(monkeypatch: pytest.MonkeyPatch) -> None:
