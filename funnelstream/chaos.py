@@ -215,22 +215,28 @@ def _under_load(run: ChaosRun, scenario: str, seed: int, fault: Callable[[], dic
 # --- the inference scenario ---------------------------------------------------------------------------
 
 
-async def _upload_inputs(ingest_url: str, count: int) -> list[dict[str, Any]]:
+async def _upload_inputs(ingest_url: str, count: int, run_tag: str) -> list[tuple[str, dict[str, Any]]]:
+    """One input per device: (anonymous_id, ticket); a job on it must come from the same device."""
     headers = {"X-Write-Key": DEV_WRITE_KEY}
+    uploads = []
     async with httpx.AsyncClient(base_url=ingest_url, headers=headers, timeout=30) as client:
-        return [await upload_image(client, sample_png(256, 192, seed=index)) for index in range(count)]
+        for index in range(count):
+            device = f"{run_tag}-jobs-{index}"
+            uploads.append((device, await upload_image(client, sample_png(256, 192, seed=index), device)))
+    return uploads
 
 
-def _submit_jobs(ingest_url: str, tickets: list[dict[str, Any]], run_tag: str) -> list[str]:
+def _submit_jobs(ingest_url: str, uploads: list[tuple[str, dict[str, Any]]]) -> list[str]:
     job_ids = []
     with httpx.Client(base_url=ingest_url, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
-        for index, ticket in enumerate(tickets):
+        for index, (device, ticket) in enumerate(uploads):
             inference_id, name = [(2, "enhance"), (3, "deblur")][index % 2]
             request = {
                 "kind": "restore",
                 "input_id": ticket["input_id"],
                 "input_key": ticket["input_key"],
-                "anonymous_id": f"{run_tag}-jobs-{index}",
+                "input_token": ticket["upload_token"],
+                "anonymous_id": device,
                 "inference_id": inference_id,
                 "inference_name": name,
             }
@@ -293,7 +299,7 @@ def _results_per_job(run: ChaosRun, job_ids: list[str], timeout_s: float = 30.0)
 
 def _s3_outage_with_jobs(run: ChaosRun, seed: int) -> ScenarioReport:
     jobs = run.options.jobs
-    tickets = asyncio.run(_upload_inputs(run.pipeline.ingest_url, jobs))
+    uploads = asyncio.run(_upload_inputs(run.pipeline.ingest_url, jobs, f"chaos{seed}"))
     job_ids: list[str] = []
 
     def fault() -> dict[str, Any]:
@@ -301,10 +307,10 @@ def _s3_outage_with_jobs(run: ChaosRun, seed: int) -> ScenarioReport:
 
         store = SERVICES["s3"](run.infra)
         # Half the jobs are queued just before the store goes away, half while it is away.
-        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, tickets[: jobs // 2], f"chaos{seed}"))
+        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, uploads[: jobs // 2]))
         store.down()
         stopped = time.monotonic()
-        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, tickets[jobs // 2 :], f"chaos{seed}"))
+        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, uploads[jobs // 2 :]))
         time.sleep(max(0.0, run.options.outage_s - (time.monotonic() - stopped)))
         store.up()
         return {"down_s": round(time.monotonic() - stopped, 1), "jobs": len(job_ids)}

@@ -208,17 +208,20 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
     async with httpx.AsyncClient(base_url=base, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
         for index in range(count):
             inference_id, name = kinds[index % len(kinds)]
-            image = await upload_image(client, sample_png(512, 384, seed=index))
+            device = f"demo-jobs-{index}"
+            image = await upload_image(client, sample_png(512, 384, seed=index), device)
             request: dict[str, Any] = {
                 "kind": "restore",
                 "input_id": image["input_id"],
                 "input_key": image["input_key"],
-                "anonymous_id": f"demo-jobs-{index}",
+                "input_token": image["upload_token"],
+                "anonymous_id": device,
                 "inference_id": inference_id,
                 "inference_name": name,
             }
             if name == "remove_object":
-                request["mask_key"] = (await upload_image(client, sample_mask_png(512, 384)))["input_key"]
+                mask = await upload_image(client, sample_mask_png(512, 384), device)
+                request |= {"mask_key": mask["input_key"], "mask_token": mask["upload_token"]}
             accepted = (await client.post("/v1/jobs", json=request)).raise_for_status().json()
             job_ids.append(accepted["job_id"])
         for job_id in job_ids:

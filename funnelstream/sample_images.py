@@ -32,10 +32,18 @@ def sample_mask_png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-async def upload_image(collector: httpx.AsyncClient, body: bytes) -> dict[str, Any]:
-    """Ask the collector for a presigned PUT and put the bytes to the object store; returns the ticket."""
-    ticket = (await collector.post("/v1/uploads", json={"content_type": "image/png"})).raise_for_status().json()
+async def upload_image(
+    collector: httpx.AsyncClient, body: bytes, anonymous_id: str, content_type: str = "image/png"
+) -> dict[str, Any]:
+    """Ask the collector for an upload for this device and post the bytes to the object store.
+
+    Returns the ticket: its ``input_key`` and ``upload_token`` go with a job of the same ``anonymous_id``.
+    """
+    request = {"content_type": content_type, "anonymous_id": anonymous_id}
+    ticket = (await collector.post("/v1/uploads", json=request)).raise_for_status().json()
     # Its own client: the collector's write key has no business in a request to the object store.
     async with httpx.AsyncClient(timeout=30) as store:
-        (await store.put(ticket["upload_url"], content=body, headers=ticket["headers"])).raise_for_status()
+        # The policy's fields first, the file last, as S3 form uploads require.
+        files = {"file": ("image", body, content_type)}
+        (await store.post(ticket["upload_url"], data=ticket["fields"], files=files)).raise_for_status()
     return dict(ticket)

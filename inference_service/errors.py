@@ -37,6 +37,21 @@ class CorruptImage(JobFailed):
         super().__init__(field, f"object {key!r} is not a readable image: {detail}")
 
 
+class InputTooLarge(JobFailed):
+    def __init__(self, field: str, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(field, f"object {key!r} is too large: {detail}")
+
+
+class OutputTooLarge(JobFailed):
+    def __init__(self, width: int, height: int, scale: int, max_pixels: int) -> None:
+        super().__init__(
+            "params.scale",
+            f"a {width}x{height} image ×{scale} would be {width * scale}x{height * scale} pixels, "
+            f"over the output limit of {max_pixels}",
+        )
+
+
 class MaskMismatch(JobFailed):
     def __init__(self, image_size: tuple[int, int], mask_size: tuple[int, int]) -> None:
         self.image_size = image_size

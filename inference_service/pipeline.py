@@ -32,11 +32,19 @@ from funnelstream.contract import (
 )
 from funnelstream.errors import FieldError, TransientError
 from funnelstream.kafka import dead_letter
-from inference_service.errors import InputMissing, JobAbandoned, JobFailed, MaskMismatch, UndecodableJob
-from inference_service.images import RGB, Mask, decode_image, decode_mask, encode_png
+from inference_service.errors import (
+    CorruptImage,
+    InputMissing,
+    InputTooLarge,
+    JobAbandoned,
+    JobFailed,
+    MaskMismatch,
+    UndecodableJob,
+)
+from inference_service.images import IMAGE_FORMATS, RGB, Limits, Mask, decode_image, decode_mask, encode_png
 from inference_service.models.registry import ModelRegistry, RestorationModel
 from inference_service.settings import InferenceConfig
-from inference_service.store import ObjectNotFound, ObjectStore, object_url
+from inference_service.store import ObjectNotFound, ObjectStore, ObjectTooLarge, StoredObject, object_url
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +150,28 @@ class JobProcessor:
                 return self._restore(job, timings, abandoned)
         raise AssertionError("unreachable: tenacity reraises")
 
-    def _fetch_image(self, field_name: str, key: str) -> RGB:
+    def _fetch(self, field_name: str, key: str) -> StoredObject:
+        """An uploaded object within the byte limit, stored as an image type; not decoded yet."""
         try:
-            data = self.store.get(key)
+            stored = self.store.read(key, self.config.max_input_bytes)
         except ObjectNotFound:
             raise InputMissing(field_name, key) from None
-        return decode_image(data, field=field_name, key=key, max_pixels=self.config.max_image_pixels)
+        except ObjectTooLarge as exc:
+            raise InputTooLarge(field_name, key, f"over the limit of {exc.max_bytes} bytes") from None
+        content_type = (stored.content_type or "").split(";", 1)[0].strip().lower()
+        if content_type not in IMAGE_FORMATS.values():
+            raise CorruptImage(field_name, key, f"stored as {stored.content_type!r}, not as an image type")
+        return StoredObject(stored.data, content_type)
+
+    def _fetch_image(self, field_name: str, key: str, scale: int = 1) -> RGB:
+        stored = self._fetch(field_name, key)
+        limits = Limits(self.config.max_image_pixels, self.config.max_output_pixels, scale)
+        return decode_image(stored.data, field=field_name, key=key, limits=limits, content_type=stored.content_type)
 
     def _fetch_mask(self, key: str, image: RGB) -> Mask:
-        try:
-            data = self.store.get(key)
-        except ObjectNotFound:
-            raise InputMissing("mask_key", key) from None
-        mask = decode_mask(data, field="mask_key", key=key, max_pixels=self.config.max_image_pixels)
+        stored = self._fetch("mask_key", key)
+        limits = Limits(self.config.max_image_pixels)
+        mask = decode_mask(stored.data, field="mask_key", key=key, limits=limits, content_type=stored.content_type)
         if mask.shape != image.shape[:2]:
             raise MaskMismatch((image.shape[1], image.shape[0]), (mask.shape[1], mask.shape[0]))
         return mask
@@ -162,7 +179,7 @@ class JobProcessor:
     def _restore(self, job: InferenceJob, timings: Timings, abandoned: Callable[[], bool]) -> Completed:
         model: RestorationModel = self.registry.restoration_for(job.inference_id, job.inference_name)
         started = time.perf_counter()
-        image = self._fetch_image("input_key", job.input_key)
+        image = self._fetch_image("input_key", job.input_key, model.output_scale(job.params))
         mask = None
         if model.needs_mask:
             if job.mask_key is None:

@@ -28,7 +28,12 @@ class InferenceConfig(BaseModel):
     transient_retry_s: float = Field(default=60.0, ge=0)
     """How long a job keeps retrying an object store (or other dependency) that looks away; a restart of
     the store should cost latency, not failed jobs. Keep it below ``job_timeout_s``."""
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_image_pixels: int = Field(default=16_000_000, ge=1)
+    """Largest input (or mask) a job decodes, in pixels, read from the image's header before decoding."""
+    max_output_pixels: int = Field(default=16_000_000, ge=1)
+    """Largest image a job may produce (an enhance multiplies the input's pixels by its scale squared)."""
+    max_input_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    """Largest stored input or mask a job reads; keep it at least the collector's ``max_upload_bytes``."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(default=None, ge=1)

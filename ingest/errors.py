@@ -52,6 +52,13 @@ class OriginRefused(IngestError):
     code = "origin_not_allowed"
 
 
+class UploadTokenRefused(IngestError):
+    """A job named an upload without the token POST /v1/uploads gave its device for it."""
+
+    status_code = 403
+    code = "upload_token_refused"
+
+
 class PayloadTooLarge(IngestError):
     status_code = 413
     code = "payload_too_large"

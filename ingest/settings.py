@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Self
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from funnelstream.errors import ConfigurationError
 from funnelstream.experiments.settings import ExperimentsConfig
@@ -14,6 +14,7 @@ from funnelstream.topics import Topic
 
 DEV_WRITE_KEY = "fs-dev-write-key"
 DEV_SOURCE = "dev"
+DEV_UPLOAD_TOKEN_SECRET = "fs-dev-upload-token-secret"  # noqa: S105 -- refused in prod by IngestSettings
 DEV_SERVER_WRITE_KEY = "fs-dev-server-key"
 """Local key of a server-side sender (the demo's simulated backend), which may bind user ids."""
 DEV_SERVER_SOURCE = "dev-server"
@@ -86,7 +87,14 @@ class IngestConfig(BaseModel):
     """Take the client IP from X-Forwarded-For; only behind a proxy that sets it."""
     ipv4_prefix: int = Field(default=24, ge=0, le=32)
     ipv6_prefix: int = Field(default=48, ge=0, le=128)
-    upload_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    upload_url_ttl_s: int = Field(default=300, ge=60, le=7 * 24 * 3600)
+    """Lifetime of an upload's POST policy; within it the same key can be posted to again."""
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    """Largest image an upload's POST policy admits (its content-length-range)."""
+    max_job_body_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
+    """Body limit of POST /v1/uploads and /v1/jobs, read only after the write key is admitted."""
+    upload_token_secret: SecretStr = SecretStr(DEV_UPLOAD_TOKEN_SECRET)
+    """Key of the HMAC that binds an upload to its device; every collector instance needs the same."""
     result_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     results_consumer: bool = True
     """Follow inference.results so GET /v1/jobs/{job_id} can answer; off only in tests."""
@@ -108,6 +116,12 @@ class IngestConfig(BaseModel):
 class IngestSettings(ServiceSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+
+    @model_validator(mode="after")
+    def _no_dev_upload_secret_in_prod(self) -> Self:
+        if self.environment == "prod" and self.ingest.upload_token_secret.get_secret_value() == DEV_UPLOAD_TOKEN_SECRET:
+            raise ConfigurationError("FS_INGEST__UPLOAD_TOKEN_SECRET must be set in prod; the dev default is public")
+        return self
 
     @model_validator(mode="after")
     def _no_dev_key_in_prod(self) -> Self:

@@ -45,6 +45,10 @@ class RestorationModel(Protocol):
     @property
     def needs_mask(self) -> bool: ...
 
+    def output_scale(self, params: Mapping[str, Any]) -> int:
+        """How many times wider (and taller) the output is than the input; known before the image is decoded."""
+        ...
+
     def run(self, image: RGB, mask: Mask | None, params: Mapping[str, Any]) -> RGB: ...
 
 
@@ -76,6 +80,10 @@ class ClassicalModel:
     needs_mask: bool = False
     version: str = classical.CLASSICAL_VERSION
     device: str = "cpu"
+    scale_of: Callable[[Mapping[str, Any]], int] = lambda _: 1
+
+    def output_scale(self, params: Mapping[str, Any]) -> int:
+        return self.scale_of(params)
 
     def run(self, image: RGB, mask: Mask | None, params: Mapping[str, Any]) -> RGB:
         return self.function(image, mask, params)
@@ -100,6 +108,9 @@ class TorchRestorationModel:
     def device(self) -> str:
         return str(self.model.device)
 
+    def output_scale(self, params: Mapping[str, Any]) -> int:
+        return _scale_of(params, self.default_scale) if self.task == ENHANCE else 1
+
     def run(self, image: RGB, mask: Mask | None, params: Mapping[str, Any]) -> RGB:
         if self.needs_mask:
             return self.model.restore(image, _required(mask))
@@ -123,6 +134,7 @@ def classical_models(config: InferenceConfig) -> dict[str, RestorationModel]:
             lambda image, _, params: classical.upscale_lanczos_unsharp(
                 image, _scale_of(params, config.enhance_default_scale)
             ),
+            scale_of=lambda params: _scale_of(params, config.enhance_default_scale),
         ),
         DEBLUR: ClassicalModel(
             DEBLUR,

@@ -1,4 +1,10 @@
-"""POST /v1/jobs submits a segment or restore job; GET /v1/jobs/{job_id} tells how it went."""
+"""POST /v1/jobs submits a segment or restore job; GET /v1/jobs/{job_id} tells how it went.
+
+Invariant: the write key is admitted before any body byte is read, and at most
+``max_job_body_bytes`` are read. A job runs only on uploads made for its own ``anonymous_id``: its
+input (and mask) come with the upload tokens POST /v1/uploads gave that device. Job ids are made
+here, never by the client, so no request can aim at another job's objects or result.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +19,41 @@ from pydantic import ValidationError
 
 from funnelstream.contract import EventType, InferenceJob, InferenceResult, JobKind, JobStatus
 from funnelstream.errors import ContractError, FieldError
+from funnelstream.objectstore import input_id_of_key
 from ingest.access import Source
-from ingest.errors import InvalidEvent
+from ingest.errors import InvalidEvent, UploadTokenRefused
 from ingest.pipeline import prepare_event
-from ingest.routes.common import authorized_source, error_responses, field_errors
+from ingest.routes.common import KeyFirstRoute, admitted_source, authorized_source, error_responses, field_errors
 from ingest.schemas import JobAccepted, JobRequest, JobState
 from ingest.state import IngestState, state_of
+from ingest.upload_tokens import token_matches
 from ingest.web import cors_headers, json_response, preflight
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=KeyFirstRoute)
+
+
+def check_uploads(state: IngestState, job: JobRequest) -> None:
+    """The job's input, and its mask if any, are uploads made for the job's anonymous_id."""
+    if input_id_of_key(job.input_key) != job.input_id:
+        raise InvalidEvent(
+            "input_key does not name input_id",
+            errors=[FieldError("input_key", "must be the key returned by POST /v1/uploads for this input_id")],
+        )
+    if (job.mask_key is None) != (job.mask_token is None):
+        field = "mask_token" if job.mask_token is None else "mask_key"
+        raise InvalidEvent("a mask needs both mask_key and mask_token", errors=[FieldError(field, "required")])
+    secret = state.config.upload_token_secret
+    uploads = [("input_token", job.input_token, job.input_id, job.input_key)]
+    if job.mask_key is not None and job.mask_token is not None:
+        mask_id = input_id_of_key(job.mask_key)
+        assert mask_id is not None  # the model's pattern admits input keys only
+        uploads.append(("mask_token", job.mask_token, mask_id, job.mask_key))
+    for field, token, input_id, key in uploads:
+        if not token_matches(secret, token, input_id, key, job.anonymous_id):
+            raise UploadTokenRefused(
+                f"{field} is not the token of {key} for this anonymous_id",
+                errors=[FieldError(field, "must be the upload_token that POST /v1/uploads gave this key and device")],
+            )
 
 
 @router.post(
@@ -31,23 +63,21 @@ router = APIRouter(tags=["jobs"])
     description=(
         "The job goes to inference.jobs keyed by input_id. A restore job also records an "
         "`inference_requested` event; a segment job records none (the inference service emits "
-        "`segments_proposed` when it finishes). 202 means both are stored in Kafka."
+        "`segments_proposed` when it finishes). 202 means both are stored in Kafka. The input (and a "
+        "mask) must come with the `upload_token` of its upload, made for the same `anonymous_id` "
+        "(403 otherwise); the job id is made here and returned."
     ),
     response_model=JobAccepted,
-    responses=error_responses(401, 403, 429, 503),
+    responses=error_responses(401, 403, 413, 429, 503),
 )
 async def submit_job(
-    request: Request, job: JobRequest, source: Annotated[Source, Depends(authorized_source)]
+    request: Request, job: JobRequest, source: Annotated[Source, Depends(admitted_source)]
 ) -> Response:
     state = state_of(request)
     config = state.config
-    if str(job.input_id) not in job.input_key:
-        raise InvalidEvent(
-            "input_key does not name input_id",
-            errors=[FieldError("input_key", "must be the key returned by POST /v1/uploads for this input_id")],
-        )
+    check_uploads(state, job)
     now = datetime.now(UTC)
-    job_id = job.job_id or uuid.uuid4()
+    job_id = uuid.uuid4()
     try:
         record = InferenceJob(
             job_id=job_id,

@@ -7,7 +7,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var image = $("image"), mask = $("mask");
   var ctx = image.getContext("2d"), maskCtx = mask.getContext("2d");
-  var state = { inputId: null, inputKey: null, tool: null, jobId: null, resultUrl: null, proposals: [], drawScale: 1 };
+  var state = { inputId: null, inputKey: null, inputToken: null, tool: null, jobId: null, resultUrl: null, proposals: [], drawScale: 1 };
 
   function log(line) { $("log").textContent = line + "\n" + $("log").textContent; }
 
@@ -32,8 +32,14 @@
   function done(step) { $("step-" + step).classList.add("done"); }
 
   function upload(blob, contentType) {
-    return api("POST", "/v1/uploads", { content_type: contentType }).then(function (ticket) {
-      return fetch(ticket.upload_url, { method: "PUT", body: blob, headers: ticket.headers }).then(function (res) {
+    // The ticket's token binds the upload to this device: jobs on it send it with the same anonymous_id.
+    return api("POST", "/v1/uploads", { content_type: contentType, anonymous_id: fs.anonymousId() }).then(function (ticket) {
+      if (blob.size > ticket.max_bytes) throw new Error("image too large: " + blob.size + " bytes, at most " + ticket.max_bytes);
+      // A signed POST policy: its fields first, the file last.
+      var form = new FormData();
+      Object.keys(ticket.fields).forEach(function (name) { form.append(name, ticket.fields[name]); });
+      form.append("file", blob);
+      return fetch(ticket.upload_url, { method: "POST", body: form }).then(function (res) {
         if (!res.ok) throw new Error("upload failed: " + res.status);
         return ticket;
       });
@@ -51,6 +57,7 @@
       upload(blob, contentType).then(function (ticket) {
         state.inputId = ticket.input_id;
         state.inputKey = ticket.input_key;
+        state.inputToken = ticket.upload_token;
         track("image_uploaded", {
           input_id: ticket.input_id, input_url: ticket.input_key, width: img.width, height: img.height,
           size_bytes: blob.size, content_type: contentType
@@ -127,7 +134,8 @@
     if (state.tool !== "segmentation") return;
     $("proposals-note").textContent = "finding regions…";
     api("POST", "/v1/jobs", {
-      kind: "segment", input_id: state.inputId, input_key: state.inputKey, anonymous_id: fs.anonymousId()
+      kind: "segment", input_id: state.inputId, input_key: state.inputKey, input_token: state.inputToken,
+      anonymous_id: fs.anonymousId()
     }).then(function (accepted) { return waitForJob(accepted.job_id); })
       .then(function (job) { return job.proposals_url ? fetch(job.proposals_url).then(function (r) { return r.json(); }) : { proposals: [] }; })
       .then(function (doc) {
@@ -160,12 +168,13 @@
   function run() {
     var option = $("inference").selectedOptions[0];
     var inferenceId = Number(option.value), name = option.dataset.name;
-    var maskKey = name === "remove_object" ? maskBlob().then(function (b) { return upload(b, "image/png"); }).then(function (t) { return t.input_key; }) : Promise.resolve(null);
+    var maskUpload = name === "remove_object" ? maskBlob().then(function (b) { return upload(b, "image/png"); }) : Promise.resolve(null);
     $("job-status").textContent = "submitting…";
-    maskKey.then(function (key) {
+    maskUpload.then(function (mask) {
       return api("POST", "/v1/jobs", {
-        kind: "restore", input_id: state.inputId, input_key: state.inputKey, anonymous_id: fs.anonymousId(),
-        inference_id: inferenceId, inference_name: name, mask_key: key || undefined,
+        kind: "restore", input_id: state.inputId, input_key: state.inputKey, input_token: state.inputToken,
+        anonymous_id: fs.anonymousId(), inference_id: inferenceId, inference_name: name,
+        mask_key: mask ? mask.input_key : undefined, mask_token: mask ? mask.upload_token : undefined,
         experiments: fs.experiments()
       });
     }).then(function (accepted) { log("inference_requested (by the collector) " + accepted.job_id.slice(0, 8)); state.jobId = accepted.job_id; return waitForJob(accepted.job_id); })

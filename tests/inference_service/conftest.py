@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import mimetypes
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,15 +11,20 @@ import pytest
 from PIL import Image
 
 from funnelstream.contract import InferenceJob, JobKind
-from inference_service.store import ObjectNotFound
+from inference_service.store import ObjectNotFound, ObjectTooLarge, StoredObject
 
 
 class MemoryStore:
-    """The object store boundary, in memory, for the processing tests."""
+    """The object store boundary, in memory, for the processing tests.
+
+    An object set straight into ``objects`` has the content type its key's extension names, as if
+    uploaded under the policy of its key; ``content_types`` overrides it.
+    """
 
     def __init__(self, bucket: str = "test-bucket") -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
+        self.content_types: dict[str, str] = {}
         self.puts = 0
 
     def get(self, key: str) -> bytes:
@@ -26,9 +32,16 @@ class MemoryStore:
             raise ObjectNotFound(key)
         return self.objects[key]
 
+    def read(self, key: str, max_bytes: int) -> StoredObject:
+        data = self.get(key)
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(key, len(data), max_bytes)
+        return StoredObject(data, self.content_types.get(key) or mimetypes.guess_type(key)[0])
+
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self.puts += 1
         self.objects[key] = data
+        self.content_types[key] = content_type
 
 
 def png(array: np.ndarray) -> bytes:

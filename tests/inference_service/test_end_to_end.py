@@ -274,7 +274,10 @@ def test_remove_object_job_writes_mask_and_result_pair(
     running.stop()
 
 
-@pytest.mark.parametrize("service_options", [{"job_timeout_s": 0.3, "max_in_flight": 1}])
+# The slow job's output (6000x6000) is over the default output limit, which would fail it at once.
+@pytest.mark.parametrize(
+    "service_options", [{"job_timeout_s": 0.3, "max_in_flight": 1, "max_output_pixels": 40_000_000}]
+)
 def test_a_job_past_its_timeout_is_failed_and_the_next_one_runs(
     service: tuple[Topics, InferenceSettings, RunningWorker], kafka: KafkaConfig, minio_client: Any, s3: Any
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import uuid
 from collections.abc import Callable
@@ -66,6 +67,7 @@ def test_the_dev_key_works_only_where_configured(make_client: Callable[..., Test
 def test_prod_refuses_the_dev_write_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FS_ENVIRONMENT", "prod")
     monkeypatch.setenv("FS_S3__SECRET_KEY", "a-real-secret")
+    monkeypatch.setenv("FS_INGEST__UPLOAD_TOKEN_SECRET", "a-real-upload-secret")
     with pytest.raises((ConfigurationError, ValueError), match="dev write key"):
         IngestSettings(_env_file=None)  # type: ignore[call-arg]
     sources = '{"web": {"write_key_sha256": ["' + "a" * 64 + '"]}}'
@@ -407,33 +409,51 @@ def test_shutdown_flushes_the_producer(make_client: Callable[..., TestClient], f
 # --- uploads and jobs ------------------------------------------------------------------------------
 
 
-def test_upload_returns_a_presigned_put_url_for_a_new_input(client: TestClient) -> None:
-    response = client.post("/v1/uploads", json={"content_type": "image/png"}, headers=KEY)
+UPLOAD = {"content_type": "image/png", "anonymous_id": "device-7f3a"}
+
+
+def test_upload_returns_a_post_policy_and_token_for_a_new_input(client: TestClient) -> None:
+    response = client.post("/v1/uploads", json=UPLOAD, headers=KEY)
     assert response.status_code == 200
     ticket = response.json()
     input_id = uuid.UUID(ticket["input_id"])
     assert ticket["input_key"].startswith("inputs/") and ticket["input_key"].endswith(f"{input_id}.png")
-    assert ticket["method"] == "PUT"
-    assert ticket["input_key"] in ticket["upload_url"]
-    assert "X-Amz-Signature=" in ticket["upload_url"]
-    assert client.post("/v1/uploads", json={"content_type": "image/png"}).status_code == 401
-    assert client.post("/v1/uploads", json={"content_type": "text/html"}, headers=KEY).status_code == 422
+    assert (
+        ticket["method"] == "POST"
+        and ticket["upload_url"] == "http://unit-tests-reach-no-service.invalid:9/funnelstream"
+    )
+    fields = ticket["fields"]
+    assert fields["key"] == ticket["input_key"] and fields["Content-Type"] == "image/png"
+    policy = orjson.loads(base64.b64decode(fields["policy"]))
+    assert ["eq", "$key", ticket["input_key"]] in policy["conditions"]
+    assert ["eq", "$Content-Type", "image/png"] in policy["conditions"]
+    assert ["content-length-range", 1, ticket["max_bytes"]] in policy["conditions"]
+    assert fields["x-amz-signature"] and ticket["upload_token"]
+    assert client.post("/v1/uploads", json=UPLOAD).status_code == 401
+    assert client.post("/v1/uploads", json={**UPLOAD, "content_type": "text/html"}, headers=KEY).status_code == 422
+    anonymous = client.post("/v1/uploads", json={"content_type": "image/png"}, headers=KEY)
+    assert anonymous.status_code == 422 and anonymous.json()["errors"][0]["field"] == "anonymous_id"
 
 
 def test_upload_url_uses_the_public_endpoint(make_client: Callable[..., TestClient]) -> None:
     settings = unit_settings()
     settings.s3.public_endpoint = "images.example.com"
     client = make_client(settings)
-    ticket = client.post("/v1/uploads", json={"content_type": "image/jpeg"}, headers=KEY).json()
+    ticket = client.post("/v1/uploads", json={**UPLOAD, "content_type": "image/jpeg"}, headers=KEY).json()
     assert ticket["upload_url"].startswith("http://images.example.com/")
 
 
-def _job(kind: str, **extra: Any) -> dict[str, Any]:
-    input_id = uuid.uuid4()
+def _upload(client: TestClient, anonymous_id: str = "device-7f3a") -> dict[str, Any]:
+    return dict(client.post("/v1/uploads", json={**UPLOAD, "anonymous_id": anonymous_id}, headers=KEY).json())
+
+
+def _job(client: TestClient, kind: str, **extra: Any) -> dict[str, Any]:
+    ticket = _upload(client)
     return {
         "kind": kind,
-        "input_id": str(input_id),
-        "input_key": f"inputs/2026/11/26/{input_id}.png",
+        "input_id": ticket["input_id"],
+        "input_key": ticket["input_key"],
+        "input_token": ticket["upload_token"],
         "anonymous_id": "device-7f3a",
         **extra,
     }
@@ -442,7 +462,8 @@ def _job(kind: str, **extra: Any) -> dict[str, Any]:
 def test_restore_job_goes_to_inference_jobs_and_emits_inference_requested(
     client: TestClient, fake_producer: FakeProducer
 ) -> None:
-    request = _job("restore", inference_id=1, mask_key="masks/2026/11/26/m.png")
+    mask = _upload(client)
+    request = _job(client, "restore", inference_id=1, mask_key=mask["input_key"], mask_token=mask["upload_token"])
     response = client.post("/v1/jobs", json=request, headers=KEY)
     assert response.status_code == 202
     job_id = response.json()["job_id"]
@@ -459,19 +480,65 @@ def test_restore_job_goes_to_inference_jobs_and_emits_inference_requested(
 
 
 def test_segment_job_emits_no_funnel_event(client: TestClient, fake_producer: FakeProducer) -> None:
-    response = client.post("/v1/jobs", json=_job("segment", points=[[10, 20]]), headers=KEY)
+    response = client.post("/v1/jobs", json=_job(client, "segment", points=[[10, 20]]), headers=KEY)
     assert response.status_code == 202
     assert len(fake_producer.on(str(Topic.INFERENCE_JOBS))) == 1
     assert fake_producer.on(RAW) == []
 
 
 def test_invalid_jobs_are_422(client: TestClient, fake_producer: FakeProducer) -> None:
-    no_inference = client.post("/v1/jobs", json=_job("restore"), headers=KEY)
+    no_inference = client.post("/v1/jobs", json=_job(client, "restore"), headers=KEY)
     assert no_inference.status_code == 422
     assert no_inference.json()["errors"][0]["field"] == "inference_id"
-    wrong_key = {**_job("segment"), "input_key": "inputs/2026/11/26/other.png"}
+    wrong_key = {**_job(client, "segment"), "input_key": "inputs/2026/11/26/other.png"}
     assert client.post("/v1/jobs", json=wrong_key, headers=KEY).json()["errors"][0]["field"] == "input_key"
+    other_input = {**_job(client, "segment"), "input_id": str(uuid.uuid4())}
+    assert client.post("/v1/jobs", json=other_input, headers=KEY).json()["errors"][0]["field"] == "input_key"
+    mask = _upload(client)
+    half_mask = _job(client, "restore", inference_id=1, mask_key=mask["input_key"])
+    assert client.post("/v1/jobs", json=half_mask, headers=KEY).json()["errors"][0]["field"] == "mask_token"
+    chosen_id = client.post("/v1/jobs", json={**_job(client, "segment"), "job_id": str(uuid.uuid4())}, headers=KEY)
+    assert chosen_id.status_code == 422 and chosen_id.json()["errors"][0]["field"] == "job_id"
     assert fake_producer.delivered == []
+
+
+def test_a_job_needs_the_upload_tokens_of_its_own_device(client: TestClient, fake_producer: FakeProducer) -> None:
+    job = _job(client, "segment")
+    forged = client.post("/v1/jobs", json={**job, "input_token": "A" * 43}, headers=KEY)
+    assert forged.status_code == 403 and forged.json()["errors"][0]["field"] == "input_token"
+    other_device = client.post("/v1/jobs", json={**job, "anonymous_id": "someone-else"}, headers=KEY)
+    assert other_device.status_code == 403 and other_device.json()["errors"][0]["field"] == "input_token"
+    foreign_mask = _upload(client, anonymous_id="someone-else")
+    masked = {**job, "kind": "restore", "inference_id": 1}
+    refused = client.post(
+        "/v1/jobs", json={**masked, "mask_key": foreign_mask["input_key"], "mask_token": foreign_mask["upload_token"]},
+        headers=KEY)  # fmt: skip
+    assert refused.status_code == 403 and refused.json()["errors"][0]["field"] == "mask_token"
+    assert fake_producer.delivered == []
+
+
+def test_job_fields_are_bounded_and_named(client: TestClient) -> None:
+    job = _job(client, "restore", inference_id=2)
+    cases = {
+        "params": {"params": {f"k{i}": i for i in range(17)}},
+        "params.scale": {"params": {"scale": {"nested": [1, 2]}}},
+        "points": {"points": [[1, 2]] * 65},
+        "box.0": {"box": [-1, 0, 10, 10]},
+        "mask_key": {"mask_key": "results/2026/11/26/x.png", "mask_token": "t"},
+    }
+    for field, change in cases.items():
+        response = client.post("/v1/jobs", json={**job, **change}, headers=KEY)
+        assert response.status_code == 422, (field, response.text)
+        assert any(error["field"].startswith(field) for error in response.json()["errors"]), (field, response.text)
+    too_large = client.post("/v1/jobs", json={**job, "params": {"x": "a" * 40_000}}, headers=KEY)
+    assert too_large.status_code == 413
+
+
+def test_prod_refuses_the_dev_upload_token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FS_ENVIRONMENT", "prod")
+    monkeypatch.setenv("FS_S3__SECRET_KEY", "a-real-secret")
+    with pytest.raises((ConfigurationError, ValueError), match="FS_INGEST__UPLOAD_TOKEN_SECRET"):
+        IngestSettings(_env_file=None)  # type: ignore[call-arg]
 
 
 def test_job_status_is_queued_until_a_result_arrives(client: TestClient) -> None:
@@ -594,9 +661,9 @@ def test_the_demo_page_and_tracker_are_served(make_client: Callable[..., TestCli
 
 def test_a_page_served_by_the_collector_itself_is_not_cross_origin(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
-    own = client.post("/v1/uploads", json={"content_type": "image/png"}, headers={
+    own = client.post("/v1/uploads", json=UPLOAD, headers={
         "X-Write-Key": WEB_KEY, "Origin": "http://testserver"})  # fmt: skip
     assert own.status_code == 200, own.text
-    foreign = client.post("/v1/uploads", json={"content_type": "image/png"}, headers={
+    foreign = client.post("/v1/uploads", json=UPLOAD, headers={
         "X-Write-Key": WEB_KEY, "Origin": "http://evil.example"})  # fmt: skip
     assert foreign.status_code == 403

@@ -76,13 +76,17 @@ def test_accepted_events_are_in_kafka_keyed_by_device_and_invalid_ones_in_the_dl
 def test_job_results_from_inference_results_are_served(
     live_client: TestClient, kafka: KafkaConfig, topics: dict[str, str]
 ) -> None:
-    input_id = uuid.uuid4()
+    ticket = live_client.post(
+        "/v1/uploads", json={"content_type": "image/png", "anonymous_id": "device-1"}, headers={"X-Write-Key": KEY}
+    ).json()
+    input_id = uuid.UUID(ticket["input_id"])
     submitted = live_client.post(
         "/v1/jobs",
         json={
             "kind": "segment",
             "input_id": str(input_id),
-            "input_key": f"inputs/2026/11/26/{input_id}.png",
+            "input_key": ticket["input_key"],
+            "input_token": ticket["upload_token"],
             "anonymous_id": "device-1",
             "points": [[1.0, 2.0]],
         },

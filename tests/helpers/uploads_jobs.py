@@ -1,0 +1,202 @@
+"""The real collector (and inference service) as processes, for the upload and job attack reproductions.
+
+Each run has its own topics and consumer group (a namespace), so jobs of other runs never reach it.
+What the tests measure of a process (its resident memory) is read from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import io
+import select
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from funnelstream.pipeline import Ports, create_namespace_topics, delete_namespace_topics, namespaced_env
+from funnelstream.processes import ServiceProcess
+from funnelstream.settings import KafkaConfig, ObjectStoreConfig
+from ingest.settings import DEV_WRITE_KEY
+
+KEY = {"X-Write-Key": DEV_WRITE_KEY}
+MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The most resident memory the process has held so far (VmHWM): a peak, not a moment."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def pid_of(service: ServiceProcess) -> int:
+    assert service.process is not None
+    return service.process.pid
+
+
+@dataclass
+class Services:
+    ingest: ServiceProcess
+    inference: ServiceProcess | None
+    ingest_url: str
+    inference_url: str | None
+
+
+@contextmanager
+def running_services(
+    workdir: Path,
+    kafka: KafkaConfig,
+    s3: ObjectStoreConfig,
+    *,
+    inference: bool,
+    env: dict[str, str] | None = None,
+) -> Iterator[Services]:
+    """The collector, and the inference service if asked, on a namespace of their own."""
+    namespace = f"sec-{uuid.uuid4().hex[:8]}"
+    create_namespace_topics(kafka, namespace)
+    ports = Ports(ingest=free_port(), inference=free_port())
+    settings = {
+        **namespaced_env(namespace),
+        "FS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "FS_S3__ENDPOINT": s3.endpoint,
+        "FS_S3__BUCKET": s3.bucket,
+        "FS_INGEST__EXPERIMENTS_ENABLED": "false",
+        "FS_INGEST__DEMO_PAGE": "false",
+        "FS_INFERENCE__WARMUP": "false",
+        "FS_INFERENCE__MAX_IN_FLIGHT": "1",
+        "FS_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    logs = workdir / "logs"
+    local = "127.0.0.1"
+    ingest = ServiceProcess(
+        "ingest", ["ingest", "serve", "--host", local, "--port", str(ports.ingest)], logs, settings,
+        ready_url=f"http://{local}:{ports.ingest}/readyz",
+    )  # fmt: skip
+    worker = None
+    if inference:
+        worker = ServiceProcess(
+            "inference", ["inference", "serve", "--port", str(ports.inference)], logs, settings,
+            ready_url=f"http://{local}:{ports.inference}/readyz",
+        )  # fmt: skip
+    started = [service for service in (worker, ingest) if service is not None]
+    try:
+        for service in started:
+            service.start()
+        for service in started:
+            service.wait_ready(180)
+        yield Services(
+            ingest,
+            worker,
+            f"http://{local}:{ports.ingest}",
+            f"http://{local}:{ports.inference}" if worker else None,
+        )
+    finally:
+        for service in started:
+            service.stop()
+        delete_namespace_topics(kafka, namespace)
+
+
+def flat_png(width: int, height: int) -> bytes:
+    """One colour: a file of a few tens of KB that declares (and decodes to) a large image."""
+    out = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def upload(client: httpx.Client, anonymous_id: str, body: bytes, content_type: str = "image/png") -> dict[str, Any]:
+    """An upload as a browser makes it: a ticket from the collector, then a form POST to the store."""
+    ticket = client.post("/v1/uploads", json={"content_type": content_type, "anonymous_id": anonymous_id})
+    assert ticket.status_code == 200, ticket.text
+    answer = dict(ticket.json())
+    stored = post_form(answer, body, content_type)
+    assert stored.status_code in (200, 201, 204), stored.text
+    return answer
+
+
+def post_form(ticket: dict[str, Any], body: bytes, content_type: str, **fields: str) -> httpx.Response:
+    """POST a file under a ticket's policy; ``fields`` replace the ticket's own (as an attacker would)."""
+    with httpx.Client(timeout=60) as store:
+        files = {"file": ("image", body, content_type)}
+        return store.post(ticket["upload_url"], data={**ticket["fields"], **fields}, files=files)
+
+
+def job_request(ticket: dict[str, Any], anonymous_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "restore",
+        "inference_id": 3,
+        "inference_name": "deblur",
+        "input_id": ticket["input_id"],
+        "input_key": ticket["input_key"],
+        "input_token": ticket["upload_token"],
+        "anonymous_id": anonymous_id,
+        **extra,
+    }
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    """The job's state once it is no longer queued."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = client.get(f"/v1/jobs/{job_id}").json()
+        if state["status"] != "queued":
+            return dict(state)
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still queued after {timeout_s}s")
+
+
+@dataclass
+class RawAnswer:
+    status: int | None
+    sent_bytes: int
+    head: bytes
+
+
+def stream_body(url: str, path: str, size: int, headers: dict[str, str], *, chunked: bool = False) -> RawAnswer:
+    """POST ``size`` bytes as a client that keeps sending; stops once the server has answered.
+
+    A raw socket, because an HTTP client sends the whole body before it reads an answer, and the
+    point is what the server does while a large body is still arriving.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}")
+    chunk = b"[" * 65_536
+    sent = 0
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        try:
+            while sent < size:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break
+                part = chunk[: min(len(chunk), size - sent)]
+                sock.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                sent += len(part)
+            if chunked and sent >= size:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the server stopped reading: its answer, if any, is waiting
+        try:
+            received = sock.recv(65_536)
+        except (ConnectionResetError, TimeoutError):
+            received = b""
+    status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else None
+    return RawAnswer(status, sent, received[:2048])
