@@ -22,8 +22,10 @@ from funnelstream.contract import (
 from inference_service.errors import (
     CorruptImage,
     InputMissing,
+    InputTooLarge,
     JobAbandoned,
     MaskMismatch,
+    OutputTooLarge,
     UndecodableJob,
 )
 from inference_service.models.registry import ModelRegistry
@@ -172,6 +174,37 @@ def test_an_image_over_the_pixel_limit_is_refused(registry: ModelRegistry) -> No
     processor = JobProcessor(registry, store, config)
     with pytest.raises(CorruptImage, match="exceeds the limit"):
         processor.run(make_job(), Timings())
+
+
+def test_an_output_over_the_pixel_limit_fails_before_the_input_is_decoded(registry: ModelRegistry) -> None:
+    store = MemoryStore()
+    store.objects["inputs/2026/01/02/in.png"] = png(scene(100, 100))
+    processor = JobProcessor(registry, store, InferenceConfig(max_output_pixels=100_000))
+    with pytest.raises(OutputTooLarge, match="100x100 image ×4 would be 400x400 pixels") as caught:
+        processor.run(make_job(inference_id=2, params={"scale": 4}), Timings())
+    assert caught.value.field == "params.scale"
+    processor.run(make_job(inference_id=2, params={"scale": 2}), Timings())  # 200x200 fits
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data", "error", "reason"),
+    [
+        ("text/html", b"<html></html>", CorruptImage, "stored as 'text/html', not as an image type"),
+        ("image/jpeg", png(scene(8, 8)), CorruptImage, "a PNG image stored as 'image/jpeg'"),
+        ("image/png", b"GIF89a" + bytes(64), CorruptImage, "not a readable image"),
+        ("image/png", png(scene(8, 8)) + bytes(2_000), InputTooLarge, "over the limit of 1000 bytes"),
+    ],
+)
+def test_a_stored_object_is_checked_before_it_is_decoded(
+    registry: ModelRegistry, content_type: str, data: bytes, error: type[Exception], reason: str
+) -> None:
+    store = MemoryStore()
+    store.objects["inputs/2026/01/02/in.png"] = data
+    store.content_types["inputs/2026/01/02/in.png"] = content_type
+    processor = JobProcessor(registry, store, InferenceConfig(max_input_bytes=1_000))
+    with pytest.raises(error, match=reason) as caught:
+        processor.run(make_job(), Timings())
+    assert caught.value.field == "input_key"  # type: ignore[attr-defined]
 
 
 def test_a_mask_of_the_wrong_size_is_refused(registry: ModelRegistry) -> None:
