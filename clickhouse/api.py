@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import threading
 import time
@@ -20,17 +21,26 @@ from uuid import UUID
 
 import orjson
 from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from clickhouse import queries
 from clickhouse.access import ReadKeyGate
-from clickhouse.backend import Warehouse, open_warehouse
-from clickhouse.errors import QueryError, ReadOnlyViolation, UnknownQuery, WarehouseError
+from clickhouse.analyst import AnalystPool, AnalystResult
+from clickhouse.backend import AnalystEngine, AnalystLimits, Warehouse, open_warehouse
+from clickhouse.errors import (
+    AnalystBusy,
+    LimitExceeded,
+    QueryError,
+    ReadOnlyViolation,
+    UnknownQuery,
+    WarehouseError,
+)
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
-from clickhouse.sqlguard import check_read_only, read_only_settings
 
 log = logging.getLogger("funnelstream.warehouse.api")
 OutputFormat = Literal["json", "csv"]
@@ -42,6 +52,9 @@ ToQuery = Annotated[datetime | None, Query(alias="to", description="end, exclusi
 def _default(value: Any) -> Any:
     if isinstance(value, UUID | Decimal):
         return str(value)
+    if isinstance(value, bytes):
+        # As analyst answers do: bytes that are not UTF-8 become U+FFFD.
+        return value.decode(errors="replace")
     if isinstance(value, timedelta):
         return value.total_seconds()
     raise TypeError(f"cannot serialize {type(value).__name__}")
@@ -65,6 +78,15 @@ def respond(rows: list[dict[str, Any]], output: OutputFormat, started: float, **
     return Response(orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS), media_type="application/json")
 
 
+def respond_result(result: AnalystResult, output: OutputFormat, started: float, **extra: Any) -> Response:
+    """An analyst answer: ClickHouse's own rendering of the rows, in the shape ``respond`` gives."""
+    if output == "csv":
+        return Response(result.body, media_type="text/csv", headers={"X-Truncated": str(result.truncated).lower()})
+    meta = {"row_count": result.rows, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+    meta.update(extra, truncated=result.truncated)
+    return Response(b'{"rows":' + result.body + b"," + orjson.dumps(meta)[1:], media_type="application/json")
+
+
 def _default_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     end = end or datetime.now(UTC)
     start = start or end - timedelta(days=7)
@@ -75,14 +97,17 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+ParameterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
 class SqlRequest(BaseModel):
     sql: str = Field(min_length=1, max_length=100_000)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[ParameterName, Any] = Field(default_factory=dict, max_length=1000)
     format: OutputFormat = "json"
 
 
 class NamedQueryRequest(BaseModel):
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[ParameterName, Any] = Field(default_factory=dict, max_length=1000)
 
 
 class WarehouseState:
@@ -94,6 +119,7 @@ class WarehouseState:
         self.loader: Any = None
         self.loader_thread: threading.Thread | None = None
         self.loader_error: str | None = None
+        self.analysts: AnalystPool | None = None
 
     def start_loader(self) -> None:
         from clickhouse.loader import Loader
@@ -148,12 +174,16 @@ def create_app(
         migrate(engine, cluster=settings.clickhouse.cluster)
         state = WarehouseState(settings, engine)
         app.state.warehouse = state
+        if isinstance(engine, AnalystEngine):
+            state.analysts = AnalystPool(engine, analyst_limits(settings))
         if should_run_loader:
             state.start_loader()
         try:
             yield
         finally:
             state.stop_loader()
+            if state.analysts is not None:
+                state.analysts.close()
             if owned:
                 engine.close()
 
@@ -174,6 +204,22 @@ def create_app(
     @app.exception_handler(QueryError)
     async def _query_failed(_: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"error": "query_failed", "code": exc.code, "detail": exc.message[:2000]}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        # ASCII JSON: an echoed input may hold a lone surrogate, which UTF-8 cannot encode (a 500).
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True, default=str)
+        return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(LimitExceeded)
+    async def _over_limit(_: Request, exc: LimitExceeded) -> JSONResponse:
+        body = {"error": "limit_exceeded", "limit": exc.limit, "setting": exc.setting, "detail": str(exc)}
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(AnalystBusy)
+    async def _busy(_: Request, exc: AnalystBusy) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse({"error": "too_many_queries", "detail": str(exc)}, status_code=429, headers=headers)
 
     @app.exception_handler(UnknownQuery)
     async def _unknown(_: Request, exc: UnknownQuery) -> JSONResponse:
@@ -326,21 +372,25 @@ def create_app(
         started = time.perf_counter()
         return respond(queries.freshness(state_of(request).warehouse, minutes), "json", started)
 
+    def analysts_of(request: Request) -> AnalystPool:
+        pool = state_of(request).analysts
+        if pool is None:
+            raise WarehouseError("this warehouse engine cannot run analyst SQL")
+        return pool
+
     @app.post("/v1/sql")
     def sql(request: Request, body: SqlRequest) -> Response:
         started = time.perf_counter()
-        statement = check_read_only(body.sql)
-        limits = read_only_settings(settings.sql_max_rows, settings.sql_max_seconds)
-        rows = state_of(request).warehouse.query_rows(statement, body.parameters, limits)
-        truncated = len(rows) > settings.sql_max_rows
-        return respond(rows[: settings.sql_max_rows], body.format, started, truncated=truncated)
+        result = analysts_of(request).sql(body.sql, body.parameters, body.format)
+        return respond_result(result, body.format, started)
 
     @app.post("/v1/queries/{name}")
     def named_query(request: Request, name: str, body: Annotated[NamedQueryRequest, Body()]) -> Response:
         started = time.perf_counter()
-        limits = read_only_settings(settings.sql_max_rows, settings.sql_max_seconds)
-        rows = state_of(request).warehouse.query_rows(queries.load(name), body.parameters, limits)
-        return respond(rows[: settings.sql_max_rows], "json", started, query=name)
+        if name not in queries.names():
+            raise UnknownQuery(name, queries.names())
+        result = analysts_of(request).named(queries.load(name), body.parameters)
+        return respond_result(result, "json", started, query=name)
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
@@ -350,6 +400,17 @@ def create_app(
 
     app.include_router(_experiment_results_router(app))
     return app
+
+
+def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:
+    return AnalystLimits(
+        max_rows=settings.sql_max_rows,
+        max_seconds=settings.sql_max_seconds,
+        max_memory_bytes=settings.sql_max_memory_bytes,
+        max_result_bytes=settings.sql_max_result_bytes,
+        max_threads=settings.sql_max_threads,
+        max_concurrent=settings.sql_max_concurrent,
+    )
 
 
 def _experiment_results_router(app: FastAPI) -> Any:

@@ -3,6 +3,10 @@
 The SQL is the same both ways: statements use ClickHouse server-side parameters (``{name:Type}``),
 so a named query file runs unchanged from clickhouse-client, through clickhouse-connect and in
 chdb. Results come back as Arrow so types (UUID, DateTime64, Map) match between engines.
+
+Analyst SQL (statements a client wrote) never runs here: each engine opens an ``AnalystSession``,
+connections of their own whose settings carry every limit, so the loader's session and its lock
+never wait for an analyst and no statement can lift a limit (``readonly=1`` forbids changing any).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import io
 import re
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -91,6 +96,84 @@ def _parameter_text(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset | Mapping):
         return _literal(value)
     return str(value)
+
+
+def _wire_text(value: Any) -> str:
+    """A parameter as chdb takes it: ClickHouse reads a value in its escaped (TSV) text form, so a
+    scalar's backslashes and line breaks are escaped; an array or map is already in quoted form."""
+    text = _parameter_text(value)
+    if text == "\\N" or isinstance(value, list | tuple | set | frozenset | Mapping):
+        return text
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+def _query_error(exc: Exception, sql: str) -> QueryError:
+    message = str(exc)
+    match = _ERROR_CODE.search(message)
+    return QueryError(message, sql=sql, code=int(match.group(1)) if match else None)
+
+
+@dataclass(frozen=True)
+class AnalystLimits:
+    """What one analyst statement may use; each becomes a setting of the session that runs it."""
+
+    max_rows: int
+    max_seconds: float
+    max_memory_bytes: int
+    max_result_bytes: int
+    max_threads: int
+    max_concurrent: int
+
+
+def analyst_settings(limits: AnalystLimits, *, readonly: int = 1, result_limits: bool = True) -> dict[str, Any]:
+    """The session settings of analyst SQL, in the order they must be set: ``readonly`` last.
+
+    ``readonly=1`` forbids changing any setting afterwards (SET or a SETTINGS clause), so the limits
+    before it hold for every statement of the session. ``readonly=2`` is for the named queries, our
+    own statements that set a setting of their own (``join_use_nulls``); they still cannot write.
+    One more row than ``max_rows`` is fetched so that a cut answer says it was cut.
+    """
+    settings: dict[str, Any] = {
+        "max_execution_time": limits.max_seconds,
+        "max_memory_usage": limits.max_memory_bytes,
+        "max_threads": limits.max_threads,
+        # Results in ClickHouse's own text forms: exact integers as JSON numbers, decimals as text,
+        # times in ISO 8601 UTC, and any bytes that are not UTF-8 as U+FFFD in JSON.
+        "output_format_json_quote_64bit_integers": 0,
+        "output_format_json_quote_decimals": 1,
+        "output_format_json_validate_utf8": 1,
+        "output_format_json_escape_forward_slashes": 0,
+        "date_time_output_format": "iso",
+    }
+    if result_limits:
+        settings |= {
+            "limit": limits.max_rows + 1,
+            "max_result_rows": limits.max_rows + 1,
+            "max_result_bytes": limits.max_result_bytes,
+            "result_overflow_mode": "break",
+        }
+    settings["readonly"] = readonly
+    return settings
+
+
+@runtime_checkable
+class AnalystSession(Protocol):
+    """A connection of its own for client-written SQL, limited by its settings."""
+
+    def check(self, sql: str, parameters: Parameters = None) -> list[str]:
+        """The first column of every row, on the checking session (read only, no result limits)."""
+        ...
+
+    def run(self, sql: str, parameters: Parameters, fmt: str) -> bytes:
+        """The answer in ClickHouse's ``fmt``; a statement with a FORMAT of its own is a syntax error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AnalystEngine(Protocol):
+    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession: ...
 
 
 def _settings_clause(settings: Settings) -> str:
@@ -185,16 +268,10 @@ class ChdbWarehouse(_ArrowResults):
         self._run(f"USE {quote_identifier(database)}", None, "CSV")
 
     def _run(self, sql: str, parameters: Parameters, fmt: str) -> Any:
-        params = {name: _parameter_text(value) for name, value in (parameters or {}).items()}
         with self._lock:
             if self._session is None:
                 raise QueryError("the warehouse is closed", sql=sql)
-            try:
-                return self._session.query(sql, fmt, params=params or None)
-            except Exception as exc:  # chdb raises RuntimeError subclasses with ClickHouse's text
-                message = str(exc)
-                match = _ERROR_CODE.search(message)
-                raise QueryError(message, sql=sql, code=int(match.group(1)) if match else None) from None
+            return _chdb_query(self._session, sql, parameters, fmt)
 
     def command(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> None:
         self._run(_with_settings(sql, settings), parameters, "CSV")
@@ -221,16 +298,68 @@ class ChdbWarehouse(_ArrowResults):
                     inserter.append(sink.getvalue())
                     result = inserter.finish()
             except Exception as exc:
-                message = str(exc)
-                match = _ERROR_CODE.search(message)
-                raise QueryError(message, sql=sql, code=int(match.group(1)) if match else None) from None
+                raise _query_error(exc, sql) from None
         return int(getattr(result, "rows_written", data.num_rows))
+
+    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession:
+        """Sessions of their own on this data path: they share the tables, not the lock or the settings."""
+        return ChdbAnalystSession(self.path, self.database, limits, readonly=2 if trusted else 1)
 
     def close(self) -> None:
         with self._lock:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+
+def _chdb_query(session: Any, sql: str, parameters: Parameters, fmt: str) -> Any:
+    try:
+        params = {name: _wire_text(value) for name, value in (parameters or {}).items()}
+        return session.query(sql, fmt, params=params or None)
+    except Exception as exc:  # chdb raises RuntimeError subclasses with ClickHouse's text
+        raise _query_error(exc, sql) from None
+
+
+class ChdbAnalystSession:
+    """Two chdb sessions on the warehouse's path: one checks statements, one runs them.
+
+    The checking session has no result limits, so a statement's whole syntax tree comes back; the
+    running one has them all. chdb runs the statements of different sessions at the same time and
+    those of one session one after another, so a pool of these bounds analyst concurrency.
+    """
+
+    def __init__(self, path: str, database: str, limits: AnalystLimits, *, readonly: int) -> None:
+        from chdb import session
+
+        self._sessions: list[Any] = []
+        for settings in (
+            analyst_settings(limits, readonly=1, result_limits=False),
+            analyst_settings(limits, readonly=readonly),
+        ):
+            opened = session.Session(path)  # type: ignore[no-untyped-call]
+            self._sessions.append(opened)
+            _chdb_query(opened, f"USE {quote_identifier(database)}", None, "CSV")
+            for name, value in settings.items():
+                _chdb_query(opened, f"SET {name} = {_literal(value)}", None, "CSV")
+        self._check, self._run = self._sessions
+
+    def check(self, sql: str, parameters: Parameters = None) -> list[str]:
+        return _first_column(_chdb_query(self._check, sql, parameters, "JSONCompactEachRow").bytes())
+
+    def run(self, sql: str, parameters: Parameters, fmt: str) -> bytes:
+        result: bytes = _chdb_query(self._run, f"{sql} FORMAT {fmt}", parameters, fmt).bytes()
+        return result
+
+    def close(self) -> None:
+        for opened in self._sessions:
+            opened.close()
+        self._sessions = []
+
+
+def _first_column(answer: bytes) -> list[str]:
+    import orjson
+
+    return [str(orjson.loads(line)[0]) for line in answer.splitlines() if line]
 
 
 class ServerWarehouse(_ArrowResults):
@@ -254,6 +383,7 @@ class ServerWarehouse(_ArrowResults):
             "password": parsed.password or "",
             "secure": parsed.scheme == "https",
         }
+        self._connect_args = connect_args
         try:
             bootstrap = clickhouse_connect.get_client(**connect_args)
             bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
@@ -297,6 +427,50 @@ class ServerWarehouse(_ArrowResults):
         except Exception as exc:
             raise self._translate(exc, f"INSERT INTO {table}") from exc
         return int(getattr(summary, "written_rows", data.num_rows) or data.num_rows)
+
+    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession:
+        return ServerAnalystSession(self._connect_args, self.database, limits, readonly=2 if trusted else 1)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class ServerAnalystSession:
+    """A clickhouse-connect client of its own whose every request carries the analyst settings.
+
+    No HTTP session id: the settings travel with each request, and a pool of these may run at once.
+    A limit the server enforces is the analyst's error here, not a transient one.
+    """
+
+    def __init__(self, connect_args: Mapping[str, Any], database: str, limits: AnalystLimits, *, readonly: int) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        self._check_settings = analyst_settings(limits, readonly=1, result_limits=False)
+        self._run_settings = analyst_settings(limits, readonly=readonly)
+        try:
+            self._client: Any = clickhouse_connect.get_client(
+                database=database, autogenerate_session_id=False, **connect_args
+            )
+        except OperationalError as exc:
+            raise WarehouseUnavailable(f"{connect_args.get('host')}: {exc}") from exc
+
+    def _raw(self, sql: str, parameters: Parameters, settings: dict[str, Any], fmt: str) -> bytes:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        try:
+            answer: bytes = self._client.raw_query(sql, parameters=dict(parameters or {}), settings=settings, fmt=fmt)
+        except OperationalError as exc:
+            raise WarehouseUnavailable(str(exc)) from exc
+        except DatabaseError as exc:
+            raise _query_error(exc, sql) from None
+        return answer
+
+    def check(self, sql: str, parameters: Parameters = None) -> list[str]:
+        return _first_column(self._raw(sql, parameters, self._check_settings, "JSONCompactEachRow"))
+
+    def run(self, sql: str, parameters: Parameters, fmt: str) -> bytes:
+        return self._raw(sql, parameters, self._run_settings, fmt)
 
     def close(self) -> None:
         self._client.close()

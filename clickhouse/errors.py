@@ -55,3 +55,24 @@ class UnknownQuery(WarehouseError):
 
 class LoaderError(WarehouseError):
     """The loader cannot go on (e.g. a fatal Kafka error); its current batch stays uncommitted."""
+
+
+class LimitExceeded(WarehouseError):
+    """An analyst statement ran past one of its limits (time, memory, result size); a 400 naming it."""
+
+    def __init__(self, limit: str, setting: str, detail: str) -> None:
+        self.limit = limit
+        self.setting = setting
+        self.detail = detail
+        super().__init__(f"the query went past its {limit} limit ({setting}): {detail}")
+
+
+class AnalystBusy(WarehouseError):
+    """Every analyst session is running a statement; a 429 with ``Retry-After``."""
+
+    def __init__(self, running: int, retry_after_s: int = 1) -> None:
+        self.running = running
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"{running} analyst queries are running, the most at once (FS_SQL_MAX_CONCURRENT); try again shortly"
+        )

@@ -25,7 +25,6 @@ def read_key_headers(read_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {read_key}"}
 
 
-
 class WarehouseSettings(ServiceSettings):
     """``FS_WAREHOUSE_*`` variables; Kafka and ClickHouse sections come from ServiceSettings."""
 
@@ -61,7 +60,17 @@ class WarehouseSettings(ServiceSettings):
     loader_retry_initial_s: float = Field(default=0.2, gt=0)
     loader_retry_max_s: float = Field(default=10.0, gt=0)
     sql_max_rows: int = Field(default=100_000, ge=1)
+    """Rows one answer of POST /v1/sql or /v1/queries/{name} holds; more are cut (``truncated``)."""
     sql_max_seconds: float = Field(default=30.0, gt=0)
+    """Run time of one analyst statement; past it the statement stops with a 400 naming the limit."""
+    sql_max_memory_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    """Memory of one analyst statement (ClickHouse's max_memory_usage); past it, a 400."""
+    sql_max_result_bytes: int = Field(default=256 << 20, ge=1 << 10)
+    """Bytes of one answer as ClickHouse counts them; past it the answer is cut."""
+    sql_max_threads: int = Field(default=2, ge=1)
+    """Threads one analyst statement may use; fewer than the cores, so ingestion keeps some."""
+    sql_max_concurrent: int = Field(default=4, ge=1)
+    """Analyst statements at once (SQL and named queries together); one more is answered 429."""
 
     @model_validator(mode="after")
     def _no_dev_read_key_in_prod(self) -> Self:

@@ -1,68 +1,113 @@
-"""The statement check in front of ``POST /v1/sql``; ClickHouse's ``readonly`` setting backs it up.
+"""The one place that decides whether client SQL (``POST /v1/sql``) is one read statement.
 
-Only one SELECT (or WITH … SELECT), DESCRIBE, SHOW, EXPLAIN or EXISTS statement; no SETTINGS
-clause, no FORMAT clause, no INTO OUTFILE, no table functions that reach files, URLs or other
-servers.
+ClickHouse's own parser decides, on the analyst's read-only checking session:
+``formatQuerySingleLine`` refuses more than one statement and renders the one statement without
+comments, and what runs afterwards is that rendering, never the client's text. ``EXPLAIN AST`` of
+the rendering then gives the statement's kind (the root node), its SETTINGS (``Set`` nodes), its
+INTO OUTFILE (a literal under the root) and its functions; a FORMAT clause is found by appending
+one, which the parser refuses when there is one already.
+
+Reading the tree's text is safe though a quoted name may hold a newline and so add lines: added
+lines can only add refusals. Each decision reads a line the attacker cannot move (the root line, a
+``TableExpression`` and the line after it, the root's children) or looks for a line anywhere.
+Invariant: a statement that returns from ``check_read_only`` is a SELECT (WITH, UNION…), DESCRIBE,
+SHOW, EXPLAIN of one of those, or EXISTS, with no SETTINGS, FORMAT or INTO OUTFILE, calling no table
+function outside ``SAFE_TABLE_FUNCTIONS`` and no function that reads the server's files.
 """
 
 from __future__ import annotations
 
 import re
 
-from clickhouse.errors import ReadOnlyViolation
+from clickhouse.backend import AnalystSession, Parameters
+from clickhouse.errors import QueryError, ReadOnlyViolation
 
-_READ_STATEMENTS = ("SELECT", "WITH", "DESCRIBE", "DESC", "SHOW", "EXPLAIN", "EXISTS")
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
-_QUOTED_NAME = re.compile(r'`(?:[^`\\]|\\.)*`|"(?:[^"\\]|\\.)*"')
-_WRITE_WORDS = re.compile(
-    r"\b(INSERT|ALTER|CREATE|DROP|TRUNCATE|RENAME|ATTACH|DETACH|OPTIMIZE|GRANT|REVOKE|KILL|SYSTEM|"
-    r"EXCHANGE|UNDROP|BACKUP|RESTORE)\b(?!\s*\.)",
-    re.IGNORECASE,
+_READ_ROOTS = frozenset({"SelectWithUnionQuery", "SelectQuery", "DescribeQuery", "Explain"})
+_READ_ROOT_PREFIXES = ("Show", "Exists")
+SAFE_TABLE_FUNCTIONS = frozenset(
+    {"numbers", "numbers_mt", "generate_series", "generateseries", "generaterandom", "values", "view", "merge"}
 )
-_SETTINGS = re.compile(r"\bSETTINGS\b", re.IGNORECASE)
-_OUTPUT = re.compile(r"\b(INTO\s+OUTFILE|FORMAT)\b", re.IGNORECASE)
-_EXTERNAL = re.compile(
-    r"\b(file|url|s3|s3Cluster|hdfs|remote|remoteSecure|cluster|clusterAllReplicas|mysql|postgresql|jdbc|odbc|"
-    r"executable|input|azureBlobStorage|gcs|mongodb|redis|sqlite|deltaLake|iceberg|hudi)\s*\(",
-    re.IGNORECASE,
-)
+"""Table functions that make rows or read the warehouse's own tables; every other one is refused
+(files, URLs, object stores, other servers, processes, and those not known yet)."""
+FORBIDDEN_FUNCTIONS = frozenset({"file"})
+"""Ordinary functions that reach outside: ``file()`` reads a server file even with ``readonly=1``."""
+_READONLY = 164
+_UNKNOWN_SETTING = 115
+_WRITES = "writes, DDL and session changes are not allowed here"
+_FUNCTION = re.compile(r"^\s*Function (\S+)")
+_CANONICAL = "SELECT formatQuerySingleLine({statement:String})"
 
 
-def check_read_only(sql: str) -> str:
-    """The statement without a trailing semicolon, or :class:`ReadOnlyViolation` saying why not."""
-    stripped = _COMMENT.sub(" ", sql).strip()
-    # Literal text and quoted names cannot make a statement write; blank them before looking.
-    bare = _QUOTED_NAME.sub("``", _STRING.sub("''", stripped)).strip()
-    if bare.endswith(";"):
-        bare = bare[:-1].rstrip()
-        stripped = stripped.rstrip()[:-1].rstrip()
-    if not bare:
-        raise ReadOnlyViolation("empty", "no statement given")
-    if ";" in bare:
-        raise ReadOnlyViolation("multiple statements", "send one statement per request")
-    first = bare.split(None, 1)[0].upper()
-    if first not in _READ_STATEMENTS:
-        raise ReadOnlyViolation(first, "writes, DDL and session changes are not allowed here")
-    write = _WRITE_WORDS.search(bare)
-    if write:
-        raise ReadOnlyViolation(write.group(1).upper(), "writes, DDL and session changes are not allowed here")
-    if _SETTINGS.search(bare):
+def canonical(session: AnalystSession, sql: str) -> str:
+    """The one statement in ``sql`` as ClickHouse's parser renders it (no comments, no semicolon)."""
+    try:
+        sql.encode()
+    except UnicodeEncodeError:
+        raise ReadOnlyViolation("not UTF-8", "the statement holds characters that are not valid Unicode") from None
+    try:
+        return session.check(_CANONICAL, {"statement": sql})[0]
+    except QueryError as exc:
+        if "Multi-statements are not allowed" in exc.message:
+            raise ReadOnlyViolation("multiple statements", "send one statement per request") from None
+        if "Empty query" in exc.message:
+            raise ReadOnlyViolation("empty", "no statement given") from None
+        raise
+
+
+def check_read_only(sql: str, session: AnalystSession, parameters: Parameters = None) -> str:
+    """The statement to run (the parser's rendering), or :class:`ReadOnlyViolation` saying why not."""
+    statement = canonical(session, sql)
+    keyword = statement.split(None, 1)[0].upper()
+    try:
+        tree = session.check(f"EXPLAIN AST {statement}", parameters)
+    except QueryError as exc:
+        # The read-only checking session refuses the settings a statement carries before its tree.
+        if exc.code in (_READONLY, _UNKNOWN_SETTING):
+            kind = keyword if keyword in ("SET", "USE") else "SETTINGS"
+            raise ReadOnlyViolation(kind, "settings changes are not allowed; limits are set by the server") from None
+        raise
+    root = _node(tree[0])
+    if not _is_read(root):
+        raise ReadOnlyViolation(keyword, _WRITES)
+    options = root == "Explain" and len(tree) > 1 and tree[1].strip() == "Set"
+    if root == "Explain":
+        explained = _node(tree[2 if options else 1]) if len(tree) > (2 if options else 1) else ""
+        if not _is_read(explained):
+            raise ReadOnlyViolation(_kind(explained), _WRITES)
+    for index, line in enumerate(tree):
+        _check_line(tree, index, line, explain_options=options and index == 1)
+    try:
+        session.check(_CANONICAL, {"statement": f"{statement} FORMAT TabSeparated"})
+    except QueryError:
+        raise ReadOnlyViolation("FORMAT", "the response format is chosen with the request's format field") from None
+    return statement
+
+
+def _check_line(tree: list[str], index: int, line: str, *, explain_options: bool) -> None:
+    node = line.strip()
+    if node == "Set" and not explain_options:
         raise ReadOnlyViolation("SETTINGS", "settings changes are not allowed; limits are set by the server")
-    output = _OUTPUT.search(bare)
-    if output:
-        raise ReadOnlyViolation(output.group(1).upper(), "the response format is chosen with ?format=json|csv")
-    external = _EXTERNAL.search(bare)
-    if external:
-        raise ReadOnlyViolation(f"{external.group(1)}()", "table functions that reach outside the warehouse")
-    return stripped
+    if line.startswith(" Literal "):
+        # The only literal a statement's root holds is the file of INTO OUTFILE (and its options).
+        raise ReadOnlyViolation("INTO OUTFILE", "the answer goes to the response, never to a file")
+    function = _FUNCTION.match(line)
+    if function is None:
+        return
+    name = function.group(1)
+    is_table = index > 0 and tree[index - 1].strip().startswith("TableExpression")
+    if (is_table and name.lower() not in SAFE_TABLE_FUNCTIONS) or name.lower() in FORBIDDEN_FUNCTIONS:
+        raise ReadOnlyViolation(f"{name}()", "functions that reach files, URLs, other servers or processes")
 
 
-def read_only_settings(max_rows: int, max_seconds: float) -> dict[str, object]:
-    """ClickHouse's own guard: even a statement that slipped past the check cannot write."""
-    return {
-        "readonly": 1,
-        "max_result_rows": max_rows + 1,
-        "result_overflow_mode": "break",
-        "max_execution_time": max_seconds,
-    }
+def _node(line: str) -> str:
+    parts = line.split(None, 1)
+    return parts[0] if parts else ""
+
+
+def _is_read(node: str) -> bool:
+    return node in _READ_ROOTS or node.startswith(_READ_ROOT_PREFIXES)
+
+
+def _kind(node: str) -> str:
+    """``InsertQuery`` -> ``INSERT``: a node's name as the statement keyword a person knows."""
+    return re.sub(r"Query$", "", node).upper() or "?"

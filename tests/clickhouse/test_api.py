@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from clickhouse import queries
 from clickhouse.api import create_app
-from clickhouse.backend import Warehouse
+from clickhouse.backend import AnalystLimits, ChdbWarehouse, Warehouse
 from clickhouse.dataset import generate
 from clickhouse.errors import ReadOnlyViolation
 from clickhouse.loader import Message, decode_events
@@ -20,6 +20,9 @@ from clickhouse.sqlguard import check_read_only
 
 from .conftest import drop_and_close, open_test_warehouse
 
+LIMITS = AnalystLimits(
+    max_rows=10, max_seconds=5, max_memory_bytes=1 << 28, max_result_bytes=1 << 20, max_threads=1, max_concurrent=1
+)
 RANGE = {"from": "2026-11-20T00:00:00Z", "to": "2026-11-25T00:00:00Z"}
 
 
@@ -123,18 +126,30 @@ def test_sql_refuses_writes_ddl_and_settings(api: tuple[TestClient, Warehouse], 
 def test_readonly_setting_backs_up_the_check(api: tuple[TestClient, Warehouse]) -> None:
     _, warehouse = api
     from clickhouse.errors import QueryError
-    from clickhouse.sqlguard import read_only_settings
 
-    with pytest.raises(QueryError, match="readonly"):
-        warehouse.command("CREATE TABLE sneaky (a UInt8) ENGINE = Memory", settings=read_only_settings(10, 5))
+    assert isinstance(warehouse, ChdbWarehouse)
+    session = warehouse.analyst_session(LIMITS)
+    try:
+        with pytest.raises(QueryError, match="readonly"):
+            session.run("CREATE TABLE sneaky (a UInt8) ENGINE = Memory", None, "CSV")
+        with pytest.raises(QueryError, match="readonly"):
+            session.run("SELECT 1 SETTINGS max_execution_time = 0", None, "CSV")
+    finally:
+        session.close()
 
 
-def test_statement_check_allows_reads_with_write_words_in_strings() -> None:
-    assert check_read_only("SELECT 'DROP TABLE x' AS s, replaceAll('a', 'a', 'b');") == (
-        "SELECT 'DROP TABLE x' AS s, replaceAll('a', 'a', 'b')"
-    )
-    with pytest.raises(ReadOnlyViolation):
-        check_read_only("  -- just a comment")
+def test_statement_check_allows_reads_with_write_words_in_strings(api: tuple[TestClient, Warehouse]) -> None:
+    _, warehouse = api
+    assert isinstance(warehouse, ChdbWarehouse)
+    session = warehouse.analyst_session(LIMITS)
+    try:
+        assert check_read_only("SELECT 'DROP TABLE x' AS s, replaceAll('a', 'a', 'b');", session) == (
+            "SELECT 'DROP TABLE x' AS s, replaceAll('a', 'a', 'b')"
+        )
+        with pytest.raises(ReadOnlyViolation):
+            check_read_only("  -- just a comment", session)
+    finally:
+        session.close()
 
 
 def test_readyz_and_freshness(api: tuple[TestClient, Warehouse]) -> None:
