@@ -347,6 +347,8 @@ DLQ_SCHEMA = pa.schema(
         ("errors", pa.list_(pa.struct([("field", pa.string()), ("reason", pa.string())]))),
         ("payload", pa.string()),
         ("payload_encoding", pa.string()),
+        ("payload_truncated", pa.bool_()),
+        ("payload_bytes", pa.int64()),
         ("original_key", pa.string()),
         ("topic", pa.string()),
         ("partition", pa.int64()),
@@ -380,6 +382,8 @@ def _unreadable_dlq_row(rejected: Rejected) -> dict[str, Any]:
         "errors": [{"field": e.field, "reason": e.reason} for e in rejected.errors],
         "payload": payload,
         "payload_encoding": encoding,
+        "payload_truncated": False,
+        "payload_bytes": None,
         "original_key": rejected.message.key.decode("utf-8", "replace") if rejected.message.key else None,
         "topic": rejected.message.topic,
         "partition": rejected.message.partition,
@@ -632,7 +636,7 @@ class Loader:
             produce(
                 self._producer,
                 self.settings.loader_dlq_topic,
-                letter.model_dump_json().encode(),
+                letter.encode(),
                 item.message.key,
                 report,
             )

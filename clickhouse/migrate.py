@@ -29,6 +29,7 @@ _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)(?:\((.*?)\))?(?=\s|$)", re.DO
 _MV = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)")
 _MV_TO = re.compile(r"\bTO (\w+)")
 _FROM = re.compile(r"\bFROM (\w+)\b")
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)")
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations${on_cluster}
@@ -106,6 +107,11 @@ def render_statement(statement: str, *, database: str, cluster: str | None) -> l
             f"ENGINE = Distributed({quote_identifier(cluster)}, {database}, {local}, {shard.group(1)})"
         )
         return [local_ddl, distributed]
+    alter = _ALTER_TABLE.match(text)
+    if alter:
+        # A column added to a sharded table goes to its local tables, then to the Distributed one.
+        name = alter.group(1)
+        return [_ALTER_TABLE.sub(f"ALTER TABLE {name}_local", text, count=1), text]
     if _MV.search(text):
         # A view fires on the inserts a node receives: local tables in, local tables out.
         text = _MV_TO.sub(lambda m: f"TO {m.group(1)}_local", text, count=1)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -38,7 +39,21 @@ _EARLIEST_S: Final = EARLIEST_CLIENT_TS.timestamp()
 _MAX_AHEAD_S: Final = MAX_CLIENT_CLOCK_AHEAD.total_seconds()
 _SENT_BEFORE_CLIENT_S: Final = SENT_BEFORE_CLIENT_TOLERANCE.total_seconds()
 
-ShortId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=True)]
+# Free-form JSON (``properties``, the context's extra keys) nests at most this deep; a JSON
+# document is level 1, each object or array inside it one more. Deeper values break the JSON
+# writers downstream (orjson stops at 254) and serve no analysis.
+MAX_JSON_DEPTH: Final = 32
+# An identifier is printable text: control characters (NUL, newlines, C1) and the Unicode
+# bidirectional formatting characters would let an id forge log lines or render as another id.
+ID_FORBIDDEN_CHARACTERS: Final = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069"
+ID_PATTERN: Final = f"^[^{ID_FORBIDDEN_CHARACTERS}]*$"
+ID_CHARACTERS_REASON: Final = "must not contain control characters or bidirectional formatting characters"
+MAX_REPORTED_ERRORS: Final = 20
+
+ShortId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=True, pattern=ID_PATTERN)
+]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -84,6 +99,31 @@ class TimestampFlag(enum.StrEnum):
     TOO_OLD = "too_old"
 
 
+def nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value holds objects or arrays more than ``limit`` levels deep (the
+    value itself is level 1). Stops descending at the limit, so any depth costs at most that."""
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    if limit <= 0:
+        return True
+    return any(nests_deeper_than(item, limit - 1) for item in items)
+
+
+def _shallow_json(value: dict[str, Any]) -> dict[str, Any]:
+    # The fast path (ingest.pipeline) checks the same limit in its own walk over these values.
+    if nests_deeper_than(value, MAX_JSON_DEPTH):
+        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+FreeJson = Annotated[dict[str, Any], AfterValidator(_shallow_json)]
+"""A JSON object of any keys whose values nest at most :data:`MAX_JSON_DEPTH` levels."""
+
+
 class Context(BaseModel):
     """Where the event happened. Unknown keys are kept: trackers add fields faster than we do."""
 
@@ -98,6 +138,13 @@ class Context(BaseModel):
     library_name: Annotated[str, StringConstraints(max_length=64)] | None = None
     library_version: Annotated[str, StringConstraints(max_length=64)] | None = None
     ip: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _extra_keys_are_shallow(self) -> Context:
+        extra = self.__pydantic_extra__
+        if extra and nests_deeper_than(extra, MAX_JSON_DEPTH):
+            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+        return self
 
 
 class Envelope(BaseModel):
@@ -114,7 +161,7 @@ class Envelope(BaseModel):
     sent_at: AwareDatetime | None = None
     context: Context = Field(default_factory=Context)
     experiments: dict[Key, Key] = Field(default_factory=dict, max_length=32)
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: FreeJson = Field(default_factory=dict)
 
     # Stamped by ingest; a value sent by a client is overwritten there.
     received_at: AwareDatetime | None = None
@@ -218,7 +265,7 @@ class PipelineHeartbeat(Envelope):
     """Sent through the whole pipeline on a timer to measure end-to-end freshness."""
 
     event_type: Literal[EventType.PIPELINE_HEARTBEAT]
-    emitted_by: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    emitted_by: Label
 
 
 EVENT_MODELS: Final[dict[EventType, type[Envelope]]] = {
@@ -253,11 +300,15 @@ _KNOWN_FIELDS: Final[dict[str, frozenset[str]]] = {
 
 def _errors_of(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     errors = []
-    for err in exc.errors(include_url=False):
+    # A hostile event can fail thousands of dict keys at once; the first few say what is wrong.
+    for err in exc.errors(include_url=False)[:MAX_REPORTED_ERRORS]:
         # The discriminator adds the tag to the path; the user cares about the field name only.
-        loc = [str(part) for part in err["loc"] if part not in _KNOWN_FIELDS]
+        loc = [str(part)[:MAX_ID_LENGTH] for part in err["loc"] if part not in _KNOWN_FIELDS]
         field = ".".join(loc) or "event"
-        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
+            message = ID_CHARACTERS_REASON
+        else:
+            message = err["msg"].removeprefix("Value error, ")
         if ":" in message and field == "event" and message.split(":", 1)[0].isidentifier():
             field, message = message.split(":", 1)
             message = message.strip()
@@ -385,8 +436,18 @@ class InferenceResult(BaseModel):
     completed_at: AwareDatetime
 
 
+# A dead letter is at most this large encoded, well inside Kafka's message size (1 MB by default),
+# whatever was refused: a longer payload is stored truncated, with its size (DESIGN §11).
+MAX_DEAD_LETTER_BYTES: Final = 256 * 1024
+
+
 class DeadLetter(BaseModel):
-    """What ``events.dlq`` holds: enough to see why, and to replay the original bytes."""
+    """What ``events.dlq`` holds: enough to see why, and to replay the original bytes.
+
+    Built by ``funnelstream.kafka.dead_letter`` and written by :meth:`encode`, the one encoding
+    every stage uses. ``payload_truncated`` marks a payload cut to keep the letter within
+    :data:`MAX_DEAD_LETTER_BYTES`; ``payload_bytes`` is then the original payload's size.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -395,6 +456,8 @@ class DeadLetter(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
     payload: str
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_truncated: bool = False
+    payload_bytes: int | None = None
     original_key: str | None = None
     topic: str | None = None
     partition: int | None = None
@@ -402,6 +465,9 @@ class DeadLetter(BaseModel):
     source: str | None = None
     event_id: str | None = None
     failed_at: AwareDatetime
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
 
 
 class EnrichedEvent(BaseModel):

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from funnelstream.contract import DeadLetter
+from funnelstream.contract import MAX_DEAD_LETTER_BYTES, DeadLetter
 from funnelstream.errors import DeliveryError, FieldError, TransientError
 from funnelstream.settings import KafkaConfig
 from funnelstream.topics import TOPIC_SPECS, Topic, TopicSpec
@@ -102,6 +103,12 @@ def flush_or_raise(producer: Producer, report: DeliveryReport, timeout_s: float)
         raise report.first_error
 
 
+# Every field of a dead letter but its payload is bounded, so the payload gets what is left.
+MAX_LETTER_ERRORS = 20
+MAX_LETTER_FIELD = 256
+MAX_LETTER_KEY = 512
+
+
 def dead_letter(
     *,
     stage: str,
@@ -115,27 +122,46 @@ def dead_letter(
     source: str | None = None,
     event_id: str | None = None,
 ) -> DeadLetter:
+    """The one way a stage builds a dead letter; :meth:`DeadLetter.encode` is at most
+    :data:`MAX_DEAD_LETTER_BYTES`, the payload cut to fit and its original size kept."""
     try:
         text, encoding = payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(payload).decode(), "base64"
     key = original_key.decode("utf-8", "replace") if isinstance(original_key, bytes) else original_key
-    return DeadLetter.model_validate(
+    letter = DeadLetter.model_validate(
         {
             "stage": stage,
             "reason": reason[:1024],
-            "errors": list(errors),
-            "payload": text,
+            "errors": [
+                FieldError(e.field[:MAX_LETTER_FIELD], e.reason[:1024]) for e in list(errors)[:MAX_LETTER_ERRORS]
+            ],
+            "payload": "",
             "payload_encoding": encoding,
-            "original_key": key,
+            "original_key": None if key is None else key[:MAX_LETTER_KEY],
             "topic": topic,
             "partition": partition,
             "offset": offset,
-            "source": source,
-            "event_id": event_id,
+            "source": None if source is None else source[:MAX_LETTER_FIELD],
+            "event_id": None if event_id is None else event_id[:MAX_LETTER_FIELD],
             "failed_at": datetime.now(UTC),
         }
     )
+    # Room for the payload as JSON text, and for the two fields that mark it truncated.
+    room = MAX_DEAD_LETTER_BYTES - len(letter.encode()) - 64
+    quoted = len(orjson.dumps(text))
+    if quoted <= room:
+        return letter.model_copy(update={"payload": text})
+    # The longest prefix that fits once escaped (a character takes one to six bytes as JSON).
+    low, high = 0, min(len(text), room)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(orjson.dumps(text[:middle])) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    cut = low
+    return letter.model_copy(update={"payload": text[:cut], "payload_truncated": True, "payload_bytes": len(payload)})
 
 
 def _new_topic(spec: TopicSpec, config: KafkaConfig) -> NewTopic:

@@ -321,7 +321,7 @@ class JobProcessor:
             source=SOURCE,
         )
         key = source.key.decode("utf-8", "replace") if source.key else ""
-        messages.append(OutMessage(self.config.dlq_topic, key, letter.model_dump_json().encode()))
+        messages.append(OutMessage(self.config.dlq_topic, key, letter.encode()))
         return messages
 
     def model_of(self, job: InferenceJob) -> tuple[str, str] | None:

@@ -473,7 +473,7 @@ class StreamProcessor:
             offset=record.offset,
             event_id=exc.event_id,
         )
-        return record.key, letter.model_dump_json().encode()
+        return record.key, letter.encode()
 
     # --- sessions -----------------------------------------------------------------------------------
 
