@@ -21,15 +21,15 @@ from funnelstream.contract import EVENT_ADAPTER
 from funnelstream.errors import FieldError
 from funnelstream.objectstore import make_client
 from ingest.access import AccessControl
-from ingest.errors import IngestError, InvalidEvent
+from ingest.errors import IngestError, InvalidEvent, Unauthorized
 from ingest.metrics import IngestMetrics
 from ingest.producer import CollectorProducer, ProducerLike, collector_producer_config
 from ingest.results import ResultCache, ResultFollower
 from ingest.routes import demo, events, health, jobs, uploads
 from ingest.schemas import BatchAccepted, ErrorBody, EventAccepted
-from ingest.settings import IngestSettings
+from ingest.settings import IngestSettings, hash_write_key
 from ingest.state import IngestState, state_of
-from ingest.web import error_response
+from ingest.web import error_response, json_response
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,29 @@ class CollectorApp(FastAPI):
     """
 
     hot_routes: Mapping[str, Callable[[Request], Awaitable[Response]]] = MappingProxyType({})
+    read_key_paths: frozenset[str] = frozenset()
+    """Paths served only with a read key (``Authorization: Bearer``): the operations pages in prod."""
+    read_key_hashes: frozenset[str] = frozenset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.hot_routes.get(scope["path"])
-            if endpoint is not None:
-                scope["app"] = self
-                response = await endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["method"] == "POST":
+                endpoint = self.hot_routes.get(scope["path"])
+                if endpoint is not None:
+                    scope["app"] = self
+                    response = await endpoint(Request(scope, receive, send))
+                    await response(scope, receive, send)
+                    return
+            elif scope["path"] in self.read_key_paths and not self._has_read_key(Request(scope)):
+                refusal = Unauthorized("send a read key: Authorization: Bearer <key>")
+                await json_response(refusal.body(), 401, {"www-authenticate": "Bearer"})(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    def _has_read_key(self, request: Request) -> bool:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        key = key.strip()
+        return scheme.lower() == "bearer" and bool(key) and hash_write_key(key) in self.read_key_hashes
 
 
 def create_app(
@@ -90,7 +103,7 @@ def create_app(
         metrics.watch(producer.queue_depth, cache.__len__)
         app.state.ingest = IngestState(
             settings=settings,
-            access=AccessControl(settings.ingest.sources),
+            access=AccessControl(settings.ingest.sources, settings.ingest.clients),
             producer=producer,
             metrics=metrics,
             results=cache,
@@ -113,6 +126,10 @@ def create_app(
     )
     app.include_router(events.router)
     app.hot_routes = {"/v1/batch": events.post_batch, "/v1/event": events.post_event}
+    if settings.environment == "prod":
+        # The metrics and the API's map are for operators, not for whoever reaches the port.
+        app.read_key_paths = frozenset({"/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+        app.read_key_hashes = frozenset(settings.ingest.read_key_sha256)
     app.include_router(uploads.router)
     app.include_router(jobs.router)
     app.include_router(health.router)

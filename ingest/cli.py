@@ -19,7 +19,7 @@ def serve(
 
     from funnelstream.logs import configure_logging
     from ingest.app import create_app
-    from ingest.server import CoalescingHttpToolsProtocol, keep_freed_heap
+    from ingest.server import ConnectionLimits, guarded_protocol, keep_freed_heap
     from ingest.settings import IngestSettings
 
     settings = IngestSettings()
@@ -33,12 +33,20 @@ def serve(
     # when the request is answered; at the default threshold (700) the collector would run a dozen
     # times per batch and promote the batch's live events to older generations it rescans later.
     gc.set_threshold(50_000, 20, 20)
+    config = settings.ingest
+    limits = ConnectionLimits(
+        header_timeout_s=config.header_timeout_s,
+        body_timeout_s=config.body_timeout_s,
+        max_header_bytes=config.max_header_bytes,
+        max_header_count=config.max_header_count,
+    )
     uvicorn.run(
         app,
         host=host,
         port=port,
         workers=1,
-        http=CoalescingHttpToolsProtocol,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=config.keep_alive_timeout_s,
         loop="uvloop",
         log_config=None,
         access_log=False,

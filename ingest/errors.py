@@ -37,6 +37,13 @@ class InvalidEvent(IngestError):
     code = "invalid_event"
 
 
+class RequestTimeout(IngestError):
+    """The client went away, or was cut off for sending its body too slowly."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class UnsupportedMediaType(IngestError):
     status_code = 415
     code = "unsupported_media_type"

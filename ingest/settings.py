@@ -13,6 +13,7 @@ from funnelstream.settings import ServiceSettings
 from funnelstream.topics import Topic
 
 DEV_WRITE_KEY = "fs-dev-write-key"
+DEV_READ_KEY = "fs-dev-read-key"
 DEV_SOURCE = "dev"
 DEV_UPLOAD_TOKEN_SECRET = "fs-dev-upload-token-secret"  # noqa: S105 -- refused in prod by IngestSettings
 DEV_SERVER_WRITE_KEY = "fs-dev-server-key"
@@ -35,6 +36,11 @@ class SourceConfig(BaseModel):
     rate_per_s: float = Field(default=2_000.0, gt=0)
     """Events per second refilled into this source's token bucket."""
     burst: int = Field(default=10_000, ge=1)
+    """At least ``max_batch_events``: a request of more events than the burst can never pass."""
+    address_rate_per_s: float | None = Field(default=None, gt=0)
+    """Events per second one client address may send with this source's keys; unset: the
+    collector's ``clients.address_rate_per_s``."""
+    address_burst: int | None = Field(default=None, ge=1)
     may_bind_user_id: bool = False
     """Whether this source's requests may bind a ``user_id`` to a device's experiment arms
     (``GET /v1/assignments?user_id=``), which then holds on every device of that user. True only
@@ -68,12 +74,61 @@ def _dev_sources() -> dict[str, SourceConfig]:
     }
 
 
+class ClientLimits(BaseModel):
+    """Limits per client address (an IPv4 address, an IPv6 /64). Unset rates take the
+    environment's default: generous in dev and test, where load tools send from 127.0.0.1,
+    conservative in prod."""
+
+    address_rate_per_s: float | None = Field(default=None, gt=0)
+    """Events per second one address may send to a source (dev 1,000,000; prod 100)."""
+    address_burst: int | None = Field(default=None, ge=1)
+    """Events one address may send at once (dev 1,000,000; prod 1,000)."""
+    unknown_key_burst: int = Field(default=20, ge=1)
+    """Unknown write keys an address may present before it is answered 429."""
+    unknown_key_rate_per_s: float = Field(default=0.5, gt=0)
+    """How fast an address earns back the right to present another unknown key."""
+    max_tracked_addresses: int = Field(default=100_000, ge=100)
+    """Addresses whose buckets are kept; the least recently seen are forgotten first."""
+
+    def for_environment(self, environment: str) -> ClientLimits:
+        rate, burst = self.address_bucket(environment)
+        return self.model_copy(update={"address_rate_per_s": rate, "address_burst": burst})
+
+    def address_bucket(self, environment: str = "dev") -> tuple[float, int]:
+        """Rate and burst of an address's bucket, the environment's defaults for unset ones."""
+        dev = environment != "prod"
+        return (
+            self.address_rate_per_s or (1_000_000.0 if dev else 100.0),
+            self.address_burst or (1_000_000 if dev else 1_000),
+        )
+
+
 class IngestConfig(BaseModel):
     sources: dict[str, SourceConfig] = Field(default_factory=_dev_sources)
     """JSON in FS_INGEST__SOURCES; the default is the dev source with the public dev key."""
     max_batch_events: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_event_bytes: int = Field(default=32_768, ge=256)
+    clients: ClientLimits = Field(default_factory=ClientLimits)
+    """Rate limits per client address and of unknown keys (``FS_INGEST__CLIENTS__...``)."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection must deliver a request's line and headers within this, from its first byte
+    (or from being opened), else it is answered 408 and closed: a slow sender holds nothing."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """A request's body must arrive within this after its headers, else 408 and closed."""
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    """Request line and headers together; more is answered 431 and the connection closed."""
+    max_header_count: int = Field(default=64, ge=8)
+    """Headers in one request; more is answered 431 and the connection closed."""
+    keep_alive_timeout_s: int = Field(default=5, ge=1)
+    """An idle keep-alive connection is closed after this."""
+    public_origins: list[str] = Field(default_factory=list)
+    """Origins (``https://collect.example.com``) under which browsers reach this collector: pages
+    served by it there (the demo) post as same-origin. The address a request arrived on counts too;
+    the client's Host header never does."""
+    read_key_sha256: list[str] = Field(default_factory=lambda: [hash_write_key(DEV_READ_KEY)])
+    """Hashes of read keys (``Authorization: Bearer``) for /metrics, /docs and /openapi.json,
+    which in prod need one; in dev and test they are open. The default is the public dev key."""
     delivery_timeout_s: float = Field(default=5.0, gt=0)
     """How long the broker may be away before a request is answered 503 (librdkafka message timeout)."""
     producer_queue_max_messages: int = Field(default=200_000, ge=1_000)
@@ -112,10 +167,30 @@ class IngestConfig(BaseModel):
     demo_write_key: str = DEV_WRITE_KEY
     """Write key the demo page sends with its events; a public value by nature."""
 
+    @field_validator("read_key_sha256")
+    @classmethod
+    def _read_key_digests(cls, value: list[str]) -> list[str]:
+        return SourceConfig._hex_digests(value)
+
 
 class IngestSettings(ServiceSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+
+    @model_validator(mode="after")
+    def _limits_fit_a_batch(self) -> Self:
+        ingest = self.ingest
+        ingest.clients = ingest.clients.for_environment(self.environment)
+        batch = ingest.max_batch_events
+        for name, source in ingest.sources.items():
+            address_burst = source.address_burst or ingest.clients.address_burst or 0
+            for field, value in (("burst", source.burst), ("address_burst", address_burst)):
+                if value < batch:
+                    raise ConfigurationError(
+                        f"FS_INGEST__SOURCES: source {name!r} has {field} {value}, under max_batch_events "
+                        f"({batch}); a full batch could never pass"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _no_dev_upload_secret_in_prod(self) -> Self:
@@ -133,4 +208,8 @@ class IngestSettings(ServiceSettings):
                 raise ConfigurationError(
                     f"FS_INGEST__SOURCES: source {name!r} uses the public dev write key; set real key hashes in prod"
                 )
+        if hash_write_key(DEV_READ_KEY) in self.ingest.read_key_sha256:
+            raise ConfigurationError(
+                "FS_INGEST__READ_KEY_SHA256: the public dev read key guards /metrics and /docs; set real key hashes"
+            )
         return self

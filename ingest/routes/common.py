@@ -20,7 +20,8 @@ from ingest.web import cross_origin, read_body
 
 def authorized_source(request: Request) -> Source:
     """Checked before the body is read, so an unknown key is told 401 whatever it sent."""
-    return state_of(request).access.admit(request.headers.get("x-write-key"), cross_origin(request), 1)
+    state = state_of(request)
+    return state.access.admit(request.headers.get("x-write-key"), cross_origin(request), 1, state.client_ip(request))
 
 
 class KeyFirstRoute(APIRoute):

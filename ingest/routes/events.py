@@ -36,9 +36,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Body is not JSON, not gzip, or not the expected shape"},
     401: {"description": "Missing or unknown write key"},
     403: {"description": "Origin not in the source's CORS allowlist"},
-    413: {"description": "Body over 1 MB, batch over 500 events, or event over 32 KB"},
     415: {"description": "Content type other than JSON or text/plain, or unknown encoding"},
-    429: {"description": "Rate limit of the key exceeded; see Retry-After"},
+    413: {"description": "Body over 1 MB, batch over 500 events or over a rate limit's burst, or event over 32 KB"},
+    429: {"description": "Rate limit of the key or client address exceeded, or too many unknown keys; see Retry-After"},
     503: {"description": "Kafka did not confirm the events; nothing was acknowledged. See Retry-After"},
 }
 
@@ -56,8 +56,8 @@ def _write_key(request: Request, payload: dict[str, Any]) -> str | None:
     return body_key if isinstance(body_key, str) else None
 
 
-def _batch_payload(body: bytes, max_events: int) -> tuple[dict[str, Any], list[Any]]:
-    payload = decode_json(body)
+def _batch_payload(body: bytes, max_events: int, *, known: bool = False) -> tuple[dict[str, Any], list[Any]]:
+    payload = decode_json(body, prune_deep=known)
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object", errors=[FieldError("batch", "field required")])
     events = payload.get("batch")
@@ -97,13 +97,16 @@ async def post_batch(request: Request) -> Response:
             max_event_bytes=config.max_event_bytes,
         )
 
+    access = state.access
+    client = state.client_ip(request)
     try:
+        access.check_client(client)
         body = await _body(request, config.max_body_bytes, inflated_limit=config.max_body_bytes)
         header_key = headers.get("x-write-key")
         # Only a known sender's body is validated before the checks that refuse it without reading it.
-        valid = read_valid_batch(body) if state.access.knows(header_key) else None
+        valid = read_valid_batch(body) if access.knows(header_key) else None
         if valid is not None and 0 < len(valid.events) <= config.max_batch_events:
-            source = state.access.admit(header_key, origin, len(valid.events))
+            source = access.admit(header_key, origin, len(valid.events), client)
             stamp = state.stamp(request, source, valid.sent_at)
             messages = stamp_valid_events(valid.events, stamp, config.events_topic, config.max_event_bytes)
             if messages is not None:
@@ -111,14 +114,14 @@ async def post_batch(request: Request) -> Response:
             else:
                 prepared = prepare(_batch_payload(body, config.max_batch_events)[1], stamp)
         else:
-            payload, events = _batch_payload(body, config.max_batch_events)
-            source = state.access.admit(_write_key(request, payload), origin, len(events))
+            payload, events = _batch_payload(body, config.max_batch_events, known=access.knows(header_key))
+            source = access.admit(_write_key(request, payload), origin, len(events), client)
             prepared = prepare(events, state.stamp(request, source, payload.get("sent_at")))
         waited = await state.producer.send(prepared.messages)
     except IngestError as exc:
         state.metrics.requests.labels("batch", str(exc.status_code)).inc()
         state.metrics.rejected.labels(exc.code).inc()
-        return error_response(exc, state.access, origin)
+        return error_response(exc, access, origin)
     hot.produce_latency.observe(waited)
     hot.batch_accepted.inc()
     hot.accepted(source.name).inc(prepared.accepted)
@@ -135,7 +138,7 @@ async def post_batch(request: Request) -> Response:
             for r in prepared.rejections
         ],
     }
-    return json_response(answer, 202, cors_headers(state.access, origin))
+    return json_response(answer, 202, cors_headers(access, origin))
 
 
 async def post_event(request: Request) -> Response:
@@ -144,13 +147,16 @@ async def post_event(request: Request) -> Response:
     hot = state.hot
     headers = request.headers
     origin = cross_origin(request)
+    access = state.access
+    client = state.client_ip(request)
     try:
+        access.check_client(client)
         body = await _body(request, config.max_body_bytes, inflated_limit=config.max_event_bytes)
         header_key = headers.get("x-write-key")
         message = None
-        event = read_valid_event(body) if state.access.knows(header_key) else None
+        event = read_valid_event(body) if access.knows(header_key) else None
         if event is not None:
-            source = state.access.admit(header_key, origin, 1)
+            source = access.admit(header_key, origin, 1, client)
             stamp = state.stamp(request, source)
             stamped = stamp_valid_event(event, stamp)
             if stamped is not None and len(stamped[2]) <= config.max_event_bytes:
@@ -158,10 +164,10 @@ async def post_event(request: Request) -> Response:
                 message = (config.events_topic, key, value)
             raw = None
         else:
-            raw = decode_json(body)
+            raw = decode_json(body, prune_deep=access.knows(header_key))
             if not isinstance(raw, dict):
                 raise BadRequest("body must be one JSON object", errors=[FieldError("event", "expected a JSON object")])
-            source = state.access.admit(_write_key(request, raw), origin, 1)
+            source = access.admit(_write_key(request, raw), origin, 1, client)
             stamp = state.stamp(request, source)
         if message is None:
             # An event the fast path did not take: stamped and validated as a dict, reported by field.
@@ -179,11 +185,11 @@ async def post_event(request: Request) -> Response:
         state.metrics.requests.labels("event", str(exc.status_code)).inc()
         if not isinstance(exc, InvalidEvent):
             state.metrics.rejected.labels(exc.code).inc()
-        return error_response(exc, state.access, origin)
+        return error_response(exc, access, origin)
     hot.produce_latency.observe(waited)
     hot.event_accepted.inc()
     hot.accepted(source.name).inc()
-    return json_response({"accepted": 1, "event_id": str(event_id)}, 202, cors_headers(state.access, origin))
+    return json_response({"accepted": 1, "event_id": str(event_id)}, 202, cors_headers(access, origin))
 
 
 async def events_preflight(request: Request) -> Response:

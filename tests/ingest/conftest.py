@@ -116,7 +116,8 @@ def unit_settings(**ingest: Any) -> IngestSettings:
             "write_key_sha256": [hash_write_key(LIMITED_KEY)],
             "cors_origins": [OTHER_ORIGIN],
             "rate_per_s": 1,
-            "burst": 3,
+            # The least a source may hold: one full batch.
+            "burst": 500,
         },
     }
     config: dict[str, Any] = {

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ingest.access import AccessControl, TokenBucket
-from ingest.errors import OriginRefused, RateLimited, Unauthorized
-from ingest.settings import SourceConfig, hash_write_key
+from ingest.errors import OriginRefused, PayloadTooLarge, RateLimited, Unauthorized
+from ingest.settings import ClientLimits, SourceConfig, hash_write_key
 
 
 class FakeClock:
@@ -27,10 +29,59 @@ def test_token_bucket_refills_at_its_rate_and_caps_at_burst() -> None:
     assert bucket.take(1) > 0
 
 
-def test_a_request_larger_than_the_burst_costs_the_whole_bucket() -> None:
+def test_a_request_larger_than_the_burst_never_passes_and_costs_nothing() -> None:
     bucket = TokenBucket(rate=1, burst=3, clock=FakeClock())
-    assert bucket.take(500) == 0
+    assert bucket.take(500) == math.inf
+    assert bucket.take(3) == 0
     assert bucket.take(1) == pytest.approx(1.0)
+
+
+def _limited_access(clock: FakeClock) -> AccessControl:
+    return AccessControl(
+        {
+            "web": SourceConfig(write_key_sha256=[hash_write_key("k1")], rate_per_s=1000, burst=1000),
+            "backend": SourceConfig(
+                write_key_sha256=[hash_write_key("k2")], rate_per_s=1000, burst=1000, address_burst=50
+            ),
+        },
+        ClientLimits(address_rate_per_s=10, address_burst=20, unknown_key_burst=3, unknown_key_rate_per_s=0.5),
+        clock=clock,
+    )
+
+
+def test_events_are_charged_per_client_address_as_well_as_per_key() -> None:
+    clock = FakeClock()
+    access = _limited_access(clock)
+    access.admit("k1", None, 20, client="198.51.100.7")
+    with pytest.raises(RateLimited, match="this address") as limited:
+        access.admit("k1", None, 5, client="198.51.100.7")
+    assert limited.value.retry_after_s == 1
+    # Another address has its own bucket; the key's bucket was charged only for what passed.
+    access.admit("k1", None, 20, client="198.51.100.8")
+    # An IPv6 client is limited by its /64: cycling its own addresses gains nothing.
+    access.admit("k1", None, 20, client="2001:db8:1:2::1")
+    with pytest.raises(RateLimited):
+        access.admit("k1", None, 1, client="2001:db8:1:2::ffff")
+    # A source may set its own per-address burst; more than any burst is refused as too large.
+    access.admit("k2", None, 50, client="198.51.100.7")
+    with pytest.raises(PayloadTooLarge, match="burst"):
+        access.admit("k1", None, 21, client="198.51.100.9")
+    clock.now += 2
+    access.admit("k1", None, 20, client="198.51.100.7")
+
+
+def test_an_address_presenting_unknown_keys_is_refused_before_its_keys_are_hashed() -> None:
+    clock = FakeClock()
+    access = _limited_access(clock)
+    for guess in range(3):
+        with pytest.raises(Unauthorized):
+            access.admit(f"guess-{guess}", None, 1, client="203.0.113.5")
+    with pytest.raises(RateLimited, match="unknown write keys") as limited:
+        access.admit("k1", None, 1, client="203.0.113.5")
+    assert limited.value.retry_after_s == 2
+    access.admit("k1", None, 1, client="203.0.113.6")
+    clock.now += 2
+    assert access.admit("k1", None, 1, client="203.0.113.5").name == "web"
 
 
 def test_keys_are_matched_by_hash_and_origins_per_source() -> None:

@@ -68,6 +68,7 @@ def test_prod_refuses_the_dev_write_key(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("FS_ENVIRONMENT", "prod")
     monkeypatch.setenv("FS_S3__SECRET_KEY", "a-real-secret")
     monkeypatch.setenv("FS_INGEST__UPLOAD_TOKEN_SECRET", "a-real-upload-secret")
+    monkeypatch.setenv("FS_INGEST__READ_KEY_SHA256", '["' + "b" * 64 + '"]')
     with pytest.raises((ConfigurationError, ValueError), match="dev write key"):
         IngestSettings(_env_file=None)  # type: ignore[call-arg]
     sources = '{"web": {"write_key_sha256": ["' + "a" * 64 + '"]}}'
@@ -121,13 +122,15 @@ def test_preflight_answers_known_origins_only(client: TestClient) -> None:
 
 def test_rate_limit_answers_429_with_retry_after(client: TestClient, fake_producer: FakeProducer) -> None:
     headers = {"X-Write-Key": LIMITED_KEY}
+    # The bucket holds 500 events; a batch of 497 leaves three, charged per event.
+    assert post_batch(client, [example("image_saved") for _ in range(497)], headers).status_code == 202
     statuses = [client.post("/v1/event", json=example("tool_selected"), headers=headers).status_code for _ in range(5)]
     assert statuses[:3] == [202, 202, 202]
     assert statuses[3:] == [429, 429]
     limited = client.post("/v1/event", json=example("tool_selected"), headers=headers)
     assert limited.json()["error"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
-    assert len(fake_producer.on(RAW)) == 3
+    assert len(fake_producer.on(RAW)) == 500
     # Another key has its own bucket.
     assert client.post("/v1/event", json=example("tool_selected"), headers=KEY).status_code == 202
 
