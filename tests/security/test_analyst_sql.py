@@ -171,6 +171,25 @@ def test_settings_output_clauses_and_session_changes_are_refused(stack: Stack, s
     assert not Path("/tmp/fs-analyst-show.txt").exists()
 
 
+def test_files_named_anywhere_in_a_statement_are_never_written(stack: Stack) -> None:
+    target = stack.watch / "out.csv"
+    statements = [
+        f"EXPLAIN SELECT 1 INTO OUTFILE '{target}'",
+        f"SELECT * FROM (SELECT 1 INTO OUTFILE '{target}')",
+        f"WITH x AS (SELECT 1 INTO OUTFILE '{target}') SELECT * FROM x",
+        f"SELECT 1 INTO OUTFILE '{target}' AND STDOUT FORMAT CSV",
+        f"SELECT 1 INTO OUTFILE '{target}' COMPRESSION 'gzip' LEVEL 3",
+        f"DESCRIBE TABLE file('{target}', 'CSV', 'a UInt8')",
+        "SELECT 1 WHERE 1 IN file('/etc/passwd', 'LineAsString')",
+        "SELECT toUInt8(FILE('/etc/passwd'))",
+    ]
+    for statement in statements:
+        before = stack.state()
+        response = stack.sql(statement)
+        assert_unchanged(stack, before, response)
+        assert response.status_code == 400, (statement, response.text)
+
+
 # --- item 1: the property --------------------------------------------------------------------------
 
 # Openers and closers of the string forms a hand-written splitter can lose track of.
