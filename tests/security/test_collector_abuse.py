@@ -409,3 +409,16 @@ def test_operations_pages_need_the_read_key_in_prod_and_stay_open_in_dev(
     assert wrong.status_code == 401
     allowed = httpx.get(f"{prod_server}{path}", headers={"Authorization": f"Bearer {READ_KEY}"})
     assert allowed.status_code == 200
+
+
+def test_the_compose_stack_gives_the_collector_a_read_key_and_prometheus_sends_it() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    environment = compose["services"]["ingest"]["environment"]
+    assert environment["FS_ENVIRONMENT"] == "prod"
+    assert environment["FS_INGEST__READ_KEY_SHA256"].startswith("${FS_WAREHOUSE_READ_KEY_SHA256:?")
+    prometheus = yaml.safe_load((root / "infra" / "prometheus.yml").read_text())
+    job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "ingest")
+    assert job["authorization"] == {"credentials_file": "/run/secrets/warehouse_read_key"}
