@@ -64,11 +64,15 @@ class AnalystPool:
                 session = idle.pop() if idle else None
             if session is None:
                 session = self.engine.analyst_session(self.limits, trusted=trusted)
+            failed = True
             try:
                 yield session
+                failed = False
             finally:
+                # A session a statement failed on is not lent again: whatever the engine kept of that
+                # statement must not reach the next client (a new session costs milliseconds).
                 with self._lock:
-                    keep = not self._closed
+                    keep = not self._closed and not failed
                     if keep:
                         self._idle[trusted].append(session)
                 if not keep:

@@ -11,6 +11,7 @@ never wait for an analyst and no statement can lift a limit (``readonly=1`` forb
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import threading
@@ -298,6 +299,8 @@ class ChdbWarehouse(_ArrowResults):
                     inserter.append(sink.getvalue())
                     result = inserter.finish()
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    self._session.query("SELECT 1", "CSV")  # what _chdb_query does after a failure
                 raise _query_error(exc, sql) from None
         return int(getattr(result, "rows_written", data.num_rows))
 
@@ -317,6 +320,10 @@ def _chdb_query(session: Any, sql: str, parameters: Parameters, fmt: str) -> Any
         params = {name: _wire_text(value) for name, value in (parameters or {}).items()}
         return session.query(sql, fmt, params=params or None)
     except Exception as exc:  # chdb raises RuntimeError subclasses with ClickHouse's text
+        # chdb keeps what a failed statement had written and prepends it to the next answer of the
+        # session (a CSV header, Arrow bytes, rows); one statement whose answer is dropped takes it.
+        with contextlib.suppress(Exception):
+            session.query("SELECT 1", "CSV")
         raise _query_error(exc, sql) from None
 
 

@@ -138,6 +138,17 @@ def test_readonly_setting_backs_up_the_check(api: tuple[TestClient, Warehouse]) 
         session.close()
 
 
+def test_a_failed_query_leaves_nothing_for_the_next_one(api: tuple[TestClient, Warehouse]) -> None:
+    from clickhouse.errors import QueryError
+
+    _, warehouse = api
+    with pytest.raises(QueryError, match="boom"):
+        warehouse.query_rows(
+            "SELECT throwIf(number = 70000, 'boom') AS t FROM numbers(100000) SETTINGS max_block_size = 1000"
+        )
+    assert warehouse.query_rows("SELECT 1 AS ok") == [{"ok": 1}]
+
+
 def test_statement_check_allows_reads_with_write_words_in_strings(api: tuple[TestClient, Warehouse]) -> None:
     _, warehouse = api
     assert isinstance(warehouse, ChdbWarehouse)

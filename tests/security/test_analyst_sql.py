@@ -444,6 +444,17 @@ def test_no_input_gives_a_5xx(stack: Stack, body: dict[str, Any]) -> None:
     assert named.status_code < 500, named.text
 
 
+def test_a_failed_query_leaves_nothing_in_the_next_answer(stack: Stack) -> None:
+    # chdb keeps what a failed statement had written (here the CSV header) and hands it to the next
+    # statement of that session: another client's answer.
+    for _ in range(CONCURRENT + 1):
+        failed = stack.sql("SELECT throwIf(number = 1, 'boom') AS leaked FROM numbers(2)", format="csv")
+        assert failed.status_code == 400, failed.text
+    for _ in range(CONCURRENT + 1):
+        assert stack.sql("SELECT 1 AS one", format="csv").text == '"one"\n1\n'
+        assert stack.sql("SELECT 1 AS one").json()["rows"] == [{"one": 1}]
+
+
 def test_parameters_round_trip_exactly(stack: Stack) -> None:
     text = 'back\\slash, new\nline, tab\t, quote\' "double", \\N, nul\x00, ünïcode 😀'
     response = stack.sql("SELECT {p:String} AS p, {a:Array(String)} AS a", parameters={"p": text, "a": [text, "x"]})
