@@ -262,8 +262,9 @@ class ChdbWarehouse(_ArrowResults):
         self.path = path
         self.database = database
         self._session: Any = session.Session(path)  # type: ignore[no-untyped-call]
-        # One statement at a time: a chdb session is thread safe, but a USE must stay paired with
-        # the statement after it.
+        # One statement at a time. chdb runs one session's statements one after another anyway
+        # (the USE below holds for the session), but after a failure the statement that drains what
+        # it left must come before anyone else's. Analyst SQL runs on sessions of its own.
         self._lock = threading.RLock()
         self._run(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", None, "CSV")
         self._run(f"USE {quote_identifier(database)}", None, "CSV")

@@ -182,6 +182,7 @@ def test_files_named_anywhere_in_a_statement_are_never_written(stack: Stack) -> 
         f"DESCRIBE TABLE file('{target}', 'CSV', 'a UInt8')",
         "SELECT 1 WHERE 1 IN file('/etc/passwd', 'LineAsString')",
         "SELECT toUInt8(FILE('/etc/passwd'))",
+        f"EXPLAIN TABLE OVERRIDE mysql('127.0.0.1:{stack.listener.port}', 'd', 't', 'u', 'p') PARTITION BY x",
     ]
     for statement in statements:
         before = stack.state()
