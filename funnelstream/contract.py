@@ -404,6 +404,10 @@ class InferenceJob(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     experiments: dict[Key, Key] = Field(default_factory=dict)
     submitted_at: AwareDatetime
+    input_etag: Annotated[str, StringConstraints(max_length=128)] | None = None
+    """The input's ETag when the job was accepted: the job runs on that object or fails, not on one
+    posted over it later (an upload's policy admits several posts to its key while it lasts)."""
+    mask_etag: Annotated[str, StringConstraints(max_length=128)] | None = None
 
     @model_validator(mode="after")
     def _restore_names_an_inference(self) -> InferenceJob:

@@ -150,26 +150,30 @@ class JobProcessor:
                 return self._restore(job, timings, abandoned)
         raise AssertionError("unreachable: tenacity reraises")
 
-    def _fetch(self, field_name: str, key: str) -> StoredObject:
-        """An uploaded object within the byte limit, stored as an image type; not decoded yet."""
+    def _fetch(self, field_name: str, key: str, etag: str | None = None) -> StoredObject:
+        """An uploaded object within the byte limit, stored as an image type, and the one the job was
+        accepted on (``etag``, when the collector pinned it); not decoded yet."""
         try:
             stored = self.store.read(key, self.config.max_input_bytes)
         except ObjectNotFound:
             raise InputMissing(field_name, key) from None
         except ObjectTooLarge as exc:
             raise InputTooLarge(field_name, key, f"over the limit of {exc.max_bytes} bytes") from None
+        if etag is not None and stored.etag != etag:
+            raise JobFailed(field_name, f"object {key!r} was replaced after the job was accepted")
         content_type = (stored.content_type or "").split(";", 1)[0].strip().lower()
         if content_type not in IMAGE_FORMATS.values():
             raise CorruptImage(field_name, key, f"stored as {stored.content_type!r}, not as an image type")
-        return StoredObject(stored.data, content_type)
+        return StoredObject(stored.data, content_type, stored.etag)
 
-    def _fetch_image(self, field_name: str, key: str, scale: int = 1) -> RGB:
-        stored = self._fetch(field_name, key)
+    def _fetch_image(self, job: InferenceJob, scale: int = 1) -> RGB:
+        field_name, key = "input_key", job.input_key
+        stored = self._fetch(field_name, key, job.input_etag)
         limits = Limits(self.config.max_image_pixels, self.config.max_output_pixels, scale)
         return decode_image(stored.data, field=field_name, key=key, limits=limits, content_type=stored.content_type)
 
-    def _fetch_mask(self, key: str, image: RGB) -> Mask:
-        stored = self._fetch("mask_key", key)
+    def _fetch_mask(self, key: str, image: RGB, etag: str | None) -> Mask:
+        stored = self._fetch("mask_key", key, etag)
         limits = Limits(self.config.max_image_pixels)
         mask = decode_mask(stored.data, field="mask_key", key=key, limits=limits, content_type=stored.content_type)
         if mask.shape != image.shape[:2]:
@@ -179,12 +183,12 @@ class JobProcessor:
     def _restore(self, job: InferenceJob, timings: Timings, abandoned: Callable[[], bool]) -> Completed:
         model: RestorationModel = self.registry.restoration_for(job.inference_id, job.inference_name)
         started = time.perf_counter()
-        image = self._fetch_image("input_key", job.input_key, model.output_scale(job.params))
+        image = self._fetch_image(job, model.output_scale(job.params))
         mask = None
         if model.needs_mask:
             if job.mask_key is None:
                 raise JobFailed("mask_key", f"required for {model.task}")
-            mask = self._fetch_mask(job.mask_key, image)
+            mask = self._fetch_mask(job.mask_key, image, job.mask_etag)
         timings.fetch_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -212,7 +216,7 @@ class JobProcessor:
     def _segment(self, job: InferenceJob, timings: Timings, abandoned: Callable[[], bool]) -> Completed:
         segmenter = self.registry.segment_model()
         started = time.perf_counter()
-        image = self._fetch_image("input_key", job.input_key)
+        image = self._fetch_image(job)
         timings.fetch_s = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -39,6 +39,7 @@ class ObjectTooLarge(InferenceError):
 class StoredObject:
     data: bytes
     content_type: str | None
+    etag: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -104,7 +105,8 @@ class MinioStore:
             data = bytes(response.read(max_bytes + 1))
             if len(data) > max_bytes:
                 raise ObjectTooLarge(key, None, max_bytes)
-            return StoredObject(data, response.headers.get("Content-Type"))
+            etag = response.headers.get("ETag")
+            return StoredObject(data, response.headers.get("Content-Type"), etag.strip('"') if etag else None)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         try:

@@ -79,6 +79,7 @@ def create_app(
     *,
     producer_factory: Callable[[IngestSettings], ProducerLike] = _kafka_producer,
     presigner_factory: Callable[[IngestSettings], Minio] = lambda s: make_client(s.s3, public=True),
+    store_factory: Callable[[IngestSettings], Minio] = lambda s: make_client(s.s3),
 ) -> FastAPI:
     """Other routers (e.g. experiment assignment) are added with ``app.include_router``; they reach
     the shared state through ``request.app.state.ingest``."""
@@ -108,6 +109,7 @@ def create_app(
             metrics=metrics,
             results=cache,
             presigner=presigner_factory(settings),
+            store=store_factory(settings),
         )
         try:
             yield

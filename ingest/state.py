@@ -26,6 +26,8 @@ class IngestState:
     metrics: IngestMetrics
     results: ResultCache
     presigner: Minio
+    store: Minio
+    """The services' own client of the object store (not the browsers' endpoint): stats uploads."""
     hot: HotPathMetrics = field(init=False)
     late_limit: timedelta = field(init=False)
     future_tolerance: timedelta = field(init=False)

@@ -3,11 +3,14 @@
 Invariant: the write key is admitted before any body byte is read, and at most
 ``max_job_body_bytes`` are read. A job runs only on uploads made for its own ``anonymous_id``: its
 input (and mask) come with the upload tokens POST /v1/uploads gave that device. Job ids are made
-here, never by the client, so no request can aim at another job's objects or result.
+here, never by the client, so no request can aim at another job's objects or result. Each upload is
+looked up in the object store at submit (there, of its key's image type, within the size limit) and
+its ETag goes with the job, so the job runs on that object or fails, not on one posted over it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -15,21 +18,45 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from minio.error import S3Error
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
 from funnelstream.contract import EventType, InferenceJob, InferenceResult, JobKind, JobStatus
 from funnelstream.errors import ContractError, FieldError
 from funnelstream.objectstore import input_id_of_key
 from ingest.access import Source
-from ingest.errors import InvalidEvent, UploadTokenRefused
+from ingest.errors import InvalidEvent, Unavailable, UploadTokenRefused
 from ingest.pipeline import prepare_event
 from ingest.routes.common import KeyFirstRoute, admitted_source, authorized_source, error_responses, field_errors
-from ingest.schemas import JobAccepted, JobRequest, JobState
+from ingest.schemas import UPLOAD_EXTENSIONS, JobAccepted, JobRequest, JobState
 from ingest.state import IngestState, state_of
 from ingest.upload_tokens import token_matches
 from ingest.web import cors_headers, json_response, preflight
 
 router = APIRouter(tags=["jobs"], route_class=KeyFirstRoute)
+
+CONTENT_TYPES = {extension: content_type for content_type, extension in UPLOAD_EXTENSIONS.items()}
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+
+
+async def uploaded_etag(state: IngestState, field: str, key: str) -> str:
+    """The ETag of the object at an upload's key, once it is there with its key's type and within the limit."""
+    try:
+        stat = await asyncio.to_thread(state.store.stat_object, state.settings.s3.bucket, key)
+    except S3Error as exc:
+        if exc.code in MISSING_CODES:
+            reason = "nothing is uploaded at this key yet: post the image to the ticket's upload_url first"
+            raise InvalidEvent(f"{field} is not uploaded", errors=[FieldError(field, reason)]) from None
+        raise Unavailable(f"object store: {exc.code}", retry_after_s=state.config.retry_after_s) from exc
+    except (HTTPError, OSError) as exc:
+        raise Unavailable(f"object store unreachable: {exc}", retry_after_s=state.config.retry_after_s) from exc
+    expected = CONTENT_TYPES[key.rsplit(".", 1)[1]]
+    if stat.content_type != expected or not stat.size or stat.size > state.config.max_upload_bytes:
+        reason = f"stored as {stat.content_type!r} of {stat.size} bytes; must be {expected} of at most "
+        reason += f"{state.config.max_upload_bytes} bytes"
+        raise InvalidEvent(f"{field} is not an upload this collector admits", errors=[FieldError(field, reason)])
+    return str(stat.etag)
 
 
 def check_uploads(state: IngestState, job: JobRequest) -> None:
@@ -76,6 +103,8 @@ async def submit_job(
     state = state_of(request)
     config = state.config
     check_uploads(state, job)
+    input_etag = await uploaded_etag(state, "input_key", job.input_key)
+    mask_etag = await uploaded_etag(state, "mask_key", job.mask_key) if job.mask_key else None
     now = datetime.now(UTC)
     job_id = uuid.uuid4()
     try:
@@ -94,6 +123,8 @@ async def submit_job(
             params=job.params,
             experiments=job.experiments,
             submitted_at=now,
+            input_etag=input_etag,
+            mask_etag=mask_etag,
         )
     except ValidationError as exc:
         raise InvalidEvent("the job is not valid", errors=field_errors(exc)) from None

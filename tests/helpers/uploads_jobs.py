@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer
 from PIL import Image
 
 from funnelstream.pipeline import Ports, create_namespace_topics, delete_namespace_topics, namespaced_env
@@ -55,6 +57,7 @@ class Services:
     inference: ServiceProcess | None
     ingest_url: str
     inference_url: str | None
+    jobs_topic: str
 
 
 @contextmanager
@@ -105,6 +108,7 @@ def running_services(
             worker,
             f"http://{local}:{ports.ingest}",
             f"http://{local}:{ports.inference}" if worker else None,
+            settings["FS_INGEST__JOBS_TOPIC"],
         )
     finally:
         for service in started:
@@ -158,6 +162,31 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 180) -> d
             return dict(state)
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} still queued after {timeout_s}s")
+
+
+def job_message(kafka: KafkaConfig, topic: str, job_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The job as the collector put it on the jobs topic, read with a consumer group of its own."""
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": f"sec-reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                job = dict(orjson.loads(message.value() or b"{}"))
+                if job.get("job_id") == job_id:
+                    return job
+    finally:
+        consumer.close()
+    raise AssertionError(f"job {job_id} not on {topic} after {timeout_s}s")
+
+
+def produce_job(kafka: KafkaConfig, topic: str, job: dict[str, Any]) -> None:
+    producer = Producer(kafka.client_config())
+    producer.produce(topic, orjson.dumps(job), str(job["input_id"]).encode())
+    assert producer.flush(30) == 0
 
 
 @dataclass

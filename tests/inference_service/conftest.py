@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import mimetypes
 import uuid
@@ -36,7 +37,8 @@ class MemoryStore:
         data = self.get(key)
         if len(data) > max_bytes:
             raise ObjectTooLarge(key, len(data), max_bytes)
-        return StoredObject(data, self.content_types.get(key) or mimetypes.guess_type(key)[0])
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return StoredObject(data, self.content_types.get(key) or mimetypes.guess_type(key)[0], etag)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self.puts += 1

@@ -24,6 +24,7 @@ from inference_service.errors import (
     InputMissing,
     InputTooLarge,
     JobAbandoned,
+    JobFailed,
     MaskMismatch,
     OutputTooLarge,
     UndecodableJob,
@@ -205,6 +206,18 @@ def test_a_stored_object_is_checked_before_it_is_decoded(
     with pytest.raises(error, match=reason) as caught:
         processor.run(make_job(), Timings())
     assert caught.value.field == "input_key"  # type: ignore[attr-defined]
+
+
+def test_an_input_replaced_after_the_job_was_accepted_is_not_used(registry: ModelRegistry) -> None:
+    store = MemoryStore()
+    store.objects["inputs/2026/01/02/in.png"] = png(scene())
+    accepted = store.read("inputs/2026/01/02/in.png", 10**6).etag
+    store.objects["inputs/2026/01/02/in.png"] = png(scene(96, 100))  # posted again under the same policy
+    with pytest.raises(JobFailed, match="replaced after the job was accepted") as caught:
+        processor_for(registry, store).run(make_job(input_etag=accepted), Timings())
+    assert caught.value.field == "input_key"
+    current = store.read("inputs/2026/01/02/in.png", 10**6).etag
+    processor_for(registry, store).run(make_job(input_etag=current), Timings())
 
 
 def test_a_mask_of_the_wrong_size_is_refused(registry: ModelRegistry) -> None:

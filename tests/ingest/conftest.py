@@ -1,4 +1,4 @@
-"""A fake at the Kafka boundary for unit tests of the collector, and the settings they share."""
+"""Fakes at the Kafka and object-store boundaries for unit tests of the collector, and the settings they share."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import KafkaError
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from minio.error import S3Error
 
 from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
@@ -130,17 +131,43 @@ def unit_settings(**ingest: Any) -> IngestSettings:
     return IngestSettings(_env_file=None, ingest=config)  # type: ignore[call-arg]
 
 
+@dataclass
+class FakeStat:
+    size: int
+    content_type: str
+    etag: str
+
+
+class FakeObjectStore:
+    """Stands in for the collector's minio client, which only stats uploads: ``objects`` are what was posted."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, FakeStat] = {}
+
+    def stat_object(self, bucket: str, key: str) -> FakeStat:
+        if key not in self.objects:
+            raise S3Error(None, "NoSuchKey", "Object does not exist", key, "request", "host")  # type: ignore[arg-type]
+        return self.objects[key]
+
+
 @pytest.fixture
 def fake_producer() -> FakeProducer:
     return FakeProducer()
 
 
 @pytest.fixture
-def make_client(fake_producer: FakeProducer) -> Iterator[Callable[..., TestClient]]:
+def fake_store() -> FakeObjectStore:
+    return FakeObjectStore()
+
+
+@pytest.fixture
+def make_client(fake_producer: FakeProducer, fake_store: FakeObjectStore) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def build(settings: IngestSettings | None = None) -> TestClient:
-        app: FastAPI = create_app(settings or unit_settings(), producer_factory=lambda _: fake_producer)
+        app: FastAPI = create_app(
+            settings or unit_settings(), producer_factory=lambda _: fake_producer, store_factory=lambda _: fake_store
+        )
         client = TestClient(app, client=("203.0.113.77", 50000))
         client.__enter__()
         clients.append(client)

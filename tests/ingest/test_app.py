@@ -22,7 +22,15 @@ from funnelstream.topics import Topic
 from ingest.app import create_app
 from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY, IngestSettings, SourceConfig, hash_write_key
 from tests.funnelstream.examples import example
-from tests.ingest.conftest import LIMITED_KEY, OTHER_ORIGIN, WEB_KEY, WEB_ORIGIN, FakeProducer, unit_settings
+from tests.ingest.conftest import (
+    LIMITED_KEY,
+    OTHER_ORIGIN,
+    WEB_KEY,
+    WEB_ORIGIN,
+    FakeProducer,
+    FakeStat,
+    unit_settings,
+)
 
 RAW = str(Topic.EVENTS_RAW)
 DLQ = str(Topic.EVENTS_DLQ)
@@ -446,8 +454,13 @@ def test_upload_url_uses_the_public_endpoint(make_client: Callable[..., TestClie
     assert ticket["upload_url"].startswith("http://images.example.com/")
 
 
-def _upload(client: TestClient, anonymous_id: str = "device-7f3a") -> dict[str, Any]:
-    return dict(client.post("/v1/uploads", json={**UPLOAD, "anonymous_id": anonymous_id}, headers=KEY).json())
+def _upload(client: TestClient, anonymous_id: str = "device-7f3a", posted: bool = True) -> dict[str, Any]:
+    """A ticket, and with ``posted`` its image in the (fake) store, as the browser's form post leaves it."""
+    ticket = dict(client.post("/v1/uploads", json={**UPLOAD, "anonymous_id": anonymous_id}, headers=KEY).json())
+    if posted:
+        store = client.app.state.ingest.store  # type: ignore[attr-defined]
+        store.objects[ticket["input_key"]] = FakeStat(1234, "image/png", f"etag-{ticket['input_id']}")
+    return ticket
 
 
 def _job(client: TestClient, kind: str, **extra: Any) -> dict[str, Any]:
@@ -474,6 +487,7 @@ def test_restore_job_goes_to_inference_jobs_and_emits_inference_requested(
     [job_message] = fake_producer.on(str(Topic.INFERENCE_JOBS))
     job = InferenceJob.model_validate_json(job_message.value())
     assert job_message.key() == request["input_id"].encode()
+    assert (job.input_etag, job.mask_etag) == (f"etag-{request['input_id']}", f"etag-{mask['input_id']}")
     assert str(job.job_id) == job_id and job.kind is JobKind.RESTORE and job.inference_id == 1
     [event_message] = fake_producer.on(RAW)
     event = parse_event_json(event_message.value())
@@ -518,6 +532,20 @@ def test_a_job_needs_the_upload_tokens_of_its_own_device(client: TestClient, fak
         headers=KEY)  # fmt: skip
     assert refused.status_code == 403 and refused.json()["errors"][0]["field"] == "mask_token"
     assert fake_producer.delivered == []
+
+
+def test_a_job_needs_its_input_uploaded_with_the_type_its_key_names(client: TestClient) -> None:
+    ticket = _upload(client, posted=False)
+    job = {**_job(client, "segment"), "input_id": ticket["input_id"], "input_key": ticket["input_key"]}
+    job["input_token"] = ticket["upload_token"]
+    not_posted = client.post("/v1/jobs", json=job, headers=KEY)
+    assert not_posted.status_code == 422 and not_posted.json()["errors"][0]["field"] == "input_key"
+    store = client.app.state.ingest.store  # type: ignore[attr-defined]
+    store.objects[ticket["input_key"]] = FakeStat(1234, "text/html", "etag")
+    html = client.post("/v1/jobs", json=job, headers=KEY)
+    assert html.status_code == 422 and "stored as 'text/html'" in html.json()["errors"][0]["reason"]
+    store.objects[ticket["input_key"]] = FakeStat(1234, "image/png", "etag")
+    assert client.post("/v1/jobs", json=job, headers=KEY).status_code == 202
 
 
 def test_job_fields_are_bounded_and_named(client: TestClient) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +18,8 @@ from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
 from funnelstream.contract import DeadLetter, InferenceResult, JobKind, JobStatus, parse_event_json
-from funnelstream.settings import KafkaConfig
+from funnelstream.sample_images import sample_png
+from funnelstream.settings import KafkaConfig, ObjectStoreConfig
 from ingest.app import create_app
 from ingest.sdk import Client
 from ingest.settings import IngestSettings, hash_write_key
@@ -74,11 +77,13 @@ def test_accepted_events_are_in_kafka_keyed_by_device_and_invalid_ones_in_the_dl
 
 
 def test_job_results_from_inference_results_are_served(
-    live_client: TestClient, kafka: KafkaConfig, topics: dict[str, str]
+    live_client: TestClient, kafka: KafkaConfig, topics: dict[str, str], minio_client: Any, s3: ObjectStoreConfig
 ) -> None:
     ticket = live_client.post(
         "/v1/uploads", json={"content_type": "image/png", "anonymous_id": "device-1"}, headers={"X-Write-Key": KEY}
     ).json()
+    image = sample_png(8, 8, seed=0)
+    minio_client.put_object(s3.bucket, ticket["input_key"], io.BytesIO(image), len(image), content_type="image/png")
     input_id = uuid.UUID(ticket["input_id"])
     submitted = live_client.post(
         "/v1/jobs",

@@ -26,10 +26,12 @@ from tests.helpers.uploads_jobs import (
     MIB,
     Services,
     flat_png,
+    job_message,
     job_request,
     peak_rss_bytes,
     pid_of,
     post_form,
+    produce_job,
     running_services,
     stream_body,
     upload,
@@ -116,6 +118,31 @@ def test_a_mask_must_be_an_upload_of_the_same_device(client: httpx.Client) -> No
     accepted = client.post("/v1/jobs", json={**request, "mask_token": own_mask["upload_token"]})
     assert accepted.status_code == 202, accepted.text
     assert wait_for_job(client, accepted.json()["job_id"])["status"] == "succeeded"
+
+
+def test_an_input_posted_over_after_its_job_was_accepted_is_not_used(
+    client: httpx.Client, services: Services, kafka: KafkaConfig, minio_client: Any, s3: ObjectStoreConfig
+) -> None:
+    ticket = upload(client, "swap-device", sample_png(64, 48, seed=8))
+    checked = minio_client.stat_object(s3.bucket, ticket["input_key"]).etag
+    accepted = client.post("/v1/jobs", json=job_request(ticket, "swap-device"))
+    assert accepted.status_code == 202, accepted.text
+    job = job_message(kafka, services.jobs_topic, accepted.json()["job_id"])
+    assert job["input_etag"] == checked
+    # The policy admits more posts to its key while it lasts, and this server lets them overwrite.
+    assert post_form(ticket, flat_png(3000, 3000), "image/png").status_code == 204
+    assert minio_client.stat_object(s3.bucket, ticket["input_key"]).etag != checked
+    # The same job reaching the worker after the swap (as one queued behind others would).
+    late = {**job, "job_id": str(uuid.uuid4())}
+    produce_job(kafka, services.jobs_topic, late)
+    state = wait_for_job(client, late["job_id"])
+    assert state["status"] == "failed" and "replaced after the job was accepted" in state["error"], state
+
+
+def test_a_job_on_an_input_not_uploaded_yet_is_refused(client: httpx.Client) -> None:
+    ticket = client.post("/v1/uploads", json={"content_type": "image/png", "anonymous_id": "early-device"}).json()
+    refused = client.post("/v1/jobs", json=job_request(ticket, "early-device"))
+    assert refused.status_code == 422 and _errors(refused) == ["input_key"], refused.text
 
 
 # --- item 6: body limits, key first -----------------------------------------------------------------
@@ -257,22 +284,37 @@ def test_a_small_png_of_a_huge_image_fails_its_enhance_without_the_memory(
 
 
 @pytest.mark.parametrize(
-    ("content_type", "body", "reason"),
+    ("content_type", "body", "refused_by", "reason"),
     [
-        ("text/html", b"<html><script>alert(1)</script></html>", "not as an image type"),
-        ("image/png", b"<html><script>alert(1)</script></html>", "not a readable image"),
-        ("image/png", b"\x89PNG" + bytes(MAX_UPLOAD_BYTES + 1), "too large"),
-        ("image/jpeg", sample_png(16, 12, seed=3), "stored as 'image/jpeg'"),
+        ("text/html", b"<html><script>alert(1)</script></html>", "collector", "stored as 'text/html'"),
+        ("image/png", b"\x89PNG" + bytes(MAX_UPLOAD_BYTES + 1), "collector", f"at most {MAX_UPLOAD_BYTES} bytes"),
+        ("image/jpeg", sample_png(16, 12, seed=3), "collector", "stored as 'image/jpeg'"),
+        ("image/png", b"<html><script>alert(1)</script></html>", "inference", "not a readable image"),
+        ("image/png", b"GIF89a" + bytes(64), "inference", "not a readable image"),
     ],
 )
 def test_a_stored_object_is_checked_before_a_job_uses_it(
-    client: httpx.Client, minio_client: Any, s3: ObjectStoreConfig, content_type: str, body: bytes, reason: str
+    client: httpx.Client,
+    minio_client: Any,
+    s3: ObjectStoreConfig,
+    content_type: str,
+    body: bytes,
+    refused_by: str,
+    reason: str,
 ) -> None:
-    """As if the store had not enforced the policy: the object under an upload's key is put directly."""
+    """As if the store had not enforced the policy: the object under an upload's key is put directly.
+
+    The collector refuses at submit what the object's metadata shows (type, size); the inference
+    service fails a job whose bytes are not the image their type claims, before decoding them.
+    """
     ticket = client.post("/v1/uploads", json={"content_type": "image/png", "anonymous_id": "store-device"}).json()
     minio_client.put_object(s3.bucket, ticket["input_key"], io.BytesIO(body), len(body), content_type=content_type)
-    accepted = client.post("/v1/jobs", json=job_request(ticket, "store-device"))
-    assert accepted.status_code == 202, accepted.text
-    state = wait_for_job(client, accepted.json()["job_id"])
+    answer = client.post("/v1/jobs", json=job_request(ticket, "store-device"))
+    if refused_by == "collector":
+        assert answer.status_code == 422 and _errors(answer) == ["input_key"], answer.text
+        assert reason in answer.json()["errors"][0]["reason"], answer.text
+        return
+    assert answer.status_code == 202, answer.text
+    state = wait_for_job(client, answer.json()["job_id"])
     assert state["status"] == "failed" and state["error"].startswith("input_key:"), state
     assert reason in state["error"], state
