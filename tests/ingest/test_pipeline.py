@@ -19,6 +19,7 @@ from ingest.pipeline import (
     Stamp,
     as_sent_schema,
     decode_body,
+    decode_json,
     prepare_batch,
     prepare_event,
     read_valid_batch,
@@ -55,6 +56,23 @@ def test_decode_body_reads_json_gzip_and_text_plain() -> None:
         decode_body(gzip.compress(body)[:-6], None, "gzip", 1000)
     with pytest.raises(PayloadTooLarge):
         decode_body(gzip.compress(b" " * 5000 + body), None, "gzip", 1000)
+
+
+def test_a_body_nested_past_the_reader_limit_is_read_with_the_deep_values_cut() -> None:
+    deep = b"[" * 3000 + b'"]\\"{"' + b"]" * 3000
+    body = b'{"batch":[{"a":"[{"},{"p":' + deep + b'},{"b":1}]}'
+    with pytest.raises(BadRequest, match="depth"):
+        decode_json(body)
+    events = decode_json(body, prune_deep=True)["batch"]
+    assert events[0] == {"a": "[{"} and events[2] == {"b": 1}
+    value, levels = events[1]["p"], 0
+    while isinstance(value, list):
+        value, levels = value[0], levels + 1
+    assert value == "<nested too deep>" and 32 < levels < 1000
+    # Not JSON once cut (an unterminated string, a trailing backslash): still a 400, not a hang.
+    for broken in (b"[" * 1100 + b'"' + b'\\"' * 1000, b"[" * 1100 + b"\\"):
+        with pytest.raises(BadRequest):
+            decode_json(broken, prune_deep=True)
 
 
 @pytest.mark.parametrize(
