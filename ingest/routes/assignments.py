@@ -34,7 +34,9 @@ class CollectorAssignmentAccess:
     """The collector's :class:`~funnelstream.experiments.http.AssignmentAccess`."""
 
     def admit(self, request: Request, cost: int) -> None:
-        source = state_of(request).access.admit(request.headers.get("x-write-key"), cross_origin(request), cost)
+        state = state_of(request)
+        key = request.headers.get("x-write-key")
+        source = state.access.admit(key, cross_origin(request), cost, state.client_ip(request))
         request.state.source = source.name
 
     def check_user_binding(self, request: Request, user_id: str) -> None:

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 BROWSER_KEY = "browser-key-in-every-page"
 SERVER_KEY = "server-key-kept-on-the-backend"
 LIMITED_KEY = "browser-key-with-a-small-bucket"
+SHARED_KEY = "browser-key-with-small-address-buckets"
 BROWSER_ORIGIN = "https://edit.example.com"
 LIMITED_BURST = 100
 
@@ -58,10 +59,12 @@ class Collector:
         self.topic = topic
         self.store = store
 
-    def get(self, key: str | None, origin: str | None = None, **params: str) -> Response:
+    def get(self, key: str | None, origin: str | None = None, address: str | None = None, **params: str) -> Response:
         headers = {"x-write-key": key} if key else {}
         if origin:
             headers["origin"] = origin
+        if address:
+            headers["x-forwarded-for"] = address
         return self.client.get("/v1/assignments", params=params, headers=headers)
 
     def rows(self) -> dict[str, int]:
@@ -98,6 +101,7 @@ def collector(kafka: Any, kafka_topic: Any, tmp_path: Path) -> Iterator[Collecto
             "experiments_enabled": True,
             "demo_page": False,
             "max_batch_events": LIMITED_BURST,  # a source's burst must hold a full batch
+            "trust_forwarded_for": True,  # so one test can speak from two addresses
             "sources": {
                 "web": {"write_key_sha256": [hash_write_key(BROWSER_KEY)], **browser},
                 "backend": {"write_key_sha256": [hash_write_key(SERVER_KEY)], "may_bind_user_id": True},
@@ -106,6 +110,12 @@ def collector(kafka: Any, kafka_topic: Any, tmp_path: Path) -> Iterator[Collecto
                     **browser,
                     "rate_per_s": 0.001,
                     "burst": LIMITED_BURST,
+                },
+                "shared": {
+                    "write_key_sha256": [hash_write_key(SHARED_KEY)],
+                    **browser,
+                    "address_rate_per_s": 0.001,
+                    "address_burst": LIMITED_BURST,
                 },
             },
         },
@@ -210,3 +220,13 @@ def test_made_up_ids_beyond_the_rate_are_refused_and_the_store_stops_growing(col
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert collector.rows() == {"assignments": 0, "exposures": served * RUNNING}
     assert len(collector.exposures()) == served * RUNNING
+
+
+def test_one_address_cannot_take_a_shared_keys_whole_rate(collector: Collector) -> None:
+    busy, other = "203.0.113.7", "198.51.100.9"
+    answers = [collector.get(SHARED_KEY, address=busy, anonymous_id=f"made-up-{i}").status_code for i in range(300)]
+    served = answers.count(200)
+    assert 0 < served <= LIMITED_BURST // RUNNING and answers[served:] == [429] * (300 - served)
+    # The key's own bucket is far from empty: another address is still served.
+    assert collector.get(SHARED_KEY, address=other, anonymous_id="someone-else").status_code == 200
+    assert collector.rows() == {"assignments": 0, "exposures": (served + 1) * RUNNING}
