@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from funnelstream.contract import JobKind, JobStatus, Key, ShortId
-from funnelstream.objectstore import INPUT_KEY_PATTERN
+from funnelstream.objectstore import INPUT_KEY_PATTERN, input_id_of_key
 
 
 class FieldErrorOut(BaseModel):
@@ -68,7 +68,18 @@ class UploadTicket(BaseModel):
     expires_at: datetime
 
 
-InputKey = Annotated[str, StringConstraints(max_length=128, pattern=INPUT_KEY_PATTERN)]
+def _upload_key(value: str) -> str:
+    if input_id_of_key(value) is None:
+        raise PydanticCustomError("upload_key", "must be an input_key that POST /v1/uploads returned")
+    return value
+
+
+InputKey = Annotated[
+    str,
+    StringConstraints(max_length=128),
+    AfterValidator(_upload_key),
+    WithJsonSchema({"type": "string", "maxLength": 128, "pattern": INPUT_KEY_PATTERN}),
+]
 UploadToken = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 # Pixel coordinates: finite, and within any image the service can take.
 Coordinate = Annotated[float, Field(ge=0, le=65_536, allow_inf_nan=False)]
