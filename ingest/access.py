@@ -87,15 +87,18 @@ class BucketMap:
 
 @lru_cache(maxsize=4096)
 def address_bucket_name(address: str) -> str:
-    """The unit an address is limited as: itself for IPv4, its /64 for IPv6 (one subscriber's
-    network, whose addresses a client can cycle through for free)."""
+    """The unit an address is limited as: itself for IPv4 (also written IPv4-mapped, as a
+    dual-stack socket reports it), its /64 for IPv6 (one subscriber's network, whose addresses a
+    client can cycle through for free)."""
     if ":" not in address:
         return address
     try:
-        network = ipaddress.ip_network(f"{address}/64", strict=False)
+        ip = ipaddress.IPv6Address(address)
     except ValueError:
         return address
-    return str(network.network_address)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False).network_address)
 
 
 @dataclass(frozen=True, slots=True)

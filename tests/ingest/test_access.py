@@ -62,6 +62,11 @@ def test_events_are_charged_per_client_address_as_well_as_per_key() -> None:
     access.admit("k1", None, 20, client="2001:db8:1:2::1")
     with pytest.raises(RateLimited):
         access.admit("k1", None, 1, client="2001:db8:1:2::ffff")
+    # An IPv4 client reported IPv4-mapped by a dual-stack socket is itself, not one shared /64.
+    access.admit("k1", None, 20, client="::ffff:198.51.100.10")
+    access.admit("k1", None, 20, client="::ffff:198.51.100.11")
+    with pytest.raises(RateLimited):
+        access.admit("k1", None, 1, client="198.51.100.10")
     # A source may set its own per-address burst; more than any burst is refused as too large.
     access.admit("k2", None, 50, client="198.51.100.7")
     with pytest.raises(PayloadTooLarge, match="burst"):
