@@ -1,4 +1,6 @@
-"""Analyst SQL (``POST /v1/sql``) and named queries, run on sessions of their own.
+"""Every query a client can reach, run on sessions of their own: analyst SQL (``POST /v1/sql``),
+named queries, and the API's fixed routes (funnel, trends, experiment results... through
+``AnalystReader``).
 
 Owns the pool of analyst sessions, whose size is the concurrency limit (over it a request is refused
 at once, 429), the translation of ClickHouse's limit errors into errors naming the setting, and the
@@ -16,7 +18,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from clickhouse.backend import AnalystEngine, AnalystLimits, AnalystSession, Parameters
+import pyarrow as pa
+
+from clickhouse.backend import (
+    AnalystEngine,
+    AnalystLimits,
+    AnalystSession,
+    Parameters,
+    Settings,
+    _ArrowResults,
+    _with_settings,
+)
 from clickhouse.errors import AnalystBusy, LimitExceeded, QueryError, ReadOnlyViolation, WarehouseError
 from clickhouse.sqlguard import canonical, check_read_only
 
@@ -47,12 +59,13 @@ class AnalystPool:
         self.engine = engine
         self.limits = limits
         self._slots = threading.BoundedSemaphore(limits.max_concurrent)
-        self._idle: dict[bool, list[AnalystSession]] = {False: [], True: []}
+        # Idle sessions by kind: (trusted, whole), as ``AnalystEngine.analyst_session`` takes them.
+        self._idle: dict[tuple[bool, bool], list[AnalystSession]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     @contextmanager
-    def session(self, *, trusted: bool = False) -> Iterator[AnalystSession]:
+    def session(self, *, trusted: bool = False, whole: bool = False) -> Iterator[AnalystSession]:
         # Refused at once rather than queued: a queue would hold a server thread per waiting client.
         if not self._slots.acquire(blocking=False):
             raise AnalystBusy(self.limits.max_concurrent)
@@ -60,10 +73,10 @@ class AnalystPool:
             with self._lock:
                 if self._closed:
                     raise WarehouseError("the warehouse is shutting down")
-                idle = self._idle[trusted]
+                idle = self._idle.setdefault((trusted, whole), [])
                 session = idle.pop() if idle else None
             if session is None:
-                session = self.engine.analyst_session(self.limits, trusted=trusted)
+                session = self.engine.analyst_session(self.limits, trusted=trusted, whole=whole)
             failed = True
             try:
                 yield session
@@ -74,7 +87,7 @@ class AnalystPool:
                 with self._lock:
                     keep = not self._closed and not failed
                     if keep:
-                        self._idle[trusted].append(session)
+                        self._idle[trusted, whole].append(session)
                 if not keep:
                     session.close()
         finally:
@@ -83,8 +96,8 @@ class AnalystPool:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            sessions = self._idle[False] + self._idle[True]
-            self._idle = {False: [], True: []}
+            sessions = [session for idle in self._idle.values() for session in idle]
+            self._idle = {}
         for session in sessions:
             session.close()
 
@@ -102,6 +115,15 @@ class AnalystPool:
         with self.session(trusted=True) as session:
             try:
                 return self._answer(session, canonical(session, sql), parameters, "json")
+            except QueryError as exc:
+                raise self._named(exc) from None
+
+    def arrow(self, sql: str, parameters: Parameters) -> pa.Table:
+        """One of the API's own statements (a fixed route's): the same limits, and a whole answer or an
+        error naming the limit it went past; never a cut one."""
+        with self.session(trusted=True, whole=True) as session:
+            try:
+                return session.arrow(sql, parameters)
             except QueryError as exc:
                 raise self._named(exc) from None
 
@@ -128,6 +150,20 @@ class AnalystPool:
         if exc.code == _TOO_MANY_CODE:
             return AnalystBusy(limits.max_concurrent)
         return exc
+
+
+class AnalystReader(_ArrowResults):
+    """The read half of ``Warehouse`` over the pool, for the fixed routes and experiment results.
+
+    Each statement takes a pool session for itself: it waits for neither the loader nor /readyz,
+    counts against FS_SQL_MAX_CONCURRENT (one more is ``AnalystBusy``, a 429) and carries every limit.
+    """
+
+    def __init__(self, pool: AnalystPool) -> None:
+        self.pool = pool
+
+    def query_arrow(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pa.Table:
+        return self.pool.arrow(_with_settings(sql, settings), parameters)
 
 
 def shape(raw: bytes, output: Output, max_rows: int) -> AnalystResult:

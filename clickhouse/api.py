@@ -1,7 +1,9 @@
 """The query API of the warehouse process (``funnelstream warehouse serve``).
 
 In embedded mode this process owns the chdb data path, so it also runs the loader (in a thread)
-and every other reader comes through here (DESIGN §6).
+and every other reader comes through here (DESIGN §6). Every query a client can reach runs on the
+analyst pool (``clickhouse.analyst``), with its limits; only ``/readyz`` and the loader use the
+warehouse's own session, so no client can hold them up.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from clickhouse import queries
 from clickhouse.access import ReadKeyGate
-from clickhouse.analyst import AnalystPool, AnalystResult
-from clickhouse.backend import AnalystEngine, AnalystLimits, Warehouse, open_warehouse
+from clickhouse.analyst import AnalystPool, AnalystReader, AnalystResult
+from clickhouse.backend import AnalystEngine, AnalystLimits, Warehouse, WarehouseReads, open_warehouse
 from clickhouse.errors import (
     AnalystBusy,
     LimitExceeded,
@@ -120,6 +122,13 @@ class WarehouseState:
         self.loader_thread: threading.Thread | None = None
         self.loader_error: str | None = None
         self.analysts: AnalystPool | None = None
+
+    @property
+    def reader(self) -> AnalystReader:
+        """Where the API's own queries run: the analyst pool, never the loader's session."""
+        if self.analysts is None:
+            raise WarehouseError("this warehouse engine cannot run queries apart from its loader")
+        return AnalystReader(self.analysts)
 
     def start_loader(self) -> None:
         from clickhouse.loader import Loader
@@ -257,7 +266,7 @@ def create_app(
         return JSONResponse(body)
 
     def funnel_request(
-        engine: Warehouse,
+        engine: WarehouseReads,
         start: datetime | None,
         end: datetime | None,
         steps: str | None,
@@ -296,7 +305,7 @@ def create_app(
         format: OutputFormat = "json",
     ) -> Response:
         started = time.perf_counter()
-        engine = state_of(request).warehouse
+        engine = state_of(request).reader
         funnel_spec = funnel_request(engine, start, end, steps, window, unit, mode, breakdown, experiment, exclude)
         rows = queries.funnel(engine, funnel_spec)
         return respond(rows, format, started, query=funnel_spec.query_name())
@@ -315,7 +324,7 @@ def create_app(
         format: OutputFormat = "json",
     ) -> Response:
         started = time.perf_counter()
-        engine = state_of(request).warehouse
+        engine = state_of(request).reader
         spec = funnel_request(
             engine, start, end, steps, window, unit, FunnelMode.ORDERED, breakdown, experiment, exclude
         )
@@ -334,7 +343,7 @@ def create_app(
     ) -> Response:
         started = time.perf_counter()
         first, last = _default_range(start, end)
-        engine = state_of(request).warehouse
+        engine = state_of(request).reader
         if view == "summary":
             if breakdown is Breakdown.VARIANT and not experiment:
                 top = queries.run(engine, "top_experiment", {"from": first, "to": last})
@@ -357,7 +366,7 @@ def create_app(
     ) -> Response:
         started = time.perf_counter()
         first, last = _default_range(start, end)
-        return respond(queries.daily_conversion(state_of(request).warehouse, first, last, window), format, started)
+        return respond(queries.daily_conversion(state_of(request).reader, first, last, window), format, started)
 
     @app.get("/v1/scores")
     def scores(
@@ -365,12 +374,12 @@ def create_app(
     ) -> Response:
         started = time.perf_counter()
         first, last = _default_range(start, end)
-        return respond(queries.scores_by_model(state_of(request).warehouse, first, last), format, started)
+        return respond(queries.scores_by_model(state_of(request).reader, first, last), format, started)
 
     @app.get("/v1/freshness")
     def freshness(request: Request, minutes: Annotated[int, Query(gt=0, le=10_080)] = 5) -> Response:
         started = time.perf_counter()
-        return respond(queries.freshness(state_of(request).warehouse, minutes), "json", started)
+        return respond(queries.freshness(state_of(request).reader, minutes), "json", started)
 
     def analysts_of(request: Request) -> AnalystPool:
         pool = state_of(request).analysts
@@ -431,8 +440,8 @@ def _experiment_results_router(app: FastAPI) -> Any:
     )
 
     def results(experiment: Experiment, sequential: bool) -> Any:
-        engine = app.state.warehouse.warehouse
-        return analyze(fetch_events(engine, experiment), experiment, replace(config, sequential=sequential))
+        reader = app.state.warehouse.reader
+        return analyze(fetch_events(reader, experiment), experiment, replace(config, sequential=sequential))
 
     # Reading the small definitions file per request picks up a published change without a restart.
     return results_router(lambda: load_definitions(experiments.definitions_path), results)
@@ -459,7 +468,8 @@ def _metrics_text(state: WarehouseState) -> str:
         lines.append("# TYPE funnelstream_loader_paused gauge")
         lines.append(f"funnelstream_loader_paused {int(loader.stats.paused)}")
     try:
-        fresh = queries.freshness(state.warehouse, 5)
+        # On the pool like every client-reachable query; when it is full the gauge is left out.
+        fresh = queries.freshness(state.reader, 5)
     except WarehouseError:
         fresh = []
     if fresh and fresh[0]["events"]:

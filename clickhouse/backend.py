@@ -4,9 +4,11 @@ The SQL is the same both ways: statements use ClickHouse server-side parameters 
 so a named query file runs unchanged from clickhouse-client, through clickhouse-connect and in
 chdb. Results come back as Arrow so types (UUID, DateTime64, Map) match between engines.
 
-Analyst SQL (statements a client wrote) never runs here: each engine opens an ``AnalystSession``,
-connections of their own whose settings carry every limit, so the loader's session and its lock
-never wait for an analyst and no statement can lift a limit (``readonly=1`` forbids changing any).
+Nothing a client can reach runs here: analyst SQL, named queries and the API's fixed routes run on
+an ``AnalystSession`` each engine opens, connections of their own whose settings carry every limit,
+so the loader's session and its lock never wait for a client and no client statement can lift a
+limit (``readonly=1``; only our own query files run with ``readonly=2``). The loader and ``/readyz``
+keep this session.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import io
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -126,13 +128,17 @@ class AnalystLimits:
     max_concurrent: int
 
 
-def analyst_settings(limits: AnalystLimits, *, readonly: int = 1, result_limits: bool = True) -> dict[str, Any]:
+def analyst_settings(
+    limits: AnalystLimits, *, readonly: int = 1, result_limits: bool = True, whole: bool = False
+) -> dict[str, Any]:
     """The session settings of analyst SQL, in the order they must be set: ``readonly`` last.
 
     ``readonly=1`` forbids changing any setting afterwards (SET or a SETTINGS clause), so the limits
     before it hold for every statement of the session. ``readonly=2`` is for the named queries, our
     own statements that set a setting of their own (``join_use_nulls``); they still cannot write.
-    One more row than ``max_rows`` is fetched so that a cut answer says it was cut.
+    One more row than ``max_rows`` is fetched so that a cut answer says it was cut. ``whole`` is for
+    the API's fixed routes, whose answers are never cut (a cut funnel or experiment would be wrong):
+    one over ``max_result_bytes`` is an error instead.
     """
     settings: dict[str, Any] = {
         "max_execution_time": limits.max_seconds,
@@ -146,7 +152,9 @@ def analyst_settings(limits: AnalystLimits, *, readonly: int = 1, result_limits:
         "output_format_json_escape_forward_slashes": 0,
         "date_time_output_format": "iso",
     }
-    if result_limits:
+    if whole:
+        settings |= {"max_result_bytes": limits.max_result_bytes, "result_overflow_mode": "throw"}
+    elif result_limits:
         settings |= {
             "limit": limits.max_rows + 1,
             "max_result_rows": limits.max_rows + 1,
@@ -169,12 +177,18 @@ class AnalystSession(Protocol):
         """The answer in ClickHouse's ``fmt``; a statement with a FORMAT of its own is a syntax error."""
         ...
 
+    def arrow(self, sql: str, parameters: Parameters) -> pa.Table:
+        """The answer as Arrow, typed as ``Warehouse.query_arrow`` gives it: for the API's own queries."""
+        ...
+
     def close(self) -> None: ...
 
 
 @runtime_checkable
 class AnalystEngine(Protocol):
-    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession: ...
+    def analyst_session(
+        self, limits: AnalystLimits, *, trusted: bool = False, whole: bool = False
+    ) -> AnalystSession: ...
 
 
 def _settings_clause(settings: Settings) -> str:
@@ -196,13 +210,8 @@ def _with_settings(sql: str, settings: Settings) -> str:
 
 
 @runtime_checkable
-class Warehouse(Protocol):
-    """What every reader and writer of the warehouse uses; nothing else touches an engine."""
-
-    database: str
-    embedded: bool
-
-    def command(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> None: ...
+class WarehouseReads(Protocol):
+    """The read half of a warehouse: what the named queries and the experiment analysis need."""
 
     def query_arrow(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pa.Table: ...
 
@@ -211,6 +220,16 @@ class Warehouse(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def query_df(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class Warehouse(WarehouseReads, Protocol):
+    """What every reader and writer of the warehouse uses; nothing else touches an engine."""
+
+    database: str
+    embedded: bool
+
+    def command(self, sql: str, parameters: Parameters = None, settings: Settings = None) -> None: ...
 
     def insert_arrow(self, table: str, data: pa.Table, settings: Settings = None) -> int: ...
 
@@ -305,9 +324,9 @@ class ChdbWarehouse(_ArrowResults):
                 raise _query_error(exc, sql) from None
         return int(getattr(result, "rows_written", data.num_rows))
 
-    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession:
+    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False, whole: bool = False) -> AnalystSession:
         """Sessions of their own on this data path: they share the tables, not the lock or the settings."""
-        return ChdbAnalystSession(self.path, self.database, limits, readonly=2 if trusted else 1)
+        return ChdbAnalystSession(self.path, self.database, limits, readonly=2 if trusted else 1, whole=whole)
 
     def close(self) -> None:
         with self._lock:
@@ -336,13 +355,13 @@ class ChdbAnalystSession:
     those of one session one after another, so a pool of these bounds analyst concurrency.
     """
 
-    def __init__(self, path: str, database: str, limits: AnalystLimits, *, readonly: int) -> None:
+    def __init__(self, path: str, database: str, limits: AnalystLimits, *, readonly: int, whole: bool = False) -> None:
         from chdb import session
 
         self._sessions: list[Any] = []
         for settings in (
             analyst_settings(limits, readonly=1, result_limits=False),
-            analyst_settings(limits, readonly=readonly),
+            analyst_settings(limits, readonly=readonly, whole=whole),
         ):
             opened = session.Session(path)  # type: ignore[no-untyped-call]
             self._sessions.append(opened)
@@ -357,6 +376,10 @@ class ChdbAnalystSession:
     def run(self, sql: str, parameters: Parameters, fmt: str) -> bytes:
         result: bytes = _chdb_query(self._run, f"{sql} FORMAT {fmt}", parameters, fmt).bytes()
         return result
+
+    def arrow(self, sql: str, parameters: Parameters) -> pa.Table:
+        result = _chdb_query(self._run, sql, parameters, "ArrowTable")
+        return result if isinstance(result, pa.Table) else pa.table({})
 
     def close(self) -> None:
         for opened in self._sessions:
@@ -436,8 +459,9 @@ class ServerWarehouse(_ArrowResults):
             raise self._translate(exc, f"INSERT INTO {table}") from exc
         return int(getattr(summary, "written_rows", data.num_rows) or data.num_rows)
 
-    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession:
-        return ServerAnalystSession(self._connect_args, self.database, limits, readonly=2 if trusted else 1)
+    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False, whole: bool = False) -> AnalystSession:
+        readonly = 2 if trusted else 1
+        return ServerAnalystSession(self._connect_args, self.database, limits, readonly=readonly, whole=whole)
 
     def close(self) -> None:
         self._client.close()
@@ -450,12 +474,20 @@ class ServerAnalystSession:
     A limit the server enforces is the analyst's error here, not a transient one.
     """
 
-    def __init__(self, connect_args: Mapping[str, Any], database: str, limits: AnalystLimits, *, readonly: int) -> None:
+    def __init__(
+        self,
+        connect_args: Mapping[str, Any],
+        database: str,
+        limits: AnalystLimits,
+        *,
+        readonly: int,
+        whole: bool = False,
+    ) -> None:
         import clickhouse_connect
         from clickhouse_connect.driver.exceptions import OperationalError
 
         self._check_settings = analyst_settings(limits, readonly=1, result_limits=False)
-        self._run_settings = analyst_settings(limits, readonly=readonly)
+        self._run_settings = analyst_settings(limits, readonly=readonly, whole=whole)
         try:
             self._client: Any = clickhouse_connect.get_client(
                 database=database, autogenerate_session_id=False, **connect_args
@@ -463,16 +495,28 @@ class ServerAnalystSession:
         except OperationalError as exc:
             raise WarehouseUnavailable(f"{connect_args.get('host')}: {exc}") from exc
 
-    def _raw(self, sql: str, parameters: Parameters, settings: dict[str, Any], fmt: str) -> bytes:
+    @contextlib.contextmanager
+    def _translated(self, sql: str) -> Iterator[None]:
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
         try:
-            answer: bytes = self._client.raw_query(sql, parameters=dict(parameters or {}), settings=settings, fmt=fmt)
+            yield
         except OperationalError as exc:
             raise WarehouseUnavailable(str(exc)) from exc
         except DatabaseError as exc:
             raise _query_error(exc, sql) from None
+
+    def _raw(self, sql: str, parameters: Parameters, settings: dict[str, Any], fmt: str) -> bytes:
+        with self._translated(sql):
+            answer: bytes = self._client.raw_query(sql, parameters=dict(parameters or {}), settings=settings, fmt=fmt)
         return answer
+
+    def arrow(self, sql: str, parameters: Parameters) -> pa.Table:
+        with self._translated(sql):
+            table: pa.Table = self._client.query_arrow(
+                sql, parameters=dict(parameters or {}), settings=self._run_settings, use_strings=True
+            )
+        return table
 
     def check(self, sql: str, parameters: Parameters = None) -> list[str]:
         return _first_column(self._raw(sql, parameters, self._check_settings, "JSONCompactEachRow"))

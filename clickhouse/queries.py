@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from clickhouse.backend import Warehouse
+from clickhouse.backend import WarehouseReads
 from clickhouse.errors import UnknownQuery
 from funnelstream.contract import EventType
 
@@ -68,7 +68,7 @@ def parameters_of(sql: str) -> dict[str, str]:
     return {match.group(1): match.group(2).strip() for match in _PARAMETER.finditer(sql)}
 
 
-def run(warehouse: Warehouse, name: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+def run(warehouse: WarehouseReads, name: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
     return warehouse.query_rows(load(name), parameters)
 
 
@@ -117,20 +117,24 @@ class FunnelRequest:
         }
 
 
-def funnel(warehouse: Warehouse, request: FunnelRequest) -> list[dict[str, Any]]:
+def funnel(warehouse: WarehouseReads, request: FunnelRequest) -> list[dict[str, Any]]:
     return run(warehouse, request.query_name(), request.parameters())
 
 
-def time_to_convert(warehouse: Warehouse, request: FunnelRequest) -> list[dict[str, Any]]:
+def time_to_convert(warehouse: WarehouseReads, request: FunnelRequest) -> list[dict[str, Any]]:
     return run(warehouse, "time_to_convert", request.parameters())
 
 
-def task_times(warehouse: Warehouse, start: datetime, end: datetime, limit: int = 10_000) -> list[dict[str, Any]]:
+def task_times(warehouse: WarehouseReads, start: datetime, end: datetime, limit: int = 10_000) -> list[dict[str, Any]]:
     return run(warehouse, "task_times", {"from": start, "to": end, "limit": limit})
 
 
 def task_time_summary(
-    warehouse: Warehouse, start: datetime, end: datetime, breakdown: Breakdown = Breakdown.NONE, experiment: str = ""
+    warehouse: WarehouseReads,
+    start: datetime,
+    end: datetime,
+    breakdown: Breakdown = Breakdown.NONE,
+    experiment: str = "",
 ) -> list[dict[str, Any]]:
     if breakdown is Breakdown.VARIANT and not experiment:
         raise ValueError("experiment: required with breakdown=variant (the experiment key whose variants to compare)")
@@ -142,14 +146,14 @@ def task_time_summary(
 
 
 def daily_conversion(
-    warehouse: Warehouse, start: datetime, end: datetime, window_s: int = 3600
+    warehouse: WarehouseReads, start: datetime, end: datetime, window_s: int = 3600
 ) -> list[dict[str, Any]]:
     return run(warehouse, "daily_conversion", {"from": start, "to": end, "window_s": window_s})
 
 
-def scores_by_model(warehouse: Warehouse, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def scores_by_model(warehouse: WarehouseReads, start: datetime, end: datetime) -> list[dict[str, Any]]:
     return run(warehouse, "scores_by_model", {"from": start, "to": end})
 
 
-def freshness(warehouse: Warehouse, minutes: int = 5) -> list[dict[str, Any]]:
+def freshness(warehouse: WarehouseReads, minutes: int = 5) -> list[dict[str, Any]]:
     return run(warehouse, "freshness", {"minutes": minutes})

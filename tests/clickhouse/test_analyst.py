@@ -122,7 +122,7 @@ class ScriptedEngine:
         self.session = session
         self.opened = 0
 
-    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False) -> AnalystSession:
+    def analyst_session(self, limits: AnalystLimits, *, trusted: bool = False, whole: bool = False) -> AnalystSession:
         self.opened += 1
         return self.session
 
