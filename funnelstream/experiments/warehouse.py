@@ -52,10 +52,14 @@ def fetch_results_via_api(
     """Results computed by the warehouse process, which owns the embedded data while it runs."""
     import httpx
 
+    from clickhouse.client import send_retrying
+
     url = f"{api_url.rstrip('/')}/v1/experiments/{key}/results"
     headers = {"Authorization": f"Bearer {read_key}"}
     try:
-        response = httpx.get(url, params={"sequential": sequential}, headers=headers, timeout=timeout_s)
+        response = send_retrying(
+            lambda: httpx.get(url, params={"sequential": sequential}, headers=headers, timeout=timeout_s)
+        )
     except httpx.HTTPError as exc:
         raise WarehouseUnavailableError(f"{url}: {exc}") from None
     if response.status_code == 404:

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import httpx
 
-from clickhouse.client import refuse_wrong_read_key
+from clickhouse.client import refuse_wrong_read_key, send_retrying
 from clickhouse.errors import QueryError, WarehouseUnavailable
 from clickhouse.settings import read_key_headers
 
@@ -52,11 +52,12 @@ class WarehouseApi:
     ) -> list[dict[str, Any]]:
         body = {"sql": sql, "parameters": {k: _json_parameter(v) for k, v in (parameters or {}).items()}}
         try:
-            response = self._client.post("/v1/sql", json=body, headers=self._headers)
+            response = send_retrying(lambda: self._client.post("/v1/sql", json=body, headers=self._headers))
         except httpx.TransportError as exc:
             raise WarehouseUnavailable(f"{self.base_url}: {exc}") from exc
         refuse_wrong_read_key(response)
-        if response.status_code in (502, 503, 504):
+        # Still busy (429) or away after the retries: transient, not the query's fault.
+        if response.status_code in (429, 502, 503, 504):
             raise WarehouseUnavailable(f"{self.base_url}: HTTP {response.status_code} {response.text[:300]}")
         if response.status_code != 200:
             detail = response.text[:2000]
