@@ -11,73 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import math
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clickhouse.settings import WarehouseSettings
+from funnelstream.ratelimit import FailedKeyThrottle
 
 OPEN_PATHS = frozenset({"/healthz"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Only these may carry a body; any other request's limit is zero bytes."""
-
-
-class WrongKeyThrottle:
-    """A token bucket of wrong read keys per client address, in a bounded map.
-
-    Only wrong keys are charged, so a right key never costs anything; an address with an empty
-    bucket is refused before its key is looked at, so guessing gets no faster by being right.
-    IPv6 addresses count by /64, the block one host usually holds.
-    """
-
-    def __init__(
-        self, burst: int, per_minute: float, max_clients: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.burst = float(burst)
-        self.rate_per_s = per_minute / 60.0
-        self.max_clients = max_clients
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    @staticmethod
-    def client_of(address: str) -> str:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return address
-        if isinstance(ip, ipaddress.IPv6Address):
-            # A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d; each is its own address.
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-        return str(ip)
-
-    def _tokens(self, client: str, now: float) -> float:
-        tokens, updated = self._buckets.get(client, (self.burst, now))
-        return min(self.burst, tokens + (now - updated) * self.rate_per_s)
-
-    def wait_s(self, client: str) -> float:
-        """0 when the address may try a key; else seconds until it may."""
-        if client not in self._buckets:
-            return 0.0
-        tokens = self._tokens(client, self.clock())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate_per_s
-
-    def charge(self, client: str) -> None:
-        now = self.clock()
-        tokens = self._tokens(client, now)
-        self._buckets[client] = (max(tokens - 1, 0.0), now)
-        self._buckets.move_to_end(client)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 class ReadKeyGate:
@@ -87,9 +31,10 @@ class ReadKeyGate:
         self.app = app
         self.digests = tuple(bytes.fromhex(digest) for digest in settings.warehouse_read_key_sha256)
         self.max_body_bytes = settings.warehouse_max_body_bytes
-        self.throttle = WrongKeyThrottle(
+        # The setting counts per minute, as people think of guesses; the bucket refills per second.
+        self.throttle = FailedKeyThrottle(
             settings.warehouse_auth_failures_burst,
-            settings.warehouse_auth_failures_per_minute,
+            settings.warehouse_auth_failures_per_minute / 60.0,
             settings.warehouse_auth_clients_tracked,
         )
 
@@ -110,7 +55,7 @@ class ReadKeyGate:
                 await send({"type": "websocket.close", "code": 1008})
             return
         if scope["path"] not in OPEN_PATHS:
-            client = WrongKeyThrottle.client_of(scope["client"][0] if scope.get("client") else "")
+            client = scope["client"][0] if scope.get("client") else ""
             wait_s = self.throttle.wait_s(client)
             if wait_s > 0:
                 retry_after = (b"retry-after", str(math.ceil(wait_s)).encode())

@@ -10,95 +10,14 @@ per-address maps are bounded: the least recently seen addresses are forgotten fi
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 
+from funnelstream.ratelimit import BucketMap, FailedKeyThrottle, TokenBucket, address_bucket_name
 from ingest.errors import OriginRefused, PayloadTooLarge, RateLimited, Unauthorized
 from ingest.settings import ClientLimits, SourceConfig
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """Allows ``rate`` events per second on average and ``burst`` at once."""
-
-    rate: float
-    burst: float
-    clock: Callable[[], float] = time.monotonic
-    tokens: float = field(init=False)
-    updated: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-        self.updated = self.clock()
-
-    def take(self, count: int) -> float:
-        """Take ``count`` tokens; returns 0 when granted, else the seconds until they would be
-        there (infinite for more than the whole bucket, which can never pass)."""
-        if count > self.burst:
-            return math.inf
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= count:
-            self.tokens -= count
-            return 0.0
-        return (count - self.tokens) / self.rate
-
-    def give_back(self, count: int) -> None:
-        self.tokens = min(self.burst, self.tokens + count)
-
-    def wait_s(self) -> float:
-        """Seconds until one token is there; 0 when one is."""
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-
-class BucketMap:
-    """Token buckets by name (a client address), at most ``size`` of them, the least recently
-    used forgotten first: a forgotten address starts again with a full bucket."""
-
-    def __init__(self, rate: float, burst: float, size: int, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self.size, self.clock = rate, burst, size, clock
-        self._buckets: OrderedDict[object, TokenBucket] = OrderedDict()
-
-    def get(self, name: object) -> TokenBucket:
-        bucket = self._buckets.get(name)
-        if bucket is None:
-            bucket = self._buckets[name] = TokenBucket(self.rate, self.burst, self.clock)
-            if len(self._buckets) > self.size:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(name)
-        return bucket
-
-    def peek(self, name: object) -> TokenBucket | None:
-        return self._buckets.get(name)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
-@lru_cache(maxsize=4096)
-def address_bucket_name(address: str) -> str:
-    """The unit an address is limited as: itself for IPv4 (also written IPv4-mapped, as a
-    dual-stack socket reports it), its /64 for IPv6 (one subscriber's network, whose addresses a
-    client can cycle through for free)."""
-    if ":" not in address:
-        return address
-    try:
-        ip = ipaddress.IPv6Address(address)
-    except ValueError:
-        return address
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False).network_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,21 +59,17 @@ class AccessControl:
                 bucket = TokenBucket(config.rate_per_s, float(config.burst), clock)
                 self._by_hash[digest] = (source, bucket, by_address)
         self.known_origins = frozenset(origins)
-        self._unknown_keys = BucketMap(
-            limits.unknown_key_rate_per_s, float(limits.unknown_key_burst), limits.max_tracked_addresses, clock
+        self._unknown_keys = FailedKeyThrottle(
+            limits.unknown_key_burst, limits.unknown_key_rate_per_s, limits.max_tracked_addresses, clock
         )
 
     def check_client(self, client: str | None) -> None:
         """Refuse an address that presented too many unknown keys, before hashing another."""
         if client is None:
             return
-        bucket = self._unknown_keys.peek(address_bucket_name(client))
-        if bucket is not None:
-            wait_s = bucket.wait_s()
-            if wait_s > 0:
-                raise RateLimited(
-                    "too many unknown write keys from this address", retry_after_s=max(1, math.ceil(wait_s))
-                )
+        wait_s = self._unknown_keys.wait_s(client)
+        if wait_s:  # exactly 0.0 when it may; truth is cheaper than comparing a float to an int
+            raise RateLimited("too many unknown write keys from this address", retry_after_s=max(1, math.ceil(wait_s)))
 
     def is_known_origin(self, origin: str) -> bool:
         """Whether any source accepts this origin; used for preflights, which carry no key."""
@@ -167,7 +82,7 @@ class AccessControl:
         entry = self._by_hash.get(hashlib.sha256(write_key.encode()).hexdigest())
         if entry is None:
             if client is not None:
-                self._unknown_keys.get(address_bucket_name(client)).take(1)
+                self._unknown_keys.charge(client)
             raise Unauthorized("unknown write key")
         return entry
 

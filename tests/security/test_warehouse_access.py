@@ -22,13 +22,13 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from clickhouse.access import WrongKeyThrottle
 from clickhouse.api import create_app
 from clickhouse.backend import Warehouse, open_warehouse
 from clickhouse.migrate import migrate
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings, hash_read_key
 from funnelstream.errors import ConfigurationError
 from funnelstream.processes import ServiceProcess
+from funnelstream.ratelimit import FailedKeyThrottle, address_bucket_name
 from funnelstream.settings import ClickHouseConfig
 
 CURRENT_KEY = "rotated-in-read-key-2"
@@ -138,7 +138,7 @@ def test_repeated_wrong_keys_from_one_address_get_429(warehouse: Warehouse) -> N
 
 def test_the_wrong_key_throttle_is_bounded_and_refills() -> None:
     now = [0.0]
-    throttle = WrongKeyThrottle(burst=2, per_minute=60.0, max_clients=3, clock=lambda: now[0])
+    throttle = FailedKeyThrottle(burst=2, rate_per_s=1.0, max_addresses=3, clock=lambda: now[0])
     for n in range(10):
         throttle.charge(f"192.0.2.{n}")
     assert len(throttle) == 3
@@ -146,9 +146,9 @@ def test_the_wrong_key_throttle_is_bounded_and_refills() -> None:
     assert throttle.wait_s("192.0.2.9") == pytest.approx(1.0)
     now[0] += 1.0
     assert throttle.wait_s("192.0.2.9") == 0.0
-    assert WrongKeyThrottle.client_of("2001:db8::1") == WrongKeyThrottle.client_of("2001:db8::ffff:2")
+    assert address_bucket_name("2001:db8::1") == address_bucket_name("2001:db8::ffff:2")
     # IPv4 clients of a dual-stack listener are IPv4-mapped: each is still its own address.
-    assert WrongKeyThrottle.client_of("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_bucket_name("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 def test_prod_refuses_the_dev_read_key(monkeypatch: pytest.MonkeyPatch) -> None:
