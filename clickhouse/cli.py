@@ -45,11 +45,18 @@ def warehouse_serve(
     from clickhouse.api import create_app
     from clickhouse.settings import WarehouseSettings
     from funnelstream.logs import configure_logging
+    from funnelstream.serving import uvicorn_options
 
     settings = WarehouseSettings()
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings, run_loader=loader)
-    uvicorn.run(app, host=host or settings.warehouse_host, port=port or settings.warehouse_port, log_config=None)
+    uvicorn.run(
+        app,
+        host=host or settings.warehouse_host,
+        port=port or settings.warehouse_port,
+        log_config=None,
+        **uvicorn_options(settings.connection_limits),
+    )
 
 
 @warehouse_app.command("load")

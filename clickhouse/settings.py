@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Self
+from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import Field, SecretStr, StringConstraints, model_validator
 
 from funnelstream.errors import ConfigurationError
 from funnelstream.settings import ServiceSettings
 from funnelstream.topics import Topic
+
+if TYPE_CHECKING:
+    from funnelstream.serving import ConnectionLimits
 
 DEV_READ_KEY = "fs-dev-read-key"
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -47,6 +50,17 @@ class WarehouseSettings(ServiceSettings):
     """How fast an address earns back a wrong-key attempt."""
     warehouse_auth_clients_tracked: int = Field(default=10_000, ge=1)
     """Client addresses the wrong-key throttle remembers; the least recently refused go first."""
+    warehouse_header_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds a connection has to send a request's line and headers, from its first byte (or from
+    being opened): past them it gets 408 and is closed, so a slow sender holds no connection."""
+    warehouse_body_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a request's body has to arrive after its headers; past them, 408 and closed."""
+    warehouse_max_header_bytes: int = Field(default=16_384, ge=1024)
+    """Most bytes of request line and headers; a larger head gets 431 and the connection is closed."""
+    warehouse_max_header_count: int = Field(default=64, ge=8)
+    """Most headers of one request; more get 431 and the connection is closed."""
+    warehouse_keep_alive_timeout_s: int = Field(default=5, ge=1)
+    """Seconds an idle keep-alive connection stays open."""
     warehouse_run_loader: bool = True
     """``warehouse serve`` runs the loader too; turn off when loaders run apart (server mode)."""
     loader_group_id: str = "funnelstream-warehouse-loader"
@@ -79,6 +93,18 @@ class WarehouseSettings(ServiceSettings):
                 "FS_WAREHOUSE_READ_KEY_SHA256 holds the public dev read key; set real key hashes in prod"
             )
         return self
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        from funnelstream.serving import ConnectionLimits  # uvicorn's protocol: only a server needs it
+
+        return ConnectionLimits(
+            self.warehouse_header_timeout_s,
+            self.warehouse_body_timeout_s,
+            self.warehouse_max_header_bytes,
+            self.warehouse_max_header_count,
+            self.warehouse_keep_alive_timeout_s,
+        )
 
     @property
     def read_headers(self) -> dict[str, str]:

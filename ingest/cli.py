@@ -18,8 +18,9 @@ def serve(
     import uvicorn
 
     from funnelstream.logs import configure_logging
+    from funnelstream.serving import ConnectionLimits, uvicorn_options
     from ingest.app import create_app
-    from ingest.server import ConnectionLimits, guarded_protocol, keep_freed_heap
+    from ingest.server import CoalescingHttpToolsProtocol, keep_freed_heap
     from ingest.settings import IngestSettings
 
     settings = IngestSettings()
@@ -39,14 +40,14 @@ def serve(
         body_timeout_s=config.body_timeout_s,
         max_header_bytes=config.max_header_bytes,
         max_header_count=config.max_header_count,
+        keep_alive_timeout_s=config.keep_alive_timeout_s,
     )
     uvicorn.run(
         app,
         host=host,
         port=port,
         workers=1,
-        http=guarded_protocol(limits),
-        timeout_keep_alive=config.keep_alive_timeout_s,
+        **uvicorn_options(limits, CoalescingHttpToolsProtocol),
         loop="uvloop",
         log_config=None,
         access_log=False,

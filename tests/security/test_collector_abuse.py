@@ -7,7 +7,6 @@ limits are tested on a real server process with raw sockets.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ from funnelstream.settings import KafkaConfig
 from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
 from tests.funnelstream.examples import example
+from tests.helpers import raw_http
 from tests.ingest.kafka_helpers import read_topic
 
 WRITE_KEY = "abuse-test-write-key"
@@ -302,43 +302,10 @@ def prod_server(kafka: KafkaConfig, tmp_path_factory: pytest.TempPathFactory) ->
     yield from _serve(kafka, env, tmp_path_factory.mktemp("collector") / "prod.log")
 
 
-def _connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=30)
-
-
-def _read_until_closed(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _send_slowly(sock: socket.socket, data: bytes, give_up_s: float) -> tuple[float, int, bytes]:
-    """Send one byte, then listen a second for the server's answer, and again; returns the seconds
-    until the server answered (and closed), the bytes sent by then, and the answer."""
-    started = time.monotonic()
-    sent = 0
-    for byte in data:
-        sock.sendall(bytes([byte]))
-        sent += 1
-        sock.settimeout(1.0)
-        try:
-            first = sock.recv(65536)
-        except TimeoutError:
-            if time.monotonic() - started > give_up_s:
-                break
-            continue
-        elapsed = time.monotonic() - started
-        sock.settimeout(give_up_s)
-        return elapsed, sent, first + _read_until_closed(sock)
-    return time.monotonic() - started, sent, b""
-
-
 def test_a_sender_of_one_header_byte_a_second_is_cut_within_the_header_timeout(server: str) -> None:
     head = b"POST /v1/event HTTP/1.1\r\nHost: collector\r\nX-Slow: " + b"a" * 60 + b"\r\n\r\n"
-    with _connect(server) as sock:
-        elapsed, sent, answer = _send_slowly(sock, head, give_up_s=HEADER_TIMEOUT_S * 10)
+    with raw_http.connect(server) as sock:
+        elapsed, sent, answer = raw_http.send_slowly(sock, head, give_up_s=HEADER_TIMEOUT_S * 10)
     assert sent < len(head), "the whole slow head was accepted"
     assert answer.startswith(b"HTTP/1.1 408")
     # Cut within the configured timeout, give or take the one-second gap between bytes.
@@ -346,10 +313,10 @@ def test_a_sender_of_one_header_byte_a_second_is_cut_within_the_header_timeout(s
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(server: str) -> None:
-    with _connect(server) as sock:
+    with raw_http.connect(server) as sock:
         sock.settimeout(HEADER_TIMEOUT_S * 10)
         started = time.monotonic()
-        answer = _read_until_closed(sock)
+        answer = raw_http.read_until_closed(sock)
         elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408") and elapsed <= HEADER_TIMEOUT_S + 2
 
@@ -360,28 +327,17 @@ def test_a_body_sent_one_byte_a_second_is_cut_within_the_body_timeout(server: st
         f"POST /v1/event HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n"
         f"X-Write-Key: fs-dev-write-key\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    with _connect(server) as sock:
+    with raw_http.connect(server) as sock:
         sock.sendall(head)
-        elapsed, sent, answer = _send_slowly(sock, body, give_up_s=BODY_TIMEOUT_S * 10)
+        elapsed, sent, answer = raw_http.send_slowly(sock, body, give_up_s=BODY_TIMEOUT_S * 10)
     assert sent < len(body)
     assert answer.startswith(b"HTTP/1.1 408")
     assert elapsed <= BODY_TIMEOUT_S + 2
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        pytest.param(b"X-Big: " + b"a" * 100_000 + b"\r\n", id="100KB-of-headers"),
-        pytest.param(b"".join(b"X-H%d: v\r\n" % i for i in range(5_000)), id="5000-headers"),
-    ],
-)
+@pytest.mark.parametrize("headers", raw_http.OVERSIZED_HEADS.values(), ids=raw_http.OVERSIZED_HEADS.keys())
 def test_oversized_heads_are_refused_431(server: str, headers: bytes) -> None:
-    request = b"GET /healthz HTTP/1.1\r\nHost: collector\r\n" + headers + b"\r\n"
-    with _connect(server) as sock:
-        # Closed while we were still sending: refused too, and the answer is already there.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(request)
-        answer = _read_until_closed(sock)
+    answer = raw_http.send_head(server, b"GET /healthz HTTP/1.1\r\nHost: collector\r\n" + headers + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
 
 

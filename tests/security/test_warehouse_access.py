@@ -30,11 +30,14 @@ from funnelstream.errors import ConfigurationError
 from funnelstream.processes import ServiceProcess
 from funnelstream.ratelimit import FailedKeyThrottle, address_bucket_name
 from funnelstream.settings import ClickHouseConfig
+from tests.helpers import raw_http
 
 CURRENT_KEY = "rotated-in-read-key-2"
 PREVIOUS_KEY = "rotated-out-read-key-1"
 BODY_LIMIT = 64 * 1024
 MIB = 1024 * 1024
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 2.0
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -215,6 +218,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "FS_WAREHOUSE_READ_KEY_SHA256": f'["{hash_read_key(CURRENT_KEY)}"]',
         # The tests here send a few wrong keys on purpose; the throttle has its own test above.
         "FS_WAREHOUSE_AUTH_FAILURES_BURST": "1000",
+        "FS_WAREHOUSE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "FS_WAREHOUSE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "FS_LOG_LEVEL": "WARNING",
     }
     process = ServiceProcess(
@@ -295,6 +300,40 @@ def test_the_published_port_answers_only_with_the_read_key(served: Served, path:
     assert_refused(httpx.get(url, headers=bearer(DEV_READ_KEY), timeout=10), 401, "Authorization")
     assert httpx.get(url, headers=bearer(CURRENT_KEY), timeout=10).status_code == 200
     assert httpx.get(served.url("/healthz"), timeout=10).status_code == 200
+
+
+@pytest.mark.integration
+def test_a_sender_of_one_header_byte_a_second_is_cut_at_the_header_timeout(served: Served) -> None:
+    head = f"GET /readyz HTTP/1.1\r\nHost: warehouse\r\nAuthorization: Bearer {CURRENT_KEY}\r\n\r\n".encode()
+    with raw_http.connect(served.url("")) as sock:
+        elapsed, sent, answer = raw_http.send_slowly(sock, head, give_up_s=HEADER_TIMEOUT_S * 10)
+    assert sent < len(head), "the whole slow head was accepted"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    # The configured timeout, give or take the one-second gap between bytes.
+    assert HEADER_TIMEOUT_S - 0.5 <= elapsed <= HEADER_TIMEOUT_S + 2
+
+
+@pytest.mark.integration
+def test_a_body_sent_one_byte_a_second_is_cut_at_the_body_timeout(served: Served) -> None:
+    body = b'{"sql": "SELECT 1 AS ok"}' + b" " * 60
+    head = (
+        f"POST /v1/sql HTTP/1.1\r\nHost: warehouse\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {CURRENT_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with raw_http.connect(served.url("")) as sock:
+        sock.sendall(head)
+        elapsed, sent, answer = raw_http.send_slowly(sock, body, give_up_s=BODY_TIMEOUT_S * 10)
+    assert sent < len(body), "the whole slow body was accepted"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert BODY_TIMEOUT_S - 0.5 <= elapsed <= BODY_TIMEOUT_S + 2
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("headers", raw_http.OVERSIZED_HEADS.values(), ids=raw_http.OVERSIZED_HEADS.keys())
+def test_oversized_heads_are_refused_431(served: Served, headers: bytes) -> None:
+    # /healthz needs no key: the limit holds before any route, keyed or not.
+    answer = raw_http.send_head(served.url(""), b"GET /healthz HTTP/1.1\r\nHost: warehouse\r\n" + headers + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
 
 
 @pytest.mark.integration

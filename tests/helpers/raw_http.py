@@ -1,0 +1,61 @@
+"""Raw-socket clients for the connection-limit tests of the services' HTTP servers.
+
+A hostile client is one that an HTTP library would not let us be: one that sends a request a
+byte at a time, or a head of any size. These helpers speak HTTP/1.1 on a bare socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+
+def connect(url: str) -> socket.socket:
+    """A TCP connection to ``http://host:port``."""
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def send_slowly(sock: socket.socket, data: bytes, give_up_s: float) -> tuple[float, int, bytes]:
+    """Send one byte, then listen a second for the server's answer, and again; returns the seconds
+    until the server answered (and closed), the bytes sent by then, and the answer."""
+    started = time.monotonic()
+    sent = 0
+    for byte in data:
+        sock.sendall(bytes([byte]))
+        sent += 1
+        sock.settimeout(1.0)
+        try:
+            first = sock.recv(65536)
+        except TimeoutError:
+            if time.monotonic() - started > give_up_s:
+                break
+            continue
+        elapsed = time.monotonic() - started
+        sock.settimeout(give_up_s)
+        return elapsed, sent, first + read_until_closed(sock)
+    return time.monotonic() - started, sent, b""
+
+
+def send_head(url: str, request: bytes) -> bytes:
+    """Send a whole request at once and return the answer, read until the server closes."""
+    with connect(url) as sock:
+        # Closed while we were still sending: refused too, and the answer is already there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        return read_until_closed(sock)
+
+
+OVERSIZED_HEADS = {
+    "100KB-of-headers": b"X-Big: " + b"a" * 100_000 + b"\r\n",
+    "5000-headers": b"".join(b"X-H%d: v\r\n" % i for i in range(5_000)),
+}
+"""Header blocks past any sane limit, by test id: one huge header, and very many small ones."""
