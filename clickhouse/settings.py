@@ -76,15 +76,15 @@ class WarehouseSettings(ServiceSettings):
     sql_max_rows: int = Field(default=100_000, ge=1)
     """Rows one answer of POST /v1/sql or /v1/queries/{name} holds; more are cut (``truncated``)."""
     sql_max_seconds: float = Field(default=30.0, gt=0)
-    """Run time of one analyst statement; past it the statement stops with a 400 naming the limit."""
+    """Run time of one client-reachable statement (SQL, named, fixed routes); past it, a 400 naming it."""
     sql_max_memory_bytes: int = Field(default=1 << 30, ge=1 << 20)
     """Memory of one analyst statement (ClickHouse's max_memory_usage); past it, a 400."""
     sql_max_result_bytes: int = Field(default=256 << 20, ge=1 << 10)
-    """Bytes of one answer as ClickHouse counts them; past it the answer is cut."""
+    """Bytes of one answer as ClickHouse counts them; past it the answer is cut (a fixed route's: a 400)."""
     sql_max_threads: int = Field(default=2, ge=1)
     """Threads one analyst statement may use; fewer than the cores, so ingestion keeps some."""
     sql_max_concurrent: int = Field(default=4, ge=1)
-    """Analyst statements at once (SQL and named queries together); one more is answered 429."""
+    """Client-reachable statements at once (SQL, named queries, fixed routes); one more is answered 429."""
 
     @model_validator(mode="after")
     def _no_dev_read_key_in_prod(self) -> Self:
