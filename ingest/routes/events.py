@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from funnelstream.errors import ContractError, FieldError
+from ingest.access import AccessControl
 from ingest.errors import BadRequest, IngestError, InvalidEvent, PayloadTooLarge
 from ingest.pipeline import (
     WRITE_KEY_FIELD,
@@ -80,6 +81,19 @@ async def _body(request: Request, max_bytes: int, *, inflated_limit: int) -> byt
     )
 
 
+def refuse_unknown_header_key(access: AccessControl, header_key: str | None, client: str | None) -> bool:
+    """Whether the X-Write-Key header names a known key; an unknown one is refused (401) before a
+    byte of the body is read. Without the header the key may be a beacon's ``writeKey`` field, which
+    only the body holds, so that body is read, at most its limit, before the key is checked."""
+    access.check_client(client)
+    if not header_key:
+        return False
+    if access.knows(header_key):
+        return True
+    access.authenticate(header_key, client)  # raises Unauthorized and charges the address
+    return False
+
+
 async def post_batch(request: Request) -> Response:
     state = state_of(request)
     config = state.config
@@ -100,11 +114,11 @@ async def post_batch(request: Request) -> Response:
     access = state.access
     client = state.client_ip(request)
     try:
-        access.check_client(client)
-        body = await _body(request, config.max_body_bytes, inflated_limit=config.max_body_bytes)
         header_key = headers.get("x-write-key")
+        known = refuse_unknown_header_key(access, header_key, client)
+        body = await _body(request, config.max_body_bytes, inflated_limit=config.max_body_bytes)
         # Only a known sender's body is validated before the checks that refuse it without reading it.
-        valid = read_valid_batch(body) if access.knows(header_key) else None
+        valid = read_valid_batch(body) if known else None
         if valid is not None and 0 < len(valid.events) <= config.max_batch_events:
             source = access.admit(header_key, origin, len(valid.events), client)
             stamp = state.stamp(request, source, valid.sent_at)
@@ -114,7 +128,7 @@ async def post_batch(request: Request) -> Response:
             else:
                 prepared = prepare(_batch_payload(body, config.max_batch_events)[1], stamp)
         else:
-            payload, events = _batch_payload(body, config.max_batch_events, known=access.knows(header_key))
+            payload, events = _batch_payload(body, config.max_batch_events, known=known)
             source = access.admit(_write_key(request, payload), origin, len(events), client)
             prepared = prepare(events, state.stamp(request, source, payload.get("sent_at")))
         waited = await state.producer.send(prepared.messages)
@@ -150,11 +164,11 @@ async def post_event(request: Request) -> Response:
     access = state.access
     client = state.client_ip(request)
     try:
-        access.check_client(client)
-        body = await _body(request, config.max_body_bytes, inflated_limit=config.max_event_bytes)
         header_key = headers.get("x-write-key")
+        known = refuse_unknown_header_key(access, header_key, client)
+        body = await _body(request, config.max_body_bytes, inflated_limit=config.max_event_bytes)
         message = None
-        event = read_valid_event(body) if access.knows(header_key) else None
+        event = read_valid_event(body) if known else None
         if event is not None:
             source = access.admit(header_key, origin, 1, client)
             stamp = state.stamp(request, source)
@@ -164,7 +178,7 @@ async def post_event(request: Request) -> Response:
                 message = (config.events_topic, key, value)
             raw = None
         else:
-            raw = decode_json(body, prune_deep=access.knows(header_key))
+            raw = decode_json(body, prune_deep=known)
             if not isinstance(raw, dict):
                 raise BadRequest("body must be one JSON object", errors=[FieldError("event", "expected a JSON object")])
             source = access.admit(_write_key(request, raw), origin, 1, client)

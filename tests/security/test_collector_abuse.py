@@ -335,6 +335,22 @@ def test_a_body_sent_one_byte_a_second_is_cut_within_the_body_timeout(server: st
     assert elapsed <= BODY_TIMEOUT_S + 2
 
 
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/event"])
+def test_an_unknown_header_key_is_refused_before_the_body_is_read(server: str, path: str) -> None:
+    # Only the head is sent: a server that waits for the declared body before checking the key
+    # answers the body timeout's 408 instead of 401.
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n"
+        f"X-Write-Key: not-a-key-of-ours\r\nContent-Length: 1000000\r\n\r\n"
+    ).encode()
+    with raw_http.connect(server) as sock:
+        sock.settimeout(BODY_TIMEOUT_S * 10)
+        sock.sendall(head)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"unknown write key" in answer
+
+
 @pytest.mark.parametrize("headers", raw_http.OVERSIZED_HEADS.values(), ids=raw_http.OVERSIZED_HEADS.keys())
 def test_oversized_heads_are_refused_431(server: str, headers: bytes) -> None:
     answer = raw_http.send_head(server, b"GET /healthz HTTP/1.1\r\nHost: collector\r\n" + headers + b"\r\n")
