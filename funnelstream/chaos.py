@@ -226,8 +226,19 @@ async def _upload_inputs(ingest_url: str, count: int, run_tag: str) -> list[tupl
     return uploads
 
 
-def _submit_jobs(ingest_url: str, uploads: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    job_ids = []
+@dataclass
+class SubmittedJobs:
+    job_ids: list[str] = field(default_factory=list)
+    unavailable: int = 0
+    """503 answers (the store away) that were sent again."""
+
+
+def _submit_jobs(ingest_url: str, uploads: list[tuple[str, dict[str, Any]]], retry_for_s: float = 0.0) -> SubmittedJobs:
+    """Submit one restore job per upload. The collector checks each upload in the store at submit,
+    so while the store is away it answers 503 with Retry-After: such a job is sent again after that
+    wait, as a client would, for up to ``retry_for_s``."""
+    submitted = SubmittedJobs()
+    deadline = time.monotonic() + retry_for_s
     with httpx.Client(base_url=ingest_url, headers={"X-Write-Key": DEV_WRITE_KEY}, timeout=30) as client:
         for index, (device, ticket) in enumerate(uploads):
             inference_id, name = [(2, "enhance"), (3, "deblur")][index % 2]
@@ -240,8 +251,14 @@ def _submit_jobs(ingest_url: str, uploads: list[tuple[str, dict[str, Any]]]) -> 
                 "inference_id": inference_id,
                 "inference_name": name,
             }
-            job_ids.append(client.post("/v1/jobs", json=request).raise_for_status().json()["job_id"])
-    return job_ids
+            while True:
+                response = client.post("/v1/jobs", json=request)
+                if response.status_code != 503 or time.monotonic() >= deadline:
+                    break
+                submitted.unavailable += 1
+                time.sleep(float(response.headers.get("retry-after", "1")))
+            submitted.job_ids.append(response.raise_for_status().json()["job_id"])
+    return submitted
 
 
 def _job_statuses(ingest_url: str, job_ids: list[str], timeout_s: float) -> dict[str, str]:
@@ -306,14 +323,27 @@ def _s3_outage_with_jobs(run: ChaosRun, seed: int) -> ScenarioReport:
         from infra.stack import SERVICES
 
         store = SERVICES["s3"](run.infra)
-        # Half the jobs are queued just before the store goes away, half while it is away.
-        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, uploads[: jobs // 2]))
+        # Half the jobs are queued just before the store goes away; the other half are sent while it
+        # is away, answered 503 until it is back, and sent again until accepted.
+        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, uploads[: jobs // 2]).job_ids)
         store.down()
         stopped = time.monotonic()
-        job_ids.extend(_submit_jobs(run.pipeline.ingest_url, uploads[jobs // 2 :]))
+        late: list[SubmittedJobs] = []
+        sender = threading.Thread(
+            target=lambda: late.append(
+                _submit_jobs(run.pipeline.ingest_url, uploads[jobs // 2 :], run.options.settle_timeout_s)
+            ),
+            name="chaos-late-jobs",
+        )
+        sender.start()
         time.sleep(max(0.0, run.options.outage_s - (time.monotonic() - stopped)))
         store.up()
-        return {"down_s": round(time.monotonic() - stopped, 1), "jobs": len(job_ids)}
+        down_s = round(time.monotonic() - stopped, 1)
+        sender.join()
+        if not late:
+            raise RuntimeError("the jobs sent while the store was away were never accepted")
+        job_ids.extend(late[0].job_ids)
+        return {"down_s": down_s, "jobs": len(job_ids), "jobs_answered_503": late[0].unavailable}
 
     report = _under_load(run, "s3_outage_jobs", seed, fault)
     statuses = _job_statuses(run.pipeline.ingest_url, job_ids, run.options.settle_timeout_s)
