@@ -149,12 +149,8 @@ class CollectorProducer:
         loop, poller_loop = asyncio.get_running_loop(), self._loop
         if poller_loop is None:
             raise RuntimeError("CollectorProducer.start() was not called")
-        if loop is poller_loop:
-            pending = PendingDelivery(loop, len(messages))
-            self._in_flight.set()
-        else:
-            pending = ForeignLoopDelivery(loop, len(messages))
-            poller_loop.call_soon_threadsafe(self._in_flight.set)
+        same_loop = loop is poller_loop
+        pending = PendingDelivery(loop, len(messages)) if same_loop else ForeignLoopDelivery(loop, len(messages))
         produce = self.producer.produce
         queued = 0
         try:
@@ -166,6 +162,13 @@ class CollectorProducer:
             # and the stream processors' dedup collapses it.
             pending.remaining -= len(messages) - queued
             raise Unavailable("producer queue is full", retry_after_s=self.retry_after_s) from None
+        finally:
+            # Woken only once the messages are queued: a poller on another loop's thread woken
+            # before would find nothing in flight, go back to sleep, and leave this request waiting.
+            if same_loop:
+                self._in_flight.set()
+            else:
+                poller_loop.call_soon_threadsafe(self._in_flight.set)
         # A bare timer rather than asyncio.wait_for, which costs a second future and a callback chain
         # per request; the delivery future is this request's alone.
         timer = loop.call_later(self.wait_timeout_s, pending.expire)
