@@ -7,7 +7,6 @@ What the tests measure of a process (its resident memory) is read from ``/proc``
 from __future__ import annotations
 
 import io
-import select
 import socket
 import time
 import uuid
@@ -187,45 +186,3 @@ def produce_job(kafka: KafkaConfig, topic: str, job: dict[str, Any]) -> None:
     producer = Producer(kafka.client_config())
     producer.produce(topic, orjson.dumps(job), str(job["input_id"]).encode())
     assert producer.flush(30) == 0
-
-
-@dataclass
-class RawAnswer:
-    status: int | None
-    sent_bytes: int
-    head: bytes
-
-
-def stream_body(url: str, path: str, size: int, headers: dict[str, str], *, chunked: bool = False) -> RawAnswer:
-    """POST ``size`` bytes as a client that keeps sending; stops once the server has answered.
-
-    A raw socket, because an HTTP client sends the whole body before it reads an answer, and the
-    point is what the server does while a large body is still arriving.
-    """
-    host, port = url.removeprefix("http://").split(":")
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}")
-    chunk = b"[" * 65_536
-    sent = 0
-    received = b""
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        try:
-            while sent < size:
-                readable, _, _ = select.select([sock], [], [], 0)
-                if readable:
-                    break
-                part = chunk[: min(len(chunk), size - sent)]
-                sock.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
-                sent += len(part)
-            if chunked and sent >= size:
-                sock.sendall(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the server stopped reading: its answer, if any, is waiting
-        try:
-            received = sock.recv(65_536)
-        except (ConnectionResetError, TimeoutError):
-            received = b""
-    status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else None
-    return RawAnswer(status, sent, received[:2048])

@@ -21,6 +21,7 @@ from minio.error import S3Error
 
 from funnelstream.sample_images import sample_mask_png, sample_png
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
+from tests.helpers.raw_http import stream_body
 from tests.helpers.uploads_jobs import (
     KEY,
     MIB,
@@ -33,7 +34,6 @@ from tests.helpers.uploads_jobs import (
     post_form,
     produce_job,
     running_services,
-    stream_body,
     upload,
     wait_for_job,
 )

@@ -9,7 +9,6 @@ the public dev key is refused at start-up in prod.
 from __future__ import annotations
 
 import re
-import select
 import socket
 import uuid
 from collections.abc import Iterator
@@ -243,38 +242,6 @@ def memory_kib(pid: int) -> dict[str, int]:
     return {name: int(value) for name, value in re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", status, re.MULTILINE)}
 
 
-def stream_post(port: int, path: str, headers: dict[str, str], total_bytes: int) -> tuple[int, int]:
-    """POST a chunked body of ``total_bytes`` from a generator, as a client that stops sending once
-    the server has answered; returns the status and the bytes that were sent."""
-
-    def chunks() -> Iterator[bytes]:
-        piece = b"x" * MIB
-        for _ in range(total_bytes // MIB):
-            yield b"%x\r\n%s\r\n" % (len(piece), piece)
-        yield b"0\r\n\r\n"
-
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json"]
-    lines += ["Transfer-Encoding: chunked", *(f"{name}: {value}" for name, value in headers.items())]
-    sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        try:
-            for chunk in chunks():
-                if select.select([sock], [], [], 0)[0]:
-                    break
-                sock.sendall(chunk)
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed; the answer is already here
-        answer = b""
-        while b"\r\n" not in answer:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    return int(answer.split(b" ", 2)[1]), sent
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize(("headers", "status"), [({}, 401), (bearer(CURRENT_KEY), 413)], ids=["no key", "read key"])
 def test_a_streamed_300_mib_body_does_not_grow_the_warehouse_process(
@@ -283,7 +250,8 @@ def test_a_streamed_300_mib_body_does_not_grow_the_warehouse_process(
     pid = served.pid
     before = memory_kib(pid)["VmRSS"]
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # restart VmHWM: the peak from here on
-    answered, sent = stream_post(served.port, "/v1/sql", headers, 300 * MIB)
+    answer = raw_http.stream_body(f"http://127.0.0.1:{served.port}", "/v1/sql", 300 * MIB, headers, chunked=True)
+    answered, sent = answer.status, answer.sent_bytes
     peak = memory_kib(pid)["VmHWM"]
     assert peak - before < 40 * 1024, f"RSS {before} kB before, peak {peak} kB while {sent} bytes came in"
     assert answered == status, f"answered {answered} after {sent} bytes"
