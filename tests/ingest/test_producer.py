@@ -32,8 +32,9 @@ def test_send_returns_after_every_message_is_confirmed() -> None:
     assert fake.flushed
 
 
-def test_a_request_on_another_event_loop_is_woken_there() -> None:
-    fake = FakeProducer()
+def send_from_another_loop(fake: FakeProducer, messages: list[tuple[str, bytes | None, bytes]]) -> float:
+    """Send on this thread's event loop while the producer polls on another thread's loop, as a
+    test client serving requests on a loop of its own does."""
     started = threading.Event()
     stop = threading.Event()
     holder: dict[str, CollectorProducer] = {}
@@ -49,11 +50,16 @@ def test_a_request_on_another_event_loop_is_woken_there() -> None:
     thread.start()
     started.wait(5)
     try:
-        waited = asyncio.run(asyncio.wait_for(holder["producer"].send([("t", None, b"x")]), 5))
-        assert waited >= 0 and len(fake.delivered) == 1
+        return asyncio.run(asyncio.wait_for(holder["producer"].send(messages), 5))
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_a_request_on_another_event_loop_is_woken_there() -> None:
+    fake = FakeProducer()
+    waited = send_from_another_loop(fake, [("t", None, b"x")])
+    assert waited >= 0 and len(fake.delivered) == 1
 
 
 class SlowToQueue(FakeProducer):
@@ -66,23 +72,5 @@ class SlowToQueue(FakeProducer):
 
 def test_a_request_on_another_loop_is_woken_though_its_poller_looked_before_it_was_queued() -> None:
     fake = SlowToQueue()
-    started = threading.Event()
-    stop = threading.Event()
-    holder: dict[str, CollectorProducer] = {}
-
-    async def poller_side() -> None:
-        holder["producer"] = CollectorProducer(fake, unit_settings().ingest)
-        holder["producer"].start()
-        started.set()
-        await asyncio.to_thread(stop.wait)
-        await holder["producer"].close(1.0)
-
-    thread = threading.Thread(target=asyncio.run, args=(poller_side(),))
-    thread.start()
-    started.wait(5)
-    try:
-        asyncio.run(asyncio.wait_for(holder["producer"].send([("t", None, b"x"), ("t", None, b"y")]), 5))
-        assert [m.value() for m in fake.delivered] == [b"x", b"y"]
-    finally:
-        stop.set()
-        thread.join(5)
+    send_from_another_loop(fake, [("t", None, b"x"), ("t", None, b"y")])
+    assert [m.value() for m in fake.delivered] == [b"x", b"y"]
