@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from clickhouse.migrate import migrate
 from clickhouse.settings import WarehouseSettings
 from funnelstream.contract import SessionSummary
 from funnelstream.settings import ClickHouseConfig, KafkaConfig
+from tests.helpers.loader import run_loader_until
 
 from .conftest import drop_and_close, open_test_warehouse
 
@@ -78,21 +78,10 @@ def test_loader_fills_every_table_and_dead_letters_poison(
     _produce(kafka, topics["loader_tools_topic"], [(b"3", orjson.dumps(tool))])
 
     loader = Loader(settings, warehouse)
-    loader.setup()
-    thread = threading.Thread(target=loader.run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if loader.stats.rows_inserted.get("dlq_events", 0) >= 1 and loader.stats.rows_inserted.get(
-                "events", 0
-            ) >= len(data.events):
-                break
-            time.sleep(0.2)
-    finally:
-        loader.stop.set()
-        thread.join(30)
-        loader.close()
+    inserted = loader.stats.rows_inserted
+    run_loader_until(
+        loader, lambda: inserted.get("dlq_events", 0) >= 1 and inserted.get("events", 0) >= len(data.events)
+    )
     try:
         counted = warehouse.query_rows("SELECT count() AS n, uniqExact(event_id) AS d FROM events FINAL")
         assert counted == [{"n": len(data.events), "d": len(data.events)}]

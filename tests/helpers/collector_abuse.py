@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tests.helpers.loader import run_loader_until
 
 LOADED_COLUMNS = "stage, reason, payload, payload_truncated, payload_bytes, event_id, original_key"
 
@@ -36,17 +36,7 @@ def load_dead_letters(bootstrap: str, chdb_path: Path, topics: dict[str, str], e
         **topics,
     )
     loader = Loader(settings, warehouse)
-    loader.setup()
-    thread = threading.Thread(target=loader.run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while loader.stats.rows_inserted.get("dlq_events", 0) < expect and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        loader.stop.set()
-        thread.join(30)
-        loader.close()
+    run_loader_until(loader, lambda: loader.stats.rows_inserted.get("dlq_events", 0) >= expect)
     rows: list[dict[str, Any]] = warehouse.query_rows(f"SELECT {LOADED_COLUMNS} FROM dlq_events FINAL")
     return rows
 
