@@ -18,18 +18,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy import stats
 
 from funnelstream.contract import EventType
 from funnelstream.experiments.definitions import Experiment, Metric
 from funnelstream.experiments.errors import EventsFrameError
+from funnelstream.experiments.stats import (
+    SEQUENTIAL_LABEL,
+    AnalysisConfig as AnalysisConfig,
+    Comparison,
+    Model,
+    compare,
+    finite_or_none,
+    ratio_estimate,
+    weighted_quantiles,
+)
 
 REQUIRED_COLUMNS = ("event_type", "anonymous_id", "event_ts", "experiment_key", "variant")
 FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
@@ -40,28 +49,6 @@ FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
     ("score", EventType.SCORE_SUBMITTED),
 )
 BOOTSTRAP_CHUNK_CELLS = 5_000_000
-SEQUENTIAL_LABEL = (
-    "sequential: asymptotic confidence sequence (Waudby-Smith et al.), valid at every look; "
-    "wider than the fixed-horizon interval"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AnalysisConfig:
-    alpha: float = 0.05
-    winsor_quantile: float | None = 0.99
-    """Upper quantile of task durations, over both arms together, where durations are capped."""
-    bootstrap_resamples: int = 1000
-    seed: int = 0
-    sequential: bool = False
-    sequential_tuning_n: int = 5000
-    """Sample size at which the confidence sequence is tightest."""
-    srm_p_threshold: float = 0.001
-    contamination_threshold: float = 0.01
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
 
 class VariantExposure(Model):
@@ -92,31 +79,6 @@ class ArmValue(Model):
     numerator: float
     denominator: float
     value: float | None
-
-
-class SequentialInterval(Model):
-    label: str = SEQUENTIAL_LABEL
-    ci_low: float | None
-    ci_high: float | None
-    lift_ci_low: float | None
-    lift_ci_high: float | None
-    p_value: float | None
-
-
-class Comparison(Model):
-    variant: str
-    control: str
-    control_value: float | None
-    variant_value: float | None
-    difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    relative_lift: float | None
-    lift_ci_low: float | None
-    lift_ci_high: float | None
-    p_value: float | None
-    significant: bool
-    sequential: SequentialInterval | None = None
 
 
 class MetricResult(Model):
@@ -166,93 +128,6 @@ class ExperimentResults(Model):
     alerts: list[str] = Field(default_factory=list)
 
 
-def _num(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-# --- estimators -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RatioEstimate:
-    """Σnumerator / Σdenominator over units, with its delta-method variance clustered by unit."""
-
-    units: int
-    numerator: float
-    denominator: float
-    value: float
-    variance: float
-
-
-def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray) -> RatioEstimate:
-    n = len(numerator)
-    total_x, total_y = float(numerator.sum()), float(denominator.sum())
-    if n < 2 or total_y == 0:
-        return RatioEstimate(n, total_x, total_y, math.nan, math.nan)
-    ratio = total_x / total_y
-    mean_y = total_y / n
-    cov = np.cov(numerator, denominator, ddof=1)
-    variance = (cov[0, 0] - 2 * ratio * cov[0, 1] + ratio**2 * cov[1, 1]) / (n * mean_y**2)
-    return RatioEstimate(n, total_x, total_y, ratio, float(max(variance, 0.0)))
-
-
-def _sequential(estimate: float, variance: float, n_total: int, config: AnalysisConfig) -> tuple[float, float]:
-    """Half-width and always-valid p-value of an asymptotic confidence sequence."""
-    alpha = config.alpha
-    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / config.sequential_tuning_n
-    scale = n_total * rho2
-    half = math.sqrt(variance) * math.sqrt(2 * (scale + 1) / scale * math.log(math.sqrt(scale + 1) / alpha))
-    z2 = estimate**2 / variance if variance > 0 else math.inf
-    p_value = min(1.0, math.sqrt(scale + 1) * math.exp(-z2 * scale / (2 * (scale + 1))))
-    return half, p_value
-
-
-def compare(
-    control: RatioEstimate, variant: RatioEstimate, control_key: str, variant_key: str, config: AnalysisConfig
-) -> Comparison:
-    difference = variant.value - control.value
-    variance = variant.variance + control.variance
-    z = float(stats.norm.ppf(1 - config.alpha / 2))
-    lift = variant.value / control.value - 1 if control.value else math.nan
-    # Delta method for the ratio of two independent arm estimates.
-    lift_var = (
-        variant.variance / control.value**2 + variant.value**2 * control.variance / control.value**4
-        if control.value
-        else math.nan
-    )
-    se = math.sqrt(variance) if variance > 0 else math.nan
-    p_value = float(2 * stats.norm.sf(abs(difference) / se)) if se == se else math.nan
-    lift_se = math.sqrt(lift_var) if lift_var == lift_var and lift_var > 0 else math.nan
-    sequential = None
-    if config.sequential and se == se:
-        half, seq_p = _sequential(difference, variance, control.units + variant.units, config)
-        lift_half = half * lift_se / se if lift_se == lift_se else math.nan
-        sequential = SequentialInterval(
-            ci_low=_num(difference - half),
-            ci_high=_num(difference + half),
-            lift_ci_low=_num(lift - lift_half),
-            lift_ci_high=_num(lift + lift_half),
-            p_value=_num(seq_p),
-        )
-    decisive_p = sequential.p_value if sequential else _num(p_value)
-    return Comparison(
-        variant=variant_key,
-        control=control_key,
-        control_value=_num(control.value),
-        variant_value=_num(variant.value),
-        difference=_num(difference),
-        ci_low=_num(difference - z * se),
-        ci_high=_num(difference + z * se),
-        relative_lift=_num(lift),
-        lift_ci_low=_num(lift - z * lift_se),
-        lift_ci_high=_num(lift + z * lift_se),
-        p_value=_num(p_value),
-        significant=decisive_p is not None and decisive_p < config.alpha,
-        sequential=sequential,
-    )
-
-
 def _metric(
     name: str,
     description: str,
@@ -266,23 +141,14 @@ def _metric(
         arm = per_unit[per_unit["variant"] == key]
         estimates[key] = ratio_estimate(arm["numerator"].to_numpy(float), arm["denominator"].to_numpy(float))
     arms = [
-        ArmValue(variant=k, units=e.units, numerator=e.numerator, denominator=e.denominator, value=_num(e.value))
+        ArmValue(
+            variant=k, units=e.units, numerator=e.numerator, denominator=e.denominator, value=finite_or_none(e.value)
+        )
         for k, e in estimates.items()
     ]
     control = experiment.control
     comparisons = [compare(estimates[control], estimates[k], control, k, config) for k in experiment.variant_keys[1:]]
     return MetricResult(name=name, description=description, arms=arms, comparisons=comparisons)
-
-
-def weighted_quantiles(sorted_values: np.ndarray, weights: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
-    """Inverted-CDF quantiles for each row of ``weights`` (resamples × values); values sorted."""
-    cumulative = np.cumsum(weights, axis=-1)
-    total = cumulative[..., -1:]
-    out = []
-    for q in quantiles:
-        position = (cumulative < q * total).sum(axis=-1)
-        out.append(sorted_values[np.minimum(position, len(sorted_values) - 1)])
-    return np.stack(out, axis=-1)
 
 
 def _unit_resample_weights(
@@ -392,7 +258,7 @@ def analyze(
         VariantExposure(
             variant=v,
             units=int(counts[v]),
-            share=_num(counts[v] / total) if total else None,
+            share=finite_or_none(counts[v] / total) if total else None,
             expected_share=float(w),
         )
         for v, w in zip(variants, weights, strict=True)
@@ -475,7 +341,10 @@ def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> S
     expected = weights / weights.sum() * total
     chi2, p_value = stats.chisquare(observed, f_exp=expected)
     return SrmCheck(
-        chi2=_num(chi2), p_value=_num(p_value), threshold=config.srm_p_threshold, alert=p_value < config.srm_p_threshold
+        chi2=finite_or_none(chi2),
+        p_value=finite_or_none(p_value),
+        threshold=config.srm_p_threshold,
+        alert=p_value < config.srm_p_threshold,
     )
 
 
@@ -549,11 +418,11 @@ def _task_duration(
                     quantile=q,
                     variant=key,
                     control=control,
-                    control_value=_num(c_point[i]),
-                    variant_value=_num(v_point[i]),
-                    difference=_num(v_point[i] - c_point[i]),
-                    ci_low=_num(low),
-                    ci_high=_num(high),
+                    control_value=finite_or_none(c_point[i]),
+                    variant_value=finite_or_none(v_point[i]),
+                    difference=finite_or_none(v_point[i] - c_point[i]),
+                    ci_low=finite_or_none(low),
+                    ci_high=finite_or_none(high),
                     resamples=config.bootstrap_resamples,
                 )
             )

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.table import Table
 
-from funnelstream.experiments.analysis import Comparison, ExperimentResults, MetricResult
+from funnelstream.experiments.analysis import ExperimentResults, MetricResult
+from funnelstream.experiments.stats import Comparison
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948")
 

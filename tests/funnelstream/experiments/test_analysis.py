@@ -9,17 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelstream.experiments.analysis import (
-    SEQUENTIAL_LABEL,
-    AnalysisConfig,
-    ExperimentResults,
-    MetricResult,
-    analyze,
-    ratio_estimate,
-)
+from funnelstream.experiments.analysis import ExperimentResults, MetricResult, analyze
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import EventsFrameError
 from funnelstream.experiments.simulate import SimulationSpec, simulate
+from funnelstream.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio_estimate
 
 from .conftest import make_experiment
 
