@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clickhouse.backend import Warehouse
 from clickhouse.errors import MigrationError
 from clickhouse.migrate import Migration, discover, migrate, render
+from tests.helpers.event_rows import EXPERIMENT_RANGE_SQL, event, insert_events
 
 
 def test_migrate_is_recorded_and_idempotent(warehouse: Warehouse) -> None:
@@ -97,3 +99,168 @@ def test_task_durations_leave_out_steps_without_an_image(warehouse: Warehouse) -
     )
     durations = warehouse.query_rows("SELECT toString(input_id) AS input_id, diff_second FROM task_durations")
     assert durations == [{"input_id": image, "diff_second": 60.0}]
+
+
+IMAGE = "6d0c1a8e-0000-4000-8000-0000000000aa"
+
+
+def _durations(warehouse: Warehouse) -> list[dict[str, Any]]:
+    return warehouse.query_rows(
+        "SELECT toString(input_id) AS input_id, anonymous_id, diff_second, saved_at IS NULL AS unsaved, over_cap "
+        "FROM task_durations ORDER BY input_id"
+    )
+
+
+def test_task_time_ends_at_the_save_of_an_inferred_result(warehouse: Warehouse) -> None:
+    # Issue 17 item 1: a save before any inference does not end the task.
+    insert_events(
+        warehouse,
+        [
+            event("tool_selected", "2026-03-01 10:00:20", input_id=IMAGE),
+            event("image_saved", "2026-03-01 10:00:23", input_id=IMAGE),
+            event("inference_requested", "2026-03-01 10:00:25", input_id=IMAGE),
+            event("image_saved", "2026-03-01 10:00:40", input_id=IMAGE),
+        ],
+    )
+    assert _durations(warehouse) == [
+        {"input_id": IMAGE, "anonymous_id": "device-1", "diff_second": 20.0, "unsaved": 0, "over_cap": 0}
+    ]
+
+
+def test_task_time_over_the_cap_is_kept_unsaved(warehouse: Warehouse) -> None:
+    at_cap, over = IMAGE, IMAGE.replace("aa", "bb")
+    insert_events(
+        warehouse,
+        [
+            event("tool_selected", "2026-03-01 10:00:00", input_id=at_cap),
+            event("inference_requested", "2026-03-01 10:10:00", input_id=at_cap),
+            event("image_saved", "2026-03-01 11:00:00", input_id=at_cap),
+            event("tool_selected", "2026-03-01 10:00:00", input_id=over),
+            event("inference_requested", "2026-03-01 10:10:00", input_id=over),
+            event("image_saved", "2026-03-01 11:00:00.001", input_id=over),
+        ],
+    )
+    assert _durations(warehouse) == [
+        {"input_id": at_cap, "anonymous_id": "device-1", "diff_second": 3600.0, "unsaved": 0, "over_cap": 0},
+        {"input_id": over, "anonymous_id": "device-1", "diff_second": None, "unsaved": 1, "over_cap": 1},
+    ]
+
+
+def test_task_time_belongs_to_the_device_of_the_first_tool_click(warehouse: Warehouse) -> None:
+    insert_events(
+        warehouse,
+        [
+            event("image_uploaded", "2026-03-01 09:59:00", input_id=IMAGE, anonymous_id="device-a"),
+            event("tool_selected", "2026-03-01 10:00:05", input_id=IMAGE, anonymous_id="device-a"),
+            event("tool_selected", "2026-03-01 10:00:00", input_id=IMAGE, anonymous_id="device-z"),
+        ],
+    )
+    assert [row["anonymous_id"] for row in _durations(warehouse)] == ["device-z"]
+
+
+EXPERIMENT = {"experiment": "checkout", "from": "2026-03-01 00:00:00", "to": "2026-03-02 00:00:00"}
+
+
+def _exposure(device: str, ts: str, variant: str, **columns: Any) -> dict[str, Any]:
+    return event(
+        "experiment_exposure",
+        ts,
+        anonymous_id=device,
+        experiment_key="checkout",
+        variant=variant,
+        experiments={"checkout": variant},
+        **columns,
+    )
+
+
+def _units(warehouse: Warehouse) -> dict[str, tuple[str, str, int]]:
+    rows = warehouse.query_rows(
+        f"SELECT anonymous_id, variant, toString(first_exposure_at) AS at, contaminated "
+        f"FROM experiment_units({EXPERIMENT_RANGE_SQL})",
+        EXPERIMENT,
+    )
+    return {row["anonymous_id"]: (row["variant"], row["at"], row["contaminated"]) for row in rows}
+
+
+def test_experiment_units_arm_first_exposure_and_contamination(warehouse: Warehouse) -> None:
+    insert_events(
+        warehouse,
+        [
+            # A person on two devices in two arms: all three of U1's devices are contaminated (item 4).
+            _exposure("a", "2026-03-01 10:00:00", "control", user_id="U1"),
+            _exposure("b", "2026-03-01 10:00:00", "treatment"),
+            event("image_uploaded", "2026-03-01 11:00:00", anonymous_id="b", user_id="U1"),
+            _exposure("c", "2026-03-01 10:00:00", "control", user_id="U1"),
+            # U2 in one arm on two devices: clean.
+            _exposure("d", "2026-03-01 10:00:00", "treatment", user_id="U2"),
+            _exposure("e", "2026-03-01 10:00:00", "treatment", user_id="U2"),
+            # Two variants among the exposures; the first one is the arm.
+            _exposure("f", "2026-03-01 10:00:01", "treatment"),
+            _exposure("f", "2026-03-01 10:00:00", "control"),
+            # An event after the first exposure naming another variant.
+            _exposure("g", "2026-03-01 10:00:00", "control"),
+            event("tool_selected", "2026-03-01 10:05:00", anonymous_id="g", experiments={"checkout": "treatment"}),
+            # Naming another variant before the first exposure does not count.
+            _exposure("h", "2026-03-01 10:00:00", "control"),
+            event("tool_selected", "2026-03-01 09:05:00", anonymous_id="h", experiments={"checkout": "treatment"}),
+            # A forced exposure is no exposure (item 5): i stays a clean control unit, j is no unit.
+            _exposure("i", "2026-03-01 10:00:00", "control"),
+            _exposure("i", "2026-03-01 09:00:00", "treatment", properties='{"assignment_source": "forced"}'),
+            _exposure("j", "2026-03-01 10:00:00", "treatment", properties='{"assignment_source": "forced"}'),
+            # Out of the range, or another experiment: no unit.
+            _exposure("k", "2026-03-02 00:00:00", "control"),
+            event("experiment_exposure", "2026-03-01 10:00:00", anonymous_id="l", experiment_key="other", variant="x"),
+        ],
+    )
+    assert _units(warehouse) == {
+        "a": ("control", "2026-03-01 10:00:00.000", 1),
+        "b": ("treatment", "2026-03-01 10:00:00.000", 1),
+        "c": ("control", "2026-03-01 10:00:00.000", 1),
+        "d": ("treatment", "2026-03-01 10:00:00.000", 0),
+        "e": ("treatment", "2026-03-01 10:00:00.000", 0),
+        "f": ("control", "2026-03-01 10:00:00.000", 1),
+        "g": ("control", "2026-03-01 10:00:00.000", 1),
+        "h": ("control", "2026-03-01 10:00:00.000", 0),
+        "i": ("control", "2026-03-01 10:00:00.000", 0),
+    }
+
+
+def test_experiment_task_durations_keep_clean_units_after_their_exposure(warehouse: Warehouse) -> None:
+    images = {name: f"6d0c1a8e-0000-4000-8000-0000000000{index:02d}" for index, name in enumerate("pqrs")}
+
+    def task(image: str, device: str, click: str, save: str) -> list[dict[str, Any]]:
+        return [
+            event("tool_selected", click, input_id=image, anonymous_id=device),
+            event("inference_requested", click, input_id=image, anonymous_id=device),
+            event("image_saved", save, input_id=image, anonymous_id=device),
+        ]
+
+    insert_events(
+        warehouse,
+        [
+            _exposure("clean", "2026-03-01 10:00:00", "control"),
+            *task(images["p"], "clean", "2026-03-01 10:01:00", "2026-03-01 10:01:30"),
+            *task(images["q"], "clean", "2026-03-01 09:01:00", "2026-03-01 10:01:30"),  # before its exposure
+            _exposure("split", "2026-03-01 10:00:00", "treatment"),
+            _exposure("split", "2026-03-01 10:00:05", "control"),
+            *task(images["r"], "split", "2026-03-01 10:01:00", "2026-03-01 10:01:30"),  # contaminated unit
+            *task(images["s"], "outsider", "2026-03-01 10:01:00", "2026-03-01 10:01:30"),  # no unit
+        ],
+    )
+    rows = warehouse.query_rows(
+        f"SELECT toString(input_id) AS input_id, anonymous_id, variant, diff_second "
+        f"FROM experiment_task_durations({EXPERIMENT_RANGE_SQL})",
+        EXPERIMENT,
+    )
+    assert rows == [{"input_id": images["p"], "anonymous_id": "clean", "variant": "control", "diff_second": 30.0}]
+
+
+def test_cluster_rendering_leaves_views_on_the_cluster_reading_the_distributed_tables() -> None:
+    views = next(m for m in discover() if m.version == 8)
+    statements = render(views, database="fs", cluster="prod")
+    assert [s.split(" AS", 1)[0] for s in statements] == [
+        "CREATE OR REPLACE VIEW task_durations ON CLUSTER `prod`",
+        "CREATE OR REPLACE VIEW experiment_units ON CLUSTER `prod`",
+        "CREATE OR REPLACE VIEW experiment_task_durations ON CLUSTER `prod`",
+    ]
+    assert all("_local" not in s and "FROM events FINAL" in s for s in statements[:2])
