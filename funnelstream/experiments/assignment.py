@@ -137,6 +137,10 @@ ExposureSink = Callable[[ExperimentExposure], Awaitable[None] | None]
 class ExposureLogger:
     """Emits ``experiment_exposure`` once per unit, experiment and phase.
 
+    A forced QA assignment is answered but never exposed, as GrowthBook returns forced variations
+    without tracking: the QA device is not a unit of the experiment, and an exposure would put it in
+    the analysis and its sample-ratio check.
+
     The store claims the exposure first so that concurrent requests emit once; when the sink
     fails, the claim is released and the error propagates, so the next request tries again. The
     sink may be a plain function or a coroutine function (the collector's producer is async).
@@ -148,7 +152,7 @@ class ExposureLogger:
         self.clock = clock or (lambda: datetime.now(UTC))
 
     async def log(self, assignment: Assignment, anonymous_id: str, user_id: str | None = None) -> bool:
-        if assignment.variant is None:
+        if assignment.variant is None or assignment.source is AssignmentSource.FORCED:
             return False
         claimed = await asyncio.to_thread(
             self.store.mark_exposed, assignment.experiment_key, assignment.phase, anonymous_id

@@ -41,6 +41,7 @@ experiments:
     status: running
     start: 2026-11-01T00:00:00Z
     variants: [{key: control, weight: 0.5}, {key: treatment, weight: 0.5}]
+    forced_variants: {qa-device: treatment}
   - key: brush_size
     status: running
     start: 2026-11-01T00:00:00Z
@@ -230,3 +231,17 @@ def test_one_address_cannot_take_a_shared_keys_whole_rate(collector: Collector) 
     # The key's own bucket is far from empty: another address is still served.
     assert collector.get(SHARED_KEY, address=other, anonymous_id="someone-else").status_code == 200
     assert collector.rows() == {"assignments": 0, "exposures": (served + 1) * RUNNING}
+
+
+def test_a_forced_qa_device_gets_its_variant_and_no_exposure(collector: Collector) -> None:
+    # Issue #17, item 5: forced assignments are answered, never tracked (as GrowthBook's SDKs do), so
+    # a QA device never becomes a unit of the experiment nor reaches its sample-ratio check.
+    answer = collector.get(BROWSER_KEY, anonymous_id="qa-device")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["variants"]["segmentation_tool"] == "treatment"
+    sources = {a["experiment_key"]: a["source"] for a in body["assignments"]}
+    assert sources["segmentation_tool"] == "forced"
+    exposed = {(event.experiment_key, event.anonymous_id) for event in collector.exposures()}
+    assert exposed == {("brush_size", "qa-device")}
+    assert collector.rows()["exposures"] == 1

@@ -84,6 +84,18 @@ def test_forced_variant_for_qa(store: AssignmentStore) -> None:
     assert (forced.variant, forced.source) == ("control", AssignmentSource.FORCED)
 
 
+def test_a_forced_qa_assignment_is_answered_but_never_exposed(store: AssignmentStore) -> None:
+    experiment = make_experiment(forced_variants={"qa-device": "treatment"})
+    assignment = assigner_for(store, experiment).assign(experiment, "qa-device")
+    assert (assignment.variant, assignment.source) == ("treatment", AssignmentSource.FORCED)
+    sent: list[ExperimentExposure] = []
+    logger = ExposureLogger(store, sent.append)
+    assert asyncio.run(logger.log(assignment, "qa-device")) is False
+    assert sent == []
+    # Nothing was claimed either: the device's exposure mark is still free.
+    assert store.mark_exposed(experiment.key, experiment.phase, "qa-device") is True
+
+
 def device_in(experiment: Experiment, variant: str) -> str:
     return next(unit for unit in UNITS if hash_assignment(experiment, unit).variant == variant)
 
