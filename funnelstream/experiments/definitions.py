@@ -4,6 +4,9 @@ The file is the record. Every collector instance watches it (:class:`Definitions
 in a new version without a restart once the version number goes up and the change is allowed:
 weights, variants, seed or hash version never change inside a phase, because that would move units
 between arms mid-measurement; such a change must open a new phase, and the analysis reads one phase.
+The analysis plan (primary metric, guardrails, multiple-testing correction) is fixed the same way
+once the experiment runs: choosing the decision metric or the correction after seeing results would
+make its p-values meaningless.
 """
 
 from __future__ import annotations
@@ -39,6 +42,36 @@ class Metric(enum.StrEnum):
     FUNNEL_CONVERSION = "funnel_conversion"
     TASK_DURATION = "task_duration"
     MEAN_SCORE = "mean_score"
+
+
+MetricName = Literal[
+    "conversion_upload",
+    "conversion_tool",
+    "conversion_inference",
+    "conversion_save",
+    "conversion_score",
+    "task_duration_s",
+    "mean_score",
+]
+"""The name of one metric result of the analysis."""
+MetricRole = Literal["primary", "guardrail", "secondary"]
+Correction = Literal["holm", "benjamini_hochberg"]
+"""Multiple-testing adjustment of the secondary metrics' p-values."""
+METRIC_SOURCE: dict[str, Metric] = {
+    "conversion_upload": Metric.FUNNEL_CONVERSION,
+    "conversion_tool": Metric.FUNNEL_CONVERSION,
+    "conversion_inference": Metric.FUNNEL_CONVERSION,
+    "conversion_save": Metric.FUNNEL_CONVERSION,
+    "conversion_score": Metric.FUNNEL_CONVERSION,
+    "task_duration_s": Metric.TASK_DURATION,
+    "mean_score": Metric.MEAN_SCORE,
+}
+"""Which entry of ``metrics`` produces each metric result."""
+
+
+def default_primary_metric(metrics: list[Any]) -> MetricName:
+    """Task time when it is measured (what the experiments here are run for), else saved images."""
+    return "task_duration_s" if Metric.TASK_DURATION.value in {str(m) for m in metrics} else "conversion_save"
 
 
 class Variant(BaseModel):
@@ -94,6 +127,21 @@ class Experiment(BaseModel):
         default_factory=dict
     )
     """QA: unit id (anonymous_id or user_id) → variant, bypassing the hash."""
+    primary_metric: MetricName
+    """The metric the decision is made on; by default :func:`default_primary_metric` of ``metrics``."""
+    guardrail_metrics: list[MetricName] = Field(default_factory=list)
+    """Metrics that must not get worse; read unadjusted, like the primary."""
+    correction: Correction = "holm"
+    """Adjustment of the p-values of every other (secondary) metric, as one family."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_primary(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("primary_metric") is None:
+            metrics = data.get("metrics")
+            listed = metrics if isinstance(metrics, list) else list(Metric)
+            data = {**data, "primary_metric": default_primary_metric(listed)}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -110,11 +158,27 @@ class Experiment(BaseModel):
         for unit, variant in self.forced_variants.items():
             if variant not in keys:
                 raise ValueError(f"forced_variants: {unit!r} forced to unknown variant {variant!r}")
+        source = METRIC_SOURCE[self.primary_metric]
+        if source not in self.metrics:
+            raise ValueError(f"primary_metric: {self.primary_metric!r} needs {source.value} in metrics")
+        for name in self.guardrail_metrics:
+            if name == self.primary_metric:
+                raise ValueError(f"guardrail_metrics: {name!r} is the primary metric")
+            if self.guardrail_metrics.count(name) > 1:
+                raise ValueError(f"guardrail_metrics: {name!r} listed twice")
+            if METRIC_SOURCE[name] not in self.metrics:
+                raise ValueError(f"guardrail_metrics: {name!r} needs {METRIC_SOURCE[name].value} in metrics")
         return self
 
     @property
     def hash_seed(self) -> str:
-        return self.seed if self.seed is not None else self.key
+        # GrowthBook's SDKs hash with `seed || key`: an empty seed falls back to the key too.
+        return self.seed or self.key
+
+    def metric_role(self, name: str) -> MetricRole:
+        if name == self.primary_metric:
+            return "primary"
+        return "guardrail" if name in self.guardrail_metrics else "secondary"
 
     @property
     def control(self) -> str:
@@ -146,6 +210,10 @@ class Experiment(BaseModel):
     def allocation(self) -> tuple[Any, ...]:
         """What must not change within a phase."""
         return (tuple(self.variant_keys), tuple(self.weights), self.hash_seed, self.hash_version)
+
+    def analysis_plan(self) -> tuple[Any, ...]:
+        """What must not change once a phase runs."""
+        return (self.primary_metric, tuple(self.guardrail_metrics), self.correction)
 
 
 class Definitions(BaseModel):
@@ -241,6 +309,18 @@ def check_transition(old: Definitions, new: Definitions, source: str = "<definit
                 FieldError(
                     f"{where}.phase",
                     "variants, weights, seed or hash_version changed; open a new phase (phase + 1, phase_start)",
+                )
+            )
+        elif (
+            experiment.phase == before.phase
+            and before.status is not Status.DRAFT
+            and experiment.analysis_plan() != before.analysis_plan()
+        ):
+            errors.append(
+                FieldError(
+                    f"{where}.phase",
+                    "primary_metric, guardrail_metrics or correction changed after the phase started; "
+                    "open a new phase (phase + 1, phase_start)",
                 )
             )
         elif experiment.phase > before.phase and (

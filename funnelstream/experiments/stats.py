@@ -25,8 +25,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
+from funnelstream.experiments.definitions import Correction as Correction
+
 Decision = Literal["fixed_horizon", "sequential"]
-Correction = Literal["holm", "benjamini_hochberg"]
 
 SEQUENTIAL_LABEL = (
     "sequential: asymptotic confidence sequence (Waudby-Smith et al.), valid at every look; "
@@ -38,8 +39,9 @@ FIXED_HORIZON_LABEL = "fixed horizon: read once, at the planned sample size"
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
     alpha: float = 0.05
-    winsor_quantile: float | None = 0.99
-    """Upper quantile of task durations, over both arms together, where durations are capped."""
+    winsor_quantile: float | None = None
+    """Upper quantile of task durations, over both arms together, where durations are capped; off by
+    default, so that an arm's mean task time is the one /v1/task-times and ``report funnel`` give."""
     bootstrap_resamples: int = 1000
     seed: int = 0
     sequential: bool = False

@@ -156,3 +156,78 @@ def test_watcher_run_loop_picks_up_changes(tmp_path: Path) -> None:
         return watcher.current.version
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_an_experiment_declares_one_primary_metric_and_optional_guardrails() -> None:
+    every = parse_definitions(text()).get("seg")
+    assert every.primary_metric == "task_duration_s" and every.guardrail_metrics == [] and every.correction == "holm"
+    assert every.metric_role("task_duration_s") == "primary" and every.metric_role("conversion_save") == "secondary"
+    conversion_only = parse_definitions(text(extra="    metrics: [funnel_conversion]")).get("seg")
+    assert conversion_only.primary_metric == "conversion_save"
+
+    declared = parse_definitions(
+        text(
+            extra="    primary_metric: conversion_save\n"
+            "    guardrail_metrics: [mean_score, task_duration_s]\n"
+            "    correction: benjamini_hochberg"
+        )
+    ).get("seg")
+    assert declared.primary_metric == "conversion_save" and declared.correction == "benjamini_hochberg"
+    assert [declared.metric_role(m) for m in ("conversion_save", "mean_score", "conversion_tool")] == [
+        "primary",
+        "guardrail",
+        "secondary",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ("    primary_metric: revenue", "experiments.seg.primary_metric", "conversion_save"),
+        (
+            "    metrics: [funnel_conversion]\n    primary_metric: task_duration_s",
+            "experiments.seg.primary_metric",
+            "task_duration",
+        ),
+        ("    guardrail_metrics: [mean_score, nope]", "experiments.seg.guardrail_metrics.1", "mean_score"),
+        ("    guardrail_metrics: [task_duration_s]", "experiments.seg.guardrail_metrics", "primary"),
+        ("    guardrail_metrics: [mean_score, mean_score]", "experiments.seg.guardrail_metrics", "twice"),
+        (
+            "    metrics: [funnel_conversion, task_duration]\n    guardrail_metrics: [mean_score]",
+            "experiments.seg.guardrail_metrics",
+            "mean_score",
+        ),
+        ("    correction: bonferroni", "experiments.seg.correction", "holm"),
+    ],
+)
+def test_metric_declarations_are_validated_by_field(extra: str, field: str, message: str) -> None:
+    with pytest.raises(DefinitionError) as exc:
+        parse_definitions(text(extra=extra))
+    assert fields_of(exc) == {field}
+    assert message in str(exc.value)
+
+
+def test_the_metric_plan_does_not_change_inside_a_running_phase() -> None:
+    old = parse_definitions(text())
+    for extra in (
+        "    primary_metric: conversion_save",
+        "    guardrail_metrics: [mean_score]",
+        "    correction: benjamini_hochberg",
+    ):
+        with pytest.raises(DefinitionError) as exc:
+            check_transition(old, parse_definitions(text(version=2, extra=extra)))
+        assert fields_of(exc) == {"experiments.seg.phase"}
+        assert "primary_metric" in str(exc.value)
+        check_transition(
+            old, parse_definitions(text(version=2, phase=2, extra=extra + "\n    phase_start: 2026-11-20T00:00:00Z"))
+        )
+    # A draft is still being planned: its metrics may change.
+    draft = parse_definitions(text().replace("status: running", "status: draft"))
+    check_transition(draft, parse_definitions(text(version=2, extra="    primary_metric: conversion_save")))
+
+
+def test_the_shipped_definitions_declare_the_primary_metric() -> None:
+    experiment = load_definitions(ROOT / "experiments.yaml").get("segmentation_tool")
+    assert experiment.primary_metric == "task_duration_s"
+    assert experiment.guardrail_metrics == ["conversion_save", "mean_score"]
+    assert experiment.correction == "holm"

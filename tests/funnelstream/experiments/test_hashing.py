@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from funnelstream.experiments.assignment import hash_assignment
 from funnelstream.experiments.hashing import bucket_ranges, choose_variation, fnv1a32, gb_hash, in_namespace
+
+from .conftest import make_experiment
 
 CASES = json.loads((Path(__file__).parent / "data" / "growthbook_cases.json").read_text())
 
@@ -56,3 +59,24 @@ def test_range_starts_stay_fixed_when_coverage_grows() -> None:
     high = bucket_ranges(3, 0.9, [0.2, 0.3, 0.5])
     assert [start for start, _ in low] == [start for start, _ in high]
     assert all(hi_end >= lo_end for (_, lo_end), (_, hi_end) in zip(low, high, strict=True))
+
+
+def test_an_empty_seed_hashes_with_the_experiment_key_as_growthbook_does() -> None:
+    # GrowthBook's SDKs hash with `seed || key`: an empty seed falls back to the key.
+    key = "segmentation_tool"
+    empty = make_experiment(seed="")
+    assert empty.hash_seed == key
+    ranges = bucket_ranges(2, 1.0, [0.5, 0.5])
+    units = [f"device-{i}" for i in range(1000)]
+    moved = 0
+    for unit in units:
+        by_key = gb_hash(key, unit, 2)
+        by_empty = gb_hash("", unit, 2)
+        assert by_key is not None and by_empty is not None
+        expected = empty.variant_keys[choose_variation(by_key, ranges)]
+        assert hash_assignment(empty, unit).variant == expected
+        moved += choose_variation(by_empty, ranges) != choose_variation(by_key, ranges)
+    # The case discriminates: hashing with "" would have put about half the devices in the other arm.
+    assert moved > 400
+    # The fallback does not change what "seed: null" and "seed: <key>" already meant.
+    assert make_experiment(seed=None).allocation() == empty.allocation() == make_experiment(seed=key).allocation()
