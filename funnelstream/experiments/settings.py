@@ -18,7 +18,8 @@ class ExperimentsConfig(BaseModel):
     warehouse_api_url: str | None = None
     """``funnelstream warehouse serve``; when set, reports fetch events through it."""
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    winsor_quantile: float | None = Field(default=0.99, gt=0.5, le=1)
+    winsor_quantile: float | None = Field(default=None, gt=0.5, le=1)
+    """Off by default: task-time means are then the ones every other reader gives; opt in to cap."""
     bootstrap_resamples: int = Field(default=1000, ge=0, le=100_000)
 
 
