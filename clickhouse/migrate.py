@@ -4,7 +4,10 @@ Files are ``migrations/NNNN_name.sql``: statements separated by ``;`` at the end
 placeholders, ``${database}`` and ``${on_cluster}``. They are written for one node. With a cluster
 configured the renderer turns each MergeTree table ``t`` into a Replicated ``t_local`` on every node
 plus a Distributed ``t`` sharded by the expression named in a ``-- shard by: <expr>`` comment above
-the statement (DESIGN §12); materialized views then read and write the local tables.
+the statement (DESIGN §12); materialized views then read and write the local tables, ``ALTER TABLE``
+changes the local tables and the Distributed one, ``RENAME TABLE`` renames the local tables (the
+Distributed tables keep their names and read the renamed local ones), and ``DROP TABLE IF EXISTS``
+drops the Distributed table and its local tables.
 
 A file that has been applied is never edited: its checksum is recorded and a change is refused.
 """
@@ -30,6 +33,9 @@ _MV = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)")
 _MV_TO = re.compile(r"\bTO (\w+)")
 _FROM = re.compile(r"\bFROM (\w+)\b")
 _ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)")
+_RENAME_TABLE = re.compile(r"^RENAME TABLE ")
+_RENAME_PAIR = re.compile(r"\b(\w+) TO (\w+)\b")
+_DROP_TABLE = re.compile(r"^DROP TABLE IF EXISTS (\w+)")
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations${on_cluster}
@@ -112,6 +118,16 @@ def render_statement(statement: str, *, database: str, cluster: str | None) -> l
         # A column added to a sharded table goes to its local tables, then to the Distributed one.
         name = alter.group(1)
         return [_ALTER_TABLE.sub(f"ALTER TABLE {name}_local", text, count=1), text]
+    if _RENAME_TABLE.match(text):
+        # A Distributed table reads its local table by name: renaming the local tables swaps what
+        # the Distributed one of the same name reads, so only they are renamed.
+        head, _, tail = text.partition(on_cluster)
+        return [_RENAME_PAIR.sub(lambda m: f"{m.group(1)}_local TO {m.group(2)}_local", head) + on_cluster + tail]
+    drop = _DROP_TABLE.match(text)
+    if drop:
+        # A sharded table is two: the Distributed one first, then the local tables behind it.
+        name = drop.group(1)
+        return [text, _DROP_TABLE.sub(f"DROP TABLE IF EXISTS {name}_local", text, count=1)]
     if _MV.search(text):
         # A view fires on the inserts a node receives: local tables in, local tables out.
         text = _MV_TO.sub(lambda m: f"TO {m.group(1)}_local", text, count=1)

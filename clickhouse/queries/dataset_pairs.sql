@@ -17,7 +17,7 @@ WITH
             any(inference_type) AS result_inference_type,
             any(nullIf(JSONExtractString(properties, 'input_url'), '')) AS job_input_url,
             max(event_ts) AS completed_at
-        FROM events
+        FROM events FINAL
         WHERE event_type = 'inference_completed'
             AND status = 'succeeded'
             AND job_id IS NOT NULL
@@ -33,19 +33,19 @@ WITH
             any(width) AS upload_width,
             any(height) AS upload_height,
             min(event_ts) AS uploaded_at
-        FROM events
+        FROM events FINAL
         WHERE event_type = 'image_uploaded' AND input_id IN (SELECT result_input_id FROM results)
         GROUP BY upload_input_id
     ),
     requests AS (
         SELECT assumeNotNull(job_id) AS request_job_id, min(event_ts) AS requested_at
-        FROM events
+        FROM events FINAL
         WHERE event_type = 'inference_requested' AND job_id IN (SELECT result_job_id FROM results)
         GROUP BY request_job_id
     ),
     rated AS (
         SELECT assumeNotNull(job_id) AS rated_job_id, argMax(score, event_ts) AS rated_score, max(event_ts) AS scored_at
-        FROM events
+        FROM events FINAL
         WHERE event_type = 'score_submitted' AND job_id IN (SELECT result_job_id FROM results)
         GROUP BY rated_job_id
     )

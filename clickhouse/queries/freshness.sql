@@ -10,6 +10,6 @@ SELECT
 FROM
 (
     SELECT dateDiff('millisecond', received_at, inserted_at) AS lag_ms, inserted_at
-    FROM events
+    FROM events FINAL
     WHERE inserted_at >= now64(3, 'UTC') - toIntervalMinute({minutes:UInt32})
 )

@@ -15,7 +15,7 @@ SELECT
     ) AS detail
 FROM (
     SELECT source, dateDiff('millisecond', received_at, assumeNotNull(sent_at)) AS skew_ms
-    FROM events
+    FROM events FINAL
     WHERE sent_at IS NOT NULL
         AND received_at >= {from:DateTime64(3, 'UTC')} AND received_at < {to:DateTime64(3, 'UTC')}
 )

@@ -18,13 +18,13 @@ SELECT
     toFloat64(sum(ids - 1) / sum(ids)) AS value,
     toUInt64(sum(ids - 1)) AS affected,
     toUInt64(sum(ids)) AS total,
-    if(affected > 0, concat('e.g. anonymous_id ', anyIf(anonymous_id, ids > 1)), '') AS detail
+    if(affected > 0, concat('e.g. anonymous_id ', minIf(anonymous_id, ids > 1)), '') AS detail
 FROM (
     SELECT
         toString(event_type) AS event_type,
         anonymous_id,
         uniqExact(event_id) AS ids
-    FROM events
+    FROM events FINAL
     WHERE event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
     GROUP BY event_type, anonymous_id, input_id, job_id, client_ts
 )

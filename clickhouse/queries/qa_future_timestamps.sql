@@ -11,11 +11,11 @@ SELECT
             toString(countIf(timestamp_flag = 'future')), ' flagged future at ingest, ',
             toString(countIf(event_ts > received_at + INTERVAL 5 SECOND)), ' with event_ts after received_at; ',
             'e.g. event_id ',
-            toString(anyIf(event_id, timestamp_flag = 'future' OR event_ts > received_at + INTERVAL 5 SECOND))
+            toString(minIf(event_id, timestamp_flag = 'future' OR event_ts > received_at + INTERVAL 5 SECOND))
         ),
         ''
     ) AS detail
-FROM events
+FROM events FINAL
 WHERE received_at >= {from:DateTime64(3, 'UTC')} AND received_at < {to:DateTime64(3, 'UTC')}
 GROUP BY source
 ORDER BY value DESC

@@ -6,7 +6,7 @@ SELECT
     toFloat64(dateDiff('millisecond', argMax(received_at, received_at), argMax(inserted_at, received_at)) / 1000)
         AS last_latency_s,
     toString(max(received_at)) AS last_received_at
-FROM events
+FROM events FINAL
 WHERE anonymous_id = 'funnelstream-heartbeat'
     AND event_type = 'pipeline_heartbeat'
     AND client_ts >= {now:DateTime64(3, 'UTC')} - INTERVAL 1 DAY

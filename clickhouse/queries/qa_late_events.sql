@@ -15,7 +15,7 @@ SELECT
         ),
         ''
     ) AS detail
-FROM events
+FROM events FINAL
 WHERE received_at >= {from:DateTime64(3, 'UTC')} AND received_at < {to:DateTime64(3, 'UTC')}
 GROUP BY source
 ORDER BY value DESC

@@ -4,23 +4,23 @@
 -- window's start is not an orphan while the lookup stays bounded.
 WITH
     uploaded AS (
-        SELECT DISTINCT input_id FROM events
+        SELECT DISTINCT input_id FROM events FINAL
         WHERE event_type = 'image_uploaded' AND input_id IS NOT NULL AND event_ts < {to:DateTime64(3, 'UTC')}
             AND event_ts >= {from:DateTime64(3, 'UTC')} - toIntervalDay({lookback_days:UInt16})
     ),
     inferred AS (
-        SELECT DISTINCT job_id FROM events
+        SELECT DISTINCT job_id FROM events FINAL
         WHERE event_type IN ('inference_requested', 'inference_completed') AND job_id IS NOT NULL
             AND event_ts < {to:DateTime64(3, 'UTC')}
             AND event_ts >= {from:DateTime64(3, 'UTC')} - toIntervalDay({lookback_days:UInt16})
     ),
     saved AS (
-        SELECT DISTINCT job_id FROM events
+        SELECT DISTINCT job_id FROM events FINAL
         WHERE event_type = 'image_saved' AND job_id IS NOT NULL AND event_ts < {to:DateTime64(3, 'UTC')}
             AND event_ts >= {from:DateTime64(3, 'UTC')} - toIntervalDay({lookback_days:UInt16})
     ),
     steps AS (
-        SELECT toString(event_type) AS step, event_id, input_id, job_id FROM events
+        SELECT toString(event_type) AS step, event_id, input_id, job_id FROM events FINAL
         WHERE event_type IN ('tool_selected', 'segments_proposed', 'inference_requested', 'inference_completed',
                              'image_saved', 'score_submitted')
             AND event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
@@ -49,7 +49,7 @@ SELECT
     toFloat64(countIf(orphan) / count()) AS value,
     toUInt64(countIf(orphan)) AS affected,
     toUInt64(count()) AS total,
-    if(countIf(orphan) > 0, concat('e.g. event_id ', toString(anyIf(event_id, orphan))), '') AS detail
+    if(countIf(orphan) > 0, concat('e.g. event_id ', toString(minIf(event_id, orphan))), '') AS detail
 FROM findings
 GROUP BY subject
 ORDER BY value DESC

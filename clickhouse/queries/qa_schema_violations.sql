@@ -10,7 +10,7 @@ WITH
             substring(reason, 1, 160) AS why,
             if(empty(errors), '', tupleElement(errors[1], 'field')) AS field,
             count() AS dead_count,
-            any(ifNull(event_id, '')) AS example
+            min(ifNull(event_id, '')) AS example
         FROM dlq_events
         WHERE failed_at >= {from:DateTime64(3, 'UTC')} AND failed_at < {to:DateTime64(3, 'UTC')}
         GROUP BY stage, src, why, field
@@ -20,7 +20,7 @@ WITH
     ),
     accepted AS (
         SELECT toString(source) AS src, count() AS source_accepted
-        FROM events
+        FROM events FINAL
         WHERE received_at >= {from:DateTime64(3, 'UTC')} AND received_at < {to:DateTime64(3, 'UTC')}
         GROUP BY src
     )

@@ -6,12 +6,12 @@ SELECT
     toFloat64(countIf(missing) / count()) AS value,
     toUInt64(countIf(missing)) AS affected,
     toUInt64(count()) AS total,
-    if(affected > 0, concat('e.g. session_id ', anyIf(session_id, missing)), '') AS detail
+    if(affected > 0, concat('e.g. session_id ', minIf(session_id, missing)), '') AS detail
 FROM (
     SELECT
         session_id,
         session_id NOT IN (
-            SELECT session_id FROM events
+            SELECT session_id FROM events FINAL
             WHERE event_ts >= {from:DateTime64(3, 'UTC')} - INTERVAL 1 DAY
                 AND event_ts < {to:DateTime64(3, 'UTC')} + INTERVAL 1 DAY
         ) AS missing

@@ -3,7 +3,7 @@
 -- A small tolerance absorbs the gap between device-corrected and server clocks.
 WITH
     touched AS (
-        SELECT DISTINCT input_id FROM events
+        SELECT DISTINCT input_id FROM events FINAL
         WHERE input_id IS NOT NULL
             AND event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
     ),
@@ -22,7 +22,7 @@ WITH
             minIf(event_ts, event_type = 'inference_completed') AS completed_at,
             minIf(event_ts, event_type = 'image_saved') AS saved_at,
             minIf(event_ts, event_type = 'score_submitted') AS scored_at
-        FROM events
+        FROM events FINAL
         WHERE input_id IN (SELECT input_id FROM touched) AND event_ts < {to:DateTime64(3, 'UTC')}
         GROUP BY input_id
     ),
@@ -32,7 +32,7 @@ SELECT
     toFloat64(countIf(pair.2 AND pair.3) / countIf(pair.2)) AS value,
     toUInt64(countIf(pair.2 AND pair.3)) AS affected,
     toUInt64(countIf(pair.2)) AS total,
-    if(affected > 0, concat('e.g. input_id ', toString(anyIf(input_id, pair.2 AND pair.3))), '') AS detail
+    if(affected > 0, concat('e.g. input_id ', toString(minIf(input_id, pair.2 AND pair.3))), '') AS detail
 FROM per_image
 ARRAY JOIN [
     ('tool_selected before image_uploaded', has_upload AND has_tool, tool_at + tolerance < uploaded_at),

@@ -16,7 +16,7 @@ FROM (
         ) AS problem,
         count() AS problem_count,
         sum(count()) OVER (PARTITION BY event_type) AS type_count,
-        any(event_id) AS example
+        min(event_id) AS example
     FROM (
         SELECT
             toString(event_type) AS event_type,
@@ -25,7 +25,7 @@ FROM (
             if(event_type = 'tool_selected', 'tool_id', 'inference_id') AS dimension,
             if(event_type = 'tool_selected', tool_id, inference_id) AS dimension_id,
             if(event_type = 'tool_selected', tool_name, inference_name) AS dimension_name
-        FROM events
+        FROM events FINAL
         WHERE event_type IN ('tool_selected', 'inference_requested', 'inference_completed')
             AND event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
     )

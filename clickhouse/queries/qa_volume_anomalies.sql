@@ -11,7 +11,7 @@ WITH
     toStartOfHour(toDateTime({to:DateTime64(3, 'UTC')}, 'UTC')) AS end_hour,
     hourly AS (
         SELECT toString(event_type) AS event_type, toStartOfHour(toDateTime(event_ts, 'UTC')) AS hour, count() AS n
-        FROM events
+        FROM events FINAL
         WHERE event_ts >= first_hour - INTERVAL 7 DAY AND event_ts < end_hour
             AND event_type != 'pipeline_heartbeat'
         GROUP BY event_type, hour

@@ -10,7 +10,7 @@ SELECT
 FROM
 (
     SELECT event_id, any(job_id) AS scored_job_id, any(score) AS given_score
-    FROM events
+    FROM events FINAL
     WHERE event_type = 'score_submitted' AND score IS NOT NULL
       AND event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
     GROUP BY event_id
@@ -21,7 +21,7 @@ LEFT JOIN
         job_id,
         argMax(toString(inference_type), event_ts) AS inference_type,
         argMax(toString(model_version), event_ts) AS model_version
-    FROM events
+    FROM events FINAL
     WHERE event_type = 'inference_completed' AND job_id IS NOT NULL
     GROUP BY job_id
 ) AS i ON i.job_id = s.scored_job_id

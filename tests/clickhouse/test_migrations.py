@@ -12,6 +12,8 @@ from clickhouse.errors import MigrationError
 from clickhouse.migrate import Migration, discover, migrate, render
 from tests.helpers.event_rows import EXPERIMENT_RANGE_SQL, event, insert_events
 
+from .conftest import drop_and_close, open_test_warehouse
+
 
 def test_migrate_is_recorded_and_idempotent(warehouse: Warehouse) -> None:
     again = migrate(warehouse)
@@ -264,3 +266,82 @@ def test_cluster_rendering_leaves_views_on_the_cluster_reading_the_distributed_t
         "CREATE OR REPLACE VIEW experiment_task_durations ON CLUSTER `prod`",
     ]
     assert all("_local" not in s and "FROM events FINAL" in s for s in statements[:2])
+
+
+def test_cluster_rendering_rebuilds_events_behind_the_distributed_table() -> None:
+    rebuild = next(m for m in discover() if m.version == 9)
+    statements = render(rebuild, database="fs", cluster="prod")
+    local = next(s for s in statements if s.startswith("CREATE TABLE IF NOT EXISTS events_ranked_local"))
+    assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/fs/events_ranked_local', " in local
+    assert "'{replica}', copy_rank)" in local
+    assert "ORDER BY (toDate(client_ts), anonymous_id, client_ts, event_id)" in local
+    assert (
+        "CREATE TABLE IF NOT EXISTS events_ranked ON CLUSTER `prod` AS events_ranked_local\n"
+        "ENGINE = Distributed(`prod`, fs, events_ranked_local, cityHash64(anonymous_id))"
+    ) in statements
+    assert (
+        "RENAME TABLE events_local TO events_before_0009_local, events_ranked_local TO events_local ON CLUSTER `prod`"
+        in statements
+    )
+    drops = [s for s in statements if s.startswith("DROP TABLE")]
+    assert drops[-2:] == [
+        "DROP TABLE IF EXISTS events_before_0009 ON CLUSTER `prod` SYNC",
+        "DROP TABLE IF EXISTS events_before_0009_local ON CLUSTER `prod` SYNC",
+    ]
+    views = [s for s in statements if s.startswith("CREATE MATERIALIZED VIEW")]
+    assert len(views) == 6 and all("FROM events_local" in v and "_local AS" in v for v in views)
+    # The copy runs on each shard, from the old local table into the new one.
+    copy = next(s for s in statements if s.startswith("INSERT INTO events_ranked"))
+    assert "parallel_distributed_insert_select = 2" in copy and copy.endswith("FROM events")
+    single = render(rebuild, database="fs", cluster=None)
+    assert "RENAME TABLE events TO events_before_0009, events_ranked TO events" in single
+
+
+def test_events_keep_the_first_received_copy_and_feed_the_fact_tables(warehouse: Warehouse) -> None:
+    first = event("tool_selected", "2026-03-01 10:10:00", input_id=IMAGE, tool_id=3, received_at="2026-03-01 10:10:05")
+    resent = {**first, "event_ts": "2026-03-01 10:00:00", "received_at": "2026-03-01 10:20:00"}
+    resent["enriched_at"] = resent["received_at"]
+    insert_events(warehouse, [first])
+    insert_events(warehouse, [resent])
+    query = "SELECT toString(event_ts) AS ts FROM events FINAL"
+    before = warehouse.query_rows(query)
+    warehouse.command("OPTIMIZE TABLE events FINAL")
+    assert before == warehouse.query_rows(query) == [{"ts": "2026-03-01 10:10:00.000"}]
+    clicks = warehouse.query_rows("SELECT toString(clicked_at) AS at FROM tool_clicks ORDER BY at")
+    assert clicks == [{"at": "2026-03-01 10:00:00.000"}, {"at": "2026-03-01 10:10:00.000"}]
+
+
+def test_rebuilding_events_keeps_its_rows_and_the_fact_tables(shared_chdb_path: Path, tmp_path: Path) -> None:
+    for migration in discover():
+        if migration.version != 9:
+            (tmp_path / f"{migration.version:04d}_{migration.name}.sql").write_text(migration.sql)
+    warehouse, _ = open_test_warehouse("chdb", shared_chdb_path)
+    try:
+        warehouse.command(f"DROP DATABASE {warehouse.database}")
+        warehouse.command(f"CREATE DATABASE {warehouse.database}")
+        migrate(warehouse, directory=tmp_path)
+        first = event("tool_selected", "2026-03-01 10:10:00", input_id=IMAGE, tool_id=3)
+        insert_events(warehouse, [first, event("image_uploaded", "2026-03-01 10:00:00", input_id=IMAGE)])
+        insert_events(
+            warehouse, [{**first, "received_at": "2026-03-01 10:30:00", "enriched_at": "2026-03-01 10:30:00"}]
+        )
+        report = migrate(warehouse)
+        assert report.applied == ["0009_events_first_received_copy"]
+        events = warehouse.query_rows(
+            "SELECT event_type, toString(received_at) AS received_at FROM events FINAL ORDER BY event_type"
+        )
+        assert events == [
+            {"event_type": "image_uploaded", "received_at": "2026-03-01 10:00:00.000"},
+            {"event_type": "tool_selected", "received_at": "2026-03-01 10:10:00.000"},
+        ]
+        tables = {
+            row["name"]
+            for row in warehouse.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")
+        }
+        assert "events_before_0009" not in tables and "events_ranked" not in tables
+        assert warehouse.query_rows("SELECT count() AS n FROM tool_clicks") == [{"n": 2}]  # not copied again
+        insert_events(warehouse, [event("tool_selected", "2026-03-01 11:00:00", input_id=IMAGE, tool_id=4)])
+        assert warehouse.query_rows("SELECT count() AS n FROM tool_clicks") == [{"n": 3}]
+        assert warehouse.query_rows("SELECT diff_second IS NULL AS unsaved FROM task_durations") == [{"unsaved": 1}]
+    finally:
+        drop_and_close(warehouse)
