@@ -3,6 +3,9 @@
 -- user's score when one was given, joined by input_id and job_id. Optional filters are NULL when unset.
 -- Replayed events collapse here: each CTE groups by its key, so duplicates before a merge count once.
 -- Aliases inside the CTEs never reuse a column name: ClickHouse would substitute them in WHERE.
+-- A result without its upload, request or score carries NULL there (join_use_nulls), not the
+-- column type's default (1970-01-01, 0): the manifest must not show a time that never happened.
+-- Reads events FINAL: the first received copy of a resent event counts.
 WITH
     results AS (
         SELECT
@@ -75,3 +78,4 @@ WHERE ({min_score:Nullable(UInt8)} IS NULL OR rated_score >= {min_score:Nullable
     AND ({inference_type:Nullable(String)} IS NULL OR result_inference_type = {inference_type:Nullable(String)})
     AND ({model_version:Nullable(String)} IS NULL OR result_model_version = {model_version:Nullable(String)})
 ORDER BY completed_at, job_id
+SETTINGS join_use_nulls = 1
