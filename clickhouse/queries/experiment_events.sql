@@ -1,30 +1,26 @@
--- Experiment analysis input: every funnel event and exposure of the units exposed to one
--- experiment inside the analysed window (the current phase). The analysis itself keeps only each
--- unit's events after its own first exposure and drops units seen in more than one variant.
--- FINAL collapses re-sent events that the ReplacingMergeTree has not merged yet.
+-- The funnel events that count for one experiment: those of its clean units (experiment_units,
+-- contaminated = 0) at or after the unit's first exposure and before the window's end. Every
+-- per-unit conversion and score of the experiment analysis is computed from these rows.
+-- FINAL: the copy of a re-sent event that counts is the table's, before a merge too.
 SELECT
-    toString(event_id) AS event_id,
-    toString(event_type) AS event_type,
-    anonymous_id,
-    user_id,
-    toString(input_id) AS input_id,
-    event_ts,
-    toString(experiment_key) AS experiment_key,
-    toString(variant) AS variant,
-    nullIf(toString(experiments[{experiment_key:String}]), '') AS experiment_variant,
-    toNullable(toFloat64(score)) AS score,
-    funnel_step
-FROM events FINAL
-WHERE event_ts >= {from:DateTime64(3, 'UTC')}
-  AND event_ts < {to:DateTime64(3, 'UTC')}
-  AND event_type IN ('experiment_exposure', 'image_uploaded', 'tool_selected', 'inference_requested',
-                     'image_saved', 'score_submitted')
-  AND anonymous_id IN (
-      SELECT anonymous_id
-      FROM events
-      WHERE event_type = 'experiment_exposure'
-        AND experiment_key = {experiment_key:String}
-        AND event_ts >= {from:DateTime64(3, 'UTC')}
-        AND event_ts < {to:DateTime64(3, 'UTC')}
-  )
-ORDER BY anonymous_id, event_ts
+    e.anonymous_id AS anonymous_id,
+    u.variant AS variant,
+    toString(e.event_type) AS event_type,
+    e.event_ts AS event_ts,
+    toString(e.input_id) AS input_id,
+    toNullable(toFloat64(e.score)) AS score
+FROM events AS e FINAL
+INNER JOIN
+(
+    SELECT anonymous_id AS unit_id, toString(variant) AS variant, first_exposure_at
+    FROM experiment_units(
+        experiment_key = {experiment_key:String},
+        range_start = {from:DateTime64(3, 'UTC')},
+        range_end = {to:DateTime64(3, 'UTC')}
+    )
+    WHERE contaminated = 0
+) AS u ON u.unit_id = e.anonymous_id
+WHERE e.event_type IN ('image_uploaded', 'tool_selected', 'inference_requested', 'image_saved', 'score_submitted')
+    AND e.event_ts >= u.first_exposure_at
+    AND e.event_ts < {to:DateTime64(3, 'UTC')}
+ORDER BY anonymous_id, event_ts, event_type

@@ -1,23 +1,29 @@
-"""Experiment analysis from a frame of enriched events (DESIGN §8).
+"""Experiment analysis from the frames the warehouse computed (DESIGN §8, docs/analytics-definitions.md).
 
-The input is the rows of the ClickHouse ``events`` table (the fields of
-:class:`funnelstream.contract.EnrichedEvent`), so the whole analysis runs in memory and is tested
-with seeded simulations. The statistical unit is the exposed device (``anonymous_id``), the unit of
-randomisation; every metric is a per-unit numerator over a per-unit denominator, and its variance
-comes from the delta method clustered by unit, which stays valid when one unit edits many images.
+Which units are in the experiment, which arm each is in, which are contaminated, which of their
+events count and how long each image's task took are defined once, in SQL (the ``experiment_units``,
+``experiment_task_durations`` and ``task_durations`` views); :mod:`funnelstream.experiments.warehouse`
+runs the named queries and hands the result here as :class:`ExperimentFrames`. This module owns only
+what is done with them: per-arm metrics, the sample-ratio check and the alerts. Estimators and tests
+live in :mod:`funnelstream.experiments.stats`.
 
-Rules that keep the answer honest:
-- only the current phase counts, and only a unit's events after its first exposure;
-- units seen in more than one variant are excluded and counted (alert above 1 %);
-- sample-ratio mismatch is tested with a chi-square against the configured weights (alert at p < 0.001);
-- task durations are winsorized at a cap computed over both arms together, so the cap cannot
-  itself create a difference.
+The statistical unit is the exposed device (``anonymous_id``), the unit of randomisation; every
+metric is a per-unit numerator over a per-unit denominator, and its variance comes from the delta
+method clustered by unit, which stays valid when one unit edits many images.
+
+Invariants:
+- the units analysed are exactly the view's clean units, the same units a funnel by variant counts;
+- contaminated units are counted and excluded from every metric and from the sample-ratio check
+  (alert above the threshold); forced QA assignments are not exposures and never reach either;
+- the task-time mean of an arm is the plain mean of the view's (capped) durations, the number
+  ``/v1/task-times`` and ``report funnel`` give; winsorization is opt-in and labelled.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -27,20 +33,26 @@ from pydantic import Field
 from scipy import stats
 
 from funnelstream.contract import EventType
-from funnelstream.experiments.definitions import Experiment, Metric
+from funnelstream.experiments.definitions import Experiment, Metric, MetricRole
 from funnelstream.experiments.errors import EventsFrameError
 from funnelstream.experiments.stats import (
+    FIXED_HORIZON_LABEL,
     SEQUENTIAL_LABEL,
-    AnalysisConfig as AnalysisConfig,
     Comparison,
     Model,
+    adjust_comparisons,
     compare,
     finite_or_none,
     ratio_estimate,
     weighted_quantiles,
 )
+from funnelstream.experiments.stats import (
+    AnalysisConfig as AnalysisConfig,
+)
 
-REQUIRED_COLUMNS = ("event_type", "anonymous_id", "event_ts", "experiment_key", "variant")
+UNIT_COLUMNS = ("anonymous_id", "variant", "first_exposure_at", "contaminated")
+EVENT_COLUMNS = ("anonymous_id", "event_type", "score")
+DURATION_COLUMNS = ("input_id", "anonymous_id", "diff_second")
 FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
     ("upload", EventType.IMAGE_UPLOADED),
     ("tool", EventType.TOOL_SELECTED),
@@ -49,6 +61,23 @@ FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
     ("score", EventType.SCORE_SUBMITTED),
 )
 BOOTSTRAP_CHUNK_CELLS = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentFrames:
+    """What the warehouse computed for one experiment and window (one named query each).
+
+    ``units``: every exposed device, clean or not (``experiment_units``): anonymous_id, variant,
+    first_exposure_at, contaminated. ``events``: the funnel events of clean units at or after their
+    first exposure (``experiment_events``): anonymous_id, event_type, score. ``durations``: one row
+    per image of a clean unit whose first tool click is at or after its first exposure
+    (``experiment_task_durations``): input_id, anonymous_id, diff_second (null when the image has no
+    counted save: none, or one past the cap).
+    """
+
+    units: pd.DataFrame
+    events: pd.DataFrame
+    durations: pd.DataFrame
 
 
 class VariantExposure(Model):
@@ -67,6 +96,7 @@ class SrmCheck(Model):
 
 class Contamination(Model):
     units_in_several_variants: int
+    """Exposed units seen in more than one arm (own exposures, experiments map, or a shared user_id)."""
     units_exposed: int
     share: float
     threshold: float
@@ -86,6 +116,9 @@ class MetricResult(Model):
     description: str
     arms: list[ArmValue]
     comparisons: list[Comparison]
+    role: MetricRole = "secondary"
+    """The experiment's plan: the primary and guardrails are read unadjusted; secondary metrics carry
+    ``p_value_adjusted`` (one family, the experiment's ``correction``) and are significant on it."""
 
 
 class QuantileComparison(Model):
@@ -102,8 +135,12 @@ class QuantileComparison(Model):
 
 class TaskDurationResult(Model):
     winsor_quantile: float | None
+    """Set only when winsorization was asked for; ``None``: the mean is the plain mean of durations."""
     winsor_cap_s: float | None
     images: dict[str, int]
+    """Per arm: images with a counted task time (the summary's ``saved_images``)."""
+    images_started: dict[str, int] = Field(default_factory=dict)
+    """Per arm: images with a first tool click after exposure, saved or not (the summary's ``images``)."""
     mean: MetricResult
     quantiles: list[QuantileComparison]
 
@@ -128,18 +165,37 @@ class ExperimentResults(Model):
     alerts: list[str] = Field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Units:
+    """The clean units, each with an integer code (its row): every membership test and per-unit sum
+    below runs on codes, not on device strings."""
+
+    ids: pd.Index
+    variant: np.ndarray
+
+    def codes(self, anonymous_ids: pd.Series) -> np.ndarray:
+        """Each row's unit code; -1 for a device that is not a clean unit."""
+        return np.asarray(self.ids.get_indexer(anonymous_ids.to_numpy(object)))
+
+    def sums(self, codes: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """Per unit: the sum of ``values`` (default: the count) over rows with that code."""
+        return np.bincount(codes, weights=values, minlength=len(self.ids)).astype(float)
+
+
 def _metric(
     name: str,
     description: str,
-    per_unit: pd.DataFrame,
+    units: _Units,
+    numerator: np.ndarray,
+    denominator: np.ndarray,
     experiment: Experiment,
     config: AnalysisConfig,
 ) -> MetricResult:
-    """``per_unit`` has one row per exposed unit: variant, numerator, denominator."""
+    """``numerator`` and ``denominator`` have one value per clean unit, in ``units``' order."""
     estimates = {}
     for key in experiment.variant_keys:
-        arm = per_unit[per_unit["variant"] == key]
-        estimates[key] = ratio_estimate(arm["numerator"].to_numpy(float), arm["denominator"].to_numpy(float))
+        arm = units.variant == key
+        estimates[key] = ratio_estimate(numerator[arm], denominator[arm])
     arms = [
         ArmValue(
             variant=k, units=e.units, numerator=e.numerator, denominator=e.denominator, value=finite_or_none(e.value)
@@ -164,7 +220,7 @@ def _unit_resample_weights(
 def _arm_quantiles(
     durations: pd.DataFrame, quantiles: Sequence[float], resamples: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    ordered = durations.sort_values("duration_s")
+    ordered = durations.sort_values("duration_s", kind="stable")
     values = ordered["duration_s"].to_numpy(float)
     if len(values) == 0:
         return np.full(len(quantiles), np.nan), None
@@ -185,71 +241,44 @@ def _arm_quantiles(
 # --- the analysis -----------------------------------------------------------------------------
 
 
-def _check_columns(events: pd.DataFrame) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in events.columns]
+def _check_columns(frames: ExperimentFrames) -> None:
+    missing = [
+        f"{which}.{column}"
+        for which, frame, needed in (
+            ("units", frames.units, UNIT_COLUMNS),
+            ("events", frames.events, EVENT_COLUMNS),
+            ("durations", frames.durations, DURATION_COLUMNS),
+        )
+        for column in needed
+        if column not in frame.columns
+    ]
     if missing:
         raise EventsFrameError(missing)
 
 
-def _utc(series: pd.Series) -> pd.Series:
-    return pd.to_datetime(series, utc=True)
-
-
-def _map_variant(events: pd.DataFrame, key: str) -> pd.Series | None:
-    """The variant an event says it was seen in, from the ``experiments`` map."""
-    if "experiment_variant" in events.columns:
-        return events["experiment_variant"]
-    if "experiments" not in events.columns:
-        return None
-    return events["experiments"].map(lambda m: m.get(key) if isinstance(m, dict) else None)
+def _contaminated(units: pd.DataFrame) -> pd.Series:
+    return units["contaminated"].fillna(False).astype(bool)
 
 
 def analyze(
-    events: pd.DataFrame,
+    frames: ExperimentFrames,
     experiment: Experiment,
     config: AnalysisConfig | None = None,
     *,
     now: datetime | None = None,
 ) -> ExperimentResults:
     config = config or AnalysisConfig()
-    _check_columns(events)
+    _check_columns(frames)
     key = experiment.key
     variants = experiment.variant_keys
-    start, end = experiment.analysis_start, experiment.end
-    frame = events.copy()
-    frame["event_ts"] = _utc(frame["event_ts"])
-    if start is not None:
-        frame = frame[frame["event_ts"] >= pd.Timestamp(start)]
-    if end is not None:
-        frame = frame[frame["event_ts"] < pd.Timestamp(end)]
-
-    # Integer unit codes: every join, group and membership test below runs on them, not on strings.
-    frame["anonymous_id"] = pd.factorize(frame["anonymous_id"])[0]
-    if "input_id" in frame.columns:
-        codes = pd.factorize(frame["input_id"])[0]
-        frame["input_id"] = pd.Series(codes, index=frame.index).where(codes >= 0)
-    is_exposure = (frame["event_type"] == str(EventType.EXPERIMENT_EXPOSURE)) & (frame["experiment_key"] == key)
-    exposures = frame.loc[is_exposure & frame["variant"].isin(variants), ["anonymous_id", "variant", "event_ts"]]
-    first = exposures.groupby("anonymous_id")["event_ts"].min().rename("first_exposure")
-
-    # Every variant a unit was seen in: its exposures, and the experiments map on its later events.
-    seen = [exposures[["anonymous_id", "variant"]]]
-    map_variant = _map_variant(frame, key)
-    if map_variant is not None:
-        tagged = frame.assign(_seen=map_variant)[["anonymous_id", "_seen", "event_ts"]].dropna(subset=["_seen"])
-        tagged = tagged[tagged["_seen"].isin(variants)].join(first, on="anonymous_id", how="inner")
-        tagged = tagged[tagged["event_ts"] >= tagged["first_exposure"]]
-        seen.append(tagged[["anonymous_id", "_seen"]].rename(columns={"_seen": "variant"}))
-    seen_frame = pd.concat(seen, ignore_index=True).drop_duplicates()
-    variants_per_unit = seen_frame.groupby("anonymous_id")["variant"].nunique()
-    contaminated = variants_per_unit[variants_per_unit > 1].index
-    units_exposed = len(variants_per_unit)
-    clean = (
-        exposures[~exposures["anonymous_id"].isin(contaminated)]
-        .drop_duplicates("anonymous_id")[["anonymous_id", "variant"]]
-        .join(first, on="anonymous_id")
-        .reset_index(drop=True)
-    )
+    # A unit in an arm the definitions do not name (a typo, a removed arm) is in no comparison.
+    units = frames.units[frames.units["variant"].isin(variants)]
+    dirty = _contaminated(units)
+    units_exposed = len(units)
+    contaminated_count = int(dirty.sum())
+    clean = units.loc[~dirty, ["anonymous_id", "variant"]].drop_duplicates("anonymous_id")
+    members = _Units(pd.Index(clean["anonymous_id"].to_numpy(object)), clean["variant"].to_numpy(object))
+    ones = np.ones(len(members.ids))
 
     counts = clean["variant"].value_counts().reindex(variants, fill_value=0)
     total = int(counts.sum())
@@ -264,30 +293,31 @@ def analyze(
         for v, w in zip(variants, weights, strict=True)
     ]
     srm = _srm(counts.to_numpy(float), weights, config)
-    share = len(contaminated) / units_exposed if units_exposed else 0.0
+    share = contaminated_count / units_exposed if units_exposed else 0.0
     contamination = Contamination(
-        units_in_several_variants=len(contaminated),
+        units_in_several_variants=contaminated_count,
         units_exposed=units_exposed,
         share=share,
         threshold=config.contamination_threshold,
         alert=share > config.contamination_threshold,
     )
 
-    # Only a clean unit's events at or after its first exposure count.
-    after = frame.merge(clean, on="anonymous_id", how="inner", suffixes=("", "_assigned"))
-    after = after[after["event_ts"] >= after["first_exposure"]]
-    units = clean[["anonymous_id", "variant"]]
+    # The query returns clean units' events only; the codes keep that true of any frame handed in.
+    events = frames.events
+    event_unit = members.codes(events["anonymous_id"])
+    event_type = events["event_type"].to_numpy(object)
 
     conversion = []
     if Metric.FUNNEL_CONVERSION in experiment.metrics:
-        for step, event_type in FUNNEL_STEPS:
-            reached = after.loc[after["event_type"] == str(event_type), "anonymous_id"].unique()
-            per_unit = units.assign(numerator=units["anonymous_id"].isin(reached).astype(float), denominator=1.0)
+        for step, kind in FUNNEL_STEPS:
+            reached = members.sums(event_unit[(event_unit >= 0) & (event_type == str(kind))]) > 0
             conversion.append(
                 _metric(
                     f"conversion_{step}",
-                    f"share of exposed units with a {event_type} after exposure",
-                    per_unit,
+                    f"share of exposed units with a {kind} after exposure",
+                    members,
+                    reached.astype(float),
+                    ones,
                     experiment,
                     config,
                 )
@@ -295,23 +325,35 @@ def analyze(
 
     task_duration = None
     if Metric.TASK_DURATION in experiment.metrics:
-        task_duration = _task_duration(frame, clean, units, experiment, config)
+        task_duration = _task_duration(frames.durations, members, experiment, config)
 
     score = None
-    if Metric.MEAN_SCORE in experiment.metrics and "score" in after.columns:
-        scores = after[after["event_type"] == str(EventType.SCORE_SUBMITTED)].dropna(subset=["score"])
-        sums = scores.groupby("anonymous_id")["score"].agg(["sum", "count"])
-        per_unit = units.join(sums, on="anonymous_id").fillna({"sum": 0.0, "count": 0.0})
-        per_unit = per_unit.rename(columns={"sum": "numerator", "count": "denominator"})
-        score = _metric("mean_score", "mean score (1-5) per submitted rating", per_unit, experiment, config)
+    if Metric.MEAN_SCORE in experiment.metrics:
+        values = events["score"].to_numpy(float, na_value=np.nan)
+        rated = (event_unit >= 0) & (event_type == str(EventType.SCORE_SUBMITTED)) & ~np.isnan(values)
+        score = _metric(
+            "mean_score",
+            "mean score (1-5) per submitted rating",
+            members,
+            members.sums(event_unit[rated], values[rated]),
+            members.sums(event_unit[rated]),
+            experiment,
+            config,
+        )
+
+    conversion, task_mean, score = _with_roles(
+        conversion, task_duration.mean if task_duration else None, score, experiment, config
+    )
+    if task_duration is not None and task_mean is not None:
+        task_duration = task_duration.model_copy(update={"mean": task_mean})
 
     alerts = []
     if srm.alert:
         alerts.append(f"sample ratio mismatch: chi-square p = {srm.p_value:.2e} < {config.srm_p_threshold}")
     if contamination.alert:
         alerts.append(
-            f"{contamination.units_in_several_variants} of {units_exposed} units ({share:.2%}) were seen in more "
-            f"than one variant (threshold {config.contamination_threshold:.0%}); they are excluded"
+            f"{contaminated_count} of {units_exposed} units ({share:.2%}) were seen in more than one variant "
+            f"(threshold {config.contamination_threshold:.0%}); they are excluded"
         )
     return ExperimentResults(
         experiment_key=key,
@@ -319,10 +361,10 @@ def analyze(
         control=experiment.control,
         variants=variants,
         mode="sequential" if config.sequential else "fixed_horizon",
-        mode_label=SEQUENTIAL_LABEL if config.sequential else "fixed horizon: read once, at the planned sample size",
+        mode_label=SEQUENTIAL_LABEL if config.sequential else FIXED_HORIZON_LABEL,
         alpha=config.alpha,
-        analysis_start=start,
-        analysis_end=end,
+        analysis_start=experiment.analysis_start,
+        analysis_end=experiment.end,
         generated_at=now or datetime.now(UTC),
         exposures=exposure_rows,
         srm=srm,
@@ -331,6 +373,31 @@ def analyze(
         task_duration=task_duration,
         score=score,
         alerts=alerts,
+    )
+
+
+def _with_roles(
+    conversion: list[MetricResult],
+    task_mean: MetricResult | None,
+    score: MetricResult | None,
+    experiment: Experiment,
+    config: AnalysisConfig,
+) -> tuple[list[MetricResult], MetricResult | None, MetricResult | None]:
+    """Each metric with its role; the secondary metrics' comparisons adjusted as one family."""
+    metrics = [m for m in (*conversion, task_mean, score) if m is not None]
+    roled = [m.model_copy(update={"role": experiment.metric_role(m.name)}) for m in metrics]
+    family = [c for m in roled if m.role == "secondary" for c in m.comparisons]
+    adjusted = iter(adjust_comparisons(family, experiment.correction, config.alpha))
+    done = {
+        m.name: m.model_copy(update={"comparisons": [next(adjusted) for _ in m.comparisons]})
+        if m.role == "secondary"
+        else m
+        for m in roled
+    }
+    return (
+        [done[m.name] for m in conversion],
+        done[task_mean.name] if task_mean is not None else None,
+        done[score.name] if score is not None else None,
     )
 
 
@@ -348,52 +415,34 @@ def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> S
     )
 
 
-def image_durations(frame: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
-    """Seconds from an image's first tool click to its first save after that click.
-
-    An image counts only when its first tool click came at or after its unit's first exposure:
-    an image started before the unit saw the variant measures the old experience.
-    """
-    if "input_id" not in frame.columns:
-        return pd.DataFrame(columns=["input_id", "anonymous_id", "variant", "duration_s"])
-    tools = frame[(frame["event_type"] == str(EventType.TOOL_SELECTED)) & frame["input_id"].notna()]
-    first_tool = (
-        tools.sort_values("event_ts")
-        .drop_duplicates("input_id")[["input_id", "anonymous_id", "event_ts"]]
-        .rename(columns={"event_ts": "tool_ts"})
-    )
-    first_tool = first_tool.merge(clean, on="anonymous_id", how="inner")
-    first_tool = first_tool[first_tool["tool_ts"] >= first_tool["first_exposure"]]
-    saves = frame.loc[frame["event_type"] == str(EventType.IMAGE_SAVED), ["input_id", "event_ts"]]
-    joined = first_tool.merge(saves, on="input_id", how="inner")
-    joined = joined[joined["event_ts"] >= joined["tool_ts"]]
-    first_save = joined.groupby("input_id", sort=False).agg(
-        anonymous_id=("anonymous_id", "first"),
-        variant=("variant", "first"),
-        tool_ts=("tool_ts", "first"),
-        save_ts=("event_ts", "min"),
-    )
-    first_save["duration_s"] = (first_save["save_ts"] - first_save["tool_ts"]).dt.total_seconds()
-    return first_save.reset_index()[["input_id", "anonymous_id", "variant", "duration_s"]]
-
-
 def _task_duration(
-    frame: pd.DataFrame, clean: pd.DataFrame, units: pd.DataFrame, experiment: Experiment, config: AnalysisConfig
+    durations: pd.DataFrame, members: _Units, experiment: Experiment, config: AnalysisConfig
 ) -> TaskDurationResult:
-    durations = image_durations(frame, clean)
+    # The arm is the unit's, from the units frame: one source for every metric.
+    unit = members.codes(durations["anonymous_id"])
+    seconds = durations["diff_second"].to_numpy(float, na_value=np.nan)
+    started = pd.DataFrame({"anonymous_id": unit[unit >= 0], "variant": members.variant[unit[unit >= 0]]})
+    kept = (unit >= 0) & ~np.isnan(seconds)
+    counted = pd.DataFrame(
+        {"anonymous_id": unit[kept], "variant": members.variant[unit[kept]], "duration_s": seconds[kept]}
+    )
     cap = None
-    capped = durations["duration_s"].astype(float)
-    if config.winsor_quantile is not None and len(durations):
-        cap = float(np.quantile(capped.to_numpy(), config.winsor_quantile))
-        capped = capped.clip(upper=cap)
-    per_image = durations.assign(capped=capped)
-    sums = per_image.groupby("anonymous_id")["capped"].agg(["sum", "count"])
-    per_unit = units.join(sums, on="anonymous_id").fillna({"sum": 0.0, "count": 0.0})
-    per_unit = per_unit.rename(columns={"sum": "numerator", "count": "denominator"})
+    values = counted["duration_s"].to_numpy(float)
+    description = (
+        "seconds per image from first tool click to the save of an inferred result "
+        "(plain mean of the capped durations, ratio metric clustered by unit)"
+    )
+    if config.winsor_quantile is not None and len(counted):
+        # Opt-in: one cap over both arms together, so the cap cannot itself create a difference.
+        cap = float(np.quantile(values, config.winsor_quantile))
+        values = np.minimum(values, cap)
+        description += f"; winsorized at {cap:g} s (quantile {config.winsor_quantile} of both arms)"
     mean = _metric(
         "task_duration_s",
-        "seconds per image from first tool click to save (winsorized, ratio metric clustered by unit)",
-        per_unit,
+        description,
+        members,
+        members.sums(counted["anonymous_id"].to_numpy(), values),
+        members.sums(counted["anonymous_id"].to_numpy()),
         experiment,
         config,
     )
@@ -401,7 +450,7 @@ def _task_duration(
     qs = (0.5, 0.9)
     control = experiment.control
     per_arm = {
-        key: _arm_quantiles(durations[durations["variant"] == key], qs, config.bootstrap_resamples, rng)
+        key: _arm_quantiles(counted[counted["variant"] == key], qs, config.bootstrap_resamples, rng)
         for key in experiment.variant_keys
     }
     quantiles = []
@@ -426,11 +475,16 @@ def _task_duration(
                     resamples=config.bootstrap_resamples,
                 )
             )
-    images = durations["variant"].value_counts().reindex(experiment.variant_keys, fill_value=0)
+
+    def per_variant(frame: pd.DataFrame) -> dict[str, int]:
+        counts = frame["variant"].value_counts().reindex(experiment.variant_keys, fill_value=0)
+        return {k: int(v) for k, v in counts.items()}
+
     return TaskDurationResult(
-        winsor_quantile=config.winsor_quantile,
+        winsor_quantile=config.winsor_quantile if cap is not None else None,
         winsor_cap_s=cap,
-        images={k: int(v) for k, v in images.items()},
+        images=per_variant(counted),
+        images_started=per_variant(started),
         mean=mean,
         quantiles=quantiles,
     )

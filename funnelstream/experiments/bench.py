@@ -2,7 +2,9 @@
 
     python -m funnelstream.experiments.bench [--units 100000] [--assignments 200000]
 
-The last line printed is one JSON object.
+The analysis runs as in production: the simulated events are loaded into a scratch embedded
+warehouse (chdb) and read through the experiment's named queries; ``analysis_s`` is the queries and
+the statistics, ``load_s`` the insert. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import tempfile
 import time
+from pathlib import Path
 
-from funnelstream.experiments.analysis import AnalysisConfig, analyze
+from clickhouse.backend import open_warehouse
+from clickhouse.migrate import migrate
+from funnelstream.experiments.analysis import AnalysisConfig
 from funnelstream.experiments.assignment import Assigner, hash_assignment
-from funnelstream.experiments.definitions import Definitions, Experiment, Variant
-from funnelstream.experiments.simulate import SimulationSpec, simulate
+from funnelstream.experiments.definitions import Definitions, Experiment
+from funnelstream.experiments.simulate import SimulationSpec, simulate, warehouse_rows
 from funnelstream.experiments.store import MemoryAssignmentStore
+from funnelstream.experiments.warehouse import analyze_warehouse
+from funnelstream.settings import ClickHouseConfig
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -26,10 +34,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    experiment = Experiment(
-        key="segmentation_tool",
-        status="running",
-        variants=[Variant(key="control", weight=0.5), Variant(key="treatment", weight=0.5)],
+    experiment = Experiment.model_validate(
+        {
+            "key": "segmentation_tool",
+            "status": "running",
+            "variants": [{"key": "control", "weight": 0.5}, {"key": "treatment", "weight": 0.5}],
+        }
     )
     started = time.perf_counter()
     for i in range(args.assignments):
@@ -45,15 +55,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     sticky_s = time.perf_counter() - started
 
     events, _ = simulate(SimulationSpec(units=args.units, task_time_factor=0.7, save_conversion_lift=0.05), 1)
-    started = time.perf_counter()
-    analyze(events, experiment, AnalysisConfig(bootstrap_resamples=args.bootstrap))
-    analysis_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="funnelstream-bench-") as scratch:
+        warehouse = open_warehouse(ClickHouseConfig(chdb_path=Path(scratch) / "chdb"))
+        try:
+            migrate(warehouse)
+            started = time.perf_counter()
+            warehouse.insert_arrow("events", warehouse_rows(events, experiment.key))
+            load_s = time.perf_counter() - started
+            started = time.perf_counter()
+            analyze_warehouse(warehouse, experiment, AnalysisConfig(bootstrap_resamples=args.bootstrap))
+            analysis_s = time.perf_counter() - started
+        finally:
+            warehouse.close()
     result = {
         "hash_assignments_per_s": round(args.assignments / hash_s),
         "sticky_assignments_per_s": round(sticky_n / sticky_s),
         "analysis_units": args.units,
         "analysis_events": len(events),
         "analysis_bootstrap_resamples": args.bootstrap,
+        "load_s": round(load_s, 3),
         "analysis_s": round(analysis_s, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

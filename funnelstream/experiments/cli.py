@@ -17,19 +17,19 @@ def report(
     html: Path | None = typer.Option(None, "--html", help="Also write an HTML report with charts here."),
     definitions: Path | None = typer.Option(None, help="Definitions file; default FS_EXPERIMENTS__DEFINITIONS_PATH."),
     events: Path | None = typer.Option(
-        None, help="Analyse a Parquet export of the events instead of querying the warehouse."
+        None,
+        help="Analyse a Parquet export of events (or of a simulation) in a scratch embedded warehouse, "
+        "through the same queries, instead of the configured warehouse.",
     ),
     sequential: bool = typer.Option(False, help="Confidence sequences, valid however often you look."),
 ) -> None:
     """Exposures, sample-ratio check, contamination, funnel conversion, task time and score per variant."""
-    import pandas as pd
-
     from funnelstream.experiments.analysis import AnalysisConfig, analyze
     from funnelstream.experiments.definitions import load_definitions
     from funnelstream.experiments.errors import ExperimentError
     from funnelstream.experiments.report import render_html, render_terminal
     from funnelstream.experiments.settings import ExperimentSettings
-    from funnelstream.experiments.warehouse import fetch_results_via_api, load_events
+    from funnelstream.experiments.warehouse import analyze_export, fetch_results_via_api, load_frames
 
     settings = ExperimentSettings()
     config = AnalysisConfig(
@@ -41,14 +41,14 @@ def report(
     try:
         experiment = load_definitions(definitions or settings.experiments.definitions_path).get(key)
         if events is not None:
-            results = analyze(pd.read_parquet(events), experiment, config)
+            results = analyze_export(events, experiment, config)
         elif settings.experiments.warehouse_api_url:
             from clickhouse.settings import WarehouseSettings
 
             read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
             results = fetch_results_via_api(settings.experiments.warehouse_api_url, read_key, key, sequential)
         else:
-            results = analyze(load_events(experiment, settings.clickhouse), experiment, config)
+            results = analyze(load_frames(experiment, settings.clickhouse), experiment, config)
     except ExperimentError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -7,6 +7,7 @@ milliseconds to generate.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import optimize
 
 from funnelstream.contract import FUNNEL_STEP_OF, EventType
@@ -226,6 +229,10 @@ _EXTRA_FIELDS: dict[str, dict[str, object]] = {
     EventType.IMAGE_SAVED.value: {},
     EventType.SCORE_SUBMITTED.value: {},
 }
+RECEIVED = datetime(2026, 11, 6, tzinfo=UTC)
+"""``received_at`` of every simulated row loaded into the warehouse."""
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_STRING_MAP = pa.map_(pa.string(), pa.string())
 _ID_NAMESPACE = uuid.UUID("0b5a3c1e-2f1d-4c55-9a43-5d2f5e0c7a10")
 
 
@@ -266,3 +273,92 @@ def client_events(
             event["score"] = int(row.score)
         out.append(event)
     return out
+
+
+def _uuids(high: int, low: np.ndarray) -> pa.Array:
+    """Distinct version-4-shaped UUIDs (16 bytes each) from a 32-bit ``high`` and each value of ``low``."""
+    n = len(low)
+    raw = np.zeros((n, 16), np.uint8)
+    raw[:, :4] = np.frombuffer(int(high).to_bytes(4, "big"), np.uint8)
+    raw[:, 6] = 0x40
+    raw[:, 8:] = low.astype(">u8").view(np.uint8).reshape(n, 8)
+    raw[:, 8] |= 0x80
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw.tobytes())])
+
+
+def _strings(frame: pd.DataFrame, column: str) -> pa.Array:
+    if column not in frame.columns:
+        return pa.nulls(len(frame), pa.string())
+    values = frame[column].astype(object)
+    return pa.array(values.where(values.notna(), None).tolist(), pa.string())
+
+
+def warehouse_rows(events: pd.DataFrame, experiment_key: str, salt: int = 0) -> pa.Table:
+    """The rows of a simulated frame (``simulate()``'s columns) as columns of the warehouse's ``events``
+    table, for one Arrow insert; the table's defaults fill the rest, as for a loader row without them.
+
+    Every event of a unit carries its first exposure's arm in the ``experiments`` map, as the
+    tracker would; an exposure carries its own. Optional columns of ``events``: ``user_id``,
+    ``properties`` (a dict per row, e.g. ``{"assignment_source": "forced"}``), ``experiments``
+    (a dict per row, replacing the derived map). ``salt`` keeps ids apart between frames of one insert.
+    """
+    n = len(events)
+    events = events.reset_index(drop=True)
+    for column in ("variant", "input_id", "experiment_key"):
+        if column not in events.columns:
+            events = events.assign(**{column: None})
+    variant = events["variant"].astype(object).where(events["variant"].notna(), None)
+    exposed = (
+        events.loc[events["event_type"].eq("experiment_exposure") & variant.notna()]
+        .sort_values("event_ts", kind="stable")
+        .drop_duplicates("anonymous_id")
+    )
+    # The unit's arm on each row, by integer codes (a string-keyed map is far slower at this size).
+    codes, devices = pd.factorize(events["anonymous_id"])
+    arm = np.full(len(devices), None, dtype=object)
+    arm[pd.Index(devices).get_indexer(exposed["anonymous_id"])] = exposed["variant"].to_numpy(object)
+    seen_in = variant.where(variant.notna(), pd.Series(arm[codes], index=events.index))
+    if "experiments" in events.columns:
+        pairs = [list(m.items()) if isinstance(m, dict) else [] for m in events["experiments"]]
+        maps = pa.array(pairs, _STRING_MAP)
+    else:
+        tagged = seen_in.notna().to_numpy()
+        offsets = np.concatenate([[0], np.cumsum(tagged)]).astype(np.int32)
+        keys = pa.array(np.full(int(tagged.sum()), experiment_key), pa.string())
+        items = pa.array(seen_in[tagged].astype(str).to_numpy(), pa.string())
+        maps = pa.MapArray.from_arrays(pa.array(offsets), keys, items)
+    if "properties" in events.columns:
+        properties = pa.array([json.dumps(p) if isinstance(p, dict) else "{}" for p in events["properties"]])
+    else:
+        properties = pa.array(np.full(n, "{}"), pa.string())
+    image_codes, _ = pd.factorize(events["input_id"])
+    input_ids = pc.if_else(
+        pa.array(image_codes < 0), pa.scalar(None, pa.binary(16)), _uuids(2 * salt + 1, np.maximum(image_codes, 0))
+    )
+    if "funnel_step" in events.columns:
+        steps = events["funnel_step"].fillna(0)
+    else:
+        steps = events["event_type"].map({str(k): int(v) for k, v in FUNNEL_STEP_OF.items()}).fillna(0)
+    received = pa.array(np.full(n, int(RECEIVED.timestamp() * 1000), np.int64)).cast(_TIMESTAMP)
+    ts = pa.array(pd.to_datetime(events["event_ts"], utc=True).dt.floor("ms"), _TIMESTAMP)
+    scores = events["score"].astype(float).to_numpy() if "score" in events.columns else np.full(n, np.nan)
+    columns = {
+        "event_id": _uuids(2 * salt, np.arange(n)),
+        "event_type": pa.array(events["event_type"].astype(str).to_numpy(), pa.string()),
+        "schema_version": pa.array(np.ones(n, dtype=np.uint16)),
+        "anonymous_id": pa.array(events["anonymous_id"].astype(str).to_numpy(), pa.string()),
+        "user_id": _strings(events, "user_id"),
+        "input_id": input_ids,
+        "session_id": pa.array((events["anonymous_id"].astype(str) + "-s").to_numpy(), pa.string()),
+        "client_ts": ts,
+        "received_at": received,
+        "event_ts": ts,
+        "funnel_step": pa.array(steps.to_numpy(np.uint8)),
+        "score": pa.array(np.nan_to_num(np.round(scores)).astype(np.uint8), mask=np.isnan(scores)),
+        "experiment_key": _strings(events, "experiment_key"),
+        "variant": pa.array(variant.to_numpy(object), pa.string()),
+        "experiments": maps,
+        "properties": properties,
+        "enriched_at": received,
+    }
+    return pa.table(columns)

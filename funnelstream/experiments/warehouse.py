@@ -1,25 +1,40 @@
-"""Fetching an experiment's events from ClickHouse and turning them into results.
+"""Fetching an experiment's frames from ClickHouse and turning them into results.
 
-The named query ``clickhouse/queries/experiment_events.sql`` returns the rows the analysis needs.
-It runs through the warehouse API when ``funnelstream warehouse serve`` owns the embedded data (one
-process per chdb path, DESIGN §6), and directly through ``clickhouse.backend`` otherwise.
+Three named queries compute everything the analysis reads, each over the experiment's window
+``[analysis_start or EARLIEST, end or LATEST)``: ``experiment_units`` (every exposed device, its arm
+and whether it is contaminated), ``experiment_events`` (the funnel events of clean units at or
+after their first exposure) and ``experiment_task_durations`` (the clean units' per-image task
+times, from the ``task_durations`` view that ``/v1/task-times`` and ``report funnel`` read as well).
+They run through the warehouse API's process when ``funnelstream warehouse serve`` owns the embedded
+data (one process per chdb path, DESIGN §6), and directly through ``clickhouse.backend`` otherwise.
+
+Invariant: no unit, event or duration reaches :func:`funnelstream.experiments.analysis.analyze`
+except through these queries, so the experiment and the warehouse's other answers share one
+definition of each.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from funnelstream.experiments.analysis import AnalysisConfig, ExperimentResults, analyze
+from funnelstream.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import UnknownExperimentError, WarehouseUnavailableError
+from funnelstream.experiments.simulate import warehouse_rows
 from funnelstream.settings import PROJECT_ROOT, ClickHouseConfig
 
-QUERY_NAME = "experiment_events"
-QUERY_PATH = PROJECT_ROOT / "clickhouse" / "queries" / f"{QUERY_NAME}.sql"
+QUERIES_DIR = PROJECT_ROOT / "clickhouse" / "queries"
+UNITS_QUERY = "experiment_units"
+EVENTS_QUERY = "experiment_events"
+DURATIONS_QUERY = "experiment_task_durations"
 # Open-ended windows still need bounds in the query; these cover any plausible event time.
 EARLIEST = datetime(2015, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -29,21 +44,42 @@ class QueriesFrames(Protocol):
     def query_df(self, sql: str, parameters: Any = None, settings: Any = None) -> pd.DataFrame: ...
 
 
-def query_text(path: Path = QUERY_PATH) -> str:
-    return path.read_text()
+def query_text(name: str = EVENTS_QUERY) -> str:
+    return (QUERIES_DIR / f"{name}.sql").read_text()
+
+
+def window(experiment: Experiment) -> tuple[datetime, datetime]:
+    """The analysed window: the current phase, from its start to the experiment's end."""
+    return experiment.analysis_start or EARLIEST, experiment.end or LATEST
 
 
 def query_parameters(experiment: Experiment) -> dict[str, Any]:
-    return {
-        "experiment_key": experiment.key,
-        "from": experiment.analysis_start or EARLIEST,
-        "to": experiment.end or LATEST,
-    }
+    start, end = window(experiment)
+    return {"experiment_key": experiment.key, "from": start, "to": end}
 
 
-def fetch_events(warehouse: QueriesFrames, experiment: Experiment) -> pd.DataFrame:
-    """The experiment's events through any object with ``query_df`` (a ``clickhouse.backend`` Warehouse)."""
-    return warehouse.query_df(query_text(), query_parameters(experiment))
+def fetch_frames(warehouse: QueriesFrames, experiment: Experiment) -> ExperimentFrames:
+    """The experiment's units, events and task durations through any object with ``query_df``
+    (a ``clickhouse.backend`` Warehouse, or the warehouse API's analyst reader)."""
+    parameters = query_parameters(experiment)
+    return ExperimentFrames(
+        units=warehouse.query_df(query_text(UNITS_QUERY), parameters),
+        events=warehouse.query_df(query_text(EVENTS_QUERY), parameters),
+        durations=warehouse.query_df(query_text(DURATIONS_QUERY), parameters),
+    )
+
+
+def fetch_events(warehouse: QueriesFrames, experiment: Experiment) -> ExperimentFrames:
+    """The former name of :func:`fetch_frames`: ``analyze(fetch_events(reader, e), e, config)`` still
+    works for a caller not yet moved to :func:`analyze_warehouse`."""
+    return fetch_frames(warehouse, experiment)
+
+
+def analyze_warehouse(
+    warehouse: QueriesFrames, experiment: Experiment, config: AnalysisConfig | None = None
+) -> ExperimentResults:
+    """The experiment's results from an open warehouse (or reader): the one entry point of every caller."""
+    return analyze(fetch_frames(warehouse, experiment), experiment, config)
 
 
 def fetch_results_via_api(
@@ -69,8 +105,8 @@ def fetch_results_via_api(
     return ExperimentResults.model_validate(response.json())
 
 
-def load_events(experiment: Experiment, clickhouse: ClickHouseConfig) -> pd.DataFrame:
-    """Open the warehouse named by the configuration, run the query, close it."""
+def load_frames(experiment: Experiment, clickhouse: ClickHouseConfig) -> ExperimentFrames:
+    """Open the warehouse named by the configuration, run the queries, close it."""
     try:
         from clickhouse.backend import open_warehouse
         from clickhouse.errors import QueryError
@@ -81,18 +117,42 @@ def load_events(experiment: Experiment, clickhouse: ClickHouseConfig) -> pd.Data
     except Exception as exc:
         raise WarehouseUnavailableError(f"cannot open the warehouse: {exc}") from None
     try:
-        return fetch_events(warehouse, experiment)
+        return fetch_frames(warehouse, experiment)
     except QueryError as exc:
         raise WarehouseUnavailableError(f"experiment query failed: {exc}") from None
     finally:
         warehouse.close()
 
 
-def results_from(warehouse: QueriesFrames, config: AnalysisConfig) -> Any:
+def analyze_export(path: Path, experiment: Experiment, config: AnalysisConfig | None = None) -> ExperimentResults:
+    """Results from a Parquet file of events, loaded into a scratch embedded warehouse and read
+    through the same named queries (the definitions live in SQL, so there is no in-memory shortcut).
+
+    The file holds rows of the ``events`` table (an export; missing columns take the table's
+    defaults) or a :func:`funnelstream.experiments.simulate.simulate` frame (no ``event_id``).
+    """
+    try:
+        from clickhouse.backend import open_warehouse
+        from clickhouse.migrate import migrate
+    except ImportError as exc:
+        raise WarehouseUnavailableError(f"the clickhouse package is not installed: {exc}") from None
+    table = pq.read_table(path)
+    if "event_id" not in table.column_names:
+        table = warehouse_rows(table.to_pandas(), experiment.key)
+    with tempfile.TemporaryDirectory(prefix="funnelstream-export-") as scratch:
+        warehouse = open_warehouse(ClickHouseConfig(chdb_path=Path(scratch) / "chdb"))
+        try:
+            migrate(warehouse)
+            warehouse.insert_arrow("events", table)
+            return analyze_warehouse(warehouse, experiment, config)
+        finally:
+            warehouse.close()
+
+
+def results_from(warehouse: QueriesFrames, config: AnalysisConfig) -> Callable[[Experiment, bool], ExperimentResults]:
     """A results factory for :func:`funnelstream.experiments.http.results_router` over an open warehouse."""
-    from dataclasses import replace
 
     def results(experiment: Experiment, sequential: bool) -> ExperimentResults:
-        return analyze(fetch_events(warehouse, experiment), experiment, replace(config, sequential=sequential))
+        return analyze_warehouse(warehouse, experiment, replace(config, sequential=sequential))
 
     return results

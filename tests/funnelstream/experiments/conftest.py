@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,3 +23,10 @@ def make_experiment(**overrides: Any) -> Experiment:
 @pytest.fixture
 def experiment() -> Experiment:
     return make_experiment()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One chdb data path for the session's experiment tests (a process uses one path at a time);
+    each test gets its own database on it (tests.helpers.experiment_warehouse)."""
+    return Path(tmp_path_factory.mktemp("experiments")) / "chdb"

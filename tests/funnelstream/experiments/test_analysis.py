@@ -1,23 +1,31 @@
-"""The analysis gets the answer right: seeded simulations with known truth, plus the exclusion rules."""
+"""The analysis gets the answer right: seeded simulations with known truth, plus the exclusion rules.
+
+Every case goes through a real migrated chdb database and the experiment's named queries
+(tests.helpers.experiment_warehouse): units, contamination, counted events and task durations are
+SQL's, so these tests check the definitions and the statistics together."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from funnelstream.experiments.analysis import ExperimentResults, MetricResult, analyze
+from funnelstream.experiments.analysis import ExperimentFrames, ExperimentResults, MetricResult, analyze
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import EventsFrameError
 from funnelstream.experiments.simulate import SimulationSpec, simulate
 from funnelstream.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio_estimate
+from tests.helpers.experiment_warehouse import analyze_events, analyze_runs
 
 from .conftest import make_experiment
 
-FAST = AnalysisConfig(bootstrap_resamples=0)
+pytestmark = pytest.mark.integration
+
+FAST = AnalysisConfig(bootstrap_resamples=0, winsor_quantile=None)
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
 
@@ -28,25 +36,26 @@ def metric(results: ExperimentResults, name: str) -> MetricResult:
     return next(m for m in results.conversion if m.name == name)
 
 
-def test_planted_effect_is_recovered_in_at_least_90_of_100_simulations(experiment: Experiment) -> None:
+def test_planted_effect_is_recovered_in_at_least_90_of_100_simulations(experiment: Experiment, chdb_path: Path) -> None:
     spec = SimulationSpec(task_time_factor=0.7, save_conversion_lift=0.05)
+    simulated = [simulate(spec, seed) for seed in range(100)]
+    every = analyze_runs(chdb_path, [events for events, _ in simulated], experiment, FAST)
     save_covered = task_covered = 0
-    for seed in range(100):
-        events, truth = simulate(spec, seed)
-        results = analyze(events, experiment, FAST)
+    for results, (_, truth) in zip(every, simulated, strict=True):
         save = metric(results, "conversion_save").comparisons[0]
         task = metric(results, "task_duration_s").comparisons[0]
         assert save.ci_low is not None and save.ci_high is not None
         assert task.lift_ci_low is not None and task.lift_ci_high is not None
         save_covered += save.ci_low <= truth.save_conversion_difference <= save.ci_high
         task_covered += task.lift_ci_low <= truth.task_time_relative_lift <= task.lift_ci_high
+    print(f"planted effect covered: save {save_covered}/100, task time {task_covered}/100")
     assert save_covered >= 90, save_covered
     assert task_covered >= 90, task_covered
 
 
-def test_one_planted_run_reads_right_with_bootstrap_quantiles(experiment: Experiment) -> None:
+def test_one_planted_run_reads_right_with_bootstrap_quantiles(experiment: Experiment, chdb_path: Path) -> None:
     events, truth = simulate(SimulationSpec(units=4000, task_time_factor=0.7, save_conversion_lift=0.05), 7)
-    results = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=300))
+    results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=300))
     task = metric(results, "task_duration_s").comparisons[0]
     assert task.significant and task.relative_lift == pytest.approx(-0.30, abs=0.06)
     assert results.task_duration is not None
@@ -61,16 +70,16 @@ def test_one_planted_run_reads_right_with_bootstrap_quantiles(experiment: Experi
     assert not results.alerts
 
 
-def test_a_a_false_positive_rate_is_near_five_percent(experiment: Experiment) -> None:
+def test_a_a_false_positive_rate_is_near_five_percent(experiment: Experiment, chdb_path: Path) -> None:
     runs = 200
     positives = {"conversion_save": 0, "task_duration_s": 0}
-    for seed in range(1000, 1000 + runs):
-        events, _ = simulate(SimulationSpec(units=1500), seed)
-        results = analyze(events, experiment, FAST)
+    simulated = [simulate(SimulationSpec(units=1500), seed)[0] for seed in range(1000, 1000 + runs)]
+    for results in analyze_runs(chdb_path, simulated, experiment, FAST):
         for name in positives:
             p_value = metric(results, name).comparisons[0].p_value
             assert p_value is not None
             positives[name] += p_value < 0.05
+    print(f"A/A false positives in {runs} runs: {positives}")
     for name, count in positives.items():
         assert 0.02 <= count / runs <= 0.08, (name, count / runs)
 
@@ -88,21 +97,21 @@ def exposures_only(control: int, treatment: int) -> pd.DataFrame:
     )
 
 
-def test_sample_ratio_mismatch_is_flagged_for_52_48_not_50_50(experiment: Experiment) -> None:
-    skewed = analyze(exposures_only(10_400, 9_600), experiment, FAST)
+def test_sample_ratio_mismatch_is_flagged_for_52_48_not_50_50(experiment: Experiment, chdb_path: Path) -> None:
+    skewed = analyze_events(chdb_path, exposures_only(10_400, 9_600), experiment, FAST)
     assert skewed.srm.alert and skewed.srm.p_value is not None and skewed.srm.p_value < 0.001
     assert any("sample ratio mismatch" in alert for alert in skewed.alerts)
 
     rng = np.random.default_rng(3)
     treated = int(rng.binomial(20_000, 0.5))
-    balanced = analyze(exposures_only(20_000 - treated, treated), experiment, FAST)
+    balanced = analyze_events(chdb_path, exposures_only(20_000 - treated, treated), experiment, FAST)
     assert not balanced.srm.alert and not balanced.alerts
 
 
-def test_units_exposed_to_both_arms_are_excluded_and_counted(experiment: Experiment) -> None:
+def test_units_exposed_to_both_arms_are_excluded_and_counted(experiment: Experiment, chdb_path: Path) -> None:
     spec = SimulationSpec(units=2000, contaminated_share=0.03)
     events, _ = simulate(spec, 11)
-    results = analyze(events, experiment, FAST)
+    results = analyze_events(chdb_path, events, experiment, FAST)
     both = events[events["event_type"] == "experiment_exposure"].groupby("anonymous_id")["variant"].nunique()
     contaminated = int((both > 1).sum())
     assert contaminated > 20
@@ -111,7 +120,7 @@ def test_units_exposed_to_both_arms_are_excluded_and_counted(experiment: Experim
     assert results.contamination.alert and any("more than one variant" in a for a in results.alerts)
 
     clean, _ = simulate(SimulationSpec(units=2000, contaminated_share=0.004), 11)
-    quiet = analyze(clean, experiment, FAST)
+    quiet = analyze_events(chdb_path, clean, experiment, FAST)
     assert quiet.contamination.units_in_several_variants > 0 and not quiet.contamination.alert
 
 
@@ -122,7 +131,9 @@ def unit_events(
     saves_at: list[datetime],
     map_variant: str | None = None,
     duration_s: float = 60.0,
+    user_id: str | None = None,
 ) -> list[dict[str, Any]]:
+    """An exposure, then per save an image's tool click, inference (half way) and save."""
     rows = [
         {
             "event_type": "experiment_exposure",
@@ -132,75 +143,76 @@ def unit_events(
             "variant": variant,
             "input_id": None,
             "score": None,
-            "experiments": {},
+            "experiments": {"segmentation_tool": variant},
         }
     ]
     for i, saved in enumerate(saves_at):
         image = f"{unit}-img{i}"
-        rows += [
-            {
-                "event_type": "tool_selected",
-                "anonymous_id": unit,
-                "event_ts": saved - timedelta(seconds=duration_s),
-                "experiment_key": None,
-                "variant": None,
-                "input_id": image,
-                "score": None,
-                "experiments": {"segmentation_tool": map_variant or variant},
-            },
-            {
-                "event_type": "image_saved",
-                "anonymous_id": unit,
-                "event_ts": saved,
-                "experiment_key": None,
-                "variant": None,
-                "input_id": image,
-                "score": None,
-                "experiments": {"segmentation_tool": map_variant or variant},
-            },
-        ]
+        for event_type, before_save_s in (
+            ("tool_selected", duration_s),
+            ("inference_requested", duration_s / 2),
+            ("image_saved", 0.0),
+        ):
+            rows.append(
+                {
+                    "event_type": event_type,
+                    "anonymous_id": unit,
+                    "event_ts": saved - timedelta(seconds=before_save_s),
+                    "experiment_key": None,
+                    "variant": None,
+                    "input_id": image,
+                    "score": None,
+                    "experiments": {"segmentation_tool": map_variant or variant},
+                }
+            )
+    for row in rows:
+        row["user_id"] = user_id
     return rows
 
 
-def test_only_events_after_the_first_exposure_count(experiment: Experiment) -> None:
+def test_only_events_after_the_first_exposure_count(experiment: Experiment, chdb_path: Path) -> None:
     rows = []
     for i in range(50):
         # Control units saved an image an hour before they were exposed; it must not count.
         rows += unit_events(f"c{i}", "control", T0, [T0 - timedelta(hours=1)])
         rows += unit_events(f"t{i}", "treatment", T0, [T0 + timedelta(hours=1)] if i < 25 else [])
-    results = analyze(pd.DataFrame(rows), experiment, FAST)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), experiment, FAST)
     arms = {arm.variant: arm.value for arm in metric(results, "conversion_save").arms}
     assert arms == {"control": 0.0, "treatment": 0.5}
     assert results.task_duration is not None and results.task_duration.images == {"control": 0, "treatment": 25}
 
 
-def test_a_unit_whose_events_carry_the_other_variant_is_contaminated(experiment: Experiment) -> None:
+def test_a_unit_whose_events_carry_the_other_variant_is_contaminated(experiment: Experiment, chdb_path: Path) -> None:
     rows = unit_events("a", "control", T0, [T0 + timedelta(hours=1)], map_variant="treatment")
     rows += unit_events("b", "treatment", T0, [T0 + timedelta(hours=1)])
-    results = analyze(pd.DataFrame(rows), experiment, FAST)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), experiment, FAST)
     assert results.contamination.units_in_several_variants == 1
     assert [e.units for e in results.exposures] == [0, 1]
 
 
-def test_only_the_current_phase_counts() -> None:
+def test_only_the_current_phase_counts(chdb_path: Path) -> None:
     phase2 = make_experiment(phase=2, phase_start=T0 + timedelta(days=1))
     rows = unit_events("old", "control", T0, [T0 + timedelta(hours=1)])
     rows += unit_events("new", "treatment", T0 + timedelta(days=2), [])
-    results = analyze(pd.DataFrame(rows), phase2, FAST)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), phase2, FAST)
     assert [e.units for e in results.exposures] == [0, 1]
 
 
-def test_winsorization_cap_is_computed_over_both_arms(experiment: Experiment) -> None:
+def test_winsorization_when_asked_is_capped_over_both_arms_and_labelled(
+    experiment: Experiment, chdb_path: Path
+) -> None:
     control = [100.0 + i for i in range(100)]
     treatment = [10.0 + i for i in range(100)]
     rows = []
     for i in range(100):
         rows += unit_events(f"c{i}", "control", T0, [T0 + timedelta(hours=1)], duration_s=control[i])
         rows += unit_events(f"t{i}", "treatment", T0, [T0 + timedelta(hours=1)], duration_s=treatment[i])
-    results = analyze(pd.DataFrame(rows), experiment, AnalysisConfig(bootstrap_resamples=0, winsor_quantile=0.9))
+    config = AnalysisConfig(bootstrap_resamples=0, winsor_quantile=0.9)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), experiment, config)
     assert results.task_duration is not None
     cap = float(np.quantile(control + treatment, 0.9))
     assert results.task_duration.winsor_cap_s == pytest.approx(cap)
+    assert results.task_duration.winsor_quantile == 0.9 and "winsorized" in results.task_duration.mean.description
     arms = {arm.variant: arm.value for arm in results.task_duration.mean.arms}
     # A cap per arm would have clipped treatment at its own 90th percentile; the shared cap leaves it whole.
     assert arms["treatment"] == pytest.approx(np.mean(treatment))
@@ -219,10 +231,10 @@ def test_ratio_estimate_matches_a_cluster_bootstrap() -> None:
     assert np.sqrt(estimate.variance) == pytest.approx(boot.std(), rel=0.1)
 
 
-def test_sequential_mode_is_labelled_and_wider(experiment: Experiment) -> None:
+def test_sequential_mode_is_labelled_and_wider(experiment: Experiment, chdb_path: Path) -> None:
     events, _ = simulate(SimulationSpec(task_time_factor=0.8, save_conversion_lift=0.05), 2)
-    fixed = analyze(events, experiment, FAST)
-    sequential = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=0, sequential=True))
+    fixed = analyze_events(chdb_path, events, experiment, FAST)
+    sequential = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=0, sequential=True))
     assert sequential.mode == "sequential" and sequential.mode_label == SEQUENTIAL_LABEL
     fixed_task = metric(fixed, "task_duration_s").comparisons[0]
     seq_task = metric(sequential, "task_duration_s").comparisons[0]
@@ -235,11 +247,86 @@ def test_sequential_mode_is_labelled_and_wider(experiment: Experiment) -> None:
 
 
 def test_a_frame_without_the_needed_columns_is_refused_by_name(experiment: Experiment) -> None:
-    with pytest.raises(EventsFrameError, match="event_ts"):
-        analyze(pd.DataFrame({"event_type": [], "anonymous_id": [], "experiment_key": [], "variant": []}), experiment)
+    frames = ExperimentFrames(
+        units=pd.DataFrame({"anonymous_id": [], "variant": [], "first_exposure_at": []}),
+        events=pd.DataFrame({"anonymous_id": [], "event_type": [], "score": []}),
+        durations=pd.DataFrame({"input_id": [], "anonymous_id": [], "diff_second": []}),
+    )
+    with pytest.raises(EventsFrameError, match=r"units\.contaminated"):
+        analyze(frames, experiment)
 
 
-def test_results_serialise_to_json(experiment: Experiment) -> None:
+def test_results_serialise_to_json(experiment: Experiment, chdb_path: Path) -> None:
     events, _ = simulate(SimulationSpec(units=300), 1)
-    results = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=50))
+    results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=50))
     assert ExperimentResults.model_validate_json(results.model_dump_json()) == results
+
+
+def test_task_time_runs_from_the_first_tool_click_to_the_save_of_an_inferred_result(
+    experiment: Experiment, chdb_path: Path
+) -> None:
+    # Issue 17's image: tool click at 20 s, save at 23 s (nothing inferred yet), inference at 25 s,
+    # save at 40 s. The task ends with the save of the inferred result: 20 s, not 3 s.
+    start = T0 + timedelta(hours=1)
+    rows = unit_events("c", "control", T0, [])
+    rows += [
+        {"event_type": kind, "anonymous_id": "c", "event_ts": start + timedelta(seconds=at), "input_id": "c-img"}
+        for kind, at in (
+            ("tool_selected", 20),
+            ("image_saved", 23),
+            ("inference_requested", 25),
+            ("image_saved", 40),
+        )
+    ]
+    rows += unit_events("t", "treatment", T0, [start], duration_s=30.0)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), experiment, FAST)
+    assert results.task_duration is not None
+    arms = {arm.variant: (arm.numerator, arm.denominator) for arm in results.task_duration.mean.arms}
+    assert arms == {"control": (20.0, 1.0), "treatment": (30.0, 1.0)}
+    assert results.task_duration.images == {"control": 1, "treatment": 1}
+
+
+def test_task_time_mean_is_the_plain_mean_of_the_durations_unless_winsorization_is_asked(
+    experiment: Experiment, chdb_path: Path
+) -> None:
+    # The figure /v1/task-times and `report funnel` give for the same images: no cap of the analysis's own.
+    control = [100.0 + i for i in range(99)] + [3000.0]
+    rows = []
+    for i, seconds in enumerate(control):
+        rows += unit_events(f"c{i}", "control", T0, [T0 + timedelta(hours=1)], duration_s=seconds)
+        rows += unit_events(f"t{i}", "treatment", T0, [T0 + timedelta(hours=1)], duration_s=60.0)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), experiment, AnalysisConfig(bootstrap_resamples=0))
+    assert results.task_duration is not None
+    assert results.task_duration.winsor_cap_s is None and results.task_duration.winsor_quantile is None
+    arms = {arm.variant: arm.value for arm in results.task_duration.mean.arms}
+    assert arms["control"] == pytest.approx(np.mean(control))
+    assert "winsorized" not in results.task_duration.mean.description
+
+
+def test_a_person_in_both_arms_makes_all_their_devices_contaminated(experiment: Experiment, chdb_path: Path) -> None:
+    # User U1 logs in on device A (control) and device B (treatment); device C is someone else.
+    saved = [T0 + timedelta(hours=1)]
+    rows = unit_events("A", "control", T0, saved, user_id="U1")
+    rows += unit_events("B", "treatment", T0, saved, user_id="U1")
+    rows += unit_events("C", "treatment", T0, saved)
+    results = analyze_events(chdb_path, pd.DataFrame(rows), experiment, FAST)
+    assert results.contamination.units_in_several_variants == 2
+    assert results.contamination.units_exposed == 3
+    assert [e.units for e in results.exposures] == [0, 1]
+    assert results.contamination.alert and any("2 of 3 units" in alert for alert in results.alerts)
+    save = metric(results, "conversion_save")
+    assert {arm.variant: arm.units for arm in save.arms} == {"control": 0, "treatment": 1}
+
+
+def test_forced_exposures_are_not_units_and_never_reach_the_sample_ratio_check(
+    experiment: Experiment, chdb_path: Path
+) -> None:
+    # Logged before forced assignments stopped logging: QA devices forced into treatment.
+    balanced = exposures_only(1000, 1000)
+    forced = exposures_only(0, 200).assign(
+        anonymous_id=[f"qa-{i}" for i in range(200)], properties=[{"assignment_source": "forced"}] * 200
+    )
+    results = analyze_events(chdb_path, pd.concat([balanced, forced], ignore_index=True), experiment, FAST)
+    assert [e.units for e in results.exposures] == [1000, 1000]
+    assert results.contamination.units_exposed == 2000
+    assert not results.srm.alert and not results.alerts

@@ -1,6 +1,7 @@
 """End to end: arms from the collector's /v1/assignments, events POSTed to the collector and carried
 by Kafka, processed by the stream processors' core, decoded by the warehouse loader into chdb, and
-the report computed from the experiment query agrees with the simulation's truth.
+the report computed from the experiment's queries agrees with the simulation's truth and with the
+same simulation inserted directly.
 
 The Faust and loader consumer loops are left out; every transformation between them is the real
 one (the same shortcut the QA status test takes)."""
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnelstream.experiments.analysis import AnalysisConfig, analyze
+from funnelstream.experiments.analysis import AnalysisConfig
 from funnelstream.experiments.assignment import hash_assignment
 from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.experiments.simulate import SimulationSpec, client_events, simulate
-from funnelstream.experiments.warehouse import fetch_events
+from funnelstream.experiments.warehouse import analyze_warehouse
 from funnelstream.settings import ClickHouseConfig
+from tests.helpers.experiment_warehouse import analyze_events
 
 from .conftest import make_experiment
 
@@ -127,12 +129,13 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
         table, rejected = loader.decode_events(messages)
         assert not rejected
         warehouse.insert_arrow("events", table)
-        results = analyze(fetch_events(warehouse, experiment), experiment, AnalysisConfig(bootstrap_resamples=200))
+        results = analyze_warehouse(warehouse, experiment, AnalysisConfig(bootstrap_resamples=200))
     finally:
         warehouse.close()
 
-    in_memory = analyze(events, experiment, AnalysisConfig(bootstrap_resamples=0))
-    assert [e.units for e in results.exposures] == [e.units for e in in_memory.exposures]
+    # The same simulation inserted directly, without collector, Kafka or stream processors.
+    direct = analyze_events(tmp_path / "chdb", events, experiment, AnalysisConfig(bootstrap_resamples=0))
+    assert [e.units for e in results.exposures] == [e.units for e in direct.exposures]
     assert sum(e.units for e in results.exposures) == UNITS
     assert results.contamination.units_in_several_variants == 0
     assert not results.srm.alert
@@ -145,8 +148,8 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     assert task.lift_ci_low <= truth.task_time_relative_lift <= task.lift_ci_high
     assert task.significant
     # What the pipeline adds is only the collector's clock-skew correction: milliseconds.
-    memory_task = in_memory.task_duration.mean.comparisons[0] if in_memory.task_duration else None
-    assert memory_task is not None and memory_task.relative_lift is not None and task.relative_lift is not None
-    assert task.relative_lift == pytest.approx(memory_task.relative_lift, abs=0.002)
-    memory_save = next(m for m in in_memory.conversion if m.name == "conversion_save").comparisons[0]
-    assert save.difference == pytest.approx(memory_save.difference, abs=1e-9)
+    direct_task = direct.task_duration.mean.comparisons[0] if direct.task_duration else None
+    assert direct_task is not None and direct_task.relative_lift is not None and task.relative_lift is not None
+    assert task.relative_lift == pytest.approx(direct_task.relative_lift, abs=0.002)
+    direct_save = next(m for m in direct.conversion if m.name == "conversion_save").comparisons[0]
+    assert save.difference == pytest.approx(direct_save.difference, abs=1e-9)

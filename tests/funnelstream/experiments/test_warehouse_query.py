@@ -1,4 +1,6 @@
-"""The named query against a real embedded ClickHouse (chdb) with the project's migrations applied."""
+"""The experiment's named queries against a real embedded ClickHouse (chdb) with the project's
+migrations applied: rows that went through the warehouse loader give the same frames and results as
+the simulation's direct insert, and the frames are exactly experiment_units' clean units."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import pandas as pd
 import pytest
 
 from funnelstream.contract import EnrichedEvent
-from funnelstream.experiments.analysis import AnalysisConfig, analyze
+from funnelstream.experiments.analysis import AnalysisConfig
 from funnelstream.experiments.definitions import Experiment
-from funnelstream.experiments.simulate import SimulationSpec, simulate
-from funnelstream.experiments.warehouse import fetch_events, load_events
+from funnelstream.experiments.simulate import SimulationSpec, simulate, warehouse_rows
+from funnelstream.experiments.warehouse import analyze_warehouse, fetch_frames, load_frames, query_parameters
 from funnelstream.settings import ClickHouseConfig
+from tests.helpers.experiment_warehouse import analyze_events
 
 from .conftest import make_experiment
 
@@ -66,11 +69,13 @@ def warehouse(tmp_path: Path) -> Iterator[Any]:
     wh.close()
 
 
-def test_the_experiment_query_feeds_the_same_answer_as_memory(warehouse: Any, experiment: Experiment) -> None:
+def test_loaded_events_give_the_same_frames_as_the_simulation_s_insert(
+    warehouse: Any, experiment: Experiment, tmp_path: Path
+) -> None:
     events, truth = simulate(
         SimulationSpec(units=1200, task_time_factor=0.7, save_conversion_lift=0.05, contaminated_share=0.01), 21
     )
-    # An unrelated device that was never exposed must not come back from the query.
+    # An unrelated device that was never exposed must not come back from the queries.
     stray = events[events["event_type"] == "image_uploaded"].iloc[[0]].assign(anonymous_id="never-exposed")
     payloads = enriched_payloads(pd.concat([events, stray]), experiment.key)
     messages = [warehouse.loader.Message("events.enriched", 0, i, None, p) for i, p in enumerate(payloads)]
@@ -80,32 +85,53 @@ def test_the_experiment_query_feeds_the_same_answer_as_memory(warehouse: Any, ex
     # A re-sent copy of the first event collapses (FINAL) and does not double-count.
     warehouse.insert_arrow("events", table.slice(0, 1))
 
-    fetched = fetch_events(warehouse, experiment)
-    assert len(fetched) == len(events)
-    assert "never-exposed" not in set(fetched["anonymous_id"])
+    frames = fetch_frames(warehouse, experiment)
+    assert "never-exposed" not in set(frames.units["anonymous_id"]) | set(frames.events["anonymous_id"])
+    exposures = events[events["event_type"] == "experiment_exposure"]
+    assert len(frames.units) == exposures["anonymous_id"].nunique() == 1200
+    # Item 8: every event and duration the analysis reads is a clean unit's, and only those units.
+    clean = set(frames.units.loc[~frames.units["contaminated"].astype(bool), "anonymous_id"])
+    assert set(frames.events["anonymous_id"]) <= clean and set(frames.durations["anonymous_id"]) <= clean
 
     config = AnalysisConfig(bootstrap_resamples=0)
-    from_warehouse = analyze(fetched, experiment, config)
-    in_memory = analyze(events, experiment, config)
-    assert from_warehouse.exposures == in_memory.exposures
-    # The experiments map on later events reveals no extra contamination: it agrees with the exposures.
-    assert from_warehouse.contamination == in_memory.contamination
-    wh_save = next(m for m in from_warehouse.conversion if m.name == "conversion_save").comparisons[0]
-    mem_save = next(m for m in in_memory.conversion if m.name == "conversion_save").comparisons[0]
-    assert wh_save.difference == pytest.approx(mem_save.difference)
-    assert from_warehouse.task_duration is not None and in_memory.task_duration is not None
-    wh_task = from_warehouse.task_duration.mean.comparisons[0]
-    assert wh_task.relative_lift == pytest.approx(in_memory.task_duration.mean.comparisons[0].relative_lift, abs=1e-4)
-    assert wh_task.lift_ci_low is not None and wh_task.lift_ci_high is not None
-    assert wh_task.lift_ci_low < truth.task_time_relative_lift < wh_task.lift_ci_high
+    loaded = analyze_warehouse(warehouse, experiment, config)
+    inserted = analyze_events(tmp_path / "chdb", events, experiment, config)  # chdb: one path per process
+    assert loaded.exposures == inserted.exposures
+    assert loaded.contamination == inserted.contamination
+    assert loaded.contamination.units_in_several_variants == int(
+        (exposures.groupby("anonymous_id")["variant"].nunique() > 1).sum()
+    )
+    assert loaded.conversion == inserted.conversion and loaded.score == inserted.score
+    assert loaded.task_duration == inserted.task_duration
+    assert loaded.task_duration is not None
+    task = loaded.task_duration.mean.comparisons[0]
+    assert task.lift_ci_low is not None and task.lift_ci_high is not None
+    assert task.lift_ci_low < truth.task_time_relative_lift < task.lift_ci_high
 
 
-def test_load_events_opens_and_closes_the_configured_warehouse(tmp_path: Path) -> None:
+def test_the_units_are_the_view_s_clean_units(warehouse: Any, experiment: Experiment) -> None:
+    events, _ = simulate(SimulationSpec(units=400, contaminated_share=0.05), 5)
+    warehouse.insert_arrow("events", warehouse_rows(events, experiment.key))
+    view = warehouse.query_df(
+        "SELECT anonymous_id, variant FROM experiment_units(experiment_key = {experiment_key:String}, "
+        "range_start = {from:DateTime64(3, 'UTC')}, range_end = {to:DateTime64(3, 'UTC')}) WHERE contaminated = 0",
+        query_parameters(experiment),
+    )
+    results = analyze_warehouse(warehouse, experiment, AnalysisConfig(bootstrap_resamples=0))
+    counts = view["variant"].value_counts()
+    assert {e.variant: e.units for e in results.exposures} == {
+        v: int(counts.get(v, 0)) for v in ("control", "treatment")
+    }
+    save = next(m for m in results.conversion if m.name == "conversion_save")
+    assert sum(arm.units for arm in save.arms) == len(view)
+
+
+def test_load_frames_opens_and_closes_the_configured_warehouse(tmp_path: Path) -> None:
     backend = pytest.importorskip("clickhouse.backend")
     migrate = pytest.importorskip("clickhouse.migrate")
     config = ClickHouseConfig(chdb_path=tmp_path / "chdb")
     wh = backend.open_warehouse(config)
     migrate.migrate(wh)
     wh.close()
-    frame = load_events(make_experiment(), config)
-    assert frame.empty
+    frames = load_frames(make_experiment(), config)
+    assert frames.units.empty and frames.events.empty and frames.durations.empty
