@@ -330,3 +330,36 @@ def test_forced_exposures_are_not_units_and_never_reach_the_sample_ratio_check(
     assert [e.units for e in results.exposures] == [1000, 1000]
     assert results.contamination.units_exposed == 2000
     assert not results.srm.alert and not results.alerts
+
+
+def test_each_metric_has_its_role_and_secondary_p_values_are_adjusted_as_one_family(chdb_path: Path) -> None:
+    plan = make_experiment(primary_metric="task_duration_s", guardrail_metrics=["conversion_save"], correction="holm")
+    events, _ = simulate(SimulationSpec(units=1500, task_time_factor=0.8, save_conversion_lift=0.03), 12)
+    results = analyze_events(chdb_path, events, plan, FAST)
+    assert results.task_duration is not None and results.score is not None
+    every = [*results.conversion, results.task_duration.mean, results.score]
+    roles = {m.name: m.role for m in every}
+    assert roles["task_duration_s"] == "primary" and roles["conversion_save"] == "guardrail"
+    secondary = [m for m in every if m.role == "secondary"]
+    assert {m.name for m in secondary} == {
+        "conversion_upload",
+        "conversion_tool",
+        "conversion_inference",
+        "conversion_score",
+        "mean_score",
+    }
+    for m in every:
+        for c in m.comparisons:
+            if m.role == "secondary" and c.p_value is not None:
+                assert c.p_value_adjusted is not None and c.p_value_adjusted >= c.p_value
+                assert c.significant == (c.p_value_adjusted < 0.05)
+            else:  # read unadjusted, or no p-value at all (every unit uploads: no variance)
+                assert c.p_value_adjusted is None
+    # Holm over the family: the smallest raw p-value is multiplied by the family's size (capped at 1).
+    raw = [c.p_value for m in secondary for c in m.comparisons if c.p_value is not None]
+    adjusted = [c.p_value_adjusted for m in secondary for c in m.comparisons]
+    assert min(a for a in adjusted if a is not None) == pytest.approx(min(1.0, len(raw) * min(raw)))
+
+    bh = analyze_events(chdb_path, events, make_experiment(correction="benjamini_hochberg"), FAST)
+    bh_secondary = [c for m in bh.conversion if m.role == "secondary" for c in m.comparisons if c.p_value]
+    assert bh_secondary and all(c.p_value_adjusted is not None for c in bh_secondary)
