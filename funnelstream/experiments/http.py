@@ -125,7 +125,14 @@ ResultsFactory = Callable[[Experiment, bool], Any]
 
 
 def results_router(definitions: Callable[[], Definitions], results: ResultsFactory) -> APIRouter:
-    """``GET /v1/experiments`` and ``GET /v1/experiments/{key}/results``."""
+    """``GET /v1/experiments`` and ``GET /v1/experiments/{key}/results``.
+
+    Each comparison of the results says what decided it: ``decision`` (``fixed_horizon``, or
+    ``sequential`` with ``?sequential=true``) is the basis of its top-level ``lift_ci_*``, ``ci_*``,
+    ``p_value`` and ``significant``; in sequential mode the fixed-horizon numbers are kept apart in
+    ``fixed_horizon``. Each metric carries its ``role`` (primary, guardrail, secondary); secondary
+    comparisons carry ``p_value_adjusted``, on which their ``significant`` is decided.
+    """
     from funnelstream.experiments.analysis import ExperimentResults
 
     router = APIRouter(tags=["experiments"])

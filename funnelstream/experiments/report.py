@@ -1,5 +1,11 @@
 """Rendering of :class:`ExperimentResults`: a terminal table (rich) and a self-contained HTML page
-with inline SVG charts (funnel per variant, lifts with their intervals)."""
+with inline SVG charts (funnel per variant, lifts with their intervals).
+
+Invariant: what is shown as deciding is what decided. The lift interval, p and "significant" columns
+are the comparison's deciding numbers (fixed horizon, or the confidence sequence in sequential mode,
+said above the table); a row or a chart interval is coloured only when ``significant``, which never
+holds while its lift interval covers zero. Each metric shows its role, raw and adjusted p-values.
+"""
 
 from __future__ import annotations
 
@@ -29,83 +35,106 @@ def _p(value: float | None) -> str:
     return f"{value:.2e}" if value < 0.001 else f"{value:.3f}"
 
 
-def _interval(low: float | None, high: float | None, fmt: str) -> str:
+def _interval(low: float | None, high: float | None, fmt: str, clamped: bool = False) -> str:
     if low is None or high is None:
         return "–"
     if fmt == "pct":
-        return f"[{_pct(low)}, {_pct(high)}]"
+        # A lift's interval stops at -100 % (see stats.compare); say so where it was cut.
+        return f"[{_pct(low)}{' (floor)' if clamped else ''}, {_pct(high)}]"
     return f"[{_num(low)}, {_num(high)}]"
 
 
-def _comparison_cells(c: Comparison, fmt: str, sequential: bool) -> list[str]:
+def _comparison_cells(c: Comparison, fmt: str) -> list[str]:
+    """The deciding numbers (``c.decision``): the lift, its interval and p-value, adjusted p and the
+    verdict; then the absolute difference with its own interval and p-value."""
     diff = _pct(c.difference) if fmt == "pct" else _num(c.difference)
-    if sequential and c.sequential is not None:
-        s = c.sequential
-        return [
-            diff,
-            _interval(s.ci_low, s.ci_high, fmt),
-            _pct(c.relative_lift),
-            _interval(s.lift_ci_low, s.lift_ci_high, "pct"),
-            _p(s.p_value),
-            "yes" if c.significant else "no",
-        ]
     return [
-        diff,
-        _interval(c.ci_low, c.ci_high, fmt),
         _pct(c.relative_lift),
-        _interval(c.lift_ci_low, c.lift_ci_high, "pct"),
+        _interval(c.lift_ci_low, c.lift_ci_high, "pct", c.lift_ci_clamped),
         _p(c.p_value),
+        _p(c.p_value_adjusted),
         "yes" if c.significant else "no",
+        diff,
+        f"{_interval(c.ci_low, c.ci_high, fmt)} p={_p(c.difference_p_value)}",
     ]
 
 
-def _metric_rows(metric: MetricResult, fmt: str, sequential: bool) -> Iterable[list[str]]:
+def _metric_rows(metric: MetricResult, fmt: str) -> Iterable[tuple[list[str], bool]]:
     values = {arm.variant: arm.value for arm in metric.arms}
     value = _pct if fmt == "pct" else _num
     for c in metric.comparisons:
-        yield [
+        row = [
             metric.name,
+            metric.role,
             f"{c.control}: {value(values.get(c.control))}",
             f"{c.variant}: {value(values.get(c.variant))}",
-            *_comparison_cells(c, fmt, sequential),
+            *_comparison_cells(c, fmt),
         ]
+        yield row, c.significant
 
 
-HEADERS = ["metric", "control", "variant", "difference", "CI", "relative lift", "lift CI", "p", "significant"]
+HEADERS = [
+    "metric",
+    "role",
+    "control",
+    "variant",
+    "relative lift",
+    "lift CI",
+    "p",
+    "p adjusted",
+    "significant",
+    "difference",
+    "difference CI (its p)",
+]
+SIGNIFICANT_STYLE = "bold green"
+SIGNIFICANT_COLOUR = "#c0392b"
+PLAIN_COLOUR = "#555"
 
 
-def _rows(results: ExperimentResults) -> list[tuple[list[str], str]]:
-    sequential = results.mode == "sequential"
-    rows: list[tuple[list[str], str]] = []
+def _decision_note(results: ExperimentResults) -> str:
+    """Which numbers the lift CI, p and significant columns are, and how significant is decided."""
+    basis = (
+        "confidence sequence (valid at every look); fixed-horizon numbers are in the JSON's fixed_horizon"
+        if results.mode == "sequential"
+        else "fixed-horizon Welch t-test"
+    )
+    return (
+        f"lift CI, p and significant: {basis}. Significant: p < {results.alpha} for the primary metric and "
+        f"guardrails; for secondary metrics, p adjusted for all secondary comparisons together < {results.alpha}. "
+        "The difference has its own test (its p), which may disagree with the lift's."
+    )
+
+
+def _rows(results: ExperimentResults) -> list[tuple[list[str], bool]]:
+    rows: list[tuple[list[str], bool]] = []
     for metric in results.conversion:
-        rows += [(row, "pct") for row in _metric_rows(metric, "pct", sequential)]
+        rows += _metric_rows(metric, "pct")
     if results.task_duration is not None:
-        rows += [(row, "num") for row in _metric_rows(results.task_duration.mean, "num", sequential)]
+        rows += _metric_rows(results.task_duration.mean, "num")
         for q in results.task_duration.quantiles:
-            rows.append(
-                (
-                    [
-                        f"task_duration_p{int(q.quantile * 100)}_s",
-                        f"{q.control}: {_num(q.control_value)}",
-                        f"{q.variant}: {_num(q.variant_value)}",
-                        _num(q.difference),
-                        _interval(q.ci_low, q.ci_high, "num") + f" (bootstrap ×{q.resamples})",
-                        "",
-                        "",
-                        "",
-                        "",
-                    ],
-                    "num",
-                )
-            )
+            cells = [
+                f"task_duration_p{int(q.quantile * 100)}_s",
+                "",
+                f"{q.control}: {_num(q.control_value)}",
+                f"{q.variant}: {_num(q.variant_value)}",
+                "",
+                "",
+                "",
+                "",
+                "",
+                _num(q.difference),
+                _interval(q.ci_low, q.ci_high, "num") + f" (bootstrap ×{q.resamples})",
+            ]
+            rows.append((cells, False))
     if results.score is not None:
-        rows += [(row, "num") for row in _metric_rows(results.score, "num", sequential)]
+        rows += _metric_rows(results.score, "num")
     return rows
 
 
 def render_terminal(results: ExperimentResults, console: Console) -> None:
     console.print(f"[bold]Experiment {results.experiment_key}[/bold] — phase {results.phase}")
     console.print(f"mode: {results.mode_label}")
+    console.print(_decision_note(results))
     window = f"{results.analysis_start or 'start'} → {results.analysis_end or 'now'}"
     console.print(f"window: {window}; alpha {results.alpha}")
     for alert in results.alerts:
@@ -136,8 +165,8 @@ def render_terminal(results: ExperimentResults, console: Console) -> None:
     table = Table(title="Metrics")
     for header in HEADERS:
         table.add_column(header)
-    for row, _ in _rows(results):
-        table.add_row(*row)
+    for row, significant in _rows(results):
+        table.add_row(*row, style=SIGNIFICANT_STYLE if significant else None)
     console.print(table)
 
 
@@ -178,8 +207,8 @@ def _funnel_svg(results: ExperimentResults) -> str:
 
 
 def _lift_svg(results: ExperimentResults) -> str:
-    """Relative lift of every metric with its interval; the zero line is 'no effect'."""
-    sequential = results.mode == "sequential"
+    """Relative lift of every metric with its deciding interval; the zero line is 'no effect'.
+    Only a significant comparison is coloured, and its interval then excludes zero."""
     items = []
     metrics = [*results.conversion]
     if results.task_duration is not None:
@@ -188,11 +217,7 @@ def _lift_svg(results: ExperimentResults) -> str:
         metrics.append(results.score)
     for metric in metrics:
         for c in metric.comparisons:
-            low, high = (
-                (c.sequential.lift_ci_low, c.sequential.lift_ci_high)
-                if sequential and c.sequential
-                else (c.lift_ci_low, c.lift_ci_high)
-            )
+            low, high = c.lift_ci_low, c.lift_ci_high
             if c.relative_lift is not None and low is not None and high is not None:
                 items.append((f"{metric.name} ({c.variant})", c.relative_lift, low, high, c.significant))
     if not items:
@@ -208,7 +233,7 @@ def _lift_svg(results: ExperimentResults) -> str:
     ]
     for i, (label, lift, low, high, significant) in enumerate(items):
         y = 16 + i * row
-        colour = "#c0392b" if significant else "#555"
+        colour = SIGNIFICANT_COLOUR if significant else PLAIN_COLOUR
         parts.append(f'<text x="4" y="{y + 4}" font-size="12">{html.escape(label)}</text>')
         parts.append(
             f'<line x1="{left + (low + span) * scale:.1f}" y1="{y}" x2="{left + (high + span) * scale:.1f}" '
@@ -233,7 +258,10 @@ def render_html(results: ExperimentResults) -> str:
         for r in results.exposures
     )
     metric_rows = "".join(
-        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row, _ in _rows(results)
+        ('<tr class="significant">' if significant else "<tr>")
+        + "".join(f"<td>{esc(cell)}</td>" for cell in row)
+        + "</tr>"
+        for row, significant in _rows(results)
     )
     srm, c = results.srm, results.contamination
     cap = ""
@@ -251,10 +279,12 @@ td, th {{ border: 1px solid #ddd; padding: 4px 8px; font-size: 13px; }}
 th {{ background: #f4f4f4; }}
 .alert {{ color: #fff; background: #c0392b; padding: 6px 10px; }}
 .mode {{ background: #eef; padding: 6px 10px; }}
+tr.significant td {{ color: {SIGNIFICANT_COLOUR}; font-weight: bold; }}
 svg {{ max-width: 100%; border: 1px solid #eee; margin: 1rem 0; }}
 </style></head><body>
 <h1>Experiment {esc(results.experiment_key)} — phase {results.phase}</h1>
 <p class="mode">{esc(results.mode_label)}</p>
+<p class="decision">{esc(_decision_note(results))}</p>
 <p>Window: {esc(str(results.analysis_start or "start"))} → {esc(str(results.analysis_end or "now"))};
 alpha {results.alpha}; generated {esc(results.generated_at.isoformat())}.</p>
 {alerts}
