@@ -74,7 +74,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def respond(rows: list[dict[str, Any]], output: OutputFormat, started: float, **extra: Any) -> Response:
     if output == "csv":
-        return Response(_csv(rows), media_type="text/csv")
+        # A CSV body has no room for the answer's fields; whether it is final goes in a header.
+        headers = {"X-Complete": str(extra["complete"]).lower()} if "complete" in extra else None
+        return Response(_csv(rows), media_type="text/csv", headers=headers)
     body = {"rows": rows, "row_count": len(rows), "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
     body.update(extra)
     return Response(orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS), media_type="application/json")
@@ -308,7 +310,7 @@ def create_app(
         engine = state_of(request).reader
         funnel_spec = funnel_request(engine, start, end, steps, window, unit, mode, breakdown, experiment, exclude)
         rows = queries.funnel(engine, funnel_spec)
-        return respond(rows, format, started, query=funnel_spec.query_name())
+        return respond(rows, format, started, query=funnel_spec.query_name(), **_completeness(funnel_spec))
 
     @app.get("/v1/time-to-convert")
     def time_to_convert(
@@ -328,7 +330,7 @@ def create_app(
         spec = funnel_request(
             engine, start, end, steps, window, unit, FunnelMode.ORDERED, breakdown, experiment, exclude
         )
-        return respond(queries.time_to_convert(engine, spec), format, started)
+        return respond(queries.time_to_convert(engine, spec), format, started, **_completeness(spec))
 
     @app.get("/v1/task-times")
     def task_times(
@@ -366,7 +368,11 @@ def create_app(
     ) -> Response:
         started = time.perf_counter()
         first, last = _default_range(start, end)
-        return respond(queries.daily_conversion(state_of(request).reader, first, last, window), format, started)
+        rows = queries.daily_conversion(state_of(request).reader, first, last, window)
+        # Each day says whether it is final (its end + window is past); the answer is when all are.
+        complete_at = last + timedelta(seconds=window)
+        complete = complete_at <= datetime.now(UTC) and all(row["complete"] for row in rows)
+        return respond(rows, format, started, complete=complete, complete_at=complete_at.isoformat())
 
     @app.get("/v1/scores")
     def scores(
@@ -409,6 +415,11 @@ def create_app(
 
     app.include_router(_experiment_results_router(app))
     return app
+
+
+def _completeness(spec: FunnelRequest) -> dict[str, Any]:
+    """``complete``: ``to + window`` is past, so no late step can still change the answer."""
+    return {"complete": spec.complete(), "complete_at": spec.complete_at.isoformat()}
 
 
 def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:

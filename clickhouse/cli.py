@@ -104,7 +104,7 @@ def report_funnel(
     """Print the funnel with conversion and drop-off per step; optionally an HTML page."""
     from clickhouse.client import connect
     from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
-    from clickhouse.report import funnel_page
+    from clickhouse.report import completeness_note, funnel_page
 
     now = datetime.now(UTC)
     first, last = _utc_date(start, now - timedelta(days=7)), _utc_date(end, now)
@@ -146,6 +146,14 @@ def report_funnel(
             f"{float(row['conversion']):.1%}", f"{float(row['step_conversion']):.1%}", str(row["dropped"]),
         )  # fmt: skip
     console.print(table)
+    note = completeness_note(request)
+    if note:
+        console.print(f"[yellow]{note}[/yellow]")
+    incomplete_days = [str(row["day"]) for row in trend if not row["complete"]]
+    if incomplete_days:
+        console.print(
+            f"[yellow]trend days not final yet (day end + window not past): {', '.join(incomplete_days)}[/yellow]"
+        )
     if html is not None:
         html.write_text(funnel_page(request, rows, timing, trend))
         console.print(f"wrote {html}")

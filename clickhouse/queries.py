@@ -1,14 +1,16 @@
 """Named, parameterized SQL (``clickhouse/queries/*.sql``) and the typed calls the API makes.
 
 Every file runs as it is from clickhouse-client with ``--param_name=value``; this module only
-fills in parameters and defaults.
+fills in parameters and defaults. The funnel queries implement docs/analytics-definitions.md
+("Funnels"): entries in ``[from, to)``, later steps up to ``to + window``, so an answer is only
+final once ``to + window`` is past (``FunnelRequest.complete``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -99,6 +101,14 @@ class FunnelRequest:
             raise ValueError(
                 "experiment: required with breakdown=variant (the experiment key whose variants to compare)"
             )
+
+    @property
+    def complete_at(self) -> datetime:
+        """When no late step can change the answer any more: ``to + window``."""
+        return self.end + timedelta(seconds=self.window_s)
+
+    def complete(self, now: datetime | None = None) -> bool:
+        return self.complete_at <= (now or datetime.now(UTC))
 
     def query_name(self) -> str:
         return "funnel_strict" if self.mode is FunnelMode.STRICT else "funnel"

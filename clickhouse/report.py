@@ -1,4 +1,8 @@
-"""The HTML funnel report: one self-contained page, charts drawn as inline SVG."""
+"""The HTML funnel report: one self-contained page, charts drawn as inline SVG.
+
+A funnel range, or a day of the trend, whose ``to + window`` is not past yet is marked incomplete
+(docs/analytics-definitions.md, "Complete or not"): late steps may still come.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +63,25 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def completeness_note(request: FunnelRequest, now: datetime | None = None) -> str:
+    """'' when the range is final; otherwise what is missing and until when."""
+    if request.complete(now):
+        return ""
+    return (
+        f"incomplete: steps of entries up to {request.end:%Y-%m-%d %H:%M} UTC may still come until "
+        f"{request.complete_at:%Y-%m-%d %H:%M} UTC (to + window)"
+    )
+
+
+def _completeness_note(request: FunnelRequest) -> str:
+    note = completeness_note(request)
+    return f'<p class="incomplete"><strong>{html.escape(note.capitalize())}.</strong></p>' if note else ""
+
+
+def _day_label(row: dict[str, Any]) -> str:
+    return str(row["day"]) if row.get("complete", True) else f"{row['day']} (incomplete)"
+
+
 def funnel_page(
     request: FunnelRequest,
     funnel_rows: list[dict[str, Any]],
@@ -72,7 +95,7 @@ def funnel_page(
     for row in timing_rows:
         timing[f"{row['breakdown']} P50"].append((f"{row['step']}. {row['step_name']}", float(row["p50_s"] or 0)))
         timing[f"{row['breakdown']} P90"].append((f"{row['step']}. {row['step_name']}", float(row["p90_s"] or 0)))
-    trend = {"upload → save": [(str(row["day"]), float(row["upload_to_save"])) for row in trend_rows]}
+    trend = {"upload → save": [(_day_label(row), float(row["upload_to_save"])) for row in trend_rows]}
     title = (
         f"Funnel {request.start:%Y-%m-%d %H:%M} – {request.end:%Y-%m-%d %H:%M} UTC · unit {request.unit} · "
         f"breakdown {request.breakdown} · window {request.window_s}s · {request.mode}"
@@ -84,6 +107,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}}th
 </head><body>
 <h1>{html.escape(title)}</h1>
 <p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC. Conversion is from the first step.</p>
+{_completeness_note(request)}
 {_bars(dict(conversion), percent=True, title="Conversion by step")}
 {_table(funnel_rows)}
 <h2>Time to convert (seconds from the previous step)</h2>

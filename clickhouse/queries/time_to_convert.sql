@@ -1,82 +1,146 @@
--- Time to convert per funnel step: for each unit, the first {step1} in the range, then the first
--- of each next step at or after the previous one, within {window_s} seconds of the first.
--- Seconds from the previous step and from the first, with P50/P90/P99, by {breakdown}
--- (same units, steps and breakdowns as funnel.sql). Built from minimums: duplicates cannot
--- change it.
-WITH [{step1:String}, {step2:String}, {step3:String}, {step4:String}, {step5:String}] AS steps
+-- Time to convert (docs/analytics-definitions.md, "Funnels"): for each unit with level >= k,
+-- t_k - t_{k-1} and t_k - t_1 in seconds along its conversion path, with the mean and the lower
+-- quantiles (inverted CDF: quantileExactWeighted(q)(x, 1)) P50/P90/P99, by {breakdown}.
+-- Units, entries, level, conversion path and breakdown value are funnel.sql's, computed by the same
+-- SQL (the subquery below is funnel.sql's, word for word), so step k here counts exactly the units
+-- funnel.sql counts at step k. Entries in [from, to); later steps read up to to + window.
+-- Reads events FINAL: the first received copy of a resent event counts, before a merge too.
+WITH
+    [{step1:String}, {step2:String}, {step3:String}, {step4:String}, {step5:String}] AS steps,
+    -- The clean devices of the experiment: ids, arms, first exposures (ms); empty but for a variant
+    -- breakdown. A scalar, looked up per row with transform() (a hash table built once): a JOIN
+    -- here costs every funnel, even with nothing on its right.
+    (
+        SELECT
+            groupArray(anonymous_id),
+            groupArray(variant),
+            groupArray(toUInt64(toUnixTimestamp64Milli(first_exposure_at)))
+        FROM experiment_units(
+            experiment_key = {experiment:String},
+            range_start = {from:DateTime64(3, 'UTC')}, range_end = {to:DateTime64(3, 'UTC')})
+        WHERE {breakdown:String} = 'variant' AND contaminated = 0
+    ) AS exposures
 SELECT
     breakdown,
     step,
     steps[step] AS step_name,
     count() AS units,
     round(avg(from_previous_s), 3) AS mean_s,
-    round(quantileExact(0.5)(from_previous_s), 3) AS p50_s,
-    round(quantileExact(0.9)(from_previous_s), 3) AS p90_s,
-    round(quantileExact(0.99)(from_previous_s), 3) AS p99_s,
-    round(quantileExact(0.5)(from_first_s), 3) AS p50_from_first_s
+    round(quantileExactWeighted(0.5)(from_previous_s, 1), 3) AS p50_s,
+    round(quantileExactWeighted(0.9)(from_previous_s, 1), 3) AS p90_s,
+    round(quantileExactWeighted(0.99)(from_previous_s, 1), 3) AS p99_s,
+    round(quantileExactWeighted(0.5)(from_first_s, 1), 3) AS p50_from_first_s
 FROM
 (
     SELECT
         breakdown,
         step,
-        (times[step] - times[step - 1]) / 1000 AS from_previous_s,
-        (times[step] - times[1]) / 1000 AS from_first_s
+        (path[step] - path[step - 1]) / 1000 AS from_previous_s,
+        (path[step] - path[1]) / 1000 AS from_first_s
     FROM
     (
         SELECT
-            unit,
-            argMinIf(breakdown_value, ts, breakdown_value != '') AS first_breakdown,
-            if(empty(first_breakdown), '(none)', first_breakdown) AS breakdown,
-            minIf(ts, event_type = {step1:String}) AS t1,
-            arrayFilter(x -> x >= t1 AND x - t1 <= {window_s:UInt64} * 1000,
-                        groupArrayIf(ts, event_type = {step2:String})) AS c2,
-            if(empty(c2), 0, arrayMin(c2)) AS t2,
-            arrayFilter(x -> t2 > 0 AND x >= t2 AND x - t1 <= {window_s:UInt64} * 1000,
-                        groupArrayIf(ts, event_type = {step3:String})) AS c3,
-            if(empty(c3), 0, arrayMin(c3)) AS t3,
-            arrayFilter(x -> t3 > 0 AND x >= t3 AND x - t1 <= {window_s:UInt64} * 1000,
-                        groupArrayIf(ts, event_type = {step4:String})) AS c4,
-            if(empty(c4), 0, arrayMin(c4)) AS t4,
-            arrayFilter(x -> t4 > 0 AND x >= t4 AND x - t1 <= {window_s:UInt64} * 1000,
-                        groupArrayIf(ts, event_type = {step5:String})) AS c5,
-            if(empty(c5), 0, arrayMin(c5)) AS t5,
-            [t1, t2, t3, t4, t5] AS times
+            level,
+            -- Without a breakdown the value is not needed: the constant if() folds it away.
+            if({breakdown:String} NOT IN ('tool', 'inference_type', 'variant', 'day', 'source'), 'all',
+               if(empty(path_value), '(none)', path_value)) AS breakdown,
+            -- The conversion path: its entry is the only entry, or else the earliest entry whose greedy
+            -- chain reaches the level (per entry: each next step at its earliest event at or after the
+            -- previous one and within the window of the entry; 0: not reached). The if() runs the per-entry
+            -- chains only for units with several entries. Sorted arrays, so arrayFirst is the earliest.
+            if(length(entries) = 1, 1, arrayFirstIndex(
+                (a, b, c, d) -> 1 + (a > 0) + (b > 0) + (c > 0) + (d > 0) >= level,
+                arrayMap(e -> arrayFirst(x -> x >= e AND x - e <= window_ms, s2), entries) AS c2,
+                arrayMap((e, p) -> if(p = 0, 0, arrayFirst(x -> x >= p AND x - e <= window_ms, s3)), entries, c2) AS c3,
+                arrayMap((e, p) -> if(p = 0, 0, arrayFirst(x -> x >= p AND x - e <= window_ms, s4)), entries, c3) AS c4,
+                arrayMap((e, p) -> if(p = 0, 0, arrayFirst(x -> x >= p AND x - e <= window_ms, s5)), entries, c4))) AS path_index,
+            entries[path_index] AS t1,
+            arrayFirst(x -> x >= t1 AND x - t1 <= window_ms, s2) AS t2,
+            if(t2 = 0, 0, arrayFirst(x -> x >= t2 AND x - t1 <= window_ms, s3)) AS t3,
+            if(t3 = 0, 0, arrayFirst(x -> x >= t3 AND x - t1 <= window_ms, s4)) AS t4,
+            if(t4 = 0, 0, arrayFirst(x -> x >= t4 AND x - t1 <= window_ms, s5)) AS t5,
+            -- Steps beyond the level are no part of the path (a strict chain can stop before the greedy
+                -- one does).
+            [t1, t2 * (level >= 2), t3 * (level >= 3), t4 * (level >= 4), t5 * (level >= 5)] AS path,
+            -- The event that gives the value: the entry; for tool and inference_type the path's
+            -- event of that step, or, when it is not a step, the first such event in the window.
+            indexOf(steps, multiIf({breakdown:String} = 'tool', 'tool_selected',
+                                   {breakdown:String} = 'inference_type', 'inference_requested', steps[1]))
+                AS defining_step,
+            if(defining_step > 0, path[defining_step],
+               arrayFirst(x -> x >= path[1] AND x - path[1] <= window_ms, arraySort(candidates.1))) AS value_at,
+            -- Several events at that millisecond: the smallest value.
+            ifNull(arrayMin(arrayFilter(
+                v -> v != '', arrayMap(c -> if(c.1 = value_at AND value_at > 0, c.2, ''), candidates))), '')
+                AS path_value
         FROM
         (
             SELECT
-                -- One if() per unit, summed: each folds to its branch or 0 at planning, so only the
-                -- chosen column is read and hashed. The key is not Nullable (assumeNotNull: rows
-                -- without an input_id are filtered below), which halves the cost of the GROUP BY.
-                if({unit:String} = 'input_id', cityHash64(assumeNotNull(input_id)), 0)
-                    + if({unit:String} = 'session_id', cityHash64(session_id), 0)
-                    + if({unit:String} NOT IN ('input_id', 'session_id'), cityHash64(anonymous_id), 0) AS unit,
-                toUInt64(toUnixTimestamp64Milli(event_ts)) AS ts,
-                event_type,
-                -- As for the unit: only the chosen breakdown survives planning (concat of '' and it).
-                concat(
-                    if({breakdown:String} = 'tool',
-                       if(event_type = 'tool_selected', ifNull(toString(tool_name), ''), ''), ''),
-                    if({breakdown:String} = 'inference_type',
-                       if(event_type IN ('inference_requested', 'inference_completed'),
-                          ifNull(toString(inference_type), ''), ''), ''),
-                    -- The map's key and value arrays: a lookup there costs half of experiments[key].
-                    if({breakdown:String} = 'variant',
-                       toString(experiments.values[indexOf(experiments.keys, {experiment:String})]), ''),
-                    if({breakdown:String} = 'day', toString(toDate(event_ts)), ''),
-                    if({breakdown:String} = 'source', toString(source), ''),
-                    if({breakdown:String} NOT IN ('tool', 'inference_type', 'variant', 'day', 'source'), 'all', '')
-                ) AS breakdown_value
-            FROM events
-            WHERE event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
-              AND event_type IN (
-                  {step1:String}, {step2:String}, {step3:String}, {step4:String}, {step5:String}, {exclude:String})
-              AND ({unit:String} != 'input_id' OR input_id IS NOT NULL)
+                unit,
+                windowFunnelIf({window_s:UInt64} * 1000)(
+                    ts,
+                    is_entry,
+                    event_type = {step2:String},
+                    event_type = {step3:String},
+                    event_type = {step4:String},
+                    event_type = {step5:String},
+                    is_step
+                ) AS level,
+                {window_s:UInt64} * 1000 AS window_ms,
+                arraySort(groupArrayIf(ts, is_entry)) AS entries,
+                arraySort(groupArrayIf(ts, event_type = {step2:String})) AS s2,
+                arraySort(groupArrayIf(ts, event_type = {step3:String})) AS s3,
+                arraySort(groupArrayIf(ts, event_type = {step4:String})) AS s4,
+                arraySort(groupArrayIf(ts, event_type = {step5:String})) AS s5,
+                groupArrayIf((ts, value), has_value) AS candidates
+            FROM
+            (
+                SELECT
+                    -- One if() per unit, summed: each folds to its branch or 0 at planning, so only
+                    -- the chosen column is read and hashed. The key is not Nullable (assumeNotNull:
+                    -- rows without an input_id are filtered below), which halves the cost of the GROUP BY.
+                    if({unit:String} = 'input_id', cityHash64(assumeNotNull(input_id)), 0)
+                        + if({unit:String} = 'session_id', cityHash64(session_id), 0)
+                        + if({unit:String} NOT IN ('input_id', 'session_id'), cityHash64(anonymous_id), 0) AS unit,
+                    toUInt64(toUnixTimestamp64Milli(event_ts)) AS ts,
+                    event_type,
+                    transform(anonymous_id, exposures.1, exposures.2, '') AS arm,
+                    transform(anonymous_id, exposures.1, exposures.3, toUInt64(0)) AS exposed_ms,
+                    event_type = {step1:String}
+                        AND event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
+                        AND ({breakdown:String} != 'variant' OR (arm != '' AND ts >= exposed_ms)) AS is_entry,
+                    -- What windowFunnel sees: entries and the other steps' events. A step-1 event that
+                    -- is no entry is not there, so it cannot break a strict chain; the excluded type
+                    -- need not be (a unit with one is left out).
+                    is_entry OR event_type IN ({step2:String}, {step3:String}, {step4:String}, {step5:String})
+                        AS is_step,
+                    multiIf({breakdown:String} = 'tool', event_type = 'tool_selected',
+                            {breakdown:String} = 'inference_type', event_type = 'inference_requested',
+                            is_entry) AS has_value,
+                    -- As for the unit: only the chosen breakdown survives planning (concat of '' and it).
+                    concat(
+                        if({breakdown:String} = 'tool', ifNull(toString(tool_name), ''), ''),
+                        if({breakdown:String} = 'inference_type', ifNull(toString(inference_type), ''), ''),
+                        if({breakdown:String} = 'variant', arm, ''),
+                        if({breakdown:String} = 'day', toString(toDate(event_ts)), ''),
+                        if({breakdown:String} = 'source', toString(source), '')
+                    ) AS value
+                FROM events FINAL
+                WHERE event_ts >= {from:DateTime64(3, 'UTC')}
+                  AND event_ts < {to:DateTime64(3, 'UTC')} + toIntervalSecond({window_s:UInt64})
+                  AND event_type IN (
+                      {step1:String}, {step2:String}, {step3:String}, {step4:String}, {step5:String}, {exclude:String},
+                      if({breakdown:String} = 'tool', 'tool_selected', ''),
+                      if({breakdown:String} = 'inference_type', 'inference_requested', ''))
+                  AND ({unit:String} != 'input_id' OR input_id IS NOT NULL)
+            )
+            GROUP BY unit
+            -- Without an exclusion step the countIf folds away with its if().
+            HAVING level > 0 AND if({exclude:String} = '', 1, countIf(event_type = {exclude:String}) = 0)
         )
-        GROUP BY unit
-        HAVING countIf(event_type = {exclude:String}) = 0 AND countIf(event_type = {step1:String}) > 0
     )
-    ARRAY JOIN arrayEnumerate(times) AS step
-    WHERE step >= 2 AND steps[step] != '' AND times[step] > 0
+    ARRAY JOIN arrayEnumerate(path) AS step
+    WHERE step >= 2 AND step <= level
 )
 GROUP BY breakdown, step
 ORDER BY breakdown, step

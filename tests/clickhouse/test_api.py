@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,6 @@ def test_funnel_endpoint_equals_the_named_query(api: tuple[TestClient, Warehouse
     response = client.get("/v1/funnel", params={**RANGE, "breakdown": "variant", "experiment": "segmentation_tool"})
     assert response.status_code == 200, response.text
     body = response.json()
-    from datetime import UTC, datetime
-
     direct = queries.funnel(
         warehouse,
         FunnelRequest(
@@ -229,3 +228,50 @@ def test_experiment_results_are_served_from_the_warehouse(api: tuple[TestClient,
     assert {row["variant"] for row in body["exposures"]} <= {"control", "treatment"}
     assert body["srm"] is not None and body["contamination"] is not None
     assert client.get("/v1/experiments/no_such_experiment/results").status_code == 404
+
+
+def test_funnel_answers_say_whether_late_steps_can_still_come(api: tuple[TestClient, Warehouse]) -> None:
+    client, _ = api
+    for path in ("/v1/funnel", "/v1/time-to-convert", "/v1/trends"):
+        body = client.get(path, params=RANGE).json()
+        assert body["complete"] is True and body["complete_at"] == "2026-11-25T01:00:00+00:00", path
+    trend = client.get("/v1/trends", params=RANGE).json()["rows"]
+    assert trend and all(row["complete"] is True for row in trend)
+    # A range that ends now: its window is still open, for the answer and for its last day.
+    now = datetime.now(UTC).replace(microsecond=0)
+    open_range = {"from": (now - timedelta(days=2)).isoformat(), "to": now.isoformat(), "window": 600}
+    for path in ("/v1/funnel", "/v1/time-to-convert", "/v1/trends"):
+        body = client.get(path, params=open_range).json()
+        assert body["complete"] is False, path
+        assert body["complete_at"] == (now + timedelta(seconds=600)).isoformat(), path
+    csv = client.get("/v1/trends", params={**open_range, "format": "csv"})
+    assert csv.headers["x-complete"] == "false"
+    assert client.get("/v1/funnel", params={**RANGE, "format": "csv"}).headers["x-complete"] == "true"
+
+
+def test_report_funnel_marks_an_open_range_incomplete(
+    api: tuple[TestClient, Warehouse], shared_chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    import clickhouse.client
+    from clickhouse.cli import report_app
+
+    _, warehouse = api
+    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
+    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
+    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
+    cli = typer.Typer()
+    cli.add_typer(report_app, name="report")
+    page = tmp_path / "funnel.html"
+    now = datetime.now(UTC)
+    arguments = ["report", "funnel", "--html", str(page)]
+    closed = CliRunner().invoke(cli, [*arguments, "--from", "2026-11-20", "--to", "2026-11-25"], env={"COLUMNS": "200"})
+    assert closed.exit_code == 0, closed.output
+    assert "incomplete" not in closed.output and "incomplete" not in page.read_text().lower()
+    end = f"{now:%Y-%m-%dT%H:%M:%S}"
+    opened = CliRunner().invoke(cli, [*arguments, "--from", "2026-11-20", "--to", end], env={"COLUMNS": "200"})
+    assert opened.exit_code == 0, opened.output
+    assert "incomplete: steps of entries up to" in " ".join(opened.output.split())
+    assert "Incomplete: steps of entries up to" in page.read_text()
