@@ -21,4 +21,4 @@ FROM (
 )
 GROUP BY source
 HAVING count() > 0
-ORDER BY value DESC
+ORDER BY value DESC, subject

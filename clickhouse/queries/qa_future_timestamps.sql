@@ -18,4 +18,4 @@ SELECT
 FROM events FINAL
 WHERE received_at >= {from:DateTime64(3, 'UTC')} AND received_at < {to:DateTime64(3, 'UTC')}
 GROUP BY source
-ORDER BY value DESC
+ORDER BY value DESC, subject

@@ -23,4 +23,4 @@ FROM (
         AND event_ts < {to:DateTime64(3, 'UTC')} - toIntervalSecond({grace_s:UInt32})
 )
 GROUP BY name
-ORDER BY value DESC
+ORDER BY value DESC, subject

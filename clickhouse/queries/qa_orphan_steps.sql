@@ -52,4 +52,4 @@ SELECT
     if(countIf(orphan) > 0, concat('e.g. event_id ', toString(minIf(event_id, orphan))), '') AS detail
 FROM findings
 GROUP BY subject
-ORDER BY value DESC
+ORDER BY value DESC, subject

@@ -36,4 +36,4 @@ SELECT
 FROM dead
 LEFT JOIN dead_per_source USING (src)
 LEFT JOIN accepted USING (src)
-ORDER BY value DESC
+ORDER BY value DESC, subject

@@ -44,4 +44,4 @@ ARRAY JOIN [
 ] AS pair
 GROUP BY subject
 HAVING total > 0
-ORDER BY value DESC
+ORDER BY value DESC, subject

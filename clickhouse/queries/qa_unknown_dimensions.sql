@@ -32,4 +32,4 @@ FROM (
     GROUP BY event_type, problem
 )
 WHERE problem != ''
-ORDER BY value DESC
+ORDER BY value DESC, subject

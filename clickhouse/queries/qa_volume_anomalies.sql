@@ -61,4 +61,4 @@ FROM grid AS g
 LEFT JOIN hourly AS c ON c.event_type = g.event_type AND c.hour = g.hour
 INNER JOIN baseline AS b ON b.event_type = g.event_type AND b.hour = g.hour
 WHERE b.days >= {min_baseline_days:UInt8} AND greatest(toFloat64(c.n), b.mean) >= {min_volume:UInt32}
-ORDER BY value DESC
+ORDER BY value DESC, subject

@@ -122,6 +122,13 @@ CHECKS: tuple[Check, ...] = (
         severity=Severity.ERROR,
         parameters={"grace_s": 600},
     ),
+    Check(
+        "zero_gap_steps",
+        "consecutive funnel steps of one image with no time between them (a batch sent without sent_at "
+        "shares one event_ts), per source",
+        threshold=0.01,
+        severity=Severity.WARNING,
+    ),
 )
 
 

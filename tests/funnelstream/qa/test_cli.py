@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from funnelstream.cli import _mount_service_commands, app
+from funnelstream.qa.checks import CHECKS
 from tests.funnelstream.qa.dataset import (
     NOW,
     load_events,
@@ -66,7 +67,7 @@ def test_clean_data_exits_zero_and_records_the_run(chdb_path: Path) -> None:
         rows = warehouse.query_rows("SELECT count() AS n, uniqExact(run_id) AS runs FROM qa_results")
     finally:
         warehouse.close()
-    assert rows == [{"n": 11, "runs": 1}]
+    assert rows == [{"n": len(CHECKS), "runs": 1}]
 
 
 def test_a_failing_error_check_exits_one(chdb_path: Path) -> None:

@@ -338,3 +338,39 @@ def test_a_failing_check_is_recorded_with_its_worst_findings(warehouse: ChdbWare
     details = json.loads(orphans["details"])
     assert [f["subject"] for f in details["findings"]] == ["tool_selected without an upload of its image"]
     assert details["findings"][0]["detail"].startswith("e.g. event_id ")
+
+
+UPLOAD_FIELDS: dict[str, object] = {
+    "input_url": "s3://b/inputs/planted.png",
+    "width": 64,
+    "height": 64,
+    "size_bytes": 1024,
+    "content_type": "image/png",
+}
+
+
+def test_a_batch_sent_without_sent_at_fires_zero_gap_steps(warehouse: ChdbWarehouse) -> None:
+    # Issue 17 item 12: without sent_at every event of a batch gets the batch's receipt time.
+    received = NOW - timedelta(hours=2)
+    batch = []
+    for index in range(60):
+        image = str(uuid.uuid4())
+        happened = received - timedelta(minutes=10, seconds=index)
+        steps: list[tuple[str, dict[str, object]]] = [
+            ("image_uploaded", UPLOAD_FIELDS),
+            ("tool_selected", {"tool_id": 1}),
+            ("inference_requested", {"inference_id": 1, "job_id": str(uuid.uuid4())}),
+        ]
+        for offset, (kind, fields) in enumerate(steps):
+            raw = {**_raw(kind, at=happened + timedelta(seconds=20 * offset), input_id=image), **fields}
+            del raw["sent_at"]
+            batch.append(enrich(raw, session_id="planted-session", received_at=received))
+    assert {event.event_ts for event in batch} == {received}
+
+    def plant() -> None:
+        load_events(warehouse, batch)
+
+    assert_fires(warehouse, CHECK["zero_gap_steps"], plant, "web")
+    finding = next(f for f in run_check(warehouse, CHECK["zero_gap_steps"], *WINDOW).failing if f.subject == "web")
+    assert finding.affected == 120
+    assert finding.detail.startswith("120 of them sent without sent_at")
