@@ -9,8 +9,12 @@
 -- order (xor of the sign bit), so a smaller (received_at, event_ts) is a larger rank. It is
 -- MATERIALIZED: inserts name the contract's columns only (clickhouse/loader.py) and `SELECT *`
 -- leaves it out. Copies equal in both keep the last inserted, and are equal in what queries read.
--- The materialized views of 0002 follow the table they were created on, so they are dropped before
--- the copy (the copy must not feed the fact tables twice) and created again on the new `events`.
+-- Rows inserted while it runs are not lost: a materialized view forwards every insert into the old
+-- table to the new one until the swap. The materialized views of 0002 stay on the old table while
+-- the copy runs (the copy goes to the new table, so it feeds no fact table twice), are dropped just
+-- before the swap and created again on the new `events` just after it; only a row inserted in
+-- between misses the fact tables, which no named query reads (the loader runs migrate before it
+-- starts, so a single loader leaves no such gap).
 -- Statements are ordered so that a run stopped part-way completes when run again: the copy can be
 -- repeated (copies collapse on the sorting key) and the old table is only dropped after the swap.
 -- On a cluster the local tables are rebuilt and renamed; the Distributed `events` keeps reading
@@ -85,12 +89,18 @@ ENGINE = ReplacingMergeTree(copy_rank)
 PARTITION BY toYYYYMM(client_ts)
 ORDER BY (toDate(client_ts), anonymous_id, client_ts, event_id);
 
-DROP VIEW IF EXISTS input_uploads_mv${on_cluster};
-DROP VIEW IF EXISTS tool_clicks_mv${on_cluster};
-DROP VIEW IF EXISTS inference_clicks_mv${on_cluster};
-DROP VIEW IF EXISTS save_clicks_mv${on_cluster};
-DROP VIEW IF EXISTS scores_mv${on_cluster};
-DROP VIEW IF EXISTS experiment_exposures_mv${on_cluster};
+-- Rows the loader inserts while the copy runs reach the new table too: this view forwards every
+-- insert into the old table until the swap (a row both forwarded and copied collapses).
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_forward_0009${on_cluster} TO events_ranked AS
+SELECT
+    event_id, event_type, schema_version, anonymous_id, user_id, input_id, session_id, client_ts,
+    sent_at, received_at, event_ts, timestamp_flag, is_late, source, funnel_step, tool_id,
+    tool_name, tool_type, inference_id, inference_name, inference_type, unknown_dimension, job_id, input_url,
+    mask_url, inference_url, width, height, size_bytes, content_type, proposal_count, status,
+    latency_ms, model_name, model_version, error, score, experiment_key, variant, experiments,
+    page_url, referrer, user_agent, browser, os, device, is_bot, locale,
+    app_version, library_name, library_version, ip, properties, enriched_at, inserted_at
+FROM events;
 
 -- On a cluster each shard copies its own rows (parallel_distributed_insert_select = 2).
 INSERT INTO events_ranked
@@ -116,7 +126,18 @@ FROM events;
 
 DROP TABLE IF EXISTS events_before_0009${on_cluster} SYNC;
 
+-- The fact tables' views go with the old table; they are created again on the new one below.
+DROP VIEW IF EXISTS input_uploads_mv${on_cluster};
+DROP VIEW IF EXISTS tool_clicks_mv${on_cluster};
+DROP VIEW IF EXISTS inference_clicks_mv${on_cluster};
+DROP VIEW IF EXISTS save_clicks_mv${on_cluster};
+DROP VIEW IF EXISTS scores_mv${on_cluster};
+DROP VIEW IF EXISTS experiment_exposures_mv${on_cluster};
+
 RENAME TABLE events TO events_before_0009, events_ranked TO events${on_cluster};
+
+-- The old table takes no more inserts: its forwarding view goes.
+DROP VIEW IF EXISTS events_forward_0009${on_cluster};
 
 -- Gone after the rename on one node; on a cluster, the Distributed table of the copy.
 DROP TABLE IF EXISTS events_ranked${on_cluster} SYNC;

@@ -289,7 +289,10 @@ def test_cluster_rendering_rebuilds_events_behind_the_distributed_table() -> Non
         "DROP TABLE IF EXISTS events_before_0009_local ON CLUSTER `prod` SYNC",
     ]
     views = [s for s in statements if s.startswith("CREATE MATERIALIZED VIEW")]
-    assert len(views) == 6 and all("FROM events_local" in v and "_local AS" in v for v in views)
+    assert len(views) == 7 and all("FROM events_local" in v and "_local AS" in v for v in views)
+    assert views[0].startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS events_forward_0009 ON CLUSTER `prod` TO events_ranked_local AS"
+    )
     # The copy runs on each shard, from the old local table into the new one.
     copy = next(s for s in statements if s.startswith("INSERT INTO events_ranked"))
     assert "parallel_distributed_insert_select = 2" in copy and copy.endswith("FROM events")
@@ -315,6 +318,7 @@ def test_rebuilding_events_keeps_its_rows_and_the_fact_tables(shared_chdb_path: 
     for migration in discover():
         if migration.version != 9:
             (tmp_path / f"{migration.version:04d}_{migration.name}.sql").write_text(migration.sql)
+    rebuild = next(m for m in discover() if m.version == 9)
     warehouse, _ = open_test_warehouse("chdb", shared_chdb_path)
     try:
         warehouse.command(f"DROP DATABASE {warehouse.database}")
@@ -322,15 +326,20 @@ def test_rebuilding_events_keeps_its_rows_and_the_fact_tables(shared_chdb_path: 
         migrate(warehouse, directory=tmp_path)
         first = event("tool_selected", "2026-03-01 10:10:00", input_id=IMAGE, tool_id=3)
         insert_events(warehouse, [first, event("image_uploaded", "2026-03-01 10:00:00", input_id=IMAGE)])
-        insert_events(
-            warehouse, [{**first, "received_at": "2026-03-01 10:30:00", "enriched_at": "2026-03-01 10:30:00"}]
-        )
-        report = migrate(warehouse)
-        assert report.applied == ["0009_events_first_received_copy"]
+        later = "2026-03-01 10:30:00"
+        insert_events(warehouse, [{**first, "received_at": later, "enriched_at": later}])
+        # The rebuild statement by statement, with a loader batch arriving while the copy runs.
+        for statement in render(rebuild, database=warehouse.database, cluster=None):
+            warehouse.command(statement)
+            if statement.startswith("INSERT INTO events_ranked"):
+                insert_events(warehouse, [event("image_saved", "2026-03-01 10:20:00", input_id=IMAGE)])
+        # Not recorded, so migrate runs the whole file again on the rebuilt table: it completes.
+        assert migrate(warehouse).applied == ["0009_events_first_received_copy"]
         events = warehouse.query_rows(
             "SELECT event_type, toString(received_at) AS received_at FROM events FINAL ORDER BY event_type"
         )
         assert events == [
+            {"event_type": "image_saved", "received_at": "2026-03-01 10:20:00.000"},
             {"event_type": "image_uploaded", "received_at": "2026-03-01 10:00:00.000"},
             {"event_type": "tool_selected", "received_at": "2026-03-01 10:10:00.000"},
         ]
@@ -338,8 +347,10 @@ def test_rebuilding_events_keeps_its_rows_and_the_fact_tables(shared_chdb_path: 
             row["name"]
             for row in warehouse.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")
         }
-        assert "events_before_0009" not in tables and "events_ranked" not in tables
-        assert warehouse.query_rows("SELECT count() AS n FROM tool_clicks") == [{"n": 2}]  # not copied again
+        assert not {"events_before_0009", "events_ranked", "events_forward_0009"} & tables
+        # The copies fed no fact table: two clicks loaded, two rows; the batch during the copy fed its own.
+        assert warehouse.query_rows("SELECT count() AS n FROM tool_clicks") == [{"n": 2}]
+        assert warehouse.query_rows("SELECT count() AS n FROM save_clicks") == [{"n": 1}]
         insert_events(warehouse, [event("tool_selected", "2026-03-01 11:00:00", input_id=IMAGE, tool_id=4)])
         assert warehouse.query_rows("SELECT count() AS n FROM tool_clicks") == [{"n": 3}]
         assert warehouse.query_rows("SELECT diff_second IS NULL AS unsaved FROM task_durations") == [{"unsaved": 1}]
