@@ -1,10 +1,12 @@
 -- Freshness: from the collector's acceptance (received_at) to visibility in `events`
--- (inserted_at), over rows that became visible in the last {minutes} minutes.
+-- (inserted_at), over rows that became visible in the last {minutes} minutes. Quantiles are the
+-- lower inverted-CDF ones of docs/analytics-definitions.md (quantileExactWeighted with weight 1).
+-- Reads events FINAL: the first received copy of a resent event counts.
 SELECT
     count() AS events,
-    round(quantile(0.5)(lag_ms)) AS p50_ms,
-    round(quantile(0.9)(lag_ms)) AS p90_ms,
-    round(quantile(0.99)(lag_ms)) AS p99_ms,
+    if(count() = 0, NULL, round(quantileExactWeighted(0.5)(lag_ms, 1))) AS p50_ms,
+    if(count() = 0, NULL, round(quantileExactWeighted(0.9)(lag_ms, 1))) AS p90_ms,
+    if(count() = 0, NULL, round(quantileExactWeighted(0.99)(lag_ms, 1))) AS p99_ms,
     max(lag_ms) AS max_ms,
     max(inserted_at) AS last_visible_at
 FROM

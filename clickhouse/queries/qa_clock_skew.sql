@@ -6,7 +6,7 @@ SELECT
     toFloat64(countIf(abs(skew_ms) > {skew_limit_s:UInt32} * 1000) / count()) AS value,
     toUInt64(countIf(abs(skew_ms) > {skew_limit_s:UInt32} * 1000)) AS affected,
     toUInt64(count()) AS total,
-    quantiles(0.01, 0.5, 0.99)(skew_ms) AS q,
+    quantilesExactWeighted(0.01, 0.5, 0.99)(skew_ms, 1) AS q,
     concat(
         'skew s: p01 ', toString(round(q[1] / 1000, 1)),
         ', p50 ', toString(round(q[2] / 1000, 1)),
