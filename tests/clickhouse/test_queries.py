@@ -1,9 +1,11 @@
-"""Funnel, time-to-convert, task-time, trend and score queries equal an independent pandas
-computation on a generated dataset with duplicates, out-of-order and late events, missing steps
-and re-entries."""
+"""Funnel, time-to-convert, task-time, trend and score queries equal the pandas reference
+(tests/clickhouse/reference.py, written from docs/analytics-definitions.md) on a generated dataset
+with duplicates, out-of-order and late events, missing steps and re-entries. The adversarial edges
+are the property test's (test_reference_property.py); this one checks realistic volume."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,9 +15,11 @@ import pytest
 
 from clickhouse import queries
 from clickhouse.backend import Warehouse
+from clickhouse.dataset import START as DATASET_START
 from clickhouse.dataset import GeneratedData, generate
 from clickhouse.loader import Message, decode_events
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
+from funnelstream.contract import EnrichedEvent
 
 from . import reference
 from .conftest import BACKENDS, drop_and_close, open_test_warehouse
@@ -23,6 +27,7 @@ from .conftest import BACKENDS, drop_and_close, open_test_warehouse
 START = datetime(2026, 11, 20, tzinfo=UTC)
 END = datetime(2026, 11, 25, tzinfo=UTC)
 STEPS = ["image_uploaded", "tool_selected", "inference_requested", "image_saved", "score_submitted"]
+EXPERIMENT = "segmentation_tool"
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +86,12 @@ def test_funnel_matches_pandas(
         unit=unit,
         breakdown=breakdown,
         exclude=exclude,
-        experiment="segmentation_tool",
+        experiment=EXPERIMENT,
     )
     rows = queries.funnel(loaded, request)
-    expected = reference.funnel(data.events, steps, START, END, 3600, str(unit), str(breakdown), exclude)
+    expected = reference.funnel(
+        data.deliveries, steps, START, END, 3600, str(unit), str(breakdown), exclude, experiment=EXPERIMENT
+    )
     assert {(row["breakdown"], row["step"]): row["units"] for row in rows} == expected
     for row in rows:
         assert row["step_name"] == steps[row["step"] - 1]
@@ -97,50 +104,53 @@ def test_funnel_matches_pandas(
 def test_funnel_window_changes_the_answer(loaded: Warehouse, data: GeneratedData) -> None:
     short = FunnelRequest(start=START, end=END, steps=tuple(STEPS[:4]), window_s=120)
     rows = queries.funnel(loaded, short)
-    expected = reference.funnel(data.events, STEPS[:4], START, END, 120, "input_id", "none")
+    expected = reference.funnel(data.deliveries, STEPS[:4], START, END, 120, "input_id", "none")
     assert {(row["breakdown"], row["step"]): row["units"] for row in rows} == expected
-    long_saves = reference.funnel(data.events, STEPS[:4], START, END, 3600, "input_id", "none")[("all", 4)]
+    long_saves = reference.funnel(data.deliveries, STEPS[:4], START, END, 3600, "input_id", "none")[("all", 4)]
     assert expected[("all", 4)] < long_saves
 
 
+def _strict_event(input_id: str, event_type: str, second: int) -> EnrichedEvent:
+    at = DATASET_START.replace(hour=1, second=second)
+    return EnrichedEvent(
+        event_id=uuid.uuid4(), event_type=event_type, schema_version=1, anonymous_id="d",
+        input_id=input_id, session_id="s", client_ts=at, received_at=at, event_ts=at, enriched_at=at,
+    )  # fmt: skip
+
+
 def test_strict_funnel_stops_at_an_intervening_step(warehouse: Warehouse) -> None:
-    from clickhouse.dataset import START as T0
-    from funnelstream.contract import EnrichedEvent
-
-    def event(input_id: str, event_type: str, second: int) -> bytes:
-        at = T0.replace(hour=1, second=second)
-        return EnrichedEvent(
-            event_id=__import__("uuid").uuid4(), event_type=event_type, schema_version=1, anonymous_id="d",
-            input_id=input_id, session_id="s", client_ts=at, received_at=at, event_ts=at, enriched_at=at,
-        ).model_dump_json().encode()  # fmt: skip
-
     a, b = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
-    payloads = [
-        event(a, "image_uploaded", 1), event(a, "tool_selected", 2), event(a, "image_saved", 3),
-        event(b, "image_uploaded", 1), event(b, "image_saved", 2), event(b, "tool_selected", 3),
-        event(b, "image_saved", 4),
+    events = [
+        _strict_event(a, "image_uploaded", 1), _strict_event(a, "tool_selected", 2), _strict_event(a, "image_saved", 3),
+        _strict_event(b, "image_uploaded", 1), _strict_event(b, "image_saved", 2), _strict_event(b, "tool_selected", 3),
+        _strict_event(b, "image_saved", 4),
     ]  # fmt: skip
+    payloads = [event.model_dump_json().encode() for event in events]
     table, _ = decode_events([Message("t", 0, i, None, p) for i, p in enumerate(payloads)])
     warehouse.insert_arrow("events", table)
     warehouse.insert_arrow("events", table)  # a replay: strict mode must not see the duplicates
     steps = ("image_uploaded", "tool_selected", "image_saved")
-    ordered = queries.funnel(warehouse, FunnelRequest(start=T0, end=END, steps=steps))
-    strict = queries.funnel(warehouse, FunnelRequest(start=T0, end=END, steps=steps, mode=FunnelMode.STRICT))
+    ordered = queries.funnel(warehouse, FunnelRequest(start=DATASET_START, end=END, steps=steps))
+    strict = queries.funnel(warehouse, FunnelRequest(start=DATASET_START, end=END, steps=steps, mode=FunnelMode.STRICT))
     assert [row["units"] for row in ordered] == [2, 2, 2]
     # b saves before picking a tool: strict order breaks its chain there.
     assert [row["units"] for row in strict] == [2, 1, 1]
+    expected = reference.funnel(events, list(steps), DATASET_START, END, 3600, "input_id", strict=True)
+    assert [expected[("all", step)] for step in (1, 2, 3)] == [2, 1, 1]
 
 
 def test_time_to_convert_matches_pandas(loaded: Warehouse, data: GeneratedData) -> None:
     request = FunnelRequest(start=START, end=END, steps=tuple(STEPS[:4]), window_s=3600)
     rows = queries.time_to_convert(loaded, request)
-    expected = reference.time_to_convert(data.events, STEPS[:4], START, END, 3600)
-    assert sorted(row["step"] for row in rows) == sorted(expected)
-    for row in rows:
-        values = expected[row["step"]]
+    expected = reference.time_to_convert(data.deliveries, STEPS[:4], START, END, 3600)
+    got = {(row["breakdown"], row["step"]): row for row in rows if row["units"]}
+    assert sorted(got) == sorted(expected)
+    for key, row in got.items():
+        values, from_entry = expected[key]["from_previous"], expected[key]["from_entry"]
         assert row["units"] == len(values)
         for name, level in (("p50_s", 0.5), ("p90_s", 0.9), ("p99_s", 0.99)):
-            assert row[name] == pytest.approx(reference.quantile_exact(values, level), abs=1e-3)
+            assert row[name] == pytest.approx(reference.quantile_low(values, level), abs=1e-3)
+        assert row["p50_from_first_s"] == pytest.approx(reference.quantile_low(from_entry, 0.5), abs=1e-3)
         assert row["mean_s"] == pytest.approx(sum(values) / len(values), abs=1e-3)
 
 
@@ -149,7 +159,7 @@ def test_task_times_match_pandas(loaded: Warehouse, data: GeneratedData) -> None
     got = pd.DataFrame(rows)
     got["input_id"] = got["input_id"].astype(str)
     got = got.set_index("input_id").sort_index()
-    expected = reference.task_times(data.events, START, END)
+    expected = reference.task_times(data.deliveries, START, END)
     assert list(got.index) == list(expected.index)
     for column in ("tool_to_inference_s", "inference_to_save_s", "diff_second"):
         pd.testing.assert_series_equal(
@@ -159,17 +169,22 @@ def test_task_times_match_pandas(loaded: Warehouse, data: GeneratedData) -> None
 
 
 def test_task_time_summary_by_variant(loaded: Warehouse, data: GeneratedData) -> None:
-    rows = queries.task_time_summary(loaded, START, END, Breakdown.VARIANT, "segmentation_tool")
-    expected = reference.task_times(data.events, START, END)
-    assert sum(row["images"] for row in rows) == len(expected)
-    assert sum(row["saved_images"] for row in rows) == int(expected.diff_second.notna().sum())
-    assert {row["breakdown"] for row in rows} == {"control", "treatment"}
+    rows = queries.task_time_summary(loaded, START, END, Breakdown.VARIANT, EXPERIMENT)
+    expected = reference.task_time_groups(data.deliveries, START, END, "variant", EXPERIMENT)
+    assert {row["breakdown"] for row in rows} == set(expected) == {"control", "treatment"}
+    for row in rows:
+        seconds = expected[row["breakdown"]]
+        saved = [value for value in seconds if value is not None]
+        assert (row["images"], row["saved_images"]) == (len(seconds), len(saved))
+        assert row["mean_s"] == pytest.approx(sum(saved) / len(saved), abs=1e-3)
+        for name, level in (("p50_s", 0.5), ("p90_s", 0.9), ("p99_s", 0.99)):
+            assert row[name] == pytest.approx(reference.quantile_low(saved, level), abs=1e-3)
 
 
 def test_daily_conversion_matches_pandas(loaded: Warehouse, data: GeneratedData) -> None:
     rows = queries.daily_conversion(loaded, START, END, 3600)
     got = pd.DataFrame(rows).set_index("day")[["uploaded", "tool", "inference", "saved", "scored"]]
-    expected = reference.daily_conversion(data.events, START, END, 3600)
+    expected = reference.daily_conversion(data.deliveries, START, END, 3600)
     assert [str(day) for day in got.index] == [str(day) for day in expected.index]
     assert got.to_numpy().tolist() == expected.to_numpy().tolist()
 
@@ -177,7 +192,7 @@ def test_daily_conversion_matches_pandas(loaded: Warehouse, data: GeneratedData)
 def test_scores_by_model_match_pandas(loaded: Warehouse, data: GeneratedData) -> None:
     rows = queries.scores_by_model(loaded, START, END)
     got = {(row["inference_type"], row["model_version"]): row["mean_score"] for row in rows}
-    assert got == pytest.approx(reference.scores_by_model(data.events, START, END))
+    assert got == pytest.approx(reference.scores_by_model(data.deliveries, START, END))
 
 
 def test_seed_fact_tables_fill_from_events(loaded: Warehouse, data: GeneratedData) -> None:
@@ -217,8 +232,8 @@ def test_the_strict_funnel_differs_from_the_ordered_one_only_in_mode_and_final()
 
     ordered = [
         line.replace(
-            "windowFunnel({window_s:UInt64} * 1000)(", "windowFunnel({window_s:UInt64} * 1000, 'strict_order')("
-        ).replace("FROM events", "FROM events FINAL")
+            "windowFunnelIf({window_s:UInt64} * 1000)(", "windowFunnelIf({window_s:UInt64} * 1000, 'strict_order')("
+        )
         for line in statement("funnel")
     ]
     assert statement("funnel_strict") == ordered
