@@ -437,11 +437,11 @@ def _experiment_results_router(app: FastAPI) -> Any:
     """``GET /v1/experiments/{key}/results``, analysed from this process's own warehouse."""
     from dataclasses import replace
 
-    from funnelstream.experiments.analysis import AnalysisConfig, analyze
+    from funnelstream.experiments.analysis import AnalysisConfig
     from funnelstream.experiments.definitions import Experiment, load_definitions
     from funnelstream.experiments.http import results_router
     from funnelstream.experiments.settings import ExperimentSettings
-    from funnelstream.experiments.warehouse import fetch_events
+    from funnelstream.experiments.warehouse import analyze_warehouse
 
     experiments = ExperimentSettings().experiments
     config = AnalysisConfig(
@@ -452,7 +452,7 @@ def _experiment_results_router(app: FastAPI) -> Any:
 
     def results(experiment: Experiment, sequential: bool) -> Any:
         reader = app.state.warehouse.reader
-        return analyze(fetch_events(reader, experiment), experiment, replace(config, sequential=sequential))
+        return analyze_warehouse(reader, experiment, replace(config, sequential=sequential))
 
     # Reading the small definitions file per request picks up a published change without a restart.
     return results_router(lambda: load_definitions(experiments.definitions_path), results)
