@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -82,6 +83,19 @@ def warehouse_load() -> None:
         warehouse.close()
 
 
+TASK_TIME_COLUMNS = ("breakdown", "images", "saved_images", "mean_s", "p50_s", "p90_s", "p99_s")
+
+
+def task_time_table(rows: list[dict[str, Any]], breakdown: str) -> Table:
+    """The task_time_summary rows as they are: images, saved images, mean and quantiles in seconds."""
+    table = Table(title=f"Task time per image (first tool click to the save of an inferred result), by {breakdown}")
+    for column in TASK_TIME_COLUMNS:
+        table.add_column(column, justify="left" if column == "breakdown" else "right")
+    for row in rows:
+        table.add_row(*("" if row[column] is None else str(row[column]) for column in TASK_TIME_COLUMNS))
+    return table
+
+
 def _utc_date(value: datetime | None, default: datetime) -> datetime:
     if value is None:
         return default
@@ -135,6 +149,12 @@ def report_funnel(
         rows = reader.named(request.query_name(), request.parameters())
         timing = reader.named("time_to_convert", request.parameters()) if html else []
         trend = reader.named("daily_conversion", {"from": request.start, "to": request.end, "window_s": window})
+        # Task time has one definition (the task_durations view); the report prints the summary's rows.
+        task_breakdown = breakdown if breakdown in ("variant", "tool", "day") else "none"
+        task_times = reader.named(
+            "task_time_summary",
+            {"from": request.start, "to": request.end, "breakdown": task_breakdown, "experiment": experiment},
+        )
     finally:
         reader.close()
     table = Table(title=f"Funnel {request.start:%Y-%m-%d %H:%M} .. {request.end:%Y-%m-%d %H:%M} UTC, by {breakdown}")
@@ -146,6 +166,7 @@ def report_funnel(
             f"{float(row['conversion']):.1%}", f"{float(row['step_conversion']):.1%}", str(row["dropped"]),
         )  # fmt: skip
     console.print(table)
+    console.print(task_time_table(task_times, task_breakdown))
     note = completeness_note(request)
     if note:
         console.print(f"[yellow]{note}[/yellow]")
@@ -155,5 +176,5 @@ def report_funnel(
             f"[yellow]trend days not final yet (day end + window not past): {', '.join(incomplete_days)}[/yellow]"
         )
     if html is not None:
-        html.write_text(funnel_page(request, rows, timing, trend))
+        html.write_text(funnel_page(request, rows, timing, trend, task_times))
         console.print(f"wrote {html}")

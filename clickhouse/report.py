@@ -87,6 +87,7 @@ def funnel_page(
     funnel_rows: list[dict[str, Any]],
     timing_rows: list[dict[str, Any]],
     trend_rows: list[dict[str, Any]],
+    task_time_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     conversion: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for row in funnel_rows:
@@ -113,6 +114,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}}th
 <h2>Time to convert (seconds from the previous step)</h2>
 {_bars(dict(timing), percent=False, title="P50 and P90 seconds by step") if timing_rows else ""}
 {_table(timing_rows)}
+<h2>Task time per image (first tool click to the save of an inferred result, seconds)</h2>
+{_table(task_time_rows or [])}
 <h2>Daily trend</h2>
 {_bars(trend, percent=True, title="Upload to save, by day of upload") if trend_rows else ""}
 {_table(trend_rows)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -275,3 +276,35 @@ def test_report_funnel_marks_an_open_range_incomplete(
     assert opened.exit_code == 0, opened.output
     assert "incomplete: steps of entries up to" in " ".join(opened.output.split())
     assert "Incomplete: steps of entries up to" in page.read_text()
+
+
+def test_report_funnel_prints_the_task_time_summary(
+    api: tuple[TestClient, Warehouse], shared_chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    import clickhouse.client
+    from clickhouse.cli import report_app
+
+    _, warehouse = api
+    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
+    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
+    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
+    cli = typer.Typer()
+    cli.add_typer(report_app, name="report")
+    start, end = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
+    for breakdown in (Breakdown.NONE, Breakdown.VARIANT):
+        page = tmp_path / f"{breakdown}.html"
+        arguments = ["report", "funnel", "--from", "2026-11-20", "--to", "2026-11-25", "--breakdown", str(breakdown)]
+        result = CliRunner().invoke(cli, [*arguments, "--html", str(page)], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        summary = queries.task_time_summary(warehouse, start, end, breakdown, "segmentation_tool")
+        assert summary and all(row["images"] > 0 for row in summary)
+        printed = [[cell for cell in re.split(r"[\s│┃|]+", line) if cell] for line in result.output.splitlines()]
+        text = page.read_text()
+        for row in summary:
+            # The row of this breakdown value in the task-time table: the summary's count and mean.
+            expected = [str(row["breakdown"]), str(row["images"]), str(row["saved_images"]), str(row["mean_s"])]
+            assert expected in [cells[:4] for cells in printed], (expected, result.output)
+            assert f"<td>{row['images']}</td><td>{row['saved_images']}</td><td>{row['mean_s']}</td>" in text
