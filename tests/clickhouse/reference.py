@@ -495,7 +495,7 @@ def experiment_events(
             arm[row.anonymous_id],
             str(row.event_type),
             int(row.ts),
-            None if row.input_id is None else str(row.input_id),
+            None if row.input_id is None or pd.isna(row.input_id) else str(row.input_id),
             None if pd.isna(row.score) else int(row.score),
         )
         for row in df.itertuples()
