@@ -127,7 +127,8 @@ def bench_loader(warehouse: ChdbWarehouse, rows: int, batch_rows: int) -> dict[s
 
 
 def generate_events_sql(warehouse: ChdbWarehouse, count: int) -> None:
-    """``count`` events over 30 days: images enter at upload and 30% drop out at each later step."""
+    """``count`` events over 30 days: images enter at upload and 30% drop out at each later step; and
+    one exposure per device."""
     warehouse.command("TRUNCATE TABLE events")
     warehouse.command(
         f"""
@@ -156,6 +157,25 @@ def generate_events_sql(warehouse: ChdbWarehouse, count: int) -> None:
             FROM numbers({count * 3 // 2})
             WHERE step = 0 OR cityHash64(image, step) % 10 < 7
             LIMIT {count}
+        )
+        """
+    )
+    # One exposure per device before its first event, in the arm its events carry: the variant
+    # breakdown reads arms from exposures (experiment_units), so without them it would time an empty answer.
+    warehouse.command(
+        """
+        INSERT INTO events (event_id, event_type, schema_version, anonymous_id, session_id, client_ts, received_at,
+                            event_ts, source, funnel_step, experiment_key, variant, experiments, properties,
+                            enriched_at)
+        SELECT
+            generateUUIDv4(number), 'experiment_exposure', 1, concat('device-', toString(number)),
+            concat('device-', toString(number), ':exposure'), ts, ts, ts, 'experiments', 0, 'segmentation_tool',
+            arm, map('segmentation_tool', arm), '{"assignment_source": "hash", "phase": 1}', ts
+        FROM
+        (
+            SELECT number, if(cityHash64(number) % 2 = 0, 'control', 'treatment') AS arm,
+                   toDateTime64('2026-10-01 00:00:00', 3, 'UTC') AS ts
+            FROM numbers(200000)
         )
         """
     )
