@@ -52,24 +52,21 @@ FROM
             -- Without a breakdown the value is not needed: the constant if() folds it away.
             if({breakdown:String} NOT IN ('tool', 'inference_type', 'variant', 'day', 'source'), 'all',
                if(empty(path_value), '(none)', path_value)) AS breakdown,
-            -- The conversion path: its entry is the only entry, or else the earliest entry whose greedy
-            -- chain reaches the level (per entry: each next step at its earliest event at or after the
-            -- previous one and within the window of the entry; 0: not reached). The if() runs the per-entry
-            -- chains only for units with several entries. Sorted arrays, so arrayFirst is the earliest.
-            if(length(entries) = 1, 1, arrayFirstIndex(
-                (a, b, c, d) -> 1 + (a > 0) + (b > 0) + (c > 0) + (d > 0) >= level,
-                arrayMap(e -> arrayFirst(x -> x >= e AND x - e <= window_ms, s2), entries) AS c2,
-                arrayMap((e, p) -> if(p = 0, 0, arrayFirst(x -> x >= p AND x - e <= window_ms, s3)), entries, c2) AS c3,
-                arrayMap((e, p) -> if(p = 0, 0, arrayFirst(x -> x >= p AND x - e <= window_ms, s4)), entries, c3) AS c4,
-                arrayMap((e, p) -> if(p = 0, 0, arrayFirst(x -> x >= p AND x - e <= window_ms, s5)), entries, c4))) AS path_index,
-            entries[path_index] AS t1,
-            arrayFirst(x -> x >= t1 AND x - t1 <= window_ms, s2) AS t2,
-            if(t2 = 0, 0, arrayFirst(x -> x >= t2 AND x - t1 <= window_ms, s3)) AS t3,
-            if(t3 = 0, 0, arrayFirst(x -> x >= t3 AND x - t1 <= window_ms, s4)) AS t4,
-            if(t4 = 0, 0, arrayFirst(x -> x >= t4 AND x - t1 <= window_ms, s5)) AS t5,
-            -- Steps beyond the level are no part of the path (a strict chain can stop before the greedy
-            -- one does).
-            [t1, t2 * (level >= 2), t3 * (level >= 3), t4 * (level >= 4), t5 * (level >= 5)] AS path,
+            -- The conversion path: per entry its greedy chain [t1, ..., t5] (each next step at its earliest
+            -- event at or after the previous one and within the window of the entry; 0: not reached);
+            -- the path is the earliest entry's chain that reaches the level, cut at the level (a strict
+            -- chain can stop before the greedy one does). Sorted arrays, so arrayFirst is the earliest.
+            -- One fold per entry rather than an alias per step: aliases referring to aliases are
+            -- expanded where they are used, which multiplied the work to plan and run the query.
+            arrayMap(
+                (t, step) -> if(step <= level, t, 0),
+                arrayFirst(
+                    chain -> arrayCount(t -> t > 0, chain) >= level,
+                    arrayMap(e -> arrayFold(
+                        (chain, times) -> arrayPushBack(
+                            chain, if(chain[-1] = 0, 0, arrayFirst(x -> x >= chain[-1] AND x - e <= window_ms, times))),
+                        [s2, s3, s4, s5], [e]), entries)) AS greedy_path,
+                arrayEnumerate(greedy_path)) AS path,
             -- The event that gives the value: the entry; for tool and inference_type the path's
             -- event of that step, or, when it is not a step, the first such event in the window.
             indexOf(steps, multiIf({breakdown:String} = 'tool', 'tool_selected',

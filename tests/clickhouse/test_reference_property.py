@@ -47,9 +47,6 @@ PROPERTY = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# The funnel and time-to-convert statements take about a second each on chdb whatever the data
-# (planning, not rows); each example runs one twice, so these properties see fewer examples.
-SLOW_PROPERTY = settings(PROPERTY, max_examples=15)
 STEP_LISTS = (
     ("image_uploaded", "tool_selected", "inference_requested", "image_saved", "score_submitted"),
     ("image_uploaded", "tool_selected", "image_saved"),
@@ -129,7 +126,7 @@ def expected_funnel(dataset: Dataset, request: FunnelRequest) -> dict[tuple[str,
     return {key: units for key, units in counts.items() if units}
 
 
-@SLOW_PROPERTY
+@PROPERTY
 @given(dataset=datasets(), request=funnel_requests(FunnelMode.ORDERED))
 def test_funnel_equals_the_reference(warehouse: Warehouse, dataset: Dataset, request: FunnelRequest) -> None:
     note(repr(request))
@@ -141,7 +138,7 @@ def test_funnel_equals_the_reference(warehouse: Warehouse, dataset: Dataset, req
     )
 
 
-@SLOW_PROPERTY
+@PROPERTY
 @given(dataset=datasets(), request=funnel_requests(FunnelMode.STRICT))
 def test_strict_funnel_equals_the_reference(warehouse: Warehouse, dataset: Dataset, request: FunnelRequest) -> None:
     note(repr(request))
@@ -198,7 +195,7 @@ def expected_time_to_convert(dataset: Dataset, request: FunnelRequest) -> dict[t
     return out
 
 
-@SLOW_PROPERTY
+@PROPERTY
 @given(dataset=datasets(max_images=12), request=funnel_requests(FunnelMode.ORDERED))
 def test_time_to_convert_equals_the_reference(warehouse: Warehouse, dataset: Dataset, request: FunnelRequest) -> None:
     note(repr(request))
