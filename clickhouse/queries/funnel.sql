@@ -77,8 +77,10 @@ FROM
             if(defining_step > 0, path[defining_step],
                arrayFirst(x -> x >= path[1] AND x - path[1] <= window_ms, arraySort(candidates.1))) AS value_at,
             -- Several events at that millisecond: the smallest value.
-            ifNull(arrayMin(arrayFilter(
-                v -> v != '', arrayMap(c -> if(c.1 = value_at AND value_at > 0, c.2, ''), candidates))), '')
+            if({breakdown:String} = 'day',
+               if(value_at > 0, toString(toDate(fromUnixTimestamp64Milli(toInt64(value_at), 'UTC'))), ''),
+               ifNull(arrayMin(arrayFilter(
+                   v -> v != '', arrayMap(c -> if(c.1 = value_at AND value_at > 0, c.2, ''), candidates))), ''))
                 AS path_value
         FROM
         (
@@ -94,11 +96,19 @@ FROM
                     is_step
                 ) AS level,
                 {window_s:UInt64} * 1000 AS window_ms,
-                arraySort(groupArrayIf(ts, is_entry)) AS entries,
-                arraySort(groupArrayIf(ts, event_type = {step2:String})) AS s2,
-                arraySort(groupArrayIf(ts, event_type = {step3:String})) AS s3,
-                arraySort(groupArrayIf(ts, event_type = {step4:String})) AS s4,
-                arraySort(groupArrayIf(ts, event_type = {step5:String})) AS s5,
+                -- One array of numbers per unit, not one per step: time * 32 + a bit per role (entry,
+                -- step 2..5), sorted, so by time. Per-unit arrays cost memory per array, and a wide
+                -- funnel must fit the analyst sessions' memory limit.
+                arraySort(groupArrayIf(
+                    ts * 32 + is_entry + 2 * (event_type = {step2:String}) + 4 * (event_type = {step3:String})
+                        + 8 * (event_type = {step4:String}) + 16 * (event_type = {step5:String}),
+                    is_step)) AS timeline,
+                arrayMap(x -> intDiv(x, 32), arrayFilter(x -> bitTest(x, 0), timeline)) AS entries,
+                arrayMap(x -> intDiv(x, 32), arrayFilter(x -> bitTest(x, 1), timeline)) AS s2,
+                arrayMap(x -> intDiv(x, 32), arrayFilter(x -> bitTest(x, 2), timeline)) AS s3,
+                arrayMap(x -> intDiv(x, 32), arrayFilter(x -> bitTest(x, 3), timeline)) AS s4,
+                arrayMap(x -> intDiv(x, 32), arrayFilter(x -> bitTest(x, 4), timeline)) AS s5,
+                -- Values only where the breakdown needs an event's: the day is the entry's time's.
                 groupArrayIf((ts, value), has_value) AS candidates
             FROM
             (
@@ -123,7 +133,8 @@ FROM
                         AS is_step,
                     multiIf({breakdown:String} = 'tool', event_type = 'tool_selected',
                             {breakdown:String} = 'inference_type', event_type = 'inference_requested',
-                            is_entry) AS has_value,
+                            {breakdown:String} IN ('variant', 'source'), is_entry,
+                            0) AS has_value,
                     -- As for the unit: only the chosen breakdown survives planning (concat of '' and it).
                     concat(
                         if({breakdown:String} = 'tool', ifNull(toString(tool_name), ''), ''),
