@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import typer
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
 
+import clickhouse.client
 from clickhouse import queries
 from clickhouse.api import create_app
 from clickhouse.backend import AnalystLimits, ChdbWarehouse, Warehouse
+from clickhouse.cli import report_app
 from clickhouse.dataset import generate
 from clickhouse.errors import ReadOnlyViolation
 from clickhouse.loader import Message, decode_events
@@ -39,6 +43,22 @@ def api(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
     with TestClient(app, headers=settings.read_headers) as client:
         yield client, warehouse
     drop_and_close(warehouse)
+
+
+RunReport = Callable[[list[str]], Result]
+
+
+@pytest.fixture
+def report(api: tuple[TestClient, Warehouse], shared_chdb_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunReport:
+    """Runs ``funnelstream report …`` on the api's data, opened by the report itself (no warehouse
+    process answers here)."""
+    _, warehouse = api
+    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
+    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
+    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
+    cli = typer.Typer()
+    cli.add_typer(report_app, name="report")
+    return lambda arguments: CliRunner().invoke(cli, arguments, env={"COLUMNS": "200"})
 
 
 def test_funnel_endpoint_equals_the_named_query(api: tuple[TestClient, Warehouse]) -> None:
@@ -179,25 +199,9 @@ def test_variant_breakdown_defaults_to_the_most_common_experiment(api: tuple[Tes
     assert default.json()["rows"] == named.json()["rows"]
 
 
-def test_report_funnel_prints_a_table_and_writes_html(
-    api: tuple[TestClient, Warehouse], shared_chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import typer
-    from typer.testing import CliRunner
-
-    import clickhouse.client
-    from clickhouse.cli import report_app
-
-    _, warehouse = api
-    # No warehouse process runs here: the report opens the data itself.
-    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
-    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
-    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
+def test_report_funnel_prints_a_table_and_writes_html(report: RunReport, tmp_path: Path) -> None:
     page = tmp_path / "funnel.html"
-    cli = typer.Typer()
-    cli.add_typer(report_app, name="report")
-    result = CliRunner().invoke(
-        cli,
+    result = report(
         [
             "report",
             "funnel",
@@ -209,8 +213,7 @@ def test_report_funnel_prints_a_table_and_writes_html(
             "variant",
             "--html",
             str(page),
-        ],
-        env={"COLUMNS": "200"},
+        ]
     )
     assert result.exit_code == 0, result.output
     assert "segmentation_tool" in result.output and "control" in result.output and "treatment" in result.output
@@ -250,54 +253,29 @@ def test_funnel_answers_say_whether_late_steps_can_still_come(api: tuple[TestCli
     assert client.get("/v1/funnel", params={**RANGE, "format": "csv"}).headers["x-complete"] == "true"
 
 
-def test_report_funnel_marks_an_open_range_incomplete(
-    api: tuple[TestClient, Warehouse], shared_chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import typer
-    from typer.testing import CliRunner
-
-    import clickhouse.client
-    from clickhouse.cli import report_app
-
-    _, warehouse = api
-    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
-    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
-    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
-    cli = typer.Typer()
-    cli.add_typer(report_app, name="report")
+def test_report_funnel_marks_an_open_range_incomplete(report: RunReport, tmp_path: Path) -> None:
     page = tmp_path / "funnel.html"
     now = datetime.now(UTC)
     arguments = ["report", "funnel", "--html", str(page)]
-    closed = CliRunner().invoke(cli, [*arguments, "--from", "2026-11-20", "--to", "2026-11-25"], env={"COLUMNS": "200"})
+    closed = report([*arguments, "--from", "2026-11-20", "--to", "2026-11-25"])
     assert closed.exit_code == 0, closed.output
     assert "incomplete" not in closed.output and "incomplete" not in page.read_text().lower()
     end = f"{now:%Y-%m-%dT%H:%M:%S}"
-    opened = CliRunner().invoke(cli, [*arguments, "--from", "2026-11-20", "--to", end], env={"COLUMNS": "200"})
+    opened = report([*arguments, "--from", "2026-11-20", "--to", end])
     assert opened.exit_code == 0, opened.output
     assert "incomplete: steps of entries up to" in " ".join(opened.output.split())
     assert "Incomplete: steps of entries up to" in page.read_text()
 
 
 def test_report_funnel_prints_the_task_time_summary(
-    api: tuple[TestClient, Warehouse], shared_chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: tuple[TestClient, Warehouse], report: RunReport, tmp_path: Path
 ) -> None:
-    import typer
-    from typer.testing import CliRunner
-
-    import clickhouse.client
-    from clickhouse.cli import report_app
-
     _, warehouse = api
-    monkeypatch.setattr(clickhouse.client, "api_is_up", lambda *_args, **_kwargs: False)
-    monkeypatch.setenv("FS_CLICKHOUSE__CHDB_PATH", str(shared_chdb_path))
-    monkeypatch.setenv("FS_CLICKHOUSE__DATABASE", warehouse.database)
-    cli = typer.Typer()
-    cli.add_typer(report_app, name="report")
     start, end = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 25, tzinfo=UTC)
     for breakdown in (Breakdown.NONE, Breakdown.VARIANT):
         page = tmp_path / f"{breakdown}.html"
         arguments = ["report", "funnel", "--from", "2026-11-20", "--to", "2026-11-25", "--breakdown", str(breakdown)]
-        result = CliRunner().invoke(cli, [*arguments, "--html", str(page)], env={"COLUMNS": "200"})
+        result = report([*arguments, "--html", str(page)])
         assert result.exit_code == 0, result.output
         summary = queries.task_time_summary(warehouse, start, end, breakdown, "segmentation_tool")
         assert summary and all(row["images"] > 0 for row in summary)
