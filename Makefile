@@ -69,25 +69,25 @@ demo: install ## Run the main job end to end on the embedded default
 	$(VENV)/bin/funnelstream demo
 
 bench-inference: up ## Inference service: overhead per job, classical jobs/s at 1024 px, SAM vit_b embedding (last line JSON)
-	$(PY) -m inference_service.bench
+	$(PY) -m ops.bench.inference
 
 bench-experiments: ## Experiments: assignments/s (hash, sticky) and analysis time for 100k units (last line JSON)
-	$(PY) -m funnelstream.experiments.bench
+	$(PY) -m ops.bench.experiments
 
 bench-qa: install ## QA: every check over 2M synthetic events on chdb, a day's and a week's window (last line JSON)
-	$(PY) -m funnelstream.qa.bench
+	$(PY) -m ops.bench.qa
 
 bench-warehouse: up ## Warehouse: loader rows/s on one core, funnel over 10M events, end-to-end freshness (last line JSON)
-	$(PY) -m clickhouse.bench
+	$(PY) -m ops.bench.warehouse
 
 bench-ingest: up tools ## Collector: events/s in 500-event batches, single requests/s, p99 at 5k req/s, RSS, Kafka ceiling (needs wrk; last line JSON)
-	$(PY) -m ingest.bench
+	$(PY) -m ops.bench.ingest
 
 bench-stream: up ## Stream processors: events/s of one worker on one core (dedup, enrich, sessionize), passthrough ceiling, RSS at 100k sessions (last line JSON)
-	$(PY) -m stream_processors.bench
+	$(PY) -m ops.bench.stream
 
 bench: up tools ## Every benchmark in turn on an idle machine: bench/results.json, bench/results.md and the README table
-	$(PY) -m funnelstream.bench
+	$(PY) -m ops.bench.suite
 
 load: up ## The whole pipeline under load: accepted/s and freshness 202 → ClickHouse (RATE, DURATION; last line JSON)
 	$(VENV)/bin/funnelstream load --local --rate $(or $(RATE),1000) --duration $(or $(DURATION),30)

@@ -437,11 +437,11 @@ def _experiment_results_router(app: FastAPI) -> Any:
     """``GET /v1/experiments/{key}/results``, analysed from this process's own warehouse."""
     from dataclasses import replace
 
-    from funnelstream.experiments.analysis import AnalysisConfig
+    from clickhouse.experiments.analysis import AnalysisConfig
+    from clickhouse.experiments.routes import results_router
+    from clickhouse.experiments.warehouse import analyze_warehouse
     from funnelstream.experiments.definitions import Experiment, load_definitions
-    from funnelstream.experiments.http import results_router
     from funnelstream.experiments.settings import ExperimentSettings
-    from funnelstream.experiments.warehouse import analyze_warehouse
 
     experiments = ExperimentSettings().experiments
     config = AnalysisConfig(

@@ -69,7 +69,7 @@ def export(
     download: Path | None = typer.Option(None, "--download", help="Also download the images here."),
 ) -> None:
     """Select the input / mask / result pairs of a date range into a Parquet manifest."""
-    from inference_service.dataset import DatasetFilter, export_dataset
+    from clickhouse.retraining import DatasetFilter, export_dataset
     from inference_service.settings import InferenceSettings
 
     start, end = _day(from_day, "--from"), _day(to_day, "--to")
@@ -88,7 +88,7 @@ def forget(
     user_id: str | None = typer.Option(None, "--user-id", help="The user id to forget (every device it used)."),
 ) -> None:
     """Delete a person's images (inputs, masks, results, proposals) and events, and report the counts."""
-    from inference_service.forget import forget_person
+    from clickhouse.forget import forget_person
     from inference_service.settings import InferenceSettings
 
     if (anonymous_id is None) == (user_id is None):

@@ -310,7 +310,7 @@ class ConsumerControl:
 
 def _group_lag(settings: StreamSettings) -> dict[tuple[str, int], int]:
     """Uncommitted messages per partition of this app's consumer group; empty when Kafka is away."""
-    from funnelstream.qa.status import consumer_group_lag
+    from ops.status import consumer_group_lag
 
     try:
         return consumer_group_lag(settings.kafka, settings.stream.app_id, timeout_s=2.0).per_partition

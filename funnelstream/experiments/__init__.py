@@ -1,6 +1,5 @@
-"""A/B experiments (DESIGN §8): definitions, sticky GrowthBook-compatible assignment, exposure
-logging, and the analysis that answers whether a variant changed task time and conversion.
+"""The shared vocabulary of A/B experiments: definitions, GrowthBook-compatible hashing, settings.
 
-Heavy modules (pandas, scipy) are imported by the modules that need them, not here, so the
-collector can mount the assignment router without paying for the analysis stack.
+Assignment and exposure logging run in the collector (``ingest.experiments``); the analysis runs
+in the warehouse (``clickhouse.experiments``).
 """

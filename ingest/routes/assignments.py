@@ -17,10 +17,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from funnelstream.errors import FieldError
-from funnelstream.experiments.collector import collector_router
 from funnelstream.experiments.settings import ExperimentsConfig
-from funnelstream.experiments.store import AssignmentStore
 from ingest.errors import IngestError
+from ingest.experiments.collector import collector_router
+from ingest.experiments.store import AssignmentStore
 from ingest.state import state_of
 from ingest.web import cors_headers, cross_origin, preflight
 
@@ -31,7 +31,7 @@ class UserIdNotAllowed(IngestError):
 
 
 class CollectorAssignmentAccess:
-    """The collector's :class:`~funnelstream.experiments.http.AssignmentAccess`."""
+    """The collector's :class:`~ingest.experiments.routes.AssignmentAccess`."""
 
     def admit(self, request: Request, cost: int) -> None:
         state = state_of(request)

@@ -17,12 +17,12 @@ from clickhouse import queries
 from clickhouse.api import create_app
 from clickhouse.backend import AnalystLimits, ChdbWarehouse, Warehouse
 from clickhouse.cli import report_app
-from clickhouse.dataset import generate
 from clickhouse.errors import ReadOnlyViolation
 from clickhouse.loader import Message, decode_events
 from clickhouse.queries import Breakdown, FunnelRequest
 from clickhouse.settings import WarehouseSettings
 from clickhouse.sqlguard import check_read_only
+from ops.warehouse_data import generate
 
 from .conftest import drop_and_close, open_test_warehouse
 

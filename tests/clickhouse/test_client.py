@@ -11,8 +11,8 @@ import pytest
 
 from clickhouse.client import RETRY_ATTEMPTS, ApiReader, retry_after_s, send_retrying
 from clickhouse.errors import QueryError, WarehouseUnavailable
+from clickhouse.qa.remote import WarehouseApi
 from funnelstream.errors import ConfigurationError, TransientError
-from funnelstream.qa.remote import WarehouseApi
 
 BUSY = {"error": "too_many_queries", "detail": "2 analyst queries are running (FS_SQL_MAX_CONCURRENT)"}
 ROWS = {"rows": [{"one": 1}], "row_count": 1}
@@ -135,8 +135,8 @@ def test_qa_reads_retry_a_busy_warehouse_and_then_call_it_transient() -> None:
 
 
 def test_experiment_results_retry_a_busy_warehouse(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clickhouse.experiments.warehouse import fetch_results_via_api
     from funnelstream.experiments.errors import WarehouseUnavailableError
-    from funnelstream.experiments.warehouse import fetch_results_via_api
 
     transport, sent = answers(busy())
     client = httpx.Client(transport=transport)

@@ -9,7 +9,7 @@ from typing import Any
 
 from clickhouse import queries
 from clickhouse.backend import Warehouse
-from inference_service.dataset import DatasetFilter, manifest_table
+from clickhouse.retraining import DatasetFilter, manifest_table
 from tests.helpers.event_rows import event, insert_events
 
 SELECTION = DatasetFilter(start=datetime(2026, 3, 1, tzinfo=UTC).date(), end=datetime(2026, 3, 1, tzinfo=UTC).date())

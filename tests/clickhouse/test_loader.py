@@ -17,12 +17,12 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from clickhouse.backend import ChdbWarehouse
-from clickhouse.dataset import generate
 from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.settings import WarehouseSettings
 from funnelstream.contract import SessionSummary
 from funnelstream.settings import ClickHouseConfig, KafkaConfig
+from ops.warehouse_data import generate
 from tests.helpers.loader import run_loader_until
 
 from .conftest import drop_and_close, open_test_warehouse
@@ -129,7 +129,7 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
         "FS_LOG_JSON": "false",
         **{f"FS_{name.upper()}": value for name, value in topics.items()},
     }
-    command = [sys.executable, "-c", "from funnelstream.cli import main; main()", "warehouse", "load"]
+    command = [sys.executable, "-c", "from ops.cli import main; main()", "warehouse", "load"]
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # Wait until some batches are committed but not all: then it is between or inside batches.
     deadline = time.monotonic() + 90

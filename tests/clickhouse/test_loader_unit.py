@@ -10,7 +10,6 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from clickhouse.dataset import generate
 from clickhouse.errors import QueryError, WarehouseUnavailable
 from clickhouse.loader import (
     EVENT_SCHEMA,
@@ -22,6 +21,7 @@ from clickhouse.loader import (
     flush_deadline,
 )
 from clickhouse.settings import WarehouseSettings
+from ops.warehouse_data import generate
 
 
 class FlakyWarehouse:

@@ -22,9 +22,9 @@ import pytest
 
 from clickhouse import queries
 from clickhouse.backend import Warehouse
-from clickhouse.dataset import EXPERIMENT, START, generate
 from clickhouse.loader import Message, decode_events
 from funnelstream.contract import EnrichedEvent, EventType
+from ops.warehouse_data import EXPERIMENT, START, generate
 
 from .conftest import drop_and_close, open_test_warehouse
 

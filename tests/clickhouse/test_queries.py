@@ -15,11 +15,11 @@ import pytest
 
 from clickhouse import queries
 from clickhouse.backend import Warehouse
-from clickhouse.dataset import START as DATASET_START
-from clickhouse.dataset import GeneratedData, generate
 from clickhouse.loader import Message, decode_events
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from funnelstream.contract import EnrichedEvent
+from ops.warehouse_data import START as DATASET_START
+from ops.warehouse_data import GeneratedData, generate
 
 from . import reference
 from .conftest import BACKENDS, drop_and_close, open_test_warehouse

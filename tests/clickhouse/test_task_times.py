@@ -42,7 +42,7 @@ def task(
 
 def lower_quantile(values: list[float], level: str) -> float:
     """The smallest value with at least a share `level` of the values at or below it, in exact
-    arithmetic (funnelstream.experiments.stats.weighted_quantiles computes the same in Python)."""
+    arithmetic (clickhouse.experiments.stats.weighted_quantiles computes the same in Python)."""
     ordered = sorted(values)
     return ordered[math.ceil(Fraction(level) * len(ordered)) - 1]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from funnelstream.bench import README_END, README_START, Benchmark, Figure, markdown, table_rows, update_readme
+from ops.bench.suite import README_END, README_START, Benchmark, Figure, markdown, table_rows, update_readme
 
 HOST = {"cpu": "Test CPU", "cores": 2, "memory_gib": 24.0, "python": "3.11", "system": "Linux"}
 
 STREAM = Benchmark(
     "stream",
-    [sys.executable, "-m", "stream_processors.bench"],
+    [sys.executable, "-m", "ops.bench.stream"],
     (
         Figure("events_per_s", "events/s", "ceiling_events_per_s", (">=", 20_000)),
         Figure("rss_mb", "RSS", None, ("<=", 300)),
@@ -38,7 +38,7 @@ def test_each_figure_gets_its_ceiling_ratio_and_verdict() -> None:
     assert rows["rss_mb"]["met"] is True
     assert rows["jobs.enhance_x2"]["value"] == 1.5
     assert rows["jobs.enhance_x2"]["met"] is None
-    assert rows["events_per_s"]["command"] == "python -m stream_processors.bench"
+    assert rows["events_per_s"]["command"] == "python -m ops.bench.stream"
 
 
 def test_a_failed_benchmark_shows_as_failed_not_as_a_number() -> None:

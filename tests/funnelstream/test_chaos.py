@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from funnelstream.chaos import SCENARIOS, SHORT, ScenarioReport, run_chaos
+from ops.chaos import SCENARIOS, SHORT, ScenarioReport, run_chaos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import pytest
 
 from funnelstream.contract import parse_event
 from funnelstream.errors import ContractError
-from funnelstream.load import EventFactory, SendLog, Verdict, verify
+from ops.load import EventFactory, SendLog, Verdict, verify
 
 
 def test_the_events_are_valid_journeys_of_the_run_and_unique() -> None:
@@ -130,7 +130,7 @@ class LateDeadLetters(FakeWarehouse):
 def test_the_verdict_waits_for_dead_letters_still_on_their_way(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a fault the loader may still be reading events.dlq when every event is visible: a
     dead letter that arrives later is not missing."""
-    monkeypatch.setattr("funnelstream.load.time.sleep", lambda _s: None)
+    monkeypatch.setattr("ops.load.time.sleep", lambda _s: None)
     factory = EventFactory(seed=3)
     factory.malformed = {"m1": "width"}
     warehouse = LateDeadLetters(

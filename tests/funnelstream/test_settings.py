@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from clickhouse.qa.settings import QASettings
 from clickhouse.settings import WarehouseSettings
 from funnelstream.errors import ConfigurationError
 from funnelstream.experiments.settings import ExperimentSettings
-from funnelstream.qa.settings import QASettings
 from funnelstream.settings import ServiceSettings, env_names
 from inference_service.settings import InferenceSettings
 from infra.stack import InfraSettings

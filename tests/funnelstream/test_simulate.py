@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from funnelstream.contract import parse_event
-from funnelstream.simulate import SimulationConfig, simulate
+from ops.simulate import SimulationConfig, simulate
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

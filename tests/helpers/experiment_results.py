@@ -1,6 +1,6 @@
 """Experiment results built by hand from known conversions, for the tests of what renders them
 (terminal, HTML, the results API): each comparison comes from the real estimator and test
-(:func:`funnelstream.experiments.stats.compare`), only the event pipeline is skipped.
+(:func:`clickhouse.experiments.stats.compare`), only the event pipeline is skipped.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from funnelstream.experiments.analysis import (
+from clickhouse.experiments.analysis import (
     ArmValue,
     Contamination,
     ExperimentResults,
@@ -17,8 +17,7 @@ from funnelstream.experiments.analysis import (
     SrmCheck,
     VariantExposure,
 )
-from funnelstream.experiments.definitions import MetricRole
-from funnelstream.experiments.stats import (
+from clickhouse.experiments.stats import (
     FIXED_HORIZON_LABEL,
     SEQUENTIAL_LABEL,
     AnalysisConfig,
@@ -28,6 +27,7 @@ from funnelstream.experiments.stats import (
     finite_or_none,
     ratio_estimate,
 )
+from funnelstream.experiments.definitions import MetricRole
 
 
 def proportion(successes: int, units: int) -> RatioEstimate:

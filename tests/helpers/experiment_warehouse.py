@@ -2,14 +2,14 @@
 
 The experiment analysis reads only what SQL computed (units, their events, task durations), so
 every analysis test goes through the warehouse. Simulated rows go in as one Arrow insert of the
-``events`` columns the simulation sets (:func:`funnelstream.experiments.simulate.warehouse_rows`);
+``events`` columns the simulation sets (:func:`ops.experiments.simulate.warehouse_rows`);
 every other column takes the table's default, as a loader insert of an event without those fields
 would. Many simulated runs share a database, each with its own devices and images (``simulate()``
 names them per seed): one insert and one query of each kind serve them all, and the rows are split
 by run before the analysis.
 
 Invariant: nothing here computes a metric, a unit or a duration; it only writes rows, runs the
-named queries (:func:`funnelstream.experiments.warehouse.fetch_frames`) and splits their rows.
+named queries (:func:`clickhouse.experiments.warehouse.fetch_frames`) and splits their rows.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import pandas as pd
 import pyarrow as pa
 
 from clickhouse.backend import Warehouse, open_warehouse
+from clickhouse.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
+from clickhouse.experiments.warehouse import analyze_warehouse, fetch_frames
 from clickhouse.migrate import migrate
-from funnelstream.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
 from funnelstream.experiments.definitions import Experiment
-from funnelstream.experiments.simulate import warehouse_rows
-from funnelstream.experiments.warehouse import analyze_warehouse, fetch_frames
 from funnelstream.settings import ClickHouseConfig
+from ops.experiments.simulate import warehouse_rows
 
 RUNS_PER_DATABASE = 50
 """Runs loaded into one database and read by one query of each kind."""
@@ -92,7 +92,7 @@ def analyze_runs(
     Runs of one experiment are independent when they share no device and no user: every unit's
     arm, contamination, events and durations depend on its own events only. So ``per_database`` runs
     are loaded together, each named query runs once over them, and its rows are split by run before
-    :func:`funnelstream.experiments.analysis.analyze`, which sees exactly one run's frames.
+    :func:`clickhouse.experiments.analysis.analyze`, which sees exactly one run's frames.
     """
     results: list[ExperimentResults] = []
     for start in range(0, len(runs), per_database):

@@ -22,10 +22,10 @@ import orjson
 from confluent_kafka import Consumer, Producer
 from PIL import Image
 
-from funnelstream.pipeline import Ports, create_namespace_topics, delete_namespace_topics, namespaced_env
-from funnelstream.processes import ServiceProcess
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
 from ingest.settings import DEV_WRITE_KEY
+from ops.pipeline import Ports, create_namespace_topics, delete_namespace_topics, namespaced_env
+from ops.processes import ServiceProcess
 
 KEY = {"X-Write-Key": DEV_WRITE_KEY}
 MIB = 1024 * 1024

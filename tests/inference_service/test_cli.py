@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from inference_service.cli import app, dataset_app, forget_app
 
 runner = CliRunner()
-# Mounted the way funnelstream.cli mounts SERVICE_COMMANDS.
+# Mounted the way ops.cli mounts SERVICE_COMMANDS.
 root = typer.Typer()
 root.add_typer(app, name="inference")
 root.add_typer(dataset_app, name="dataset")

@@ -15,9 +15,9 @@ import pytest
 
 from clickhouse.backend import Warehouse
 from clickhouse.client import DirectReader
+from clickhouse.retraining import DatasetFilter, export_dataset
 from funnelstream import objectstore
 from funnelstream.contract import EnrichedEvent, EventType
-from inference_service.dataset import DatasetFilter, export_dataset
 from inference_service.settings import InferenceSettings
 from inference_service.store import MinioStore, object_url
 from tests.inference_service.conftest import png, scene

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from clickhouse.client import DirectReader
+from clickhouse.retraining import DatasetFilter, select_pairs
 from funnelstream import objectstore
 from funnelstream.contract import (
     DeadLetter,
@@ -26,7 +27,6 @@ from funnelstream.contract import (
     parse_event_json,
 )
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
-from inference_service.dataset import DatasetFilter, select_pairs
 from inference_service.models.registry import ModelRegistry
 from inference_service.pipeline import JobProcessor
 from inference_service.settings import InferenceConfig, InferenceSettings

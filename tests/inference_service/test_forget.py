@@ -12,9 +12,9 @@ import pytest
 from minio.error import S3Error
 
 from clickhouse.backend import Warehouse
+from clickhouse.forget import forget_person
 from funnelstream import objectstore
 from funnelstream.contract import EnrichedEvent, EventType
-from inference_service.forget import forget_person
 from inference_service.settings import InferenceSettings
 from inference_service.store import object_url
 from tests.inference_service.warehouse import enriched, load, open_test_warehouse

@@ -18,11 +18,11 @@ from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
 from funnelstream.contract import DeadLetter, InferenceResult, JobKind, JobStatus, parse_event_json
-from funnelstream.sample_images import sample_png
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
 from ingest.app import create_app
 from ingest.sdk import Client
 from ingest.settings import IngestSettings, hash_write_key
+from ops.sample_images import sample_png
 from tests.funnelstream.examples import example
 from tests.ingest.kafka_helpers import read_topic
 

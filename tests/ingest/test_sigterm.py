@@ -46,7 +46,7 @@ def test_sigterm_drains_in_flight_requests_and_flushes(kafka: KafkaConfig, kafka
         "FS_LOG_JSON": "true",
     }
     worker = subprocess.Popen(
-        [sys.executable, "-c", "from funnelstream.cli import main; main()", "ingest", "serve", "--port", str(port)],
+        [sys.executable, "-c", "from ops.cli import main; main()", "ingest", "serve", "--port", str(port)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

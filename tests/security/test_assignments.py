@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from funnelstream.contract import ExperimentExposure, parse_event_json
-from funnelstream.experiments.assignment import hash_assignment
 from funnelstream.experiments.definitions import Definitions
 from ingest.app import create_app
+from ingest.experiments.assignment import hash_assignment
 from ingest.settings import IngestSettings, hash_write_key
 from tests.ingest.kafka_helpers import read_topic
 

@@ -258,7 +258,7 @@ def _serve(kafka: KafkaConfig, env: dict[str, str], log_path: Path) -> Iterator[
         "FS_LOG_JSON": "false",
         **env,
     }
-    command = [sys.executable, "-m", "funnelstream.cli", "ingest", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "ops.cli", "ingest", "serve", "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=process_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

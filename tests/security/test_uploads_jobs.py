@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from minio.error import S3Error
 
-from funnelstream.sample_images import sample_mask_png, sample_png
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
+from ops.sample_images import sample_mask_png, sample_png
 from tests.helpers.raw_http import stream_body
 from tests.helpers.uploads_jobs import (
     KEY,

@@ -26,9 +26,9 @@ from clickhouse.backend import Warehouse, open_warehouse
 from clickhouse.migrate import migrate
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings, hash_read_key
 from funnelstream.errors import ConfigurationError
-from funnelstream.processes import ServiceProcess
 from funnelstream.ratelimit import FailedKeyThrottle, address_bucket_name
 from funnelstream.settings import ClickHouseConfig
+from ops.processes import ServiceProcess
 from tests.helpers import raw_http
 
 CURRENT_KEY = "rotated-in-read-key-2"
@@ -307,7 +307,7 @@ def test_oversized_heads_are_refused_431(served: Served, headers: bytes) -> None
 @pytest.mark.integration
 def test_readers_send_the_configured_read_key(served: Served) -> None:
     from clickhouse.client import ApiReader, connect
-    from funnelstream.qa.remote import WarehouseApi
+    from clickhouse.qa.remote import WarehouseApi
 
     configured = WarehouseSettings(warehouse_api_url=served.url(""), warehouse_read_key=CURRENT_KEY)
     reader = connect(configured)
@@ -333,8 +333,8 @@ def test_readers_send_the_configured_read_key(served: Served) -> None:
 def test_status_probes_the_warehouse_with_its_key_and_no_other_service(served: Served) -> None:
     from contextlib import AbstractContextManager
 
-    from funnelstream.qa.settings import QAConfig, QASettings
-    from funnelstream.qa.status import Health, collect_status
+    from clickhouse.qa.settings import QAConfig, QASettings
+    from ops.status import Health, collect_status
 
     def no_lease() -> AbstractContextManager[Warehouse]:
         raise RuntimeError("status reads no warehouse in this test")

@@ -73,7 +73,7 @@ def test_user_agents_are_parsed_once() -> None:
 
 
 def test_the_project_cli_mounts_both_groups() -> None:
-    from funnelstream.cli import SERVICE_COMMANDS
+    from ops.cli import SERVICE_COMMANDS
 
     assert ("stream_processors.cli", "app", "stream") in SERVICE_COMMANDS
     assert ("stream_processors.cli", "dims_app", "dims") in SERVICE_COMMANDS

@@ -29,9 +29,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from funnelstream.contract import FUNNEL_STEP_OF, DeadLetter, EventType
-from stream_processors.bench import faust_topics, produce_all
+from ops.bench.stream import faust_topics, produce_all
+from ops.stream_workload import Workload, generate
 from stream_processors.dimensions import SEED_FILE
-from stream_processors.workload import Workload, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4

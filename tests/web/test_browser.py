@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from clickhouse.settings import read_key_headers
-from funnelstream.pipeline import LocalPipeline, Ports
+from ops.pipeline import LocalPipeline, Ports
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ def test_events_queued_offline_are_delivered_once_back_online(pipeline: dict[str
 def test_the_funnel_report_renders_in_the_browser(pipeline: dict[str, str], browser_page: Any, tmp_path: Path) -> None:
     # Runs after the editing flow above, so the warehouse holds at least one complete journey.
     report = tmp_path / "funnel.html"
-    command = [sys.executable, "-m", "funnelstream.cli", "report", "funnel", "--from", "2020-01-01T00:00:00Z",
+    command = [sys.executable, "-m", "ops.cli", "report", "funnel", "--from", "2020-01-01T00:00:00Z",
                "--to", "2100-01-01T00:00:00Z", "--html", str(report)]  # fmt: skip
     subprocess.run(command, check=True, env={**os.environ, "FS_WAREHOUSE_API_URL": pipeline["warehouse"]})
     page = browser_page

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelstream.experiments.analysis import ExperimentFrames, ExperimentResults, MetricResult, analyze
+from clickhouse.experiments.analysis import ExperimentFrames, ExperimentResults, MetricResult, analyze
+from clickhouse.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio_estimate
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import EventsFrameError
-from funnelstream.experiments.simulate import SimulationSpec, simulate
-from funnelstream.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio_estimate
+from ops.experiments.simulate import SimulationSpec, simulate
 from tests.helpers.experiment_warehouse import analyze_events, analyze_runs
 
 from .conftest import make_experiment

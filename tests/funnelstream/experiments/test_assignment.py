@@ -9,10 +9,10 @@ import pytest
 
 from funnelstream.contract import ExperimentExposure, event_to_json, parse_event_json
 from funnelstream.errors import DeliveryError
-from funnelstream.experiments.assignment import Assigner, AssignmentSource, ExposureLogger, hash_assignment
 from funnelstream.experiments.definitions import Definitions, Experiment
 from funnelstream.experiments.hashing import gb_hash
-from funnelstream.experiments.store import (
+from ingest.experiments.assignment import Assigner, AssignmentSource, ExposureLogger, hash_assignment
+from ingest.experiments.store import (
     AssignmentStore,
     MemoryAssignmentStore,
     SqliteAssignmentStore,

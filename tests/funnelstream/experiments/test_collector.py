@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from funnelstream.contract import ExperimentExposure, parse_event_json
-from funnelstream.experiments.assignment import hash_assignment
 from funnelstream.experiments.settings import ExperimentsConfig
+from ingest.experiments.assignment import hash_assignment
 
 from .conftest import make_experiment
 

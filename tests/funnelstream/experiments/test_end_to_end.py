@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnelstream.experiments.analysis import AnalysisConfig
-from funnelstream.experiments.assignment import hash_assignment
+from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.warehouse import analyze_warehouse
 from funnelstream.experiments.settings import ExperimentsConfig
-from funnelstream.experiments.simulate import SimulationSpec, client_events, simulate
-from funnelstream.experiments.warehouse import analyze_warehouse
 from funnelstream.settings import ClickHouseConfig
+from ingest.experiments.assignment import hash_assignment
+from ops.experiments.simulate import SimulationSpec, client_events, simulate
 from tests.helpers.experiment_warehouse import analyze_events
 
 from .conftest import make_experiment

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from funnelstream.experiments.assignment import hash_assignment
 from funnelstream.experiments.hashing import bucket_ranges, choose_variation, fnv1a32, gb_hash, in_namespace
+from ingest.experiments.assignment import hash_assignment
 
 from .conftest import make_experiment
 

@@ -9,15 +9,16 @@ import pytest
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 
+from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.routes import results_router
+from clickhouse.experiments.warehouse import results_from
 from funnelstream.contract import ExperimentExposure
 from funnelstream.errors import DeliveryError
-from funnelstream.experiments.analysis import AnalysisConfig
-from funnelstream.experiments.assignment import Assigner, ExposureLogger, hash_assignment
 from funnelstream.experiments.definitions import Definitions, DefinitionsWatcher
-from funnelstream.experiments.http import assignments_router, results_router
-from funnelstream.experiments.simulate import SimulationSpec, simulate
-from funnelstream.experiments.store import SqliteAssignmentStore
-from funnelstream.experiments.warehouse import results_from
+from ingest.experiments.assignment import Assigner, ExposureLogger, hash_assignment
+from ingest.experiments.routes import assignments_router
+from ingest.experiments.store import SqliteAssignmentStore
+from ops.experiments.simulate import SimulationSpec, simulate
 from tests.helpers.experiment_results import conversion, results
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
 

@@ -7,12 +7,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from funnelstream.experiments.analysis import AnalysisConfig
-from funnelstream.experiments.cli import app
+from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.stats import adjust_comparisons
 from funnelstream.experiments.definitions import Experiment
-from funnelstream.experiments.report import render_html, render_terminal
-from funnelstream.experiments.simulate import SimulationSpec, simulate
-from funnelstream.experiments.stats import adjust_comparisons
+from ops.experiments.cli import app
+from ops.experiments.report import render_html, render_terminal
+from ops.experiments.simulate import SimulationSpec, simulate
 from tests.helpers.experiment_results import conversion, results, with_comparisons
 from tests.helpers.experiment_warehouse import analyze_events
 
@@ -86,9 +86,9 @@ def test_cli_validate_names_bad_fields(tmp_path: Path) -> None:
 
 
 def test_the_group_is_mounted_on_the_funnelstream_command() -> None:
-    from funnelstream.cli import SERVICE_COMMANDS
+    from ops.cli import SERVICE_COMMANDS
 
-    assert ("funnelstream.experiments.cli", "app", "experiment") in SERVICE_COMMANDS
+    assert ("ops.experiments.cli", "app", "experiment") in SERVICE_COMMANDS
 
 
 def terminal(results_: object, styles: bool = False) -> str:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from funnelstream.contract import parse_event
-from funnelstream.experiments.simulate import SimulationSpec, client_events, simulate, warehouse_rows
+from ops.experiments.simulate import SimulationSpec, client_events, simulate, warehouse_rows
 
 
 def test_client_events_follow_the_contract() -> None:

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from funnelstream.experiments import stats
+from clickhouse.experiments import stats
 
 FIXED = stats.AnalysisConfig(bootstrap_resamples=0)
 GB = 1e-5

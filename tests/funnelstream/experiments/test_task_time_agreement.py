@@ -23,11 +23,11 @@ from fastapi.testclient import TestClient
 from clickhouse import queries
 from clickhouse.api import create_app
 from clickhouse.backend import Warehouse
+from clickhouse.experiments.analysis import AnalysisConfig, ExperimentResults
+from clickhouse.experiments.warehouse import analyze_warehouse
 from clickhouse.queries import Breakdown
 from clickhouse.settings import WarehouseSettings
-from funnelstream.experiments.analysis import AnalysisConfig, ExperimentResults
 from funnelstream.experiments.definitions import Experiment
-from funnelstream.experiments.warehouse import analyze_warehouse
 from funnelstream.settings import ClickHouseConfig
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
 

@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.warehouse import analyze_warehouse, fetch_frames, load_frames, query_parameters
 from funnelstream.contract import EnrichedEvent
-from funnelstream.experiments.analysis import AnalysisConfig
 from funnelstream.experiments.definitions import Experiment
-from funnelstream.experiments.simulate import SimulationSpec, simulate, warehouse_rows
-from funnelstream.experiments.warehouse import analyze_warehouse, fetch_frames, load_frames, query_parameters
 from funnelstream.settings import ClickHouseConfig
+from ops.experiments.simulate import SimulationSpec, simulate, warehouse_rows
 from tests.helpers.experiment_warehouse import analyze_events
 
 from .conftest import make_experiment

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from clickhouse.qa.checks import CHECKS, Check, Severity, select_checks
+from clickhouse.qa.errors import InvalidWindow, UnknownCheck
+from clickhouse.qa.runner import CheckResult, Finding, QARun, Status, _finding, run_checks
 from clickhouse.queries import parameters_of
-from funnelstream.qa.checks import CHECKS, Check, Severity, select_checks
-from funnelstream.qa.errors import InvalidWindow, UnknownCheck
-from funnelstream.qa.runner import CheckResult, Finding, QARun, Status, _finding, run_checks
 
 WINDOW_PARAMETERS = {"from", "to"}
 
@@ -90,7 +90,7 @@ def test_every_check_has_a_test_that_plants_its_defect() -> None:
 def test_freshness_limits_must_escalate() -> None:
     from pydantic import ValidationError
 
-    from funnelstream.qa.settings import QAConfig
+    from clickhouse.qa.settings import QAConfig
 
     with pytest.raises(ValidationError, match="freshness_down_s"):
         QAConfig(freshness_degraded_s=60, freshness_down_s=30)

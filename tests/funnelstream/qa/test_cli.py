@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from funnelstream.cli import _mount_service_commands, app
-from funnelstream.qa.checks import CHECKS
-from tests.funnelstream.qa.dataset import (
+from clickhouse.qa.checks import CHECKS
+from ops.cli import _mount_service_commands, app
+from tests.helpers.qa_warehouse import (
     NOW,
     load_events,
     load_sessions,
@@ -110,7 +110,7 @@ def test_status_shows_freshness_and_exits_one_when_the_pipeline_is_down(
 ) -> None:
     from datetime import UTC, datetime
 
-    from funnelstream.qa.heartbeat import make_heartbeat
+    from ops.heartbeat import make_heartbeat
     from tests.funnelstream.qa.test_heartbeat_status import enriched
 
     monkeypatch.setenv("FS_QA__CONSUMER_GROUPS", "{}")

@@ -17,9 +17,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Loader
+from clickhouse.qa.settings import QAConfig, QASettings
 from clickhouse.settings import WarehouseSettings
 from funnelstream.contract import EnrichedEvent, PipelineHeartbeat, parse_event_json
-from funnelstream.qa.heartbeat import (
+from ops.heartbeat import (
     CONSUMER_GROUP_LAG,
     FRESHNESS_PROBE_FAILURES,
     HEARTBEAT_END_TO_END,
@@ -28,12 +29,11 @@ from funnelstream.qa.heartbeat import (
     HeartbeatEmitter,
     make_heartbeat,
 )
-from funnelstream.qa.settings import QAConfig, QASettings
-from funnelstream.qa.status import Freshness, Health, StageStatus, collect_status, consumer_group_lag
+from ops.status import Freshness, Health, StageStatus, collect_status, consumer_group_lag
 from stream_processors.dimensions import DimensionStore
 from stream_processors.enrich import Enricher, UserAgentParser
 from stream_processors.processor import MemoryStateStore, RawRecord, StreamProcessor
-from tests.funnelstream.qa.dataset import load_events, open_warehouse
+from tests.helpers.qa_warehouse import load_events, open_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -269,7 +269,7 @@ def test_a_stopped_loader_shows_as_growing_heartbeat_lag_then_recovers(kafka, ka
 def test_the_heartbeat_command_beats_and_stops(kafka, kafka_topic, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from funnelstream.cli import _mount_service_commands, app
+    from ops.cli import _mount_service_commands, app
 
     if not any(group.name == "qa" for group in app.registered_groups):
         _mount_service_commands()
@@ -307,7 +307,7 @@ def test_heartbeats_can_enter_through_the_collector(kafka, kafka_topic) -> None:
     from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
-    from funnelstream.qa.errors import HeartbeatRejected
+    from clickhouse.qa.errors import HeartbeatRejected
     from ingest.app import create_app
     from ingest.settings import IngestSettings, hash_write_key
 
@@ -350,7 +350,7 @@ def test_heartbeats_can_enter_through_the_collector(kafka, kafka_topic) -> None:
 def test_readiness_probes_tell_ready_from_unready_and_unreachable() -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from funnelstream.qa.status import probe_ready
+    from ops.status import probe_ready
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

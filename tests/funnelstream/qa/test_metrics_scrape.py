@@ -23,9 +23,9 @@ from PIL import Image
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from clickhouse.qa.settings import QAConfig, QASettings
 from funnelstream.contract import InferenceJob, JobKind
-from funnelstream.qa.heartbeat import HeartbeatEmitter
-from funnelstream.qa.settings import QAConfig, QASettings
+from ops.heartbeat import HeartbeatEmitter
 from tests.funnelstream.examples import example
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -122,9 +122,9 @@ def test_ingest_metrics_count_accepted_rejected_and_produce_latency(kafka, topic
 def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from clickhouse.api import create_app
     from clickhouse.settings import WarehouseSettings
-    from funnelstream.qa.heartbeat import make_heartbeat
-    from tests.funnelstream.qa.dataset import open_warehouse
+    from ops.heartbeat import make_heartbeat
     from tests.funnelstream.qa.test_heartbeat_status import enriched
+    from tests.helpers.qa_warehouse import open_warehouse
 
     events_topic = topics("events.enriched")
     settings = WarehouseSettings(
@@ -220,7 +220,7 @@ def test_inference_metrics_count_jobs_and_model_latency(kafka, s3, minio_client,
 
 
 def test_heartbeat_metrics_carry_freshness_and_consumer_lag(kafka, topics) -> None:  # type: ignore[no-untyped-def]
-    from funnelstream.qa.status import Freshness
+    from ops.status import Freshness
 
     raw = topics("events.raw")
     settings = QASettings(kafka=kafka, qa=QAConfig(consumer_groups={"loader": f"scrape-{uuid.uuid4().hex[:8]}"}))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from funnelstream.qa.checks import CHECKS
-from funnelstream.qa.runner import run_checks, write_results
-from tests.funnelstream.qa.dataset import NOW, open_warehouse
+from clickhouse.qa.checks import CHECKS
+from clickhouse.qa.runner import run_checks, write_results
+from tests.helpers.qa_warehouse import NOW, open_warehouse
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

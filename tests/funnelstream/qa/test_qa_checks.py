@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from clickhouse.backend import ChdbWarehouse
+from clickhouse.qa.checks import CHECKS, Check
+from clickhouse.qa.runner import Status, run_check, run_checks, write_results
 from funnelstream.contract import EnrichedEvent, SessionSummary, TimestampFlag
-from funnelstream.qa.checks import CHECKS, Check
-from funnelstream.qa.runner import Status, run_check, run_checks, write_results
-from tests.funnelstream.qa.dataset import (
+from tests.helpers.qa_warehouse import (
     NOW,
     enrich,
     load_dead_letters,

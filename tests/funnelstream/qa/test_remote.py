@@ -10,13 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clickhouse.api import create_app
+from clickhouse.qa.checks import CHECKS
+from clickhouse.qa.remote import WarehouseApi
+from clickhouse.qa.runner import Status, run_checks
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
-from funnelstream.qa.checks import CHECKS
-from funnelstream.qa.heartbeat import make_heartbeat
-from funnelstream.qa.remote import WarehouseApi
-from funnelstream.qa.runner import Status, run_checks
-from funnelstream.qa.status import heartbeat_freshness
-from tests.funnelstream.qa.dataset import (
+from ops.heartbeat import make_heartbeat
+from ops.status import heartbeat_freshness
+from tests.funnelstream.qa.test_heartbeat_status import enriched
+from tests.helpers.qa_warehouse import (
     NOW,
     load_events,
     load_sessions,
@@ -24,7 +25,6 @@ from tests.funnelstream.qa.dataset import (
     orphan_tool_clicks,
     simulated,
 )
-from tests.funnelstream.qa.test_heartbeat_status import enriched
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,490 @@
+"""Experiment analysis from the frames the warehouse computed (DESIGN §8, docs/analytics-definitions.md).
+
+Which units are in the experiment, which arm each is in, which are contaminated, which of their
+events count and how long each image's task took are defined once, in SQL (the ``experiment_units``,
+``experiment_task_durations`` and ``task_durations`` views); :mod:`clickhouse.experiments.warehouse`
+runs the named queries and hands the result here as :class:`ExperimentFrames`. This module owns only
+what is done with them: per-arm metrics, the sample-ratio check and the alerts. Estimators and tests
+live in :mod:`clickhouse.experiments.stats`.
+
+The statistical unit is the exposed device (``anonymous_id``), the unit of randomisation; every
+metric is a per-unit numerator over a per-unit denominator, and its variance comes from the delta
+method clustered by unit, which stays valid when one unit edits many images.
+
+Invariants:
+- the units analysed are exactly the view's clean units, the same units a funnel by variant counts;
+- contaminated units are counted and excluded from every metric and from the sample-ratio check
+  (alert above the threshold); forced QA assignments are not exposures and never reach either;
+- the task-time mean of an arm is the plain mean of the view's (capped) durations, the number
+  ``/v1/task-times`` and ``report funnel`` give; winsorization is opt-in and labelled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from scipy import stats
+
+from clickhouse.experiments.stats import (
+    FIXED_HORIZON_LABEL,
+    SEQUENTIAL_LABEL,
+    Comparison,
+    Model,
+    adjust_comparisons,
+    compare,
+    finite_or_none,
+    ratio_estimate,
+    weighted_quantiles,
+)
+from clickhouse.experiments.stats import (
+    AnalysisConfig as AnalysisConfig,
+)
+from funnelstream.contract import EventType
+from funnelstream.experiments.definitions import Experiment, Metric, MetricRole
+from funnelstream.experiments.errors import EventsFrameError
+
+UNIT_COLUMNS = ("anonymous_id", "variant", "first_exposure_at", "contaminated")
+EVENT_COLUMNS = ("anonymous_id", "event_type", "score")
+DURATION_COLUMNS = ("input_id", "anonymous_id", "diff_second")
+FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
+    ("upload", EventType.IMAGE_UPLOADED),
+    ("tool", EventType.TOOL_SELECTED),
+    ("inference", EventType.INFERENCE_REQUESTED),
+    ("save", EventType.IMAGE_SAVED),
+    ("score", EventType.SCORE_SUBMITTED),
+)
+BOOTSTRAP_CHUNK_CELLS = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentFrames:
+    """What the warehouse computed for one experiment and window (one named query each).
+
+    ``units``: every exposed device, clean or not (``experiment_units``): anonymous_id, variant,
+    first_exposure_at, contaminated. ``events``: the funnel events of clean units at or after their
+    first exposure (``experiment_events``): anonymous_id, event_type, score. ``durations``: one row
+    per image of a clean unit whose first tool click is at or after its first exposure
+    (``experiment_task_durations``): input_id, anonymous_id, diff_second (null when the image has no
+    counted save: none, or one past the cap).
+    """
+
+    units: pd.DataFrame
+    events: pd.DataFrame
+    durations: pd.DataFrame
+
+
+class VariantExposure(Model):
+    variant: str
+    units: int
+    share: float | None
+    expected_share: float
+
+
+class SrmCheck(Model):
+    chi2: float | None
+    p_value: float | None
+    threshold: float
+    alert: bool
+
+
+class Contamination(Model):
+    units_in_several_variants: int
+    """Exposed units seen in more than one arm (own exposures, experiments map, or a shared user_id)."""
+    units_exposed: int
+    share: float
+    threshold: float
+    alert: bool
+
+
+class ArmValue(Model):
+    variant: str
+    units: int
+    numerator: float
+    denominator: float
+    value: float | None
+
+
+class MetricResult(Model):
+    name: str
+    description: str
+    arms: list[ArmValue]
+    comparisons: list[Comparison]
+    role: MetricRole = "secondary"
+    """The experiment's plan: the primary and guardrails are read unadjusted; secondary metrics carry
+    ``p_value_adjusted`` (one family, the experiment's ``correction``) and are significant on it."""
+
+
+class QuantileComparison(Model):
+    quantile: float
+    variant: str
+    control: str
+    control_value: float | None
+    variant_value: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    resamples: int
+
+
+class TaskDurationResult(Model):
+    winsor_quantile: float | None
+    """Set only when winsorization was asked for; ``None``: the mean is the plain mean of durations."""
+    winsor_cap_s: float | None
+    images: dict[str, int]
+    """Per arm: images with a counted task time (the summary's ``saved_images``)."""
+    images_started: dict[str, int] = Field(default_factory=dict)
+    """Per arm: images with a first tool click after exposure, saved or not (the summary's ``images``)."""
+    mean: MetricResult
+    quantiles: list[QuantileComparison]
+
+
+class ExperimentResults(Model):
+    experiment_key: str
+    phase: int
+    control: str
+    variants: list[str]
+    mode: Literal["fixed_horizon", "sequential"]
+    mode_label: str
+    alpha: float
+    analysis_start: datetime | None
+    analysis_end: datetime | None
+    generated_at: datetime
+    exposures: list[VariantExposure]
+    srm: SrmCheck
+    contamination: Contamination
+    conversion: list[MetricResult]
+    task_duration: TaskDurationResult | None
+    score: MetricResult | None
+    alerts: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Units:
+    """The clean units, each with an integer code (its row): every membership test and per-unit sum
+    below runs on codes, not on device strings."""
+
+    ids: pd.Index
+    variant: np.ndarray
+
+    def codes(self, anonymous_ids: pd.Series) -> np.ndarray:
+        """Each row's unit code; -1 for a device that is not a clean unit."""
+        return np.asarray(self.ids.get_indexer(anonymous_ids.to_numpy(object)))
+
+    def sums(self, codes: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """Per unit: the sum of ``values`` (default: the count) over rows with that code."""
+        return np.bincount(codes, weights=values, minlength=len(self.ids)).astype(float)
+
+
+def _metric(
+    name: str,
+    description: str,
+    units: _Units,
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    experiment: Experiment,
+    config: AnalysisConfig,
+) -> MetricResult:
+    """``numerator`` and ``denominator`` have one value per clean unit, in ``units``' order."""
+    estimates = {}
+    for key in experiment.variant_keys:
+        arm = units.variant == key
+        estimates[key] = ratio_estimate(numerator[arm], denominator[arm])
+    arms = [
+        ArmValue(
+            variant=k, units=e.units, numerator=e.numerator, denominator=e.denominator, value=finite_or_none(e.value)
+        )
+        for k, e in estimates.items()
+    ]
+    control = experiment.control
+    comparisons = [compare(estimates[control], estimates[k], control, k, config) for k in experiment.variant_keys[1:]]
+    return MetricResult(name=name, description=description, arms=arms, comparisons=comparisons)
+
+
+def _unit_resample_weights(
+    unit_codes: np.ndarray, n_units: int, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Per-value weights of a cluster bootstrap: each resample draws units with replacement."""
+    draws = rng.integers(0, n_units, size=(resamples, n_units))
+    offsets = (np.arange(resamples) * n_units)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=resamples * n_units).reshape(resamples, n_units)
+    return counts[:, unit_codes]
+
+
+def _arm_quantiles(
+    durations: pd.DataFrame, quantiles: Sequence[float], resamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    ordered = durations.sort_values("duration_s", kind="stable")
+    values = ordered["duration_s"].to_numpy(float)
+    if len(values) == 0:
+        return np.full(len(quantiles), np.nan), None
+    codes, uniques = pd.factorize(ordered["anonymous_id"])
+    point = weighted_quantiles(values, np.ones(len(values)), quantiles)
+    if resamples <= 0:
+        return point, None
+    # Resamples in chunks so the weight matrix stays near BOOTSTRAP_CHUNK_CELLS whatever the size.
+    per_chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(len(values), len(uniques)))
+    draws = []
+    for start in range(0, resamples, per_chunk):
+        count = min(per_chunk, resamples - start)
+        weights = _unit_resample_weights(np.asarray(codes), len(uniques), count, rng)
+        draws.append(weighted_quantiles(values, weights, quantiles))
+    return point, np.concatenate(draws)
+
+
+# --- the analysis -----------------------------------------------------------------------------
+
+
+def _check_columns(frames: ExperimentFrames) -> None:
+    missing = [
+        f"{which}.{column}"
+        for which, frame, needed in (
+            ("units", frames.units, UNIT_COLUMNS),
+            ("events", frames.events, EVENT_COLUMNS),
+            ("durations", frames.durations, DURATION_COLUMNS),
+        )
+        for column in needed
+        if column not in frame.columns
+    ]
+    if missing:
+        raise EventsFrameError(missing)
+
+
+def _contaminated(units: pd.DataFrame) -> pd.Series:
+    return units["contaminated"].fillna(False).astype(bool)
+
+
+def analyze(
+    frames: ExperimentFrames,
+    experiment: Experiment,
+    config: AnalysisConfig | None = None,
+    *,
+    now: datetime | None = None,
+) -> ExperimentResults:
+    config = config or AnalysisConfig()
+    _check_columns(frames)
+    key = experiment.key
+    variants = experiment.variant_keys
+    # A unit in an arm the definitions do not name (a typo, a removed arm) is in no comparison.
+    units = frames.units[frames.units["variant"].isin(variants)]
+    dirty = _contaminated(units)
+    units_exposed = len(units)
+    contaminated_count = int(dirty.sum())
+    clean = units.loc[~dirty, ["anonymous_id", "variant"]].drop_duplicates("anonymous_id")
+    members = _Units(pd.Index(clean["anonymous_id"].to_numpy(object)), clean["variant"].to_numpy(object))
+    ones = np.ones(len(members.ids))
+
+    counts = clean["variant"].value_counts().reindex(variants, fill_value=0)
+    total = int(counts.sum())
+    weights = np.array(experiment.weights, dtype=float)
+    exposure_rows = [
+        VariantExposure(
+            variant=v,
+            units=int(counts[v]),
+            share=finite_or_none(counts[v] / total) if total else None,
+            expected_share=float(w),
+        )
+        for v, w in zip(variants, weights, strict=True)
+    ]
+    srm = _srm(counts.to_numpy(float), weights, config)
+    share = contaminated_count / units_exposed if units_exposed else 0.0
+    contamination = Contamination(
+        units_in_several_variants=contaminated_count,
+        units_exposed=units_exposed,
+        share=share,
+        threshold=config.contamination_threshold,
+        alert=share > config.contamination_threshold,
+    )
+
+    # The query returns clean units' events only; the codes keep that true of any frame handed in.
+    events = frames.events
+    event_unit = members.codes(events["anonymous_id"])
+    event_type = events["event_type"].to_numpy(object)
+
+    conversion = []
+    if Metric.FUNNEL_CONVERSION in experiment.metrics:
+        for step, kind in FUNNEL_STEPS:
+            reached = members.sums(event_unit[(event_unit >= 0) & (event_type == str(kind))]) > 0
+            conversion.append(
+                _metric(
+                    f"conversion_{step}",
+                    f"share of exposed units with a {kind} after exposure",
+                    members,
+                    reached.astype(float),
+                    ones,
+                    experiment,
+                    config,
+                )
+            )
+
+    task_duration = None
+    if Metric.TASK_DURATION in experiment.metrics:
+        task_duration = _task_duration(frames.durations, members, experiment, config)
+
+    score = None
+    if Metric.MEAN_SCORE in experiment.metrics:
+        values = events["score"].to_numpy(float, na_value=np.nan)
+        rated = (event_unit >= 0) & (event_type == str(EventType.SCORE_SUBMITTED)) & ~np.isnan(values)
+        score = _metric(
+            "mean_score",
+            "mean score (1-5) per submitted rating",
+            members,
+            members.sums(event_unit[rated], values[rated]),
+            members.sums(event_unit[rated]),
+            experiment,
+            config,
+        )
+
+    conversion, task_mean, score = _with_roles(
+        conversion, task_duration.mean if task_duration else None, score, experiment, config
+    )
+    if task_duration is not None and task_mean is not None:
+        task_duration = task_duration.model_copy(update={"mean": task_mean})
+
+    alerts = []
+    if srm.alert:
+        alerts.append(f"sample ratio mismatch: chi-square p = {srm.p_value:.2e} < {config.srm_p_threshold}")
+    if contamination.alert:
+        alerts.append(
+            f"{contaminated_count} of {units_exposed} units ({share:.2%}) were seen in more than one variant "
+            f"(threshold {config.contamination_threshold:.0%}); they are excluded"
+        )
+    return ExperimentResults(
+        experiment_key=key,
+        phase=experiment.phase,
+        control=experiment.control,
+        variants=variants,
+        mode="sequential" if config.sequential else "fixed_horizon",
+        mode_label=SEQUENTIAL_LABEL if config.sequential else FIXED_HORIZON_LABEL,
+        alpha=config.alpha,
+        analysis_start=experiment.analysis_start,
+        analysis_end=experiment.end,
+        generated_at=now or datetime.now(UTC),
+        exposures=exposure_rows,
+        srm=srm,
+        contamination=contamination,
+        conversion=conversion,
+        task_duration=task_duration,
+        score=score,
+        alerts=alerts,
+    )
+
+
+def _with_roles(
+    conversion: list[MetricResult],
+    task_mean: MetricResult | None,
+    score: MetricResult | None,
+    experiment: Experiment,
+    config: AnalysisConfig,
+) -> tuple[list[MetricResult], MetricResult | None, MetricResult | None]:
+    """Each metric with its role; the secondary metrics' comparisons adjusted as one family."""
+    metrics = [m for m in (*conversion, task_mean, score) if m is not None]
+    roled = [m.model_copy(update={"role": experiment.metric_role(m.name)}) for m in metrics]
+    family = [c for m in roled if m.role == "secondary" for c in m.comparisons]
+    adjusted = iter(adjust_comparisons(family, experiment.correction, config.alpha))
+    done = {
+        m.name: m.model_copy(update={"comparisons": [next(adjusted) for _ in m.comparisons]})
+        if m.role == "secondary"
+        else m
+        for m in roled
+    }
+    return (
+        [done[m.name] for m in conversion],
+        done[task_mean.name] if task_mean is not None else None,
+        done[score.name] if score is not None else None,
+    )
+
+
+def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> SrmCheck:
+    total = observed.sum()
+    if total == 0:
+        return SrmCheck(chi2=None, p_value=None, threshold=config.srm_p_threshold, alert=False)
+    expected = weights / weights.sum() * total
+    chi2, p_value = stats.chisquare(observed, f_exp=expected)
+    return SrmCheck(
+        chi2=finite_or_none(chi2),
+        p_value=finite_or_none(p_value),
+        threshold=config.srm_p_threshold,
+        alert=p_value < config.srm_p_threshold,
+    )
+
+
+def _task_duration(
+    durations: pd.DataFrame, members: _Units, experiment: Experiment, config: AnalysisConfig
+) -> TaskDurationResult:
+    # The arm is the unit's, from the units frame: one source for every metric.
+    unit = members.codes(durations["anonymous_id"])
+    seconds = durations["diff_second"].to_numpy(float, na_value=np.nan)
+    started = pd.DataFrame({"anonymous_id": unit[unit >= 0], "variant": members.variant[unit[unit >= 0]]})
+    kept = (unit >= 0) & ~np.isnan(seconds)
+    counted = pd.DataFrame(
+        {"anonymous_id": unit[kept], "variant": members.variant[unit[kept]], "duration_s": seconds[kept]}
+    )
+    cap = None
+    values = counted["duration_s"].to_numpy(float)
+    description = (
+        "seconds per image from first tool click to the save of an inferred result "
+        "(plain mean of the capped durations, ratio metric clustered by unit)"
+    )
+    if config.winsor_quantile is not None and len(counted):
+        # Opt-in: one cap over both arms together, so the cap cannot itself create a difference.
+        cap = float(np.quantile(values, config.winsor_quantile))
+        values = np.minimum(values, cap)
+        description += f"; winsorized at {cap:g} s (quantile {config.winsor_quantile} of both arms)"
+    mean = _metric(
+        "task_duration_s",
+        description,
+        members,
+        members.sums(counted["anonymous_id"].to_numpy(), values),
+        members.sums(counted["anonymous_id"].to_numpy()),
+        experiment,
+        config,
+    )
+    rng = np.random.default_rng(config.seed)
+    qs = (0.5, 0.9)
+    control = experiment.control
+    per_arm = {
+        key: _arm_quantiles(counted[counted["variant"] == key], qs, config.bootstrap_resamples, rng)
+        for key in experiment.variant_keys
+    }
+    quantiles = []
+    c_point, c_boot = per_arm[control]
+    for key in experiment.variant_keys[1:]:
+        v_point, v_boot = per_arm[key]
+        for i, q in enumerate(qs):
+            low = high = math.nan
+            if c_boot is not None and v_boot is not None:
+                diffs = v_boot[:, i] - c_boot[:, i]
+                low, high = np.quantile(diffs, [config.alpha / 2, 1 - config.alpha / 2])
+            quantiles.append(
+                QuantileComparison(
+                    quantile=q,
+                    variant=key,
+                    control=control,
+                    control_value=finite_or_none(c_point[i]),
+                    variant_value=finite_or_none(v_point[i]),
+                    difference=finite_or_none(v_point[i] - c_point[i]),
+                    ci_low=finite_or_none(low),
+                    ci_high=finite_or_none(high),
+                    resamples=config.bootstrap_resamples,
+                )
+            )
+
+    def per_variant(frame: pd.DataFrame) -> dict[str, int]:
+        counts = frame["variant"].value_counts().reindex(experiment.variant_keys, fill_value=0)
+        return {k: int(v) for k, v in counts.items()}
+
+    return TaskDurationResult(
+        winsor_quantile=config.winsor_quantile if cap is not None else None,
+        winsor_cap_s=cap,
+        images=per_variant(counted),
+        images_started=per_variant(started),
+        mean=mean,
+        quantiles=quantiles,
+    )

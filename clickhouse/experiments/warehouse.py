@@ -1,0 +1,158 @@
+"""Fetching an experiment's frames from ClickHouse and turning them into results.
+
+Three named queries compute everything the analysis reads, each over the experiment's window
+``[analysis_start or EARLIEST, end or LATEST)``: ``experiment_units`` (every exposed device, its arm
+and whether it is contaminated), ``experiment_events`` (the funnel events of clean units at or
+after their first exposure) and ``experiment_task_durations`` (the clean units' per-image task
+times, from the ``task_durations`` view that ``/v1/task-times`` and ``report funnel`` read as well).
+They run through the warehouse API's process when ``funnelstream warehouse serve`` owns the embedded
+data (one process per chdb path, DESIGN §6), and directly through ``clickhouse.backend`` otherwise.
+
+Invariant: no unit, event or duration reaches :func:`clickhouse.experiments.analysis.analyze`
+except through these queries, so the experiment and the warehouse's other answers share one
+definition of each.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from clickhouse.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
+from funnelstream.experiments.definitions import Experiment
+from funnelstream.experiments.errors import UnknownExperimentError, WarehouseUnavailableError
+from funnelstream.settings import PROJECT_ROOT, ClickHouseConfig
+from ops.experiments.simulate import warehouse_rows
+
+QUERIES_DIR = PROJECT_ROOT / "clickhouse" / "queries"
+UNITS_QUERY = "experiment_units"
+EVENTS_QUERY = "experiment_events"
+DURATIONS_QUERY = "experiment_task_durations"
+# Open-ended windows still need bounds in the query; these cover any plausible event time.
+EARLIEST = datetime(2015, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class QueriesFrames(Protocol):
+    def query_df(self, sql: str, parameters: Any = None, settings: Any = None) -> pd.DataFrame: ...
+
+
+def query_text(name: str = EVENTS_QUERY) -> str:
+    return (QUERIES_DIR / f"{name}.sql").read_text()
+
+
+def window(experiment: Experiment) -> tuple[datetime, datetime]:
+    """The analysed window: the current phase, from its start to the experiment's end."""
+    return experiment.analysis_start or EARLIEST, experiment.end or LATEST
+
+
+def query_parameters(experiment: Experiment) -> dict[str, Any]:
+    start, end = window(experiment)
+    return {"experiment_key": experiment.key, "from": start, "to": end}
+
+
+def fetch_frames(warehouse: QueriesFrames, experiment: Experiment) -> ExperimentFrames:
+    """The experiment's units, events and task durations through any object with ``query_df``
+    (a ``clickhouse.backend`` Warehouse, or the warehouse API's analyst reader)."""
+    parameters = query_parameters(experiment)
+    return ExperimentFrames(
+        units=warehouse.query_df(query_text(UNITS_QUERY), parameters),
+        events=warehouse.query_df(query_text(EVENTS_QUERY), parameters),
+        durations=warehouse.query_df(query_text(DURATIONS_QUERY), parameters),
+    )
+
+
+def fetch_events(warehouse: QueriesFrames, experiment: Experiment) -> ExperimentFrames:
+    """The former name of :func:`fetch_frames`: ``analyze(fetch_events(reader, e), e, config)`` still
+    works for a caller not yet moved to :func:`analyze_warehouse`."""
+    return fetch_frames(warehouse, experiment)
+
+
+def analyze_warehouse(
+    warehouse: QueriesFrames, experiment: Experiment, config: AnalysisConfig | None = None
+) -> ExperimentResults:
+    """The experiment's results from an open warehouse (or reader): the one entry point of every caller."""
+    return analyze(fetch_frames(warehouse, experiment), experiment, config)
+
+
+def fetch_results_via_api(
+    api_url: str, read_key: str, key: str, sequential: bool, timeout_s: float = 120.0
+) -> ExperimentResults:
+    """Results computed by the warehouse process, which owns the embedded data while it runs."""
+    import httpx
+
+    from clickhouse.client import send_retrying
+
+    url = f"{api_url.rstrip('/')}/v1/experiments/{key}/results"
+    headers = {"Authorization": f"Bearer {read_key}"}
+    try:
+        response = send_retrying(
+            lambda: httpx.get(url, params={"sequential": sequential}, headers=headers, timeout=timeout_s)
+        )
+    except httpx.HTTPError as exc:
+        raise WarehouseUnavailableError(f"{url}: {exc}") from None
+    if response.status_code == 404:
+        raise UnknownExperimentError(key, [])
+    if response.status_code >= 400:
+        raise WarehouseUnavailableError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+    return ExperimentResults.model_validate(response.json())
+
+
+def load_frames(experiment: Experiment, clickhouse: ClickHouseConfig) -> ExperimentFrames:
+    """Open the warehouse named by the configuration, run the queries, close it."""
+    try:
+        from clickhouse.backend import open_warehouse
+        from clickhouse.errors import QueryError
+    except ImportError as exc:
+        raise WarehouseUnavailableError(f"the clickhouse package is not installed: {exc}") from None
+    try:
+        warehouse = open_warehouse(clickhouse)
+    except Exception as exc:
+        raise WarehouseUnavailableError(f"cannot open the warehouse: {exc}") from None
+    try:
+        return fetch_frames(warehouse, experiment)
+    except QueryError as exc:
+        raise WarehouseUnavailableError(f"experiment query failed: {exc}") from None
+    finally:
+        warehouse.close()
+
+
+def analyze_export(path: Path, experiment: Experiment, config: AnalysisConfig | None = None) -> ExperimentResults:
+    """Results from a Parquet file of events, loaded into a scratch embedded warehouse and read
+    through the same named queries (the definitions live in SQL, so there is no in-memory shortcut).
+
+    The file holds rows of the ``events`` table (an export; missing columns take the table's
+    defaults) or a :func:`ops.experiments.simulate.simulate` frame (no ``event_id``).
+    """
+    try:
+        from clickhouse.backend import open_warehouse
+        from clickhouse.migrate import migrate
+    except ImportError as exc:
+        raise WarehouseUnavailableError(f"the clickhouse package is not installed: {exc}") from None
+    table = pq.read_table(path)
+    if "event_id" not in table.column_names:
+        table = warehouse_rows(table.to_pandas(), experiment.key)
+    with tempfile.TemporaryDirectory(prefix="funnelstream-export-") as scratch:
+        warehouse = open_warehouse(ClickHouseConfig(chdb_path=Path(scratch) / "chdb"))
+        try:
+            migrate(warehouse)
+            warehouse.insert_arrow("events", table)
+            return analyze_warehouse(warehouse, experiment, config)
+        finally:
+            warehouse.close()
+
+
+def results_from(warehouse: QueriesFrames, config: AnalysisConfig) -> Callable[[Experiment, bool], ExperimentResults]:
+    """A results factory for :func:`clickhouse.experiments.routes.results_router` over an open warehouse."""
+
+    def results(experiment: Experiment, sequential: bool) -> ExperimentResults:
+        return analyze_warehouse(warehouse, experiment, replace(config, sequential=sequential))
+
+    return results

@@ -1,0 +1,356 @@
+"""``make bench-stream``: throughput of one worker and the passthrough ceiling, on the local Kafka.
+
+Every run uses its own topics and app id and deletes them at the end. The worker runs as a
+separate process pinned to one core (``sched_setaffinity``), with dedup, enrichment and
+sessionization on. Its rate is measured on the output: enriched events divided by the span of
+their broker timestamps, so start-up and dimension loading are not counted. The ceiling is a bare
+confluent-kafka consumer-to-producer passthrough from the same input topic. Once the worker has
+stopped, ``faust_ceiling_events_per_s`` is Faust's own limit on the same core: an agent with the
+worker's loop and fetch settings that takes the same records in the same batches and does nothing
+with them. The last line of the output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce, wait_for_broker
+from funnelstream.settings import KafkaConfig
+from ops.stream_workload import generate
+from stream_processors.app import reading_options
+from stream_processors.dimensions import SEED_FILE
+from stream_processors.settings import StreamSettings
+
+
+def create_topics(config: KafkaConfig, names: dict[str, bool], partitions: int) -> None:
+    admin = AdminClient(config.client_config())
+    new = [
+        NewTopic(
+            name, num_partitions=partitions, replication_factor=1, config={"cleanup.policy": "compact"} if c else {}
+        )
+        for name, c in names.items()
+    ]
+    for future in admin.create_topics(new).values():
+        future.result()
+
+
+def delete_topics(config: KafkaConfig, names: list[str]) -> None:
+    admin = AdminClient(config.client_config())
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [name for name in names if name in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed).values():
+            try:
+                future.result()
+            except Exception as exc:
+                print(f"could not delete {exc}", file=sys.stderr)
+
+
+def faust_topics(app_id: str) -> list[str]:
+    """The topics Faust creates for an app: the table's changelog and the assignor's."""
+    return [f"{app_id}-state-changelog", f"{app_id}-__assignor-__leader"]
+
+
+def produce_all(config: KafkaConfig, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(config, **{"linger.ms": 20})
+    report = DeliveryReport()
+    for key, value in messages:
+        produce(producer, topic, value, key, report)
+    flush_or_raise(producer, report, 120)
+
+
+def worker_env(settings: StreamSettings, overrides: dict[str, str]) -> dict[str, str]:
+    # FS_STREAM__* tuning (batch size, windows) passes through; topics and app id are the run's own.
+    env = dict(os.environ)
+    env["FS_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
+    env["FS_KAFKA__PARTITIONS"] = str(settings.kafka.partitions)
+    env["FS_LOG_LEVEL"] = "WARNING"
+    env.update(overrides)
+    return env
+
+
+def start_worker(env: dict[str, str], web_port: int, log_path: str, cpu: int | None = None) -> subprocess.Popen[bytes]:
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream_processors", "stream", "worker", "--web-port", str(web_port)],
+            env=env,
+            preexec_fn=pin,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def health(web_port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def consume_until(
+    config: KafkaConfig,
+    topic: str,
+    expected: int,
+    timeout_s: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> list[tuple[int, bytes, bytes]]:
+    """(broker timestamp ms, key, value) of messages until ``expected`` distinct keys+values came."""
+    consumer = Consumer(
+        {
+            **config.client_config(),
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen: list[tuple[int, bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < expected and time.monotonic() < deadline and alive():
+            for message in consumer.consume(num_messages=5000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(error.str())
+                    continue
+                seen.append((message.timestamp()[1], message.key() or b"", message.value() or b""))
+    finally:
+        consumer.close()
+    return seen
+
+
+def passthrough(config: KafkaConfig, source: str, target: str, expected: int, timeout_s: float) -> float:
+    """events/s of a bare consume -> produce loop over ``source``."""
+    consumer = Consumer(
+        {
+            **config.client_config(),
+            "group.id": f"bench-passthrough-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = make_producer(config)
+    report = DeliveryReport()
+    consumer.subscribe([source])
+    started: float | None = None
+    moved = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while moved < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=5000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                if started is None:
+                    started = time.perf_counter()
+                produce(producer, target, message.value() or b"", message.key(), report)
+                moved += 1
+            producer.poll(0)
+        flush_or_raise(producer, report, 60)
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    if started is None or moved < expected:
+        raise RuntimeError(f"passthrough moved {moved} of {expected}")
+    return moved / (time.perf_counter() - started)
+
+
+BARE_RATE_PREFIX = "BARE AGENT EVENTS/S "
+
+
+def run_bare_agent(topic: str, expected: int, app_id: str, data_dir: str) -> None:
+    """Faust's own limit on this machine: an agent that takes the input in the worker's batches,
+    with the worker's loop and fetch settings, and does nothing else. Prints its rate and exits."""
+    from stream_processors.worker import use_worker_loop
+
+    use_worker_loop()
+    import faust
+
+    settings = StreamSettings()
+    stream = settings.stream
+    app = faust.App(app_id, datadir=data_dir, web_enabled=False, **reading_options(settings))
+    source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    taken = 0
+    first: float | None = None
+
+    @app.agent(source, name="bare")
+    async def bare(events: Any) -> None:
+        nonlocal taken, first
+        async for batch in events.take_events(stream.batch_size, within=stream.batch_within_s):
+            first = time.perf_counter() if first is None else first
+            taken += len(batch)
+            if taken >= expected:
+                print(f"{BARE_RATE_PREFIX}{taken / (time.perf_counter() - first):.0f}", flush=True)
+                # The figure is out; Faust's orderly shutdown takes seconds and measures nothing.
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def bare_agent_rate(
+    env: dict[str, str], topic: str, expected: int, app_id: str, data_dir: Path, cpu: int | None
+) -> float:
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    command = [sys.executable, "-m", "ops.bench.stream", "--bare-agent", topic, "--expected", str(expected),
+               "--bare-app-id", app_id, "--bare-data-dir", str(data_dir)]  # fmt: skip
+    completed = subprocess.run(command, env=env, preexec_fn=pin, capture_output=True, text=True, timeout=300)
+    # Faust's worker sends what is printed through its logging, so the line may come on either stream.
+    for line in (completed.stdout + completed.stderr).splitlines():
+        if BARE_RATE_PREFIX in line:
+            return float(line.split(BARE_RATE_PREFIX, 1)[1].split()[0])
+    raise RuntimeError(f"the bare agent gave no figure: {completed.stderr[-1000:]}")
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            fields[name] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        try:
+            health(port)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("worker did not answer /healthz")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--web-port", type=int, default=6099)
+    parser.add_argument("--cpu", type=int, default=1, help="core the worker is pinned to; -1 for none")
+    parser.add_argument("--bare-agent", metavar="TOPIC", help=argparse.SUPPRESS)
+    parser.add_argument("--expected", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-app-id", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-data-dir", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.bare_agent:
+        run_bare_agent(args.bare_agent, args.expected, args.bare_app_id, args.bare_data_dir)
+        return 0
+
+    settings = StreamSettings()
+    config = settings.kafka
+    wait_for_broker(config)
+    run = uuid.uuid4().hex[:8]
+    app_id = f"bench-stream-{run}"
+    bare_app_id = f"bench-bare-{run}"
+    scratch = Path(tempfile.mkdtemp(prefix=f"{app_id}-"))
+    topics = {
+        "raw": f"bench.{run}.events.raw",
+        "enriched": f"bench.{run}.events.enriched",
+        "sessions": f"bench.{run}.sessions",
+        "dlq": f"bench.{run}.events.dlq",
+        "tools": f"bench.{run}.dimensions.tools",
+        "inferences": f"bench.{run}.dimensions.inferences",
+        "ceiling": f"bench.{run}.passthrough",
+    }
+    compacted = {"sessions", "tools", "inferences"}
+    create_topics(config, {name: kind in compacted for kind, name in topics.items()}, args.partitions)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"generating {args.events} events over {args.devices} devices", file=sys.stderr)
+        workload = generate(args.events, args.devices)
+        env_settings = StreamSettings(kafka=config.model_copy(update={"partitions": args.partitions}))
+        env = worker_env(
+            env_settings,
+            {
+                "FS_STREAM__APP_ID": app_id,
+                "FS_STREAM__INPUT_TOPIC": topics["raw"],
+                "FS_STREAM__ENRICHED_TOPIC": topics["enriched"],
+                "FS_STREAM__SESSIONS_TOPIC": topics["sessions"],
+                "FS_STREAM__DLQ_TOPIC": topics["dlq"],
+                "FS_STREAM__TOOLS_TOPIC": topics["tools"],
+                "FS_STREAM__INFERENCES_TOPIC": topics["inferences"],
+                "FS_STREAM__DATA_DIR": str(scratch / "state"),
+            },
+        )
+        subprocess.run([sys.executable, "-m", "stream_processors", "dims", "load", str(SEED_FILE)], env=env, check=True)
+        produce_all(config, topics["raw"], workload.messages)
+        print(f"produced {len(workload.messages)} messages; passthrough ceiling", file=sys.stderr)
+        ceiling = passthrough(config, topics["raw"], topics["ceiling"], len(workload.messages), 300)
+
+        log_path = str(scratch / "worker.log")
+        print(f"starting the worker; its log: {log_path}", file=sys.stderr)
+        worker = start_worker(env, args.web_port, log_path, None if args.cpu < 0 else args.cpu)
+        wait_healthy(args.web_port, worker, 120)
+        began = time.monotonic()
+        running = worker
+        out = consume_until(config, topics["enriched"], len(workload.events), 600, lambda: running.poll() is None)
+        if len(out) < len(workload.events):
+            raise RuntimeError(f"only {len(out)} of {len(workload.events)} enriched events; see {log_path}")
+        elapsed = time.monotonic() - began
+        stamps = [stamp for stamp, _, _ in out]
+        span_s = max((max(stamps) - min(stamps)) / 1000, 1e-3)
+        time.sleep(1)
+        state = health(args.web_port)
+        rss, peak = rss_mb(worker.pid)
+        result = {
+            "events": len(workload.events),
+            "messages": len(workload.messages),
+            "duplicates": workload.duplicates,
+            "enriched": len(out),
+            "events_per_s": round(len(out) / span_s),
+            "wall_s_including_startup": round(elapsed, 2),
+            "ceiling_events_per_s": round(ceiling),
+            "rss_mb": round(rss, 1),
+            "peak_rss_mb": round(peak, 1),
+            "open_sessions": state.get("open_sessions"),
+            "partitions": args.partitions,
+            "worker_cpu": args.cpu,
+        }
+        # With the worker gone, Faust alone on the same core: what the framework leaves to the work.
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        result["faust_ceiling_events_per_s"] = round(
+            bare_agent_rate(env, topics["raw"], len(workload.messages), bare_app_id, scratch / "bare",
+                            None if args.cpu < 0 else args.cpu)
+        )  # fmt: skip
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        delete_topics(config, [*topics.values(), *faust_topics(app_id), *faust_topics(bare_app_id)])
+    shutil.rmtree(scratch, ignore_errors=True)  # kept when the run failed: the worker's log is there
+    # Printed after the clean-up: librdkafka may log on stderr while its clients close.
+    sys.stderr.flush()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
