@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.helpers.experiment_fixtures"]
+
 SERVICE_FIXTURES = frozenset({"kafka", "s3", "minio_client", "chdb_session", "kafka_topic"})
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from funnelstream.contract import EVENT_MODELS, EventType, event_to_json, parse_event, parse_event_json
 from funnelstream.errors import ContractError
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 
 ALL_TYPES = list(EventType)
 FUTURE = (datetime.now(UTC) + timedelta(days=800)).isoformat()

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 from funnelstream.contract import parse_event, parse_event_json
 from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce
 from funnelstream.topics import TOPIC_SPECS
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 
 
 def test_project_topics_exist_with_compaction_where_stated(kafka) -> None:

@@ -21,7 +21,7 @@ from funnelstream.errors import ConfigurationError
 from funnelstream.topics import Topic
 from ingest.app import create_app
 from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY, IngestSettings, SourceConfig, hash_write_key
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 from tests.ingest.conftest import (
     LIMITED_KEY,
     OTHER_ORIGIN,

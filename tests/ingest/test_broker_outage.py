@@ -24,7 +24,7 @@ from funnelstream.topics import Topic
 from infra.stack import InfraSettings, down, up
 from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 from tests.ingest.kafka_helpers import read_topic
 
 KEY = "outage-key"

@@ -23,7 +23,7 @@ from ingest.app import create_app
 from ingest.sdk import Client
 from ingest.settings import IngestSettings, hash_write_key
 from ops.sample_images import sample_png
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 from tests.ingest.kafka_helpers import read_topic
 
 KEY = "integration-key"

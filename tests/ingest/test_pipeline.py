@@ -27,7 +27,7 @@ from ingest.pipeline import (
     stamp_valid_events,
     truncate_ip,
 )
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 
 
 def stamp(**overrides: object) -> Stamp:

@@ -19,7 +19,7 @@ import pytest
 from funnelstream.contract import parse_event_json
 from funnelstream.settings import KafkaConfig
 from ingest.settings import hash_write_key
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 from tests.ingest.kafka_helpers import read_topic
 
 KEY = "sigterm-key"

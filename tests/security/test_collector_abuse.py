@@ -27,8 +27,8 @@ from funnelstream.errors import ConfigurationError
 from funnelstream.settings import KafkaConfig
 from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
-from tests.funnelstream.examples import example
 from tests.helpers import raw_http
+from tests.helpers.examples import example
 from tests.ingest.kafka_helpers import read_topic
 
 WRITE_KEY = "abuse-test-write-key"

@@ -22,7 +22,7 @@ from stream_processors.processor import (
     session_id_for,
     unpack_ids,
 )
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"

@@ -10,8 +10,7 @@ import pytest
 
 from funnelstream.experiments.hashing import bucket_ranges, choose_variation, fnv1a32, gb_hash, in_namespace
 from ingest.experiments.assignment import hash_assignment
-
-from .conftest import make_experiment
+from tests.helpers.experiment_fixtures import make_experiment
 
 CASES = json.loads((Path(__file__).parent / "data" / "growthbook_cases.json").read_text())
 

@@ -18,8 +18,7 @@ from ingest.experiments.store import (
     SqliteAssignmentStore,
     StoredAssignment,
 )
-
-from .conftest import make_experiment
+from tests.helpers.experiment_fixtures import make_experiment
 
 UNITS = [f"device-{i}" for i in range(2000)]
 

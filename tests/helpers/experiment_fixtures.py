@@ -1,3 +1,5 @@
+"""Experiments as tests build them: ``make_experiment`` and the ``experiment`` and ``chdb_path`` fixtures."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

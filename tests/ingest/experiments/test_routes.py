@@ -19,10 +19,9 @@ from ingest.experiments.assignment import Assigner, ExposureLogger, hash_assignm
 from ingest.experiments.routes import assignments_router
 from ingest.experiments.store import SqliteAssignmentStore
 from ops.experiments.simulate import SimulationSpec, simulate
+from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_results import conversion, results
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
-
-from .conftest import make_experiment
 
 DEFINITIONS = """
 version: {version}

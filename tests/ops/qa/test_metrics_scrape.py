@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clickhouse.qa.settings import QAConfig, QASettings
 from funnelstream.contract import InferenceJob, JobKind
 from ops.heartbeat import HeartbeatEmitter
-from tests.funnelstream.examples import example
+from tests.helpers.examples import example
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,8 +123,8 @@ def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path
     from clickhouse.api import create_app
     from clickhouse.settings import WarehouseSettings
     from ops.heartbeat import make_heartbeat
-    from tests.funnelstream.qa.test_heartbeat_status import enriched
     from tests.helpers.qa_warehouse import open_warehouse
+    from tests.ops.qa.test_heartbeat_status import enriched
 
     events_topic = topics("events.enriched")
     settings = WarehouseSettings(

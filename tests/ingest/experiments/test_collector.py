@@ -13,8 +13,7 @@ from fastapi.testclient import TestClient
 from funnelstream.contract import ExperimentExposure, parse_event_json
 from funnelstream.experiments.settings import ExperimentsConfig
 from ingest.experiments.assignment import hash_assignment
-
-from .conftest import make_experiment
+from tests.helpers.experiment_fixtures import make_experiment
 
 DEFINITIONS = """
 version: {version}

@@ -19,9 +19,8 @@ from funnelstream.contract import EnrichedEvent
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.settings import ClickHouseConfig
 from ops.experiments.simulate import SimulationSpec, simulate, warehouse_rows
+from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events
-
-from .conftest import make_experiment
 
 pytestmark = pytest.mark.integration
 RECEIVED = datetime(2026, 11, 6, tzinfo=UTC)

@@ -23,9 +23,8 @@ from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.settings import ClickHouseConfig
 from ingest.experiments.assignment import hash_assignment
 from ops.experiments.simulate import SimulationSpec, client_events, simulate
+from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events
-
-from .conftest import make_experiment
 
 UNITS = 1200
 DEFINITIONS = """

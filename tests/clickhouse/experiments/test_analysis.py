@@ -19,9 +19,8 @@ from clickhouse.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import EventsFrameError
 from ops.experiments.simulate import SimulationSpec, simulate
+from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events, analyze_runs
-
-from .conftest import make_experiment
 
 pytestmark = pytest.mark.integration
 
