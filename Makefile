@@ -50,10 +50,11 @@ down: ## Stop what `make up` started
 status: install ## Show each service of the local stack
 	$(PY) -m infra status
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy funnelstream infra ingest stream_processors inference_service clickhouse
+	$(VENV)/bin/mypy funnelstream infra ingest stream_processors inference_service clickhouse ops
+	$(VENV)/bin/lint-imports
 
 fmt: install ## Format and fix what ruff can
 	$(VENV)/bin/ruff format .
