@@ -32,6 +32,7 @@ from funnelstream.contract import (
 )
 from funnelstream.errors import FieldError, TransientError
 from funnelstream.kafka import dead_letter
+from funnelstream.objectstore import ObjectNotFound, ObjectStore, ObjectTooLarge, StoredObject, object_url
 from inference_service.errors import (
     CorruptImage,
     InputMissing,
@@ -44,7 +45,6 @@ from inference_service.errors import (
 from inference_service.images import IMAGE_FORMATS, RGB, Limits, Mask, decode_image, decode_mask, encode_png
 from inference_service.models.registry import ModelRegistry, RestorationModel
 from inference_service.settings import InferenceConfig
-from inference_service.store import ObjectNotFound, ObjectStore, ObjectTooLarge, StoredObject, object_url
 
 log = logging.getLogger(__name__)
 
