@@ -27,12 +27,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from funnelstream import objectstore
 from funnelstream.contract import InferenceJob, JobKind
-from funnelstream.objectstore import make_client
+from funnelstream.objectstore import MinioStore
 from inference_service.images import encode_png
 from inference_service.models.registry import ModelRegistry
 from inference_service.pipeline import JobProcessor, Timings
 from inference_service.settings import InferenceSettings
-from inference_service.store import MinioStore
 from inference_service.worker import InferenceWorker, JobRecord
 
 
@@ -75,7 +74,7 @@ def bench_overhead(settings: InferenceSettings, size: int, jobs: int) -> dict[st
         }
     )
     run_settings = settings.model_copy(update={"inference": config})
-    store = MinioStore(make_client(settings.s3), settings.s3.bucket)
+    store = MinioStore.of(settings.s3)
     registry = ModelRegistry.load(config)
     records: list[JobRecord] = []
     done = threading.Event()
@@ -131,7 +130,7 @@ def bench_overhead(settings: InferenceSettings, size: int, jobs: int) -> dict[st
 def bench_classical(settings: InferenceSettings, repeats: int) -> dict[str, dict[str, float]]:
     config = settings.inference.model_copy(update={"warmup": False})
     registry = ModelRegistry.load(config)
-    store = MinioStore(make_client(settings.s3), settings.s3.bucket)
+    store = MinioStore.of(settings.s3)
     processor = JobProcessor(registry, store, config)
     at = datetime.now(UTC)
     image = _photo_like(1024, 2)
