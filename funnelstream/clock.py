@@ -1,4 +1,4 @@
-"""The clock-skew rule (DESIGN §4): one function, used by ingest and by anything that replays."""
+"""The clock-skew rule of docs/design.md, "Event contract": one function, for ingest and any replay."""
 
 from __future__ import annotations
 
