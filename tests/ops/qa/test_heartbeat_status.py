@@ -19,7 +19,7 @@ from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Loader
 from clickhouse.qa.settings import QAConfig, QASettings
 from clickhouse.settings import WarehouseSettings
-from funnelstream.contract import EnrichedEvent, PipelineHeartbeat, parse_event_json
+from funnelstream.contract import PipelineHeartbeat, parse_event_json
 from ops.heartbeat import (
     CONSUMER_GROUP_LAG,
     FRESHNESS_PROBE_FAILURES,
@@ -33,28 +33,10 @@ from ops.status import Freshness, Health, StageStatus, collect_status, consumer_
 from stream_processors.dimensions import DimensionStore
 from stream_processors.enrich import Enricher, UserAgentParser
 from stream_processors.processor import MemoryStateStore, RawRecord, StreamProcessor
+from tests.helpers.heartbeats import enriched
 from tests.helpers.qa_warehouse import load_events, open_warehouse
 
 pytestmark = pytest.mark.integration
-
-
-def enriched(heartbeat: PipelineHeartbeat) -> EnrichedEvent:
-    """The heartbeat as the stream processors write it to events.enriched."""
-    assert heartbeat.received_at and heartbeat.event_ts
-    return EnrichedEvent(
-        event_id=heartbeat.event_id,
-        event_type=heartbeat.event_type,
-        schema_version=heartbeat.schema_version,
-        anonymous_id=heartbeat.anonymous_id,
-        session_id=f"{heartbeat.anonymous_id}:0",
-        client_ts=heartbeat.client_ts,
-        sent_at=heartbeat.sent_at,
-        received_at=heartbeat.received_at,
-        event_ts=heartbeat.event_ts,
-        source=heartbeat.source or "",
-        properties={"emitted_by": heartbeat.emitted_by},
-        enriched_at=datetime.now(UTC),
-    )
 
 
 def _consumer(kafka, group: str) -> Consumer:  # type: ignore[no-untyped-def]
