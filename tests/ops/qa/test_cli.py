@@ -111,7 +111,7 @@ def test_status_shows_freshness_and_exits_one_when_the_pipeline_is_down(
     from datetime import UTC, datetime
 
     from ops.heartbeat import make_heartbeat
-    from tests.ops.qa.test_heartbeat_status import enriched
+    from tests.helpers.heartbeats import enriched
 
     monkeypatch.setenv("FS_QA__CONSUMER_GROUPS", "{}")
     # Nothing listens there: status falls back to reading the warehouse itself.
