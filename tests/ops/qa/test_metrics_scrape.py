@@ -123,8 +123,8 @@ def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path
     from clickhouse.api import create_app
     from clickhouse.settings import WarehouseSettings
     from ops.heartbeat import make_heartbeat
+    from tests.helpers.heartbeats import enriched
     from tests.helpers.qa_warehouse import open_warehouse
-    from tests.ops.qa.test_heartbeat_status import enriched
 
     events_topic = topics("events.enriched")
     settings = WarehouseSettings(
