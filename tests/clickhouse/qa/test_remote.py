@@ -16,6 +16,7 @@ from clickhouse.qa.runner import Status, run_checks
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
 from ops.heartbeat import make_heartbeat
 from ops.status import heartbeat_freshness
+from tests.helpers.heartbeats import enriched
 from tests.helpers.qa_warehouse import (
     NOW,
     load_events,
@@ -24,7 +25,6 @@ from tests.helpers.qa_warehouse import (
     orphan_tool_clicks,
     simulated,
 )
-from tests.ops.qa.test_heartbeat_status import enriched
 
 pytestmark = pytest.mark.integration
 
