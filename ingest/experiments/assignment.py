@@ -1,4 +1,4 @@
-"""Deterministic, sticky assignment of units to variants, and exposure logging (DESIGN §8).
+"""Deterministic, sticky assignment of units to variants, and exposure logging (docs/design.md, "Experiments").
 
 The unit is the device's ``anonymous_id``; it does not change at login, so hashing alone keeps a
 device in one arm. A person on several devices is held in one arm by the store: the first arm a
