@@ -1,7 +1,7 @@
 """The query API of the warehouse process (``funnelstream warehouse serve``).
 
 In embedded mode this process owns the chdb data path, so it also runs the loader (in a thread)
-and every other reader comes through here (DESIGN §6). Every query a client can reach runs on the
+and every other reader comes through here (docs/design.md, "Warehouse"). Every query a client can reach runs on the
 analyst pool (``clickhouse.analyst``), with its limits; only ``/readyz`` and the loader use the
 warehouse's own session, so no client can hold them up.
 """
