@@ -1,4 +1,4 @@
-"""How every reader other than the warehouse process reaches the warehouse (DESIGN §6).
+"""How every reader other than the warehouse process reaches the warehouse (docs/design.md, "Warehouse").
 
 ``connect()`` goes through the query API when ``warehouse serve`` answers, because in embedded
 mode that process owns the chdb data path; otherwise it opens the warehouse itself.
