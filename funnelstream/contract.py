@@ -1,4 +1,4 @@
-"""The event contract every Funnelstream service speaks (DESIGN §4).
+"""The event contract every Funnelstream service speaks (docs/design.md, "Event contract").
 
 Frontends, the collector, the stream processors, the warehouse loader and the inference service
 all import these models; nothing else defines the shape of an event on the wire.
@@ -441,7 +441,7 @@ class InferenceResult(BaseModel):
 
 
 # A dead letter is at most this large encoded, well inside Kafka's message size (1 MB by default),
-# whatever was refused: a longer payload is stored truncated, with its size (DESIGN §11).
+# whatever was refused: a longer payload is stored truncated, with its size (docs/design.md, "Failure semantics").
 MAX_DEAD_LETTER_BYTES: Final = 256 * 1024
 
 
