@@ -1,18 +1,10 @@
 """The one place that decides whether client SQL (``POST /v1/sql``) is one read statement.
 
-ClickHouse's own parser decides, on the analyst's read-only checking session:
-``formatQuerySingleLine`` refuses more than one statement and renders the one statement without
-comments, and what runs afterwards is that rendering, never the client's text. ``EXPLAIN AST`` of
-the rendering then gives the statement's kind (the root node), its SETTINGS (``Set`` nodes), its
-INTO OUTFILE (a literal under the root) and its functions; a FORMAT clause is found by appending
-one, which the parser refuses when there is one already.
-
-Reading the tree's text is safe though a quoted name may hold a newline and so add lines: added
-lines can only add refusals. Each decision reads a line the attacker cannot move (the root line, a
-``TableExpression`` and the line after it, the root's children) or looks for a line anywhere.
-Invariant: a statement that returns from ``check_read_only`` is a SELECT (WITH, UNION…), DESCRIBE,
-SHOW, EXPLAIN of one of those, or EXISTS, with no SETTINGS, FORMAT or INTO OUTFILE, calling no table
-function outside ``SAFE_TABLE_FUNCTIONS`` and no function that reads the server's files.
+ClickHouse's own parser decides, on the analyst's read-only checking session: ``formatQuerySingleLine``
+renders the one statement (more than one is refused) and only that rendering runs; ``EXPLAIN AST`` of it
+gives its kind, SETTINGS, INTO OUTFILE and functions. Invariant: what ``check_read_only`` returns is a
+SELECT, DESCRIBE, SHOW, EXISTS or EXPLAIN of one of those, without SETTINGS, FORMAT or INTO OUTFILE,
+calling no table function outside ``SAFE_TABLE_FUNCTIONS`` and no function that reads the server's files.
 """
 
 from __future__ import annotations
@@ -74,8 +66,12 @@ def check_read_only(sql: str, session: AnalystSession, parameters: Parameters = 
         explained = _node(tree[2 if options else 1]) if len(tree) > (2 if options else 1) else ""
         if not _is_read(explained):
             raise ReadOnlyViolation(_kind(explained), _WRITES)
+    # A quoted name may hold a newline and so add lines to the tree's text; added lines can only add
+    # refusals, since each check reads a line the statement cannot move (the root, a TableExpression
+    # and the line after it, the root's children) or looks for a line anywhere.
     for index, line in enumerate(tree):
         _check_line(tree, index, line, explain_options=options and index == 1)
+    # Appending a FORMAT clause is refused by the parser exactly when the statement has one already.
     try:
         session.check(_CANONICAL, {"statement": f"{statement} FORMAT TabSeparated"})
     except QueryError:
