@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -23,23 +23,7 @@ from stream_processors.processor import (
     unpack_ids,
 )
 from tests.helpers.examples import example
-
-T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
-
-
-def stamped(event_type: str, at: datetime, anonymous_id: str = "device-1", **fields: Any) -> dict[str, Any]:
-    event = example(event_type, anonymous_id=anonymous_id, **fields)
-    event |= {
-        "client_ts": at.isoformat(),
-        "sent_at": at.isoformat(),
-        "received_at": at.isoformat(),
-        "event_ts": at.isoformat(),
-        "timestamp_flag": "ok",
-        "source": "web",
-    }
-    event["context"] = {"user_agent": CHROME, "page_url": "https://edit.example.com/"}
-    return event
+from tests.helpers.stamped_events import T0, stamped
 
 
 class Harness:
