@@ -15,7 +15,7 @@ from stream_processors.app import create_app
 from stream_processors.dimensions import SEED_FILE, apply_all, read_dimension_file
 from stream_processors.processor import MemoryStateStore
 from stream_processors.settings import StreamConfig, StreamSettings
-from tests.stream_processors.test_processor import T0, stamped
+from tests.helpers.stamped_events import T0, stamped
 
 
 class FakeMessage:
