@@ -10,7 +10,7 @@ from stream_processors.cli import dims_app
 from stream_processors.dimensions import SEED_FILE, DimensionStore, apply_all, read_dimension_file
 from stream_processors.enrich import UserAgentParser
 from stream_processors.errors import DimensionFileError
-from tests.stream_processors.test_processor import T0
+from tests.helpers.stamped_events import T0
 
 
 def test_the_seed_file_holds_the_design_dimensions() -> None:
