@@ -1,15 +1,9 @@
 """Numbered schema migrations, applied in order and recorded in ``schema_migrations``.
 
-Files are ``migrations/NNNN_name.sql``: statements separated by ``;`` at the end of a line, with two
-placeholders, ``${database}`` and ``${on_cluster}``. They are written for one node. With a cluster
-configured the renderer turns each MergeTree table ``t`` into a Replicated ``t_local`` on every node
-plus a Distributed ``t`` sharded by the expression named in a ``-- shard by: <expr>`` comment above
-the statement (DESIGN §12); materialized views then read and write the local tables, ``ALTER TABLE``
-changes the local tables and the Distributed one, ``RENAME TABLE`` renames the local tables (the
-Distributed tables keep their names and read the renamed local ones), and ``DROP TABLE IF EXISTS``
-drops the Distributed table and its local tables.
-
-A file that has been applied is never edited: its checksum is recorded and a change is refused.
+Files are ``migrations/NNNN_name.sql``: statements ending in ``;`` at the end of a line, with the
+placeholders ``${database}`` and ``${on_cluster}``, written for one node; :func:`render_statement`
+gives their cluster form (docs/design.md, "Scaling out"). Invariant: an applied file is never
+edited: its checksum is recorded and a change is refused.
 """
 
 from __future__ import annotations
@@ -92,7 +86,14 @@ def _replicated(engine: str, args: str | None, database: str, table: str) -> str
 
 
 def render_statement(statement: str, *, database: str, cluster: str | None) -> list[str]:
-    """One migration statement as the DDL to run: itself on one node, or its cluster form."""
+    """One migration statement as the DDL to run: itself on one node, or its cluster form.
+
+    The cluster form turns a MergeTree table ``t`` into a Replicated ``t_local`` on every node plus a
+    Distributed ``t`` sharded by the ``-- shard by: <expr>`` comment above the statement; materialized
+    views then read and write the local tables, ``ALTER TABLE`` changes the local tables and the
+    Distributed one, ``RENAME TABLE`` renames the local tables (the Distributed tables keep their
+    names and read the renamed local ones), ``DROP TABLE IF EXISTS`` drops both.
+    """
     on_cluster = f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
     text = Template(statement).substitute(database=database, on_cluster=on_cluster)
     shard = _SHARD_BY.search(text)
