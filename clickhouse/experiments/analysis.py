@@ -1,22 +1,10 @@
-"""Experiment analysis from the frames the warehouse computed (DESIGN §8, docs/analytics-definitions.md).
+"""Experiment analysis from the frames the warehouse computed (docs/analytics-definitions.md).
 
-Which units are in the experiment, which arm each is in, which are contaminated, which of their
-events count and how long each image's task took are defined once, in SQL (the ``experiment_units``,
-``experiment_task_durations`` and ``task_durations`` views); :mod:`clickhouse.experiments.warehouse`
-runs the named queries and hands the result here as :class:`ExperimentFrames`. This module owns only
-what is done with them: per-arm metrics, the sample-ratio check and the alerts. Estimators and tests
-live in :mod:`clickhouse.experiments.stats`.
-
-The statistical unit is the exposed device (``anonymous_id``), the unit of randomisation; every
-metric is a per-unit numerator over a per-unit denominator, and its variance comes from the delta
-method clustered by unit, which stays valid when one unit edits many images.
-
-Invariants:
-- the units analysed are exactly the view's clean units, the same units a funnel by variant counts;
-- contaminated units are counted and excluded from every metric and from the sample-ratio check
-  (alert above the threshold); forced QA assignments are not exposures and never reach either;
-- the task-time mean of an arm is the plain mean of the view's (capped) durations, the number
-  ``/v1/task-times`` and ``report funnel`` give; winsorization is opt-in and labelled.
+Owns what is done with :class:`ExperimentFrames`: per-arm metrics, the sample-ratio check and the
+alerts. Which units, arms and events count is defined once in SQL (the experiment views), every
+formula in :mod:`clickhouse.experiments.stats`. Invariant: the units analysed are exactly the views'
+clean units; contaminated ones are counted and excluded from every metric and from the sample-ratio
+check; an arm's task-time mean is the plain mean of the view's durations (winsorization is opt-in).
 """
 
 from __future__ import annotations
