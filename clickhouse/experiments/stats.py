@@ -1,17 +1,10 @@
-"""Estimators and tests of the experiment analysis: ratio metrics with delta-method variance,
-arm comparisons (absolute and relative), sequential intervals, multiple-testing adjustment,
-quantiles.
+"""Estimators and tests of the experiment analysis: ratio metrics with delta-method variance, arm
+comparisons (absolute and relative), sequential intervals, multiple-testing adjustment, quantiles.
 
-It owns every statistical formula; :mod:`clickhouse.experiments.analysis` owns which units and
-events go in. The formulas are GrowthBook's (gbstats ``frequentist/tests.py``) and are checked
-against its published test vectors in ``tests/funnelstream/experiments/test_stats.py``.
-
-Invariant: each interval of a comparison comes with the p-value of the same estimate, variance and
-basis, so the p-value is below alpha exactly when that interval excludes zero. The tested quantity
-is the relative lift (GrowthBook's default): ``p_value``, ``lift_ci_*`` and ``significant`` belong
-together; the absolute difference keeps its own interval and ``difference_p_value``. ``significant``
-is therefore never true while the lift interval covers zero (after a multiple-testing adjustment it
-can only become false, never true).
+Owns every statistical formula (GrowthBook's); :mod:`clickhouse.experiments.analysis` owns which
+units and events go in. Invariant: each interval comes with the p-value of the same estimate,
+variance and basis; the tested quantity is the relative lift, so ``significant`` never holds while
+the lift interval covers zero.
 """
 
 from __future__ import annotations
