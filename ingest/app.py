@@ -22,6 +22,7 @@ from funnelstream.errors import FieldError
 from funnelstream.objectstore import make_client
 from ingest.access import AccessControl
 from ingest.errors import IngestError, InvalidEvent, Unauthorized
+from ingest.experiments.routes import collector_router
 from ingest.metrics import IngestMetrics
 from ingest.producer import CollectorProducer, ProducerLike, collector_producer_config
 from ingest.results import ResultCache, ResultFollower
@@ -136,9 +137,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(health.router)
     if settings.ingest.experiments_enabled:
-        from ingest.routes import assignments
-
-        app.include_router(assignments.router(app, settings.experiments))
+        app.include_router(collector_router(app, settings.experiments))
     if settings.ingest.demo_page:
         app.include_router(demo.router(settings.ingest.demo_write_key))
 

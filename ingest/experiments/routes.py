@@ -1,26 +1,34 @@
-"""FastAPI routers: assignment for the collector, results for the warehouse API.
+"""GET /v1/assignments: the running experiments' variants for a device, each exposure logged once.
 
-Both are factories so each host app decides what they depend on: the collector passes its
-producer as the exposure sink and its access rules, the warehouse its query function as the
-events loader. Assignment writes (exposure marks, sticky arms), so it is never served without an
-:class:`AssignmentAccess`: the host refuses the request before anything is read or written, and
-charges it the exposures it may write, which bounds the store's growth per key and per client.
+Owns the route, its access seam (:class:`AssignmentAccess`, the collector's in
+:class:`CollectorAccess`) and its runtime (definitions watcher, sticky store, exposure sink).
+Invariant: nothing is read from or written to the store before the write key, origin and rate are
+checked and the request is charged the exposures it may write; a variant is answered only after
+its exposure is acknowledged by the broker; only a source with ``may_bind_user_id`` binds a user id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import Annotated, Protocol
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 
-from funnelstream.errors import FunnelstreamError
-from funnelstream.experiments.definitions import Definitions
-from ingest.experiments.assignment import Assigner, ExposureLogger
+from funnelstream.contract import ExperimentExposure, event_to_json
+from funnelstream.errors import FieldError, FunnelstreamError
+from funnelstream.experiments.definitions import Definitions, DefinitionsWatcher
+from funnelstream.experiments.settings import ExperimentsConfig
+from ingest.errors import IngestError
+from ingest.experiments.assignment import Assigner, ExposureLogger, ExposureSink
+from ingest.experiments.store import AssignmentStore, SqliteAssignmentStore
+from ingest.state import IngestState, state_of
+from ingest.web import cors_headers, cross_origin, preflight
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,7 @@ class AssignmentsOut(BaseModel):
 
 
 class AssignmentAccess(Protocol):
-    """The host's rules for who may ask for assignments; raising refuses with the host's own answer."""
+    """Who may ask for assignments; raising refuses with the host's own answer."""
 
     def admit(self, request: Request, cost: int) -> None:
         """Authenticate ``request`` and charge it ``cost`` exposures, before anything is read or written."""
@@ -64,10 +72,36 @@ class AssignmentAccess(Protocol):
         ...
 
 
+class UserIdNotAllowed(IngestError):
+    status_code = 403
+    code = "user_id_not_allowed"
+
+
+class CollectorAccess:
+    """The collector's :class:`AssignmentAccess`: its write keys, rate buckets and CORS headers."""
+
+    def admit(self, request: Request, cost: int) -> None:
+        state = state_of(request)
+        key = request.headers.get("x-write-key")
+        source = state.access.admit(key, cross_origin(request), cost, state.client_ip(request))
+        request.state.source = source.name
+
+    def check_user_binding(self, request: Request, user_id: str) -> None:
+        # Called only after admit(), which named the request's source.
+        if not state_of(request).config.sources[request.state.source].may_bind_user_id:
+            reason = "this write key may not bind a user id; ask from your server with a server-side key"
+            raise UserIdNotAllowed(
+                "user_id may only be sent with a server-side write key", errors=[FieldError("user_id", reason)]
+            )
+
+    def headers(self, request: Request) -> dict[str, str]:
+        return cors_headers(state_of(request).access, request.headers.get("origin"))
+
+
 def assignments_router(
     definitions: Callable[[], Definitions], assigner: Assigner, exposures: ExposureLogger, access: AssignmentAccess
 ) -> APIRouter:
-    """``GET /v1/assignments``: the running experiments' variants for a device, exposure logged once."""
+    """``GET /v1/assignments`` over the given definitions, store and exposure sink, under ``access``."""
     router = APIRouter(tags=["experiments"])
 
     def admitted(request: Request) -> None:
@@ -116,4 +150,79 @@ def assignments_router(
             ],
         )
 
+    return router
+
+
+def collector_sink(app: FastAPI) -> ExposureSink:
+    """Produce on the collector's events topic, keyed by ``anonymous_id``, acknowledged by the broker.
+
+    The producer is looked up per call: it exists only inside the app's lifespan."""
+
+    async def sink(event: ExperimentExposure) -> None:
+        state: IngestState = app.state.ingest
+        topic = state.settings.ingest.events_topic
+        await state.producer.send([(topic, event.anonymous_id.encode(), event_to_json(event))])
+
+    return sink
+
+
+class ExperimentsRuntime:
+    """Definitions watcher and sticky store, opened and closed with the host app."""
+
+    def __init__(
+        self,
+        config: ExperimentsConfig,
+        store: AssignmentStore | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.watcher = DefinitionsWatcher(config.definitions_path)
+        self.store: AssignmentStore = store if store is not None else SqliteAssignmentStore(config.store_path)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def definitions(self) -> Definitions:
+        return self.watcher.current
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: Any) -> AsyncIterator[None]:
+        # Polling the definitions file applies a published version without a restart.
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.watcher.run(self.config.poll_interval_s, self._stop))
+        try:
+            yield
+        finally:
+            self._stop.set()
+            await self._task
+            close = getattr(self.store, "close", None)
+            if close is not None:
+                close()
+
+    def router(self, sink: ExposureSink, access: AssignmentAccess) -> APIRouter:
+        router = assignments_router(
+            self.definitions,
+            Assigner(self.definitions, self.store),
+            ExposureLogger(self.store, sink, self.clock),
+            access,
+        )
+        # FastAPI runs an included router's lifespan inside the host app's.
+        router.lifespan_context = self.lifespan
+        return router
+
+
+def collector_router(
+    app: FastAPI,
+    config: ExperimentsConfig,
+    store: AssignmentStore | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> APIRouter:
+    """The route as the collector mounts it (``app.include_router``): its access rules, its producer,
+    its CORS preflight."""
+    router = ExperimentsRuntime(config, store, clock).router(collector_sink(app), CollectorAccess())
+
+    async def assignments_preflight(request: Request) -> Response:
+        return preflight(state_of(request).access, request, "GET")
+
+    router.add_api_route("/v1/assignments", assignments_preflight, methods=["OPTIONS"], include_in_schema=False)
     return router

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from funnelstream.contract import ExperimentExposure, parse_event_json
 from funnelstream.experiments.settings import ExperimentsConfig
 from ingest.experiments.assignment import hash_assignment
+from ingest.experiments.routes import collector_router
 from tests.helpers.experiment_fixtures import make_experiment
 
 DEFINITIONS = """
@@ -53,7 +54,6 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
 ) -> None:
     ingest_app = pytest.importorskip("ingest.app")
     ingest_settings = pytest.importorskip("ingest.settings")
-    assignments = pytest.importorskip("ingest.routes.assignments")
 
     topic = kafka_topic("exposures")
     definitions = tmp_path / "experiments.yaml"
@@ -67,7 +67,7 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
     config = ExperimentsConfig(
         definitions_path=definitions, store_path=tmp_path / "assignments.sqlite3", poll_interval_s=0.05
     )
-    app.include_router(assignments.router(app, config))
+    app.include_router(collector_router(app, config))
 
     experiment = make_experiment()
     exposed = {"device-a", "device-b"}

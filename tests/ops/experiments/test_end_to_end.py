@@ -22,6 +22,7 @@ from clickhouse.experiments.warehouse import analyze_warehouse
 from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.settings import ClickHouseConfig
 from ingest.experiments.assignment import hash_assignment
+from ingest.experiments.routes import collector_router
 from ops.experiments.simulate import SimulationSpec, client_events, simulate
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events
@@ -62,7 +63,6 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     backend = pytest.importorskip("clickhouse.backend")
     migrate = pytest.importorskip("clickhouse.migrate")
     loader = pytest.importorskip("clickhouse.loader")
-    assignments = pytest.importorskip("ingest.routes.assignments")
 
     raw_topic = kafka_topic("raw", partitions=2)
     definitions = tmp_path / "experiments.yaml"
@@ -76,7 +76,7 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     )
     app = ingest_app.create_app(settings)
     app.include_router(
-        assignments.router(
+        collector_router(
             app,
             ExperimentsConfig(definitions_path=definitions, store_path=tmp_path / "assignments.sqlite3"),
             clock=lambda: exposed_at,
