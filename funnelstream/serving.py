@@ -1,10 +1,9 @@
 """What a service's HTTP server lets one connection do: uvicorn's httptools protocol with limits.
 
-Owns the connection limits every service's server applies before its app sees a request (a head
-and a body read timeout, answered 408; a head size and header count limit, answered 431; the
-keep-alive timeout) and the options that give them to ``uvicorn.run``. Invariant: a connection
-that sends too slowly or too much is answered and closed by the protocol, so no app, middleware
-or route of any service has to guard against it.
+Owns the connection limits every service's server applies before its app sees a request (head and
+body read timeouts, answered 408; head size and header count, 431; keep-alive) and the options that
+give them to ``uvicorn.run``. Invariant: a connection that sends too slowly or too much is answered
+and closed by the protocol, so no app, middleware or route has to guard against it.
 """
 
 from __future__ import annotations
