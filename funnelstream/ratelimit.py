@@ -1,11 +1,9 @@
-"""Token buckets, per client address in bounded maps: the rate limits a service puts on its clients.
+"""Token buckets per client address, in bounded maps: the rate limits a service puts on its clients.
 
-Owns the one rule of what a client address is limited as (:func:`address_bucket_name`: an IPv4
-address, also when a dual-stack socket reports it IPv4-mapped; an IPv6 /64), the bucket, the
-bounded map of buckets by address, and the throttle of failed keys per address that the
-collector and the warehouse put in front of their key checks. Invariant: a map never holds more
-than its size of buckets; the least recently used address is forgotten first, and a forgotten
-address starts again with a full bucket.
+Owns what a client address is limited as (:func:`address_bucket_name`: an IPv4 address, also when
+reported IPv4-mapped; an IPv6 /64), the bucket, the bounded map of buckets, and the throttle of failed
+keys per address in front of key checks. Invariant: a map never holds more than its size of buckets;
+the least recently used address goes first and comes back with a full bucket.
 """
 
 from __future__ import annotations
