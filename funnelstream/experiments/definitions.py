@@ -1,12 +1,9 @@
 """Experiment definitions: a versioned YAML file, validated, and the rules for changing it.
 
-The file is the record. Every collector instance watches it (:class:`DefinitionsWatcher`) and swaps
-in a new version without a restart once the version number goes up and the change is allowed:
-weights, variants, seed or hash version never change inside a phase, because that would move units
-between arms mid-measurement; such a change must open a new phase, and the analysis reads one phase.
-The analysis plan (primary metric, guardrails, multiple-testing correction) is fixed the same way
-once the experiment runs: choosing the decision metric or the correction after seeing results would
-make its p-values meaningless.
+The file is the record; every collector watches it (:class:`DefinitionsWatcher`) and swaps in a
+higher version without a restart. Invariant: variants, weights, seed, hash version and the analysis
+plan (primary metric, guardrails, correction) never change inside a running phase; such a change
+opens a new phase, and the analysis reads one phase.
 """
 
 from __future__ import annotations
