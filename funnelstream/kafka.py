@@ -1,30 +1,42 @@
-"""Kafka clients configured the one way every service needs them.
+"""Kafka clients configured the one way every service needs them: producers, consumers, the
+offset-commit failure policy, topic setup and consumer-group lag.
 
 Clients are built by these functions when a service starts (a lifespan or ``setup()``), never at
-import time.
+import time. A consumer built here never commits on its own: its owner commits through :func:`commit`.
 """
 
 from __future__ import annotations
 
-import base64
+import logging
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
-import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from funnelstream.contract import MAX_DEAD_LETTER_BYTES, DeadLetter
-from funnelstream.errors import DeliveryError, FieldError, TransientError
+from funnelstream.deadletter import dead_letter  # noqa: F401  (moved to funnelstream.deadletter; kept until every stage imports it from there)
+from funnelstream.errors import DeliveryError, FunnelstreamError, TransientError
 from funnelstream.settings import KafkaConfig
 from funnelstream.topics import TOPIC_SPECS, Topic, TopicSpec
 
+log = logging.getLogger(__name__)
+
 BUFFER_FULL_RETRIES = 20
 BUFFER_FULL_POLL_S = 0.05
+ANY_PARTITION: Final = -1
+"""librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses."""
 
 
 def producer_config(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
@@ -45,6 +57,85 @@ def producer_config(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
 
 def make_producer(config: KafkaConfig, **overrides: Any) -> Producer:
     return Producer(producer_config(config, **overrides))
+
+
+def consumer_config(config: KafkaConfig, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """The owner commits (through :func:`commit`); a group with no committed offset starts at the earliest."""
+    settings: dict[str, Any] = {
+        **config.client_config(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def make_consumer(config: KafkaConfig, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(config, group_id, **overrides))
+
+
+def private_group(purpose: str) -> str:
+    """A group id no other client shares: for a reader that assigns itself partitions and never
+    commits (librdkafka still requires a group id)."""
+    return f"{purpose}-{uuid.uuid4().hex}"
+
+
+class CommitFailed(FunnelstreamError):
+    """An offset commit failed in a way no later commit makes good; the consumer must stop."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        self.reason = reason
+        self.code = code
+        super().__init__(f"offset commit failed: {reason}")
+
+
+# Commit failures a later commit makes good. The broker or the group coordinator is away or moving
+# (the next commit, once it is back, carries the same or higher offsets), or a rebalance took the
+# partitions (their new owner re-reads from the last commit, and every consumer here tolerates a
+# replay). _NO_OFFSET: there was nothing to commit.
+COVERED_COMMIT_ERRORS: Final = frozenset(
+    {
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._NO_OFFSET,
+        KafkaError._MAX_POLL_EXCEEDED,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
+def commit_failure_is_covered(error: KafkaError | None) -> bool:
+    """Whether a later commit makes this failure good: a listed code, or any error librdkafka calls
+    retriable, never a fatal one. Everything else (authorization, an unknown partition, a fenced
+    instance, a closed consumer) would fail again on every commit."""
+    if error is None or error.fatal():
+        return False
+    return error.code() in COVERED_COMMIT_ERRORS or error.retriable()
+
+
+def commit(consumer: Consumer, offsets: Sequence[TopicPartition]) -> bool:
+    """Commit ``offsets`` synchronously, the one commit-failure policy: True once committed; False
+    when it failed and a later commit covers it (logged; the caller counts it); else raises
+    :class:`CommitFailed`."""
+    try:
+        consumer.commit(offsets=list(offsets), asynchronous=False)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if not commit_failure_is_covered(error):
+            raise CommitFailed(str(error or exc), error.code() if error is not None else None) from exc
+        log.warning("offset commit failed; the next commit covers it", extra={"reason": str(error)})
+        return False
+    return True
 
 
 @dataclass
@@ -72,16 +163,22 @@ class DeliveryReport:
 def produce(
     producer: Producer,
     topic: Topic | str,
-    value: bytes,
+    value: bytes | None,
     key: bytes | str | None,
     on_delivery: DeliveryReport,
     headers: list[tuple[str, str | bytes | None]] | None = None,
+    partition: int = ANY_PARTITION,
 ) -> None:
-    """Hand one message to the producer, waiting a bounded time while its queue is full."""
+    """Hand one message to the producer, waiting a bounded time while its queue is full.
+
+    ``partition``: the producer's partitioner picks one unless named (a changelog record must land
+    in the partition of the state it belongs to); a None ``value`` is a tombstone."""
     on_delivery.expected += 1
     for _ in range(BUFFER_FULL_RETRIES):
         try:
-            producer.produce(str(topic), value=value, key=key, on_delivery=on_delivery, headers=headers)
+            producer.produce(
+                str(topic), value=value, key=key, partition=partition, on_delivery=on_delivery, headers=headers
+            )
             return
         except BufferError:
             producer.poll(BUFFER_FULL_POLL_S)
@@ -101,67 +198,6 @@ def flush_or_raise(producer: Producer, report: DeliveryReport, timeout_s: float)
         producer.poll(min(remaining, 0.1))
     if report.first_error is not None:
         raise report.first_error
-
-
-# Every field of a dead letter but its payload is bounded, so the payload gets what is left.
-MAX_LETTER_ERRORS = 20
-MAX_LETTER_FIELD = 256
-MAX_LETTER_KEY = 512
-
-
-def dead_letter(
-    *,
-    stage: str,
-    reason: str,
-    payload: bytes,
-    errors: Iterable[FieldError] = (),
-    original_key: bytes | str | None = None,
-    topic: str | None = None,
-    partition: int | None = None,
-    offset: int | None = None,
-    source: str | None = None,
-    event_id: str | None = None,
-) -> DeadLetter:
-    """The one way a stage builds a dead letter; :meth:`DeadLetter.encode` is at most
-    :data:`MAX_DEAD_LETTER_BYTES`, the payload cut to fit and its original size kept."""
-    try:
-        text, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode(), "base64"
-    key = original_key.decode("utf-8", "replace") if isinstance(original_key, bytes) else original_key
-    letter = DeadLetter.model_validate(
-        {
-            "stage": stage,
-            "reason": reason[:1024],
-            "errors": [
-                FieldError(e.field[:MAX_LETTER_FIELD], e.reason[:1024]) for e in list(errors)[:MAX_LETTER_ERRORS]
-            ],
-            "payload": "",
-            "payload_encoding": encoding,
-            "original_key": None if key is None else key[:MAX_LETTER_KEY],
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "source": None if source is None else source[:MAX_LETTER_FIELD],
-            "event_id": None if event_id is None else event_id[:MAX_LETTER_FIELD],
-            "failed_at": datetime.now(UTC),
-        }
-    )
-    # Room for the payload as JSON text, and for the two fields that mark it truncated.
-    room = MAX_DEAD_LETTER_BYTES - len(letter.encode()) - 64
-    quoted = len(orjson.dumps(text))
-    if quoted <= room:
-        return letter.model_copy(update={"payload": text})
-    # The longest prefix that fits once escaped (a character takes one to six bytes as JSON).
-    low, high = 0, min(len(text), room)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if len(orjson.dumps(text[:middle])) <= room:
-            low = middle
-        else:
-            high = middle - 1
-    cut = low
-    return letter.model_copy(update={"payload": text[:cut], "payload_truncated": True, "payload_bytes": len(payload)})
 
 
 def _new_topic(spec: TopicSpec, config: KafkaConfig) -> NewTopic:
@@ -205,3 +241,50 @@ def ensure_topics(config: KafkaConfig, specs: Iterable[TopicSpec] = TOPIC_SPECS)
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLag:
+    group: str
+    per_partition: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_partition.values())
+
+    def by_topic(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for (topic, _), lag in self.per_partition.items():
+            totals[topic] = totals.get(topic, 0) + lag
+        return totals
+
+
+def consumer_group_lag(
+    config: KafkaConfig, group: str, timeout_s: float = 5.0, *, admin: AdminClient | None = None
+) -> GroupLag:
+    """Messages the group has not committed yet, per partition it has committed to.
+
+    A partition the group has no committed offset for counts from its earliest offset.
+    """
+    admin = admin or AdminClient(config.client_config())
+    request = [ConsumerGroupTopicPartitions(group)]
+    committed = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result()
+    partitions = [tp for tp in committed.topic_partitions or [] if tp.error is None]
+    if not partitions:
+        return GroupLag(group)
+    latest_spec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    earliest_spec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    latest = admin.list_offsets(
+        {TopicPartition(tp.topic, tp.partition): latest_spec for tp in partitions}, request_timeout=timeout_s
+    )
+    earliest = admin.list_offsets(
+        {TopicPartition(tp.topic, tp.partition): earliest_spec for tp in partitions}, request_timeout=timeout_s
+    )
+    end = {(tp.topic, tp.partition): future.result().offset for tp, future in latest.items()}
+    start = {(tp.topic, tp.partition): future.result().offset for tp, future in earliest.items()}
+    lag = {}
+    for tp in partitions:
+        key = (tp.topic, tp.partition)
+        position = tp.offset if tp.offset >= 0 else start[key]
+        lag[key] = max(end[key] - position, 0)
+    return GroupLag(group, lag)

@@ -15,18 +15,17 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
 from clickhouse.qa.errors import HeartbeatRejected
 from clickhouse.qa.settings import QASettings
 from funnelstream.contract import EventType, PipelineHeartbeat, TimestampFlag, event_to_json
-from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce
-
-if TYPE_CHECKING:
-    from ops.status import Freshness
+from funnelstream.kafka import DeliveryReport, consumer_group_lag, flush_or_raise, make_producer, produce
+from ops.status import Freshness
 
 log = logging.getLogger("ops.heartbeat")
 
@@ -178,10 +177,6 @@ class HeartbeatEmitter:
     def observe_lag(self) -> None:
         if not self.watch_lag:
             return
-        from confluent_kafka.admin import AdminClient
-
-        from ops.status import consumer_group_lag
-
         if self._admin is None:
             self._admin = AdminClient(self.settings.kafka.client_config())
         for stage, group in self.settings.qa.consumer_groups.items():

@@ -11,12 +11,11 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -26,7 +25,7 @@ from clickhouse.qa.checks import QUERIES_DIR
 from clickhouse.qa.remote import WarehouseApi
 from clickhouse.qa.settings import QASettings
 from clickhouse.settings import read_key_headers
-from funnelstream.settings import KafkaConfig
+from funnelstream.kafka import consumer_group_lag
 
 log = logging.getLogger("ops.status")
 
@@ -51,53 +50,6 @@ class StageStatus:
     value: float | None
     unit: str
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupLag:
-    group: str
-    per_partition: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.per_partition.values())
-
-    def by_topic(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for (topic, _), lag in self.per_partition.items():
-            totals[topic] = totals.get(topic, 0) + lag
-        return totals
-
-
-def consumer_group_lag(
-    config: KafkaConfig, group: str, timeout_s: float = 5.0, *, admin: AdminClient | None = None
-) -> GroupLag:
-    """Messages the group has not committed yet, per partition it has committed to.
-
-    A partition the group has no committed offset for counts from its earliest offset.
-    """
-    admin = admin or AdminClient(config.client_config())
-    request = [ConsumerGroupTopicPartitions(group)]
-    committed = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result()
-    partitions = [tp for tp in committed.topic_partitions or [] if tp.error is None]
-    if not partitions:
-        return GroupLag(group)
-    latest_spec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-    earliest_spec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-    latest = admin.list_offsets(
-        {TopicPartition(tp.topic, tp.partition): latest_spec for tp in partitions}, request_timeout=timeout_s
-    )
-    earliest = admin.list_offsets(
-        {TopicPartition(tp.topic, tp.partition): earliest_spec for tp in partitions}, request_timeout=timeout_s
-    )
-    end = {(tp.topic, tp.partition): future.result().offset for tp, future in latest.items()}
-    start = {(tp.topic, tp.partition): future.result().offset for tp, future in earliest.items()}
-    lag = {}
-    for tp in partitions:
-        key = (tp.topic, tp.partition)
-        position = tp.offset if tp.offset >= 0 else start[key]
-        lag[key] = max(end[key] - position, 0)
-    return GroupLag(group, lag)
 
 
 @dataclass(frozen=True, slots=True)

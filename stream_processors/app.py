@@ -42,6 +42,7 @@ from funnelstream.kafka import (
     BUFFER_FULL_POLL_S,
     BUFFER_FULL_RETRIES,
     DeliveryReport,
+    consumer_group_lag,
     flush_or_raise,
     make_producer,
     produce,
@@ -310,8 +311,6 @@ class ConsumerControl:
 
 def _group_lag(settings: StreamSettings) -> dict[tuple[str, int], int]:
     """Uncommitted messages per partition of this app's consumer group; empty when Kafka is away."""
-    from ops.status import consumer_group_lag
-
     try:
         return consumer_group_lag(settings.kafka, settings.stream.app_id, timeout_s=2.0).per_partition
     except Exception as exc:  # a scrape must answer even when the broker does not

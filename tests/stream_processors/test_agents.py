@@ -39,7 +39,9 @@ class AcknowledgingProducer:
         self.topics: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
         self._callbacks: list[Any] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any, headers: Any = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None, on_delivery: Any, headers: Any = None, partition: int = -1
+    ) -> None:
         self.topics[topic].append((key, value))
         self._callbacks.append((on_delivery, FakeMessage(topic, 0)))
 

@@ -20,6 +20,7 @@ from clickhouse.loader import Loader
 from clickhouse.qa.settings import QAConfig, QASettings
 from clickhouse.settings import WarehouseSettings
 from funnelstream.contract import PipelineHeartbeat, parse_event_json
+from funnelstream.kafka import consumer_group_lag
 from ops.heartbeat import (
     CONSUMER_GROUP_LAG,
     FRESHNESS_PROBE_FAILURES,
@@ -29,7 +30,7 @@ from ops.heartbeat import (
     HeartbeatEmitter,
     make_heartbeat,
 )
-from ops.status import Freshness, Health, StageStatus, collect_status, consumer_group_lag
+from ops.status import Freshness, Health, StageStatus, collect_status
 from stream_processors.dimensions import DimensionStore
 from stream_processors.enrich import Enricher, UserAgentParser
 from stream_processors.processor import MemoryStateStore, RawRecord, StreamProcessor
