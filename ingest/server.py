@@ -1,13 +1,9 @@
-"""How the collector's process serves: uvicorn's httptools protocol with each response sent to the
-socket in one write (under the connection limits of :mod:`funnelstream.serving`), and glibc's
-allocator told to keep what it frees.
+"""How the collector's process serves: uvicorn's httptools protocol under the connection limits of
+:mod:`funnelstream.serving`, each response sent to the socket in one write, and glibc's allocator
+told to keep what it frees.
 
-uvicorn writes a response's status line and headers, then its body, as two ``transport.write``
-calls, and uvloop turns each into a ``send`` system call at once. For the collector's small
-answers those two system calls were the largest single cost of a request (about a quarter of the
-worker's time serving single events). Here the writes made while handling one event of the loop
-are joined and sent when that handling is done: one system call, one TCP segment, and no added
-wait (the flush runs before the loop polls the sockets again).
+Invariant: the writes made while handling one event of the loop (a response's head and body) are
+joined and sent before the loop polls the sockets again: one system call, no added wait.
 """
 
 from __future__ import annotations
