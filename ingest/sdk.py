@@ -1,13 +1,8 @@
 """A small client for server-side senders: batching, retries with backoff and jitter.
 
-    from ingest.sdk import Client
-
-    with Client("https://collect.example.com", write_key="...") as client:
-        client.track({"event_type": "image_saved", "anonymous_id": "device-1", "input_id": ..., "job_id": ...})
-
-Each event gets its ``event_id`` (and ``client_ts``) when it is tracked, so every retry of it carries
-the same id and the pipeline's dedup collapses duplicates. ``sent_at`` is set per attempt, which
-keeps the collector's clock-skew correction right however long the retries took.
+Invariant: an event gets its ``event_id`` (and ``client_ts``) when it is tracked, so every retry
+carries the same id and the pipeline's dedup collapses duplicates; ``sent_at`` is set per attempt, so
+the collector's clock-skew correction holds however long the retries took.
 """
 
 from __future__ import annotations
