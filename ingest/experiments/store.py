@@ -1,13 +1,9 @@
 """Where assignments stick and exposures are remembered, keyed by experiment and unit.
 
-Two implementations of one interface: :class:`MemoryAssignmentStore` for tests and single-process
-use, :class:`SqliteAssignmentStore` as the durable one. SQLite is chosen over a compacted Kafka
-topic because stickiness needs an atomic *first writer wins*: two collector workers that see the
-same user log in at once on two devices must agree on one arm. ``INSERT ... ON CONFLICT DO
-NOTHING`` on a primary key gives that in one statement, durably, across every process on the host;
-a compacted topic is only eventually consistent between instances, so both could assign before
-either reads the other's record. A multi-host deployment implements the same three methods on a
-shared database.
+Two implementations of one interface: :class:`MemoryAssignmentStore` (tests, one process) and
+:class:`SqliteAssignmentStore`, the durable one. Invariant: the first writer wins, atomically and
+durably, across every process on the host (``INSERT ... ON CONFLICT DO NOTHING``); a multi-host
+deployment implements the same three methods on a shared database.
 """
 
 from __future__ import annotations
