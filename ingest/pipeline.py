@@ -1,12 +1,10 @@
 """The hot path: bytes in, validated and stamped Kafka messages out.
 
-Two paths give the same messages. The fast one hands the whole body to pydantic-core, which
-parses and validates every event in one call against the contract's schema as the fast path reads
-it (:data:`SENT_EVENT_SCHEMA`), then applies the clock rule and stamps the fresh dicts
-(``received_at``, ``event_ts`` by the skew rule, ``source``, truncated IP, user agent) and
-serializes them. It serves bodies in which every event is valid and needs nothing moved: one
-failure anywhere and the request takes the careful path, which stamps each event while still a
-dict, moves unknown fields into ``properties``, validates it alone and reports it by index.
+Invariant: two paths give the same messages. The fast one validates the whole body in one
+pydantic-core call against :data:`SENT_EVENT_SCHEMA` and stamps the fresh dicts (``received_at``,
+``event_ts``, ``source``, truncated IP, user agent); one failure anywhere and the request takes the
+careful path, which stamps and validates each event alone, moves unknown fields into ``properties``
+and reports it by index.
 """
 
 from __future__ import annotations
