@@ -1,11 +1,9 @@
 """POST /v1/jobs submits a segment or restore job; GET /v1/jobs/{job_id} tells how it went.
 
 Invariant: the write key is admitted before any body byte is read, and at most
-``max_job_body_bytes`` are read. A job runs only on uploads made for its own ``anonymous_id``: its
-input (and mask) come with the upload tokens POST /v1/uploads gave that device. Job ids are made
-here, never by the client, so no request can aim at another job's objects or result. Each upload is
-looked up in the object store at submit (there, of its key's image type, within the size limit) and
-its ETag goes with the job, so the job runs on that object or fails, not on one posted over it.
+``max_job_body_bytes`` are read; a job runs only on uploads made for its own ``anonymous_id`` (with
+their upload tokens), on the object whose ETag was checked at submit; job ids are made here, never
+by the client, so no request can aim at another job's objects or result.
 """
 
 from __future__ import annotations
