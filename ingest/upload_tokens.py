@@ -1,10 +1,9 @@
 """Upload tokens: proof that an object was uploaded through POST /v1/uploads for one device.
 
-A token is an HMAC-SHA256, under the collector's ``upload_token_secret``, of the upload's input_id,
-its object key and the ``anonymous_id`` that asked for it. POST /v1/jobs takes an input (and a mask)
-only with its token and for the same ``anonymous_id``, so no one can run a job on another device's
-upload: they never saw its token and cannot make one without the secret. Every collector instance
-must share the secret; changing it voids the tokens already handed out.
+A token is an HMAC-SHA256, under ``upload_token_secret``, of the upload's input_id, its object key
+and the ``anonymous_id`` that asked. Invariant: POST /v1/jobs takes an input (and a mask) only with
+its token and for the same ``anonymous_id``; every collector shares the secret, and changing it
+voids the tokens already handed out.
 """
 
 from __future__ import annotations
