@@ -1,10 +1,8 @@
 """The collector's Kafka producer: requests await the broker's confirmation of every message.
 
-Delivery reports are polled on the event loop itself, every millisecond while anything is in flight,
-so callbacks never wait for the GIL behind request handling (a polling thread would: up to the
-interpreter's 5 ms switch interval per report). Each request holds one :class:`PendingDelivery` that
-counts its messages down and completes once all are confirmed, or as soon as one has failed. A
-request is answered 202 only when the count reaches zero without error.
+Delivery reports are polled on the event loop itself while anything is in flight. Invariant: each
+request holds one :class:`PendingDelivery`, which completes once all its messages are confirmed or
+as soon as one has failed; the request is answered 202 only in the first case.
 """
 
 from __future__ import annotations
