@@ -1,10 +1,9 @@
 """Who may send: write keys per source, their browser origins, and their rate.
 
-Every event is charged to two token buckets: its key's and its client address's (per source), so
-neither a leaked browser key nor one busy address can take a source's whole rate. A request
-larger than a bucket's burst can never pass and is refused as too large. A client address that
-keeps presenting unknown keys is refused with 429 before any more of its keys are hashed. The
-per-address maps are bounded: the least recently seen addresses are forgotten first.
+Invariant: every event is charged to two token buckets, its key's and its client address's (per
+source), so neither a leaked browser key nor one busy address can take a source's whole rate; a
+request larger than a bucket's burst is refused as too large; an address that keeps presenting
+unknown keys is refused with 429 before any more of its keys are hashed.
 """
 
 from __future__ import annotations
