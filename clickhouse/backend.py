@@ -1,14 +1,9 @@
 """One warehouse interface over two engines: chdb embedded and a ClickHouse server.
 
-The SQL is the same both ways: statements use ClickHouse server-side parameters (``{name:Type}``),
-so a named query file runs unchanged from clickhouse-client, through clickhouse-connect and in
-chdb. Results come back as Arrow so types (UUID, DateTime64, Map) match between engines.
-
-Nothing a client can reach runs here: analyst SQL, named queries and the API's fixed routes run on
-an ``AnalystSession`` each engine opens, connections of their own whose settings carry every limit,
-so the loader's session and its lock never wait for a client and no client statement can lift a
-limit (``readonly=1``; only our own query files run with ``readonly=2``). The loader and ``/readyz``
-keep this session.
+The SQL is the same both ways (server-side parameters ``{name:Type}``; results as Arrow, so types
+match between engines). Invariant: nothing a client can reach runs on this session, which the
+loader and ``/readyz`` keep: client statements run on an ``AnalystSession`` each engine opens, whose
+settings carry every limit (``readonly=1``; only the project's own query files run with ``readonly=2``).
 """
 
 from __future__ import annotations
