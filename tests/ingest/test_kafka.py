@@ -24,7 +24,7 @@ from ingest.sdk import Client
 from ingest.settings import IngestSettings, hash_write_key
 from ops.sample_images import sample_png
 from tests.helpers.examples import example
-from tests.ingest.kafka_helpers import read_topic
+from tests.helpers.kafka_topics import read_topic
 
 KEY = "integration-key"
 
