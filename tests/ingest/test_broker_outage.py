@@ -25,7 +25,7 @@ from infra.stack import InfraSettings, down, up
 from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
 from tests.helpers.examples import example
-from tests.ingest.kafka_helpers import read_topic
+from tests.helpers.kafka_topics import read_topic
 
 KEY = "outage-key"
 SENDERS = 4
