@@ -20,7 +20,7 @@ from funnelstream.contract import parse_event_json
 from funnelstream.settings import KafkaConfig
 from ingest.settings import hash_write_key
 from tests.helpers.examples import example
-from tests.ingest.kafka_helpers import read_topic
+from tests.helpers.kafka_topics import read_topic
 
 KEY = "sigterm-key"
 
