@@ -29,7 +29,7 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
 from tests.helpers import raw_http
 from tests.helpers.examples import example
-from tests.ingest.kafka_helpers import read_topic
+from tests.helpers.kafka_topics import read_topic
 
 WRITE_KEY = "abuse-test-write-key"
 READ_KEY = "abuse-test-read-key"
@@ -147,11 +147,11 @@ def test_the_warehouse_loads_a_truncated_dead_letter_with_its_size_and_reason(
     bad = example("tool_selected", anonymous_id="x" * 1_000_000)
     assert _post_batch(collector, [example("image_saved"), bad]).status_code == 202
     loader_topics = {
-        "loader_events_topic": kafka_topic("abuse.loader.events"),
-        "loader_sessions_topic": kafka_topic("abuse.loader.sessions"),
-        "loader_dlq_topic": topics["dlq_topic"],
-        "loader_tools_topic": kafka_topic("abuse.loader.tools"),
-        "loader_inferences_topic": kafka_topic("abuse.loader.inferences"),
+        "events_topic": kafka_topic("abuse.loader.events"),
+        "sessions_topic": kafka_topic("abuse.loader.sessions"),
+        "dlq_topic": topics["dlq_topic"],
+        "tools_topic": kafka_topic("abuse.loader.tools"),
+        "inferences_topic": kafka_topic("abuse.loader.inferences"),
     }
     command = [sys.executable, "-m", "tests.helpers.collector_abuse", kafka.bootstrap_servers]
     command += [str(tmp_path / "chdb"), json.dumps(loader_topics), "1"]
@@ -391,7 +391,7 @@ def test_the_compose_stack_gives_the_collector_a_read_key_and_prometheus_sends_i
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     environment = compose["services"]["ingest"]["environment"]
     assert environment["FS_ENVIRONMENT"] == "prod"
-    assert environment["FS_INGEST__READ_KEY_SHA256"].startswith("${FS_WAREHOUSE_READ_KEY_SHA256:?")
+    assert environment["FS_INGEST__READ_KEY_SHA256"].startswith("${FS_WAREHOUSE__READ_KEY_SHA256:?")
     prometheus = yaml.safe_load((root / "infra" / "prometheus.yml").read_text())
     job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "ingest")
     assert job["authorization"] == {"credentials_file": "/run/secrets/warehouse_read_key"}
