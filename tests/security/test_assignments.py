@@ -23,7 +23,7 @@ from funnelstream.experiments.definitions import Definitions
 from ingest.app import create_app
 from ingest.experiments.assignment import hash_assignment
 from ingest.settings import IngestSettings, hash_write_key
-from tests.ingest.kafka_helpers import read_topic
+from tests.helpers.kafka_topics import read_topic
 
 pytestmark = pytest.mark.integration
 
