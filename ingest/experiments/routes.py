@@ -72,9 +72,7 @@ class AssignmentAccess(Protocol):
         ...
 
 
-class UserIdNotAllowed(IngestError):
-    status_code = 403
-    code = "user_id_not_allowed"
+class UserIdNotAllowed(IngestError, status_code=403, code="user_id_not_allowed"): ...
 
 
 class CollectorAccess:
