@@ -15,6 +15,7 @@ COPY stream_processors ./stream_processors
 COPY inference_service ./inference_service
 COPY clickhouse ./clickhouse
 COPY infra ./infra
+COPY ops ./ops
 RUN pip install --no-cache-dir .
 
 USER funnelstream

@@ -7,6 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
+# What the local stack, the demo and the tests write stays in the checkout; installed, the default is
+# ~/.local/share/funnelstream.
+export FS_PATHS__DATA_DIR ?= $(CURDIR)/.stack
 
 .PHONY: help install tools up down status lint fmt test test-unit demo schema screenshots clean
 .PHONY: bench-inference

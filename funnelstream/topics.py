@@ -1,9 +1,14 @@
-"""Every Kafka topic name in one place (DESIGN §3)."""
+"""Every Kafka topic name in one place, and the namespace that prefixes topics and consumer groups.
+
+A setting typed :data:`TopicName` or :data:`GroupName` is prefixed with ``FS_KAFKA__NAMESPACE``
+when one is set (``<namespace>.events.raw``), so a private run on a shared broker sets one variable.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Annotated
 
 
 class Topic(enum.StrEnum):
@@ -35,3 +40,17 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.INFERENCE_JOBS, key="input_id"),
     TopicSpec(Topic.INFERENCE_RESULTS, key="job_id"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class InNamespace:
+    """Marks a setting that names a Kafka topic or consumer group."""
+
+
+TopicName = Annotated[str, InNamespace()]
+GroupName = Annotated[str, InNamespace()]
+
+
+def in_namespace(name: str, namespace: str) -> str:
+    """``name`` inside ``namespace``; an empty name (a topic switched off) stays empty."""
+    return f"{namespace}.{name}" if namespace and name else name

@@ -8,18 +8,18 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from funnelstream.settings import ServiceSettings
-from funnelstream.topics import Topic
+from funnelstream.topics import GroupName, Topic, TopicName
 
 SamModelType = Literal["vit_b", "vit_l", "vit_h", "tiny"]
 
 
 class InferenceConfig(BaseModel):
     # Topics are settings so a deployment (or a test) can run on its own set.
-    jobs_topic: str = str(Topic.INFERENCE_JOBS)
-    results_topic: str = str(Topic.INFERENCE_RESULTS)
-    events_topic: str = str(Topic.EVENTS_RAW)
-    dlq_topic: str = str(Topic.EVENTS_DLQ)
-    consumer_group: str = "inference-service"
+    jobs_topic: TopicName = str(Topic.INFERENCE_JOBS)
+    results_topic: TopicName = str(Topic.INFERENCE_RESULTS)
+    events_topic: TopicName = str(Topic.EVENTS_RAW)
+    dlq_topic: TopicName = str(Topic.EVENTS_DLQ)
+    consumer_group: GroupName = "inference-service"
 
     max_in_flight: int = Field(default=2, ge=1, le=64)
     job_timeout_s: float = Field(default=120.0, gt=0)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from funnelstream.errors import ConfigurationError
 from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.settings import ServiceSettings
-from funnelstream.topics import Topic
+from funnelstream.topics import Topic, TopicName
 
 DEV_WRITE_KEY = "fs-dev-write-key"
 DEV_READ_KEY = "fs-dev-read-key"
@@ -156,10 +156,10 @@ class IngestConfig(BaseModel):
     results_cache_size: int = Field(default=50_000, ge=1)
     results_lookback_s: int = Field(default=24 * 3600, ge=0)
     readiness_timeout_s: float = Field(default=1.0, gt=0)
-    events_topic: str = str(Topic.EVENTS_RAW)
-    dlq_topic: str = str(Topic.EVENTS_DLQ)
-    jobs_topic: str = str(Topic.INFERENCE_JOBS)
-    results_topic: str = str(Topic.INFERENCE_RESULTS)
+    events_topic: TopicName = str(Topic.EVENTS_RAW)
+    dlq_topic: TopicName = str(Topic.EVENTS_DLQ)
+    jobs_topic: TopicName = str(Topic.INFERENCE_JOBS)
+    results_topic: TopicName = str(Topic.INFERENCE_RESULTS)
     experiments_enabled: bool = True
     """Serve GET /v1/assignments from the experiment definitions (FS_EXPERIMENTS__*)."""
     demo_page: bool = True

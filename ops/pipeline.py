@@ -1,8 +1,8 @@
 """Run the whole pipeline on a private set of topics and consumer groups.
 
-The demo and the browser tests share a broker with everything else; a namespace gives each run its
-own ``<namespace>.events.raw`` and friends, so what it shows is only its own traffic. Production
-runs without a namespace, on the topic names of :class:`funnelstream.topics.Topic`.
+The demo and the browser tests share a broker with everything else; a namespace
+(``FS_KAFKA__NAMESPACE``) gives each run its own ``<namespace>.events.raw`` and friends, and its
+own consumer groups, so what it shows is only its own traffic. Production runs without one.
 """
 
 from __future__ import annotations
@@ -17,61 +17,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
+from clickhouse.settings import WarehouseSettings, read_key_headers
 from funnelstream.kafka import ensure_topics
-from funnelstream.settings import PROJECT_ROOT, KafkaConfig, ServiceSettings
-from funnelstream.topics import TOPIC_SPECS, Topic
+from funnelstream.settings import KafkaConfig, ServiceSettings
+from funnelstream.topics import TOPIC_SPECS, in_namespace
+from infra.stack import up
 from ops.processes import ServiceProcess
-
-
-def topic_name(namespace: str, topic: Topic) -> str:
-    return f"{namespace}.{topic}"
+from stream_processors.dimensions import SEED_FILE
 
 
 def namespaced_env(namespace: str) -> dict[str, str]:
-    """Environment that points every service at the namespace's topics and groups."""
-
-    def t(topic: Topic) -> str:
-        return topic_name(namespace, topic)
-
-    return {
-        # collector
-        "FS_INGEST__EVENTS_TOPIC": t(Topic.EVENTS_RAW),
-        "FS_INGEST__DLQ_TOPIC": t(Topic.EVENTS_DLQ),
-        "FS_INGEST__JOBS_TOPIC": t(Topic.INFERENCE_JOBS),
-        "FS_INGEST__RESULTS_TOPIC": t(Topic.INFERENCE_RESULTS),
-        # stream processors
-        "FS_STREAM__APP_ID": f"{namespace}-stream",
-        "FS_STREAM__INPUT_TOPIC": t(Topic.EVENTS_RAW),
-        "FS_STREAM__ENRICHED_TOPIC": t(Topic.EVENTS_ENRICHED),
-        "FS_STREAM__SESSIONS_TOPIC": t(Topic.SESSIONS),
-        "FS_STREAM__DLQ_TOPIC": t(Topic.EVENTS_DLQ),
-        "FS_STREAM__TOOLS_TOPIC": t(Topic.DIMENSIONS_TOOLS),
-        "FS_STREAM__INFERENCES_TOPIC": t(Topic.DIMENSIONS_INFERENCES),
-        # warehouse loader
-        "FS_LOADER_GROUP_ID": f"{namespace}-loader",
-        "FS_LOADER_EVENTS_TOPIC": t(Topic.EVENTS_ENRICHED),
-        "FS_LOADER_SESSIONS_TOPIC": t(Topic.SESSIONS),
-        "FS_LOADER_DLQ_TOPIC": t(Topic.EVENTS_DLQ),
-        "FS_LOADER_TOOLS_TOPIC": t(Topic.DIMENSIONS_TOOLS),
-        "FS_LOADER_INFERENCES_TOPIC": t(Topic.DIMENSIONS_INFERENCES),
-        # inference service
-        "FS_INFERENCE__JOBS_TOPIC": t(Topic.INFERENCE_JOBS),
-        "FS_INFERENCE__RESULTS_TOPIC": t(Topic.INFERENCE_RESULTS),
-        "FS_INFERENCE__EVENTS_TOPIC": t(Topic.EVENTS_RAW),
-        "FS_INFERENCE__DLQ_TOPIC": t(Topic.EVENTS_DLQ),
-        "FS_INFERENCE__CONSUMER_GROUP": f"{namespace}-inference",
-    }
+    """Environment that points every service at the namespace's topics and consumer groups."""
+    return {"FS_KAFKA__NAMESPACE": namespace}
 
 
 def create_namespace_topics(config: KafkaConfig, namespace: str) -> list[str]:
-    specs = [replace(spec, topic=topic_name(namespace, spec.topic)) for spec in TOPIC_SPECS]  # type: ignore[arg-type]
+    specs = [replace(spec, topic=in_namespace(spec.topic, namespace)) for spec in TOPIC_SPECS]  # type: ignore[arg-type]
     return ensure_topics(config, specs)
 
 
 def delete_namespace_topics(config: KafkaConfig, namespace: str) -> list[str]:
     """Remove the namespace's topics, Faust's changelog topics of its app id included."""
-    from confluent_kafka.admin import AdminClient
-
     admin = AdminClient(config.client_config())
     doomed = [
         name
@@ -93,16 +61,12 @@ class Ports:
 
 
 def warehouse_read_key(env: dict[str, str]) -> str:
-    """The read key of a run's warehouse: the run's own FS_WAREHOUSE_READ_KEY, else this process's."""
-    from clickhouse.settings import WarehouseSettings
-
-    return env.get("FS_WAREHOUSE_READ_KEY") or WarehouseSettings().warehouse_read_key.get_secret_value()
+    """The read key of a run's warehouse: the run's own FS_WAREHOUSE__READ_KEY, else this process's."""
+    return env.get("FS_WAREHOUSE__READ_KEY") or WarehouseSettings().warehouse.read_key.get_secret_value()
 
 
 def pipeline_services(log_dir: Path, env: dict[str, str], ports: Ports) -> list[ServiceProcess]:
     """The four services, each its own process, in the order they should start."""
-    from clickhouse.settings import read_key_headers
-
     local = "127.0.0.1"
     return [
         ServiceProcess("warehouse", ["warehouse", "serve", "--host", local, "--port", str(ports.warehouse)], log_dir,
@@ -119,8 +83,6 @@ def pipeline_services(log_dir: Path, env: dict[str, str], ports: Ports) -> list[
 
 def load_seed_dimensions(env: dict[str, str]) -> None:
     """Publish the shipped tools and inferences to the (namespaced) dimension topics."""
-    from stream_processors.dimensions import SEED_FILE
-
     command = [sys.executable, "-m", "ops.cli", "dims", "load", str(SEED_FILE)]
     subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
 
@@ -147,9 +109,7 @@ class LocalPipeline:
         self.namespace = namespace
         self.env = {
             **(namespaced_env(namespace) if namespace else {}),
-            "FS_CLICKHOUSE__CHDB_PATH": str(workdir / "chdb"),
-            "FS_STREAM__DATA_DIR": str(workdir / "stream"),
-            "FS_EXPERIMENTS__STORE_PATH": str(workdir / "assignments.sqlite3"),
+            "FS_PATHS__DATA_DIR": str(workdir),
             "FS_LOG_LEVEL": "WARNING",
             **(env or {}),
         }
@@ -208,13 +168,12 @@ def local_pipeline(
     purpose: str = "load", ports: Ports = Ports(18_500, 18_501, 18_502, 18_503)
 ) -> Iterator[LocalPipeline]:
     """The four services on the local stack (started if needed), on topics and a warehouse of their own."""
-    from infra.stack import up
-
     up()
     run_id = uuid.uuid4().hex[:8]
-    workdir = PROJECT_ROOT / ".stack" / purpose / run_id
+    settings = ServiceSettings()
+    workdir = settings.paths.data_dir / purpose / run_id
     try:
-        with LocalPipeline(workdir, ports, ServiceSettings().kafka, namespace=f"{purpose}-{run_id}") as pipeline:
+        with LocalPipeline(workdir, ports, settings.kafka, namespace=f"{purpose}-{run_id}") as pipeline:
             yield pipeline
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,20 +6,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from funnelstream.settings import PROJECT_ROOT, ServiceSettings
-from funnelstream.topics import Topic
+from funnelstream.settings import ServiceSettings, under_data_dir
+from funnelstream.topics import GroupName, Topic, TopicName
 
 
 class StreamConfig(BaseModel):
-    app_id: str = Field(default="funnelstream-stream", min_length=1, max_length=200)
+    app_id: GroupName = Field(default="funnelstream-stream", min_length=1, max_length=200)
     """Faust application id: the consumer group and the prefix of its changelog topics."""
-    input_topic: str = str(Topic.EVENTS_RAW)
-    enriched_topic: str = str(Topic.EVENTS_ENRICHED)
-    sessions_topic: str = str(Topic.SESSIONS)
-    dlq_topic: str = str(Topic.EVENTS_DLQ)
-    tools_topic: str = str(Topic.DIMENSIONS_TOOLS)
-    inferences_topic: str = str(Topic.DIMENSIONS_INFERENCES)
-    data_dir: Path = PROJECT_ROOT / ".stack" / "stream"
+    input_topic: TopicName = str(Topic.EVENTS_RAW)
+    enriched_topic: TopicName = str(Topic.EVENTS_ENRICHED)
+    sessions_topic: TopicName = str(Topic.SESSIONS)
+    dlq_topic: TopicName = str(Topic.EVENTS_DLQ)
+    tools_topic: TopicName = str(Topic.DIMENSIONS_TOOLS)
+    inferences_topic: TopicName = str(Topic.DIMENSIONS_INFERENCES)
+    data_dir: Path = under_data_dir("stream")
     web_port: int = Field(default=6066, ge=1, le=65_535)
     web_host: str = "127.0.0.1"
     dedup_window_s: float = Field(default=24 * 3600, gt=0)

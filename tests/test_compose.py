@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.settings_classes import variables_read
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 PROJECT_SERVICES = {"ingest", "stream-processor", "warehouse", "inference"}
@@ -48,6 +50,21 @@ def test_no_secret_is_committed() -> None:
     assert all(str(value).startswith("${") for value in minio_env.values())
     for name in PROJECT_SERVICES:
         assert ".env" in str(COMPOSE["services"][name].get("env_file"))
+
+
+def test_every_variable_is_one_a_settings_class_reads() -> None:
+    read = variables_read()
+    for name in PROJECT_SERVICES | {"heartbeat"}:
+        environment = COMPOSE["services"][name]["environment"]
+        unread = {key for key in environment if key.startswith("FS_")} - read
+        assert not unread, f"{name} sets {sorted(unread)}, which no settings class reads"
+    assert COMPOSE["secrets"]["warehouse_read_key"]["environment"] in read
+
+
+def test_the_stream_state_lives_on_its_volume() -> None:
+    service = COMPOSE["services"]["stream-processor"]
+    data_dir = service["environment"]["FS_PATHS__DATA_DIR"]
+    assert any(volume.split(":")[1] == data_dir for volume in service["volumes"])
 
 
 def test_published_ports_are_declared() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from funnelstream.settings import ServiceSettings
-from funnelstream.topics import Topic
+from funnelstream.topics import GroupName, Topic, TopicName
 
 
 class QAConfig(BaseModel):
@@ -13,7 +13,7 @@ class QAConfig(BaseModel):
 
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Per-check threshold overrides, as JSON: ``{"late_events": 0.05}``."""
-    heartbeat_topic: str = Field(default=str(Topic.EVENTS_RAW), min_length=1)
+    heartbeat_topic: TopicName = Field(default=str(Topic.EVENTS_RAW), min_length=1)
     """Where heartbeats enter the pipeline: the raw topic the stream processors read."""
     heartbeat_ingest_url: str | None = None
     """Send heartbeats through the collector (POST /v1/event) so its stage counts in the freshness;
@@ -30,7 +30,7 @@ class QAConfig(BaseModel):
     """Heartbeat older than this: the pipeline is stalled."""
     lag_degraded: int = Field(default=10_000, ge=0)
     """Messages a consumer group may be behind before it counts as degraded."""
-    consumer_groups: dict[str, str] = Field(
+    consumer_groups: dict[str, GroupName] = Field(
         default_factory=lambda: {
             "stream processors": "funnelstream-stream",
             "loader": "funnelstream-warehouse-loader",

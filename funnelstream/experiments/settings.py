@@ -6,14 +6,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from funnelstream.settings import PROJECT_ROOT, ServiceSettings
+from funnelstream.settings import ServiceSettings, under_data_dir
+
+DEFAULT_DEFINITIONS = Path(__file__).parent / "experiments.yaml"
+"""The definitions shipped with the package; a deployment points FS_EXPERIMENTS__DEFINITIONS_PATH at its own."""
 
 
 class ExperimentsConfig(BaseModel):
-    definitions_path: Path = PROJECT_ROOT / "experiments.yaml"
+    definitions_path: Path = DEFAULT_DEFINITIONS
     """The versioned definitions file every collector instance watches."""
     poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
-    store_path: Path = PROJECT_ROOT / ".stack" / "experiments" / "assignments.sqlite3"
+    store_path: Path = under_data_dir("experiments/assignments.sqlite3")
     """SQLite file of sticky assignments and exposure marks, shared by the collector's workers."""
     warehouse_api_url: str | None = None
     """``funnelstream warehouse serve``; when set, reports fetch events through it."""
