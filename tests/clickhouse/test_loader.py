@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import LoaderConfig, WarehouseSettings
 from funnelstream.contract import SessionSummary
 from funnelstream.settings import ClickHouseConfig, KafkaConfig
 from ops.warehouse_data import generate
@@ -42,11 +42,11 @@ def _produce(kafka: KafkaConfig, topic: str, values: list[tuple[bytes | None, by
 
 def _topics(kafka_topic: Callable[..., str], partitions: int = 2) -> dict[str, str]:
     return {
-        "loader_events_topic": kafka_topic("loader.events", partitions=partitions),
-        "loader_sessions_topic": kafka_topic("loader.sessions"),
-        "loader_dlq_topic": kafka_topic("loader.dlq"),
-        "loader_tools_topic": kafka_topic("loader.tools"),
-        "loader_inferences_topic": kafka_topic("loader.inferences"),
+        "events_topic": kafka_topic("loader.events", partitions=partitions),
+        "sessions_topic": kafka_topic("loader.sessions"),
+        "dlq_topic": kafka_topic("loader.dlq"),
+        "tools_topic": kafka_topic("loader.tools"),
+        "inferences_topic": kafka_topic("loader.inferences"),
     }
 
 
@@ -56,26 +56,27 @@ def test_loader_fills_every_table_and_dead_letters_poison(
     warehouse, config = open_test_warehouse("chdb", shared_chdb_path)
     topics = _topics(kafka_topic)
     settings = WarehouseSettings(
-        kafka=kafka, clickhouse=config, loader_group_id=f"test-loader-{uuid.uuid4().hex[:8]}",
-        loader_batch_rows=500, loader_batch_seconds=0.3, **topics,
+        kafka=kafka, clickhouse=config,
+        loader=LoaderConfig(group_id=f"test-loader-{uuid.uuid4().hex[:8]}", batch_rows=500, batch_seconds=0.3,
+                            **topics),
     )  # fmt: skip
     data = generate(images=80, devices=20, seed=5)
     _produce(
         kafka,
-        topics["loader_events_topic"],
+        topics["events_topic"],
         [(e.anonymous_id.encode(), e.model_dump_json().encode()) for e in data.deliveries],
     )
     poison = b'{"event_id": "not-a-uuid", "event_type": "image_saved"}'
-    _produce(kafka, topics["loader_events_topic"], [(b"bad", poison)])
+    _produce(kafka, topics["events_topic"], [(b"bad", poison)])
     now = datetime.now(UTC)
     summaries = [
         SessionSummary(session_id="s-1", anonymous_id="d", started_at=now, last_event_at=now + timedelta(seconds=s),
                        duration_s=s, event_count=s, version=s, updated_at=now)
         for s in (1, 3, 2)
     ]  # fmt: skip
-    _produce(kafka, topics["loader_sessions_topic"], [(b"s-1", s.model_dump_json().encode()) for s in summaries])
+    _produce(kafka, topics["sessions_topic"], [(b"s-1", s.model_dump_json().encode()) for s in summaries])
     tool = {"tool_id": 3, "tool_name": "segmentation", "tool_type": "ai_assist", "updated_at": now.isoformat()}
-    _produce(kafka, topics["loader_tools_topic"], [(b"3", orjson.dumps(tool))])
+    _produce(kafka, topics["tools_topic"], [(b"3", orjson.dumps(tool))])
 
     loader = Loader(settings, warehouse)
     inserted = loader.stats.rows_inserted
@@ -116,18 +117,18 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
     data = generate(images=2500, devices=300, seed=9, duplicate_share=0.2)
     _produce(
         kafka,
-        topics["loader_events_topic"],
+        topics["events_topic"],
         [(e.anonymous_id.encode(), e.model_dump_json().encode()) for e in data.deliveries],
     )
     env = {
         **os.environ,
         "FS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "FS_CLICKHOUSE__CHDB_PATH": str(tmp_path / "chdb"),
-        "FS_LOADER_GROUP_ID": group,
-        "FS_LOADER_BATCH_ROWS": "1500",
-        "FS_LOADER_BATCH_SECONDS": "0.5",
+        "FS_LOADER__GROUP_ID": group,
+        "FS_LOADER__BATCH_ROWS": "1500",
+        "FS_LOADER__BATCH_SECONDS": "0.5",
         "FS_LOG_JSON": "false",
-        **{f"FS_{name.upper()}": value for name, value in topics.items()},
+        **{f"FS_LOADER__{name.upper()}": value for name, value in topics.items()},
     }
     command = [sys.executable, "-c", "from ops.cli import main; main()", "warehouse", "load"]
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -135,7 +136,7 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
     deadline = time.monotonic() + 90
     total = len(data.deliveries)
     while time.monotonic() < deadline:
-        remaining = _lag(kafka, group, topics["loader_events_topic"], 2)
+        remaining = _lag(kafka, group, topics["events_topic"], 2)
         if remaining < total:
             break
         time.sleep(0.05)
@@ -146,9 +147,9 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
     second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _lag(kafka, group, topics["loader_events_topic"], 2) > 0:
+        while time.monotonic() < deadline and _lag(kafka, group, topics["events_topic"], 2) > 0:
             time.sleep(0.2)
-        assert _lag(kafka, group, topics["loader_events_topic"], 2) == 0
+        assert _lag(kafka, group, topics["events_topic"], 2) == 0
     finally:
         second.send_signal(signal.SIGTERM)
         _, stderr = second.communicate(timeout=60)

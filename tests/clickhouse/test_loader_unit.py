@@ -9,18 +9,23 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from clickhouse.errors import QueryError, WarehouseUnavailable
 from clickhouse.loader import (
     EVENT_SCHEMA,
+    Backpressure,
     FastPathRefused,
+    Inserted,
     Loader,
     Message,
     decode_events,
     decode_events_fast,
     flush_deadline,
+    insert_table,
 )
-from clickhouse.settings import WarehouseSettings
+from clickhouse.loader.schema import EVENT_DEFAULTS, JSON_READER_SCHEMA, REQUIRED_EVENT_COLUMNS
+from clickhouse.settings import LoaderConfig, WarehouseSettings
 from ops.warehouse_data import generate
 
 
@@ -40,7 +45,7 @@ class FlakyWarehouse:
             self.failures -= 1
             raise self.error
         self.inserted[table] = self.inserted.get(table, 0) + data.num_rows
-        return data.num_rows
+        return int(data.num_rows)
 
 
 class RecordingConsumer:
@@ -74,7 +79,7 @@ def _messages(count: int) -> list[Message]:
 def test_insert_waits_out_an_outage_then_commits_once() -> None:
     warehouse = FlakyWarehouse(failures=3)
     consumer = RecordingConsumer()
-    settings = WarehouseSettings(loader_retry_initial_s=0.01, loader_retry_max_s=0.02)
+    settings = WarehouseSettings(loader=LoaderConfig(retry_initial_s=0.01, retry_max_s=0.02))
     loader = Loader(settings, warehouse, consumer=consumer)  # type: ignore[arg-type]
     batch = _messages(40)
     loader.process(batch)
@@ -94,6 +99,47 @@ def test_a_non_transient_error_stops_without_committing() -> None:
     with pytest.raises(QueryError):
         loader.process(_messages(5))
     assert "commit" not in consumer.calls
+
+
+class RebalancedConsumer(RecordingConsumer):
+    def commit(self, offsets: Any, asynchronous: bool) -> None:
+        raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+
+
+def test_a_commit_the_next_one_covers_is_counted_not_raised() -> None:
+    warehouse = FlakyWarehouse(failures=0)
+    loader = Loader(WarehouseSettings(), warehouse, consumer=RebalancedConsumer())  # type: ignore[arg-type]
+    loader.process(_messages(4))
+    assert warehouse.inserted == {"events": 4}
+    assert loader.stats.commit_failures == 1 and loader.stats.batches == 1
+
+
+def test_the_insert_step_returns_backpressure_for_a_transient_error_only() -> None:
+    data = decode_events(_messages(3))[0]
+    pressure = insert_table(FlakyWarehouse(failures=1), "events", data)  # type: ignore[arg-type]
+    assert isinstance(pressure, Backpressure) and pressure.table == "events"
+    busy = QueryError("Code: 241. Memory limit exceeded", sql="INSERT", code=241)
+    assert isinstance(insert_table(FlakyWarehouse(1, busy), "events", data), Backpressure)  # type: ignore[arg-type]
+    inserted = insert_table(FlakyWarehouse(failures=0), "events", data)  # type: ignore[arg-type]
+    assert isinstance(inserted, Inserted) and inserted.rows == 3
+    unknown_table = QueryError("Code: 60. Unknown table", sql="INSERT", code=60)
+    with pytest.raises(QueryError):
+        insert_table(FlakyWarehouse(1, unknown_table), "events", data)  # type: ignore[arg-type]
+
+
+def test_the_fast_decoder_s_column_rules_follow_the_contract() -> None:
+    # Required: the contract fields without a default; defaults: those of the non-null columns.
+    assert REQUIRED_EVENT_COLUMNS == (
+        "event_id", "event_type", "schema_version", "anonymous_id", "session_id",
+        "client_ts", "received_at", "event_ts", "enriched_at",
+    )  # fmt: skip
+    assert EVENT_DEFAULTS == {
+        "timestamp_flag": "ok", "is_late": False, "source": "", "funnel_step": 0,
+        "unknown_dimension": False, "is_bot": False, "properties": "{}",
+    }  # fmt: skip
+    assert [f.name for f in JSON_READER_SCHEMA] == [
+        f.name for f in EVENT_SCHEMA if f.name not in ("experiments", "properties")
+    ]
 
 
 def test_fast_path_equals_the_checked_path() -> None:
@@ -179,7 +225,7 @@ class ScriptedConsumer(RecordingConsumer):
 def test_a_message_that_waited_in_the_broker_is_loaded_within_the_batch_time_of_its_production() -> None:
     warehouse = FlakyWarehouse(failures=0)
     consumer = ScriptedConsumer(_messages(1)[0], age_s=0.9)
-    loader = Loader(WarehouseSettings(loader_batch_seconds=1.0), warehouse, consumer=consumer)  # type: ignore[arg-type]
+    loader = Loader(WarehouseSettings(loader=LoaderConfig(batch_seconds=1.0)), warehouse, consumer=consumer)  # type: ignore[arg-type]
     consumer.loader = loader
     loader.run()
     assert warehouse.inserted == {"events": 1}
