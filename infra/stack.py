@@ -1,7 +1,8 @@
 """The local stack: real Kafka and a real S3 server started natively, on loopback, idempotently.
 
-``python -m infra up|down|status``. Data, logs and pid files live under ``.stack/``; downloaded and
-built artifacts under ``~/.cache/funnelstream`` (the Maven and Go caches hold the sources).
+``python -m infra up|down|status``. Data, logs and pid files live under ``FS_STACK__DIR`` (unset:
+``FS_PATHS__DATA_DIR``); downloaded and built artifacts under ``FS_STACK__CACHE_DIR``
+(``~/.cache/funnelstream``; the Maven and Go caches hold the sources).
 ``up`` starts only what is not already running and healthy; ``down`` stops only what ``up``
 started, by the pid it recorded.
 """
@@ -23,9 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from funnelstream.settings import PROJECT_ROOT, ServiceSettings
+from funnelstream.settings import ServiceSettings, under_data_dir
+
+KAFKA_DIR = Path(__file__).parent / "kafka"
+"""The Maven project and logging configuration the local broker is built and run with."""
 
 
 class InfraError(RuntimeError):
@@ -46,9 +50,13 @@ class InfraError(RuntimeError):
         super().__init__(f"{service}: {detail}{tail}")
 
 
-class InfraSettings(ServiceSettings):
-    stack_dir: Path = PROJECT_ROOT / ".stack"
+class StackConfig(BaseModel):
+    """The local stack: ``FS_STACK__*``."""
+
+    dir: Path = under_data_dir(".")
+    """Data, logs and pid files; unset: ``FS_PATHS__DATA_DIR`` itself."""
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "funnelstream")
+    """Built and downloaded artifacts (Kafka's classpath, the SeaweedFS binary)."""
     kafka_version: str = "4.1.1"
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
@@ -58,6 +66,10 @@ class InfraSettings(ServiceSettings):
     seaweedfs_volume_port: int = 8080
     seaweedfs_filer_port: int = 8888
     start_timeout_s: float = 90.0
+
+
+class InfraSettings(ServiceSettings):
+    stack: StackConfig = Field(default_factory=StackConfig)
 
 
 def _split_host_port(address: str) -> tuple[str, int]:
@@ -159,8 +171,8 @@ class Service:
 
     def __init__(self, settings: InfraSettings) -> None:
         self.settings = settings
-        self.dir = settings.stack_dir / self.name
-        self.process = ManagedProcess(self.name, settings.stack_dir / f"{self.name}.pid", self.dir / f"{self.name}.log")
+        self.dir = settings.stack.dir / self.name
+        self.process = ManagedProcess(self.name, settings.stack.dir / f"{self.name}.pid", self.dir / f"{self.name}.log")
 
     def endpoint(self) -> str:
         raise NotImplementedError
@@ -195,14 +207,14 @@ class Service:
         return "started"
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.settings.start_timeout_s
+        deadline = time.monotonic() + self.settings.stack.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.running_pid() is None:
                 raise InfraError(self.name, "exited during start-up", self.process.log_file)
             if self.healthy():
                 return
             time.sleep(0.25)
-        raise InfraError(self.name, f"not healthy after {self.settings.start_timeout_s}s", self.process.log_file)
+        raise InfraError(self.name, f"not healthy after {self.settings.stack.start_timeout_s}s", self.process.log_file)
 
     def down(self) -> bool:
         return self.process.stop()
@@ -227,8 +239,8 @@ class KafkaService(Service):
         return bool(metadata.brokers)
 
     def _classpath(self) -> str:
-        version = self.settings.kafka_version
-        cached = self.settings.cache_dir / f"kafka-{version}.classpath"
+        version = self.settings.stack.kafka_version
+        cached = self.settings.stack.cache_dir / f"kafka-{version}.classpath"
         if cached.exists():
             classpath = cached.read_text().strip()
             if all(Path(jar).exists() for jar in classpath.split(":")):
@@ -236,7 +248,7 @@ class KafkaService(Service):
         if shutil.which("mvn") is None:
             raise InfraError(self.name, "Maven (mvn) is not on PATH; it resolves Kafka from Maven Central")
         cached.parent.mkdir(parents=True, exist_ok=True)
-        pom = PROJECT_ROOT / "infra" / "kafka" / "pom.xml"
+        pom = KAFKA_DIR / "pom.xml"
         print(f"resolving Apache Kafka {version} from Maven Central ...", file=sys.stderr, flush=True)
         result = subprocess.run(
             [
@@ -259,8 +271,8 @@ class KafkaService(Service):
     def prepare(self) -> list[str]:
         classpath = self._classpath()
         host, port = _split_host_port(self.endpoint())
-        controller = f"{host}:{self.settings.kafka_controller_port}"
-        if _port_open(host, self.settings.kafka_controller_port):
+        controller = f"{host}:{self.settings.stack.kafka_controller_port}"
+        if _port_open(host, self.settings.stack.kafka_controller_port):
             raise InfraError(self.name, f"controller port {controller} is taken")
         data_dir = self.dir / "data"
         properties = self.dir / "server.properties"
@@ -296,10 +308,10 @@ class KafkaService(Service):
         )
         java = [
             "java",
-            f"-Xmx{self.settings.kafka_heap}",
+            f"-Xmx{self.settings.stack.kafka_heap}",
             "-Xms128m",
             "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={PROJECT_ROOT / 'infra' / 'kafka' / 'log4j2.yaml'}",
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}",
             "-cp",
             classpath,
         ]
@@ -348,8 +360,8 @@ class ObjectStoreService(Service):
         return True
 
     def _binary(self) -> Path:
-        version = self.settings.seaweedfs_version
-        binary = self.settings.cache_dir / "bin" / f"weed-{version}"
+        version = self.settings.stack.seaweedfs_version
+        binary = self.settings.stack.cache_dir / "bin" / f"weed-{version}"
         if binary.exists():
             return binary
         if shutil.which("go") is None:
@@ -359,7 +371,7 @@ class ObjectStoreService(Service):
             file=sys.stderr,
             flush=True,
         )
-        module = f"{self.settings.seaweedfs_module}@{version}"
+        module = f"{self.settings.stack.seaweedfs_module}@{version}"
         download = subprocess.run(["go", "mod", "download", "-json", module], capture_output=True, text=True)
         if download.returncode != 0:
             raise InfraError(self.name, f"go mod download {module} failed: {download.stdout}{download.stderr}")
@@ -380,9 +392,9 @@ class ObjectStoreService(Service):
         binary = self._binary()
         host, port = _split_host_port(self.endpoint())
         for extra in (
-            self.settings.seaweedfs_master_port,
-            self.settings.seaweedfs_volume_port,
-            self.settings.seaweedfs_filer_port,
+            self.settings.stack.seaweedfs_master_port,
+            self.settings.stack.seaweedfs_volume_port,
+            self.settings.stack.seaweedfs_filer_port,
         ):
             if _port_open(host, extra):
                 raise InfraError(self.name, f"port {host}:{extra} is taken")
@@ -414,14 +426,14 @@ class ObjectStoreService(Service):
             f"-ip={host}",
             f"-ip.bind={host}",
             f"-dir={data_dir}",
-            f"-master.port={self.settings.seaweedfs_master_port}",
+            f"-master.port={self.settings.stack.seaweedfs_master_port}",
             "-master.volumeSizeLimitMB=256",
-            f"-volume.port={self.settings.seaweedfs_volume_port}",
+            f"-volume.port={self.settings.stack.seaweedfs_volume_port}",
             "-volume.max=0",
             # The default 10 s pre-stop grace is for clusters; alone, it only slows `down`.
             "-volume.preStopSeconds=0",
             "-master.telemetry=false",
-            f"-filer.port={self.settings.seaweedfs_filer_port}",
+            f"-filer.port={self.settings.stack.seaweedfs_filer_port}",
             "-s3",
             f"-s3.port={port}",
             f"-s3.config={identities}",
@@ -433,7 +445,7 @@ class ObjectStoreService(Service):
         from funnelstream.objectstore import ensure_bucket, make_client
 
         client = make_client(self.settings.s3)
-        deadline = time.monotonic() + self.settings.start_timeout_s
+        deadline = time.monotonic() + self.settings.stack.start_timeout_s
         while True:
             try:
                 ensure_bucket(client, self.settings.s3.bucket)
@@ -457,7 +469,7 @@ def _selected(names: list[str] | None) -> list[str]:
 
 def up(names: list[str] | None = None, settings: InfraSettings | None = None) -> dict[str, str]:
     settings = settings or InfraSettings()
-    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    settings.stack.dir.mkdir(parents=True, exist_ok=True)
     return {name: SERVICES[name](settings).up() for name in _selected(names)}
 
 
