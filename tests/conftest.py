@@ -8,6 +8,7 @@ connect to anything but loopback-less nowhere, so it cannot reach a service by a
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,9 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.helpers.experiment_fixtures"]
+
+# The suite shares the developer's local stack (``make up``) and writes nothing under the home directory.
+os.environ.setdefault("FS_PATHS__DATA_DIR", str(Path(__file__).resolve().parent.parent / ".stack"))
 
 SERVICE_FIXTURES = frozenset({"kafka", "s3", "minio_client", "chdb_session", "kafka_topic"})
 
