@@ -29,13 +29,13 @@ class ReadKeyGate:
 
     def __init__(self, app: ASGIApp, settings: WarehouseSettings) -> None:
         self.app = app
-        self.digests = tuple(bytes.fromhex(digest) for digest in settings.warehouse_read_key_sha256)
-        self.max_body_bytes = settings.warehouse_max_body_bytes
+        self.digests = tuple(bytes.fromhex(digest) for digest in settings.warehouse.read_key_sha256)
+        self.max_body_bytes = settings.warehouse.max_body_bytes
         # The setting counts per minute, as people think of guesses; the bucket refills per second.
         self.throttle = FailedKeyThrottle(
-            settings.warehouse_auth_failures_burst,
-            settings.warehouse_auth_failures_per_minute / 60.0,
-            settings.warehouse_auth_clients_tracked,
+            settings.warehouse.auth_failures_burst,
+            settings.warehouse.auth_failures_per_minute / 60.0,
+            settings.warehouse.auth_clients_tracked,
         )
 
     def knows(self, key: str) -> bool:
