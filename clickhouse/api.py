@@ -176,7 +176,7 @@ def create_app(
     settings: WarehouseSettings | None = None, *, warehouse: Warehouse | None = None, run_loader: bool | None = None
 ) -> FastAPI:
     settings = settings or WarehouseSettings()
-    should_run_loader = settings.warehouse_run_loader if run_loader is None else run_loader
+    should_run_loader = settings.warehouse.run_loader if run_loader is None else run_loader
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -424,12 +424,12 @@ def _completeness(spec: FunnelRequest) -> dict[str, Any]:
 
 def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:
     return AnalystLimits(
-        max_rows=settings.sql_max_rows,
-        max_seconds=settings.sql_max_seconds,
-        max_memory_bytes=settings.sql_max_memory_bytes,
-        max_result_bytes=settings.sql_max_result_bytes,
-        max_threads=settings.sql_max_threads,
-        max_concurrent=settings.sql_max_concurrent,
+        max_rows=settings.sql.max_rows,
+        max_seconds=settings.sql.max_seconds,
+        max_memory_bytes=settings.sql.max_memory_bytes,
+        max_result_bytes=settings.sql.max_result_bytes,
+        max_threads=settings.sql.max_threads,
+        max_concurrent=settings.sql.max_concurrent,
     )
 
 
