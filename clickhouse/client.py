@@ -32,7 +32,7 @@ RETRY_BUDGET_S = 30.0
 MAX_RETRY_AFTER_S = 10.0
 """The longest wait taken from a Retry-After header; a longer one is cut to this."""
 BUSY = "too_many_queries"
-"""The ``error`` of the query API's 429 when every analyst session is busy (FS_SQL_MAX_CONCURRENT)."""
+"""The ``error`` of the query API's 429 when every analyst session is busy (FS_SQL__MAX_CONCURRENT)."""
 
 
 class WarehouseReader(Protocol):
@@ -65,7 +65,7 @@ class ApiReader:
     @classmethod
     def of(cls, settings: WarehouseSettings, base_url: str | None = None) -> ApiReader:
         """A reader of ``base_url`` (default: the configured API) with the configured read key."""
-        return cls(base_url or settings.api_url, settings.warehouse_read_key.get_secret_value())
+        return cls(base_url or settings.api_url, settings.warehouse.read_key.get_secret_value())
 
     @staticmethod
     def _wire(parameters: dict[str, Any] | None) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def refuse_wrong_read_key(response: Any) -> None:
     if response.status_code == 401 or (response.status_code == 429 and _error_of(response) != BUSY):
         raise ConfigurationError(
             f"the warehouse API refused the read key (HTTP {response.status_code}: {response.text[:200]}); "
-            "set FS_WAREHOUSE_READ_KEY to a key whose SHA-256 is in the server's FS_WAREHOUSE_READ_KEY_SHA256"
+            "set FS_WAREHOUSE__READ_KEY to a key whose SHA-256 is in the server's FS_WAREHOUSE__READ_KEY_SHA256"
         )
 
 
