@@ -136,14 +136,14 @@ class AnalystPool:
         limits = self.limits
         said = exc.message[:500]
         if exc.code in _TIMEOUT_CODES:
-            return LimitExceeded("time", "FS_SQL_MAX_SECONDS", f"at most {limits.max_seconds:g} s; {said}")
+            return LimitExceeded("time", "FS_SQL__MAX_SECONDS", f"at most {limits.max_seconds:g} s; {said}")
         if exc.code == _MEMORY_CODE:
             return LimitExceeded(
-                "memory", "FS_SQL_MAX_MEMORY_BYTES", f"at most {limits.max_memory_bytes} bytes; {said}"
+                "memory", "FS_SQL__MAX_MEMORY_BYTES", f"at most {limits.max_memory_bytes} bytes; {said}"
             )
         if exc.code == _RESULT_CODE:
             return LimitExceeded(
-                "result", "FS_SQL_MAX_RESULT_BYTES", f"at most {limits.max_result_bytes} bytes; {said}"
+                "result", "FS_SQL__MAX_RESULT_BYTES", f"at most {limits.max_result_bytes} bytes; {said}"
             )
         if exc.code == _READONLY_CODE:
             return ReadOnlyViolation("READONLY", said)
@@ -156,7 +156,7 @@ class AnalystReader(_ArrowResults):
     """The read half of ``Warehouse`` over the pool, for the fixed routes and experiment results.
 
     Each statement takes a pool session for itself: it waits for neither the loader nor /readyz,
-    counts against FS_SQL_MAX_CONCURRENT (one more is ``AnalystBusy``, a 429) and carries every limit.
+    counts against FS_SQL__MAX_CONCURRENT (one more is ``AnalystBusy``, a 429) and carries every limit.
     """
 
     def __init__(self, pool: AnalystPool) -> None:
