@@ -74,5 +74,5 @@ class AnalystBusy(WarehouseError):
         self.running = running
         self.retry_after_s = retry_after_s
         super().__init__(
-            f"{running} analyst queries are running, the most at once (FS_SQL_MAX_CONCURRENT); try again shortly"
+            f"{running} analyst queries are running, the most at once (FS_SQL__MAX_CONCURRENT); try again shortly"
         )
