@@ -26,12 +26,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from clickhouse.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
+from clickhouse.queries import QUERIES_DIR
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import UnknownExperimentError, WarehouseUnavailableError
-from funnelstream.settings import PROJECT_ROOT, ClickHouseConfig
+from funnelstream.settings import ClickHouseConfig
 from ops.experiments.simulate import warehouse_rows
 
-QUERIES_DIR = PROJECT_ROOT / "clickhouse" / "queries"
 UNITS_QUERY = "experiment_units"
 EVENTS_QUERY = "experiment_events"
 DURATIONS_QUERY = "experiment_task_durations"
