@@ -14,10 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import clickhouse
 from clickhouse.qa.errors import UnknownCheck
-
-QUERIES_DIR = Path(clickhouse.__file__).parent / "queries"
+from clickhouse.queries import QUERIES_DIR
 
 
 class Severity(enum.StrEnum):
