@@ -21,9 +21,9 @@ from rich.table import Table
 
 from clickhouse.backend import Warehouse
 from clickhouse.errors import QueryError, WarehouseUnavailable
-from clickhouse.qa.checks import QUERIES_DIR
 from clickhouse.qa.remote import WarehouseApi
 from clickhouse.qa.settings import QASettings
+from clickhouse.queries import QUERIES_DIR
 from clickhouse.settings import read_key_headers
 from funnelstream.kafka import consumer_group_lag
 
