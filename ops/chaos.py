@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from clickhouse.client import ApiReader
-from funnelstream.settings import PROJECT_ROOT
+from funnelstream.settings import ServiceSettings
 from funnelstream.topics import Topic
 from ingest.settings import DEV_WRITE_KEY
 from ops.load import EventFactory, LoadOptions, SendLog, drive, send_figures, verify
@@ -58,7 +58,7 @@ class ChaosOptions:
     ports: Ports = CHAOS_PORTS
     kafka_port: int = 39_092
     s3_port: int = 7_433
-    keep_logs_dir: Path = PROJECT_ROOT / ".stack" / "chaos-logs"
+    keep_logs_dir: Path = field(default_factory=lambda: ServiceSettings().paths.data_dir / "chaos-logs")
     """Where the services' and the stack's logs are kept when a scenario fails."""
 
 
@@ -88,13 +88,15 @@ class ChaosRun:
         kafka_address = f"127.0.0.1:{options.kafka_port}"
         s3_address = f"127.0.0.1:{options.s3_port}"
         self.infra = InfraSettings(
-            stack_dir=workdir / "stack",
             kafka={"bootstrap_servers": kafka_address, "partitions": 2},
-            kafka_controller_port=options.kafka_port + 1,
             s3={"endpoint": s3_address},
-            seaweedfs_master_port=options.s3_port + 1,
-            seaweedfs_volume_port=options.s3_port + 2,
-            seaweedfs_filer_port=options.s3_port + 3,
+            stack={
+                "dir": workdir / "stack",
+                "kafka_controller_port": options.kafka_port + 1,
+                "seaweedfs_master_port": options.s3_port + 1,
+                "seaweedfs_volume_port": options.s3_port + 2,
+                "seaweedfs_filer_port": options.s3_port + 3,
+            },
         )
         self.pipeline = LocalPipeline(
             workdir / "pipeline",
