@@ -32,7 +32,7 @@ from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import EVENT_SCHEMA, INSERT_SETTINGS, Loader, Message
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelRequest
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import LoaderConfig, WarehouseSettings
 from funnelstream.contract import EnrichedEvent, EventType
 
 BASE = datetime(2026, 10, 1, tzinfo=UTC)
@@ -89,7 +89,7 @@ def _pin(cores: set[int]) -> None:
 
 def bench_loader(warehouse: ChdbWarehouse, rows: int, batch_rows: int) -> dict[str, float]:
     payloads = _payloads(rows)
-    loader = Loader(WarehouseSettings(loader_batch_rows=batch_rows), warehouse)
+    loader = Loader(WarehouseSettings(loader=LoaderConfig(batch_rows=batch_rows)), warehouse)
     batches = [
         [Message("events.enriched", 0, offset, None, payload) for offset, payload in
          enumerate(payloads[start : start + batch_rows], start=start)]
