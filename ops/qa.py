@@ -67,7 +67,7 @@ def run(
     try:
         checks = select_checks(check, settings.qa.thresholds)
         reader = WarehouseSettings()
-        read_key = reader.warehouse_read_key.get_secret_value()
+        read_key = reader.warehouse.read_key.get_secret_value()
         api = WarehouseApi(reader.api_url, read_key=read_key) if settings.clickhouse.embedded else None
         through_api = api is not None and api.ready()
         if api is not None and not through_api:
@@ -140,7 +140,7 @@ def heartbeat(
         return closing(open_warehouse(settings.clickhouse))
 
     def freshness() -> Freshness:
-        return read_freshness(settings, lease, datetime.now(UTC), api_url, reader.warehouse_read_key.get_secret_value())
+        return read_freshness(settings, lease, datetime.now(UTC), api_url, reader.warehouse.read_key.get_secret_value())
 
     wait_for_broker(settings.kafka)
     emitter = HeartbeatEmitter(settings, freshness=freshness, watch_lag=True)
@@ -174,7 +174,7 @@ def status(
         lambda: closing(open_warehouse(settings.clickhouse)),
         probe_services=services,
         api_url=api_url,
-        read_key=reader.warehouse_read_key.get_secret_value(),
+        read_key=reader.warehouse.read_key.get_secret_value(),
     )
     render_status(stages, _console())
     if overall(stages) is Health.DOWN:
