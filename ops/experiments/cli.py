@@ -45,7 +45,7 @@ def report(
         elif settings.experiments.warehouse_api_url:
             from clickhouse.settings import WarehouseSettings
 
-            read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
+            read_key = WarehouseSettings().warehouse.read_key.get_secret_value()
             results = fetch_results_via_api(settings.experiments.warehouse_api_url, read_key, key, sequential)
         else:
             results = analyze(load_frames(experiment, settings.clickhouse), experiment, config)
