@@ -1,8 +1,8 @@
-"""``funnelstream db``, ``funnelstream warehouse`` and ``funnelstream report`` commands."""
+"""``funnelstream db``, ``warehouse``, ``report``, ``dataset`` and ``forget`` commands."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,10 @@ from rich.table import Table
 db_app = typer.Typer(help="The warehouse schema.", no_args_is_help=True)
 warehouse_app = typer.Typer(help="The warehouse process: loader and query API.", no_args_is_help=True)
 report_app = typer.Typer(help="Funnel reports from the warehouse.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Retraining datasets of input / mask / result pairs.", no_args_is_help=True)
+forget_app = typer.Typer(help="Delete one person's images and events.")
 console = Console()
+err_console = Console(stderr=True)
 DEFAULT_STEPS = "image_uploaded,tool_selected,inference_requested,image_saved,score_submitted"
 
 
@@ -178,3 +181,51 @@ def report_funnel(
     if html is not None:
         html.write_text(funnel_page(request, rows, timing, trend, task_times))
         console.print(f"wrote {html}")
+
+
+def _day(value: str, option: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise typer.BadParameter(f"expected YYYY-MM-DD, got {value!r}", param_hint=option) from None
+
+
+@dataset_app.command("export")
+def export(
+    from_day: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD (UTC), inclusive."),
+    to_day: str = typer.Option(..., "--to", help="Last day, YYYY-MM-DD (UTC), inclusive."),
+    min_score: int | None = typer.Option(None, "--min-score", min=1, max=5, help="Keep pairs rated at least N."),
+    inference_type: str | None = typer.Option(None, "--inference-type", help="e.g. inpainting, deblurring."),
+    model_version: str | None = typer.Option(None, "--model-version", help="Only results of this model version."),
+    name: str = typer.Option("pairs", "--name", help="Dataset name: datasets/<name>/<from>_<to>.parquet."),
+    out: Path = typer.Option(Path("datasets"), "--out", help="Local folder for the manifest."),
+    download: Path | None = typer.Option(None, "--download", help="Also download the images here."),
+) -> None:
+    """Select the input / mask / result pairs of a date range into a Parquet manifest."""
+    from clickhouse.retraining import DatasetFilter, export_dataset
+    from clickhouse.settings import WarehouseSettings
+
+    start, end = _day(from_day, "--from"), _day(to_day, "--to")
+    if end < start:
+        raise typer.BadParameter(f"{to_day} is before --from {from_day}", param_hint="--to")
+    selection = DatasetFilter(start, end, min_score, inference_type, model_version)
+    summary = export_dataset(WarehouseSettings(), selection, name=name, out_dir=out, download_dir=download)
+    err_console.print(f"{summary.rows} pairs → {summary.local_path} and s3://{summary.bucket}/{summary.object_key}")
+    if download is not None:
+        err_console.print(f"{summary.downloaded} images in {download}")
+
+
+@forget_app.callback(invoke_without_command=True)
+def forget(
+    anonymous_id: str | None = typer.Option(None, "--anonymous-id", help="The device id to forget."),
+    user_id: str | None = typer.Option(None, "--user-id", help="The user id to forget (every device it used)."),
+) -> None:
+    """Delete a person's images (inputs, masks, results, proposals) and events, and report the counts."""
+    from clickhouse.forget import forget_person
+    from clickhouse.settings import WarehouseSettings
+
+    if (anonymous_id is None) == (user_id is None):
+        raise typer.BadParameter("give exactly one of --anonymous-id and --user-id", param_hint="--anonymous-id")
+    report = forget_person(WarehouseSettings(), anonymous_id=anonymous_id, user_id=user_id)
+    for line in report.lines():
+        typer.echo(line)

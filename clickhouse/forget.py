@@ -1,11 +1,9 @@
 """``funnelstream forget``: delete one person's images and warehouse rows, and count what went.
 
 A person is an ``anonymous_id`` (one device) or a ``user_id`` (every device that user logged in on).
-Order matters for a rerun after a failure: the object keys are read from the events first, the
-objects deleted next, the rows last, so nothing is left that can no longer be found.
-
-Kafka topics keep their messages until retention (``FS_KAFKA__RETENTION_MS``) expires; they are not
-rewritten.
+Invariant, for a rerun after a failure: object keys are read from the events first, objects deleted
+next, rows last, so nothing is left that can no longer be found. Kafka topics keep their messages
+until retention (``FS_KAFKA__RETENTION_MS``); they are not rewritten.
 """
 
 from __future__ import annotations
@@ -18,10 +16,10 @@ from minio import Minio
 from minio.error import S3Error
 
 from clickhouse.backend import Warehouse, open_warehouse, quote_identifier
-from funnelstream.objectstore import make_client, proposals_prefix
-from inference_service.errors import InferenceError
-from inference_service.settings import InferenceSettings
-from inference_service.store import key_of_url
+from clickhouse.client import api_is_up
+from clickhouse.errors import WarehouseError
+from clickhouse.settings import WarehouseSettings
+from funnelstream.objectstore import key_of_url, make_client, proposals_prefix
 
 # Rows of a table are a person's when one of these columns says so; dlq_events has the original
 # message key and payload instead of columns.
@@ -29,8 +27,8 @@ PERSON_COLUMNS = ("anonymous_id", "user_id")
 DLQ_TABLE = "dlq_events"
 
 
-class ForgetError(InferenceError):
-    pass
+class ForgetError(WarehouseError):
+    """The deletion cannot start as asked; nothing was deleted."""
 
 
 @dataclass
@@ -125,7 +123,7 @@ def _delete_objects(client: Minio, bucket: str, keys: set[str], prefixes: set[st
 
 
 def forget_person(
-    settings: InferenceSettings,
+    settings: WarehouseSettings,
     *,
     anonymous_id: str | None = None,
     user_id: str | None = None,
@@ -160,13 +158,10 @@ def forget_person(
             warehouse.close()
 
 
-def _open_for_writes(settings: InferenceSettings) -> Warehouse:
+def _open_for_writes(settings: WarehouseSettings) -> Warehouse:
     """Deleting needs write access, which the read-only query API does not give."""
     if settings.clickhouse.embedded:
-        from clickhouse.client import api_is_up
-        from clickhouse.settings import WarehouseSettings
-
-        api_url = WarehouseSettings(clickhouse=settings.clickhouse).api_url
+        api_url = settings.api_url
         if api_is_up(api_url):
             raise ForgetError(
                 f"`warehouse serve` at {api_url} owns the embedded warehouse at {settings.clickhouse.chdb_path}; "

@@ -1,13 +1,9 @@
 """``funnelstream dataset export``: the input / mask / result pairs of a date range as a Parquet manifest.
 
-The selection is the named query ``clickhouse/queries/dataset_pairs.sql`` (through the warehouse API
-when ``warehouse serve`` runs, else on the warehouse directly). The manifest is written locally and to
-``datasets/<name>/<from>_<to>.parquet`` in the bucket; ``--download`` lays the images out as
-
-    DIR/manifest.parquet                  the manifest plus local_input / local_mask / local_result
-    DIR/<inference_type>/inputs/<job_id>.<ext>
-    DIR/<inference_type>/masks/<job_id>.png       (tasks that have a mask)
-    DIR/<inference_type>/results/<job_id>.png
+Owns the manifest's schema. The pairs come from the named query ``dataset_pairs`` (through the
+warehouse API when ``warehouse serve`` runs, else on the warehouse directly), one day per query; the
+manifest goes to ``datasets/<name>/<from>_<to>.parquet`` locally and in the bucket, and ``--download``
+copies the images under DIR/<inference_type>/{inputs,masks,results}/<job_id>.<ext> beside DIR/manifest.parquet.
 """
 
 from __future__ import annotations
@@ -17,20 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from clickhouse.client import WarehouseReader, connect
+from clickhouse.errors import WarehouseError
+from clickhouse.settings import WarehouseSettings
 from funnelstream import objectstore
-from funnelstream.objectstore import make_client
-from inference_service.errors import InferenceError
-from inference_service.settings import InferenceSettings
-from inference_service.store import MinioStore, ObjectNotFound, ObjectStore, key_of_url
-
-if TYPE_CHECKING:
-    from clickhouse.client import WarehouseReader
+from funnelstream.objectstore import MinioStore, ObjectNotFound, ObjectStore, key_of_url
 
 QUERY_NAME = "dataset_pairs"
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -57,7 +50,9 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
-class DatasetError(InferenceError):
+class DatasetError(WarehouseError):
+    """A manifest row whose image cannot be copied: ``field`` names its URL column."""
+
     def __init__(self, job_id: str, field: str, reason: str) -> None:
         self.job_id = job_id
         self.field = field
@@ -174,7 +169,7 @@ def download_pairs(
 
 
 def export_dataset(
-    settings: InferenceSettings,
+    settings: WarehouseSettings,
     selection: DatasetFilter,
     *,
     name: str,
@@ -184,13 +179,10 @@ def export_dataset(
     store: ObjectStore | None = None,
     show_progress: bool = True,
 ) -> ExportSummary:
-    from clickhouse.client import connect
-    from clickhouse.settings import WarehouseSettings
-
-    store = store or MinioStore(make_client(settings.s3), settings.s3.bucket)
+    store = store or MinioStore.of(settings.s3)
     own_reader = reader is None
     if reader is None:
-        reader = connect(WarehouseSettings(clickhouse=settings.clickhouse))
+        reader = connect(settings)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         days = progress.add_task("select pairs, by day", total=len(selection.days()))

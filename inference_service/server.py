@@ -9,17 +9,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
+import anyio
 import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from funnelstream.kafka import wait_for_broker
-from funnelstream.objectstore import make_client
+from funnelstream.objectstore import MinioStore
 from inference_service.models.registry import ModelRegistry
 from inference_service.pipeline import JobProcessor
 from inference_service.settings import InferenceSettings
-from inference_service.store import MinioStore
 from inference_service.worker import InferenceWorker
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,10 @@ def create_app(settings: InferenceSettings, on_worker_exit: Callable[[BaseExcept
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import anyio
-
         # Loading models and waiting for Kafka block; keep them off the event loop.
         registry = await anyio.to_thread.run_sync(ModelRegistry.load, settings.inference)
         await anyio.to_thread.run_sync(wait_for_broker, settings.kafka)
-        store = MinioStore(make_client(settings.s3), settings.s3.bucket)
+        store = MinioStore.of(settings.s3)
         worker = InferenceWorker(settings, JobProcessor(registry, store, settings.inference))
         state.update(registry=registry, worker=worker)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from clickhouse.client import DirectReader
 from clickhouse.retraining import DatasetFilter, select_pairs
@@ -26,14 +25,15 @@ from funnelstream.contract import (
     SegmentsProposed,
     parse_event_json,
 )
+from funnelstream.objectstore import MinioStore
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
 from inference_service.models.registry import ModelRegistry
 from inference_service.pipeline import JobProcessor
 from inference_service.settings import InferenceConfig, InferenceSettings
-from inference_service.store import MinioStore
 from inference_service.worker import InferenceWorker, JobRecord
-from tests.inference_service.conftest import png, read_png, scene
-from tests.inference_service.warehouse import enrich_raw, load, open_test_warehouse
+from tests.helpers.images import png, read_png, scene
+from tests.helpers.inference import read_topic, restore_job, submit, upload_input
+from tests.helpers.warehouse import enrich_raw, load, open_test_warehouse
 
 
 class Topics:
@@ -62,24 +62,6 @@ class RunningWorker:
         self.thread.join(60)
         assert not self.thread.is_alive(), "the worker did not drain"
         assert self.error is None, self.error
-
-
-def read_topic(kafka: KafkaConfig, topic: str, count: int, timeout_s: float = 60) -> list[Any]:
-    consumer = Consumer(
-        {**kafka.client_config(), "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    messages: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(messages) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                messages.append(message)
-    finally:
-        consumer.close()
-    assert len(messages) >= count, f"{topic}: {len(messages)} of {count} messages after {timeout_s}s"
-    return messages
 
 
 @pytest.fixture
@@ -121,36 +103,6 @@ def service(
     yield topics, settings, running
     if running.thread.is_alive():
         running.stop()
-
-
-def submit(kafka: KafkaConfig, topic: str, payloads: list[tuple[str, bytes]]) -> None:
-    producer = Producer(kafka.client_config())
-    for key, value in payloads:
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(30) == 0
-
-
-def upload_input(minio_client: Any, bucket: str, image: np.ndarray, submitted_at: datetime) -> tuple[uuid.UUID, str]:
-    input_id = uuid.uuid4()
-    key = objectstore.input_key(input_id, submitted_at, "png")
-    data = png(image)
-    import io
-
-    minio_client.put_object(bucket, key, io.BytesIO(data), len(data), content_type="image/png")
-    return input_id, key
-
-
-def restore_job(input_id: uuid.UUID, input_key: str, submitted_at: datetime, **fields: Any) -> InferenceJob:
-    return InferenceJob(
-        job_id=uuid.uuid4(),
-        kind=JobKind.RESTORE,
-        input_id=input_id,
-        input_key=input_key,
-        anonymous_id=f"device-{uuid.uuid4().hex[:8]}",
-        inference_id=fields.pop("inference_id", 2),
-        submitted_at=submitted_at,
-        **fields,
-    )
 
 
 def test_jobs_give_objects_results_and_events_and_a_poison_job_stops_nothing(

@@ -32,8 +32,8 @@ from inference_service.errors import (
 from inference_service.models.registry import ModelRegistry
 from inference_service.pipeline import JobProcessor, Source, Timings, decode_job, event_id_for
 from inference_service.settings import InferenceConfig
-from tests.inference_service.conftest import MemoryStore, make_job, png, read_png, scene
-from tests.inference_service.test_registry import sam_config
+from tests.helpers.images import png, read_png, scene
+from tests.helpers.inference import MemoryStore, make_job, sam_config
 
 SUBMITTED = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
 

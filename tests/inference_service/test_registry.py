@@ -11,21 +11,8 @@ import torch
 from inference_service.errors import JobFailed, ModelLoadError, UnknownInference
 from inference_service.models.registry import DEBLUR, ENHANCE, REMOVE_OBJECT, SEGMENT, ModelRegistry
 from inference_service.settings import InferenceConfig
-from tests.inference_service.conftest import scene
-
-
-def sam_config(checkpoint: Path, **overrides: object) -> InferenceConfig:
-    # Random weights predict low IoU; the thresholds are lowered so the generator keeps something.
-    values: dict[str, object] = {
-        "sam_model_type": "tiny",
-        "sam_checkpoint": checkpoint,
-        "sam_points_per_side": 4,
-        "sam_pred_iou_thresh": 0.0,
-        "sam_stability_score_thresh": 0.0,
-        "device": "cpu",
-        **overrides,
-    }
-    return InferenceConfig.model_validate(values)
+from tests.helpers.images import scene
+from tests.helpers.inference import sam_config
 
 
 def test_without_checkpoints_the_classical_defaults_serve_every_restoration_task() -> None:

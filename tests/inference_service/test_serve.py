@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from funnelstream.contract import InferenceResult, JobStatus
 from funnelstream.settings import KafkaConfig
-from tests.inference_service.conftest import scene
-from tests.inference_service.test_end_to_end import read_topic, restore_job, submit, upload_input
+from tests.helpers.images import scene
+from tests.helpers.inference import read_topic, restore_job, submit, upload_input
 
 
 def _free_port() -> int:

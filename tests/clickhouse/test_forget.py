@@ -1,4 +1,4 @@
-"""Forgetting a person on a real embedded warehouse and the real S3 server."""
+"""Forgetting a person on a real embedded warehouse and the real S3 server, and its command's argument checks."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from minio.error import S3Error
+from typer.testing import CliRunner
 
 from clickhouse.backend import Warehouse
+from clickhouse.cli import forget_app
 from clickhouse.forget import forget_person
+from clickhouse.settings import WarehouseSettings
 from funnelstream import objectstore
 from funnelstream.contract import EnrichedEvent, EventType
-from inference_service.settings import InferenceSettings
-from inference_service.store import object_url
-from tests.inference_service.warehouse import enriched, load, open_test_warehouse
+from funnelstream.objectstore import object_url
+from tests.helpers.cli import panel_text
+from tests.helpers.warehouse import enriched, load, open_test_warehouse
 
 PERSON_TABLES = ("events", "input_uploads", "inference_clicks", "scores")
 
@@ -111,7 +115,7 @@ def test_forget_a_device_deletes_its_images_and_rows_and_nothing_else(
     rows_before = {table: _rows(warehouse, table, target) for table in PERSON_TABLES}
     assert all(rows_before.values()), rows_before
 
-    report = forget_person(InferenceSettings(s3=s3), anonymous_id=target, warehouse=warehouse, client=minio_client)
+    report = forget_person(WarehouseSettings(s3=s3), anonymous_id=target, warehouse=warehouse, client=minio_client)
 
     assert report.anonymous_ids == [target]
     assert report.objects_deleted == 5
@@ -124,7 +128,7 @@ def test_forget_a_device_deletes_its_images_and_rows_and_nothing_else(
         assert _rows(warehouse, "events", device) == 4
     assert "images deleted: 5" in report.lines()
 
-    again = forget_person(InferenceSettings(s3=s3), anonymous_id=target, warehouse=warehouse, client=minio_client)
+    again = forget_person(WarehouseSettings(s3=s3), anonymous_id=target, warehouse=warehouse, client=minio_client)
     assert again.objects_deleted == 0 and sum(again.rows_deleted.values()) == 0, "a rerun finds nothing left"
 
 
@@ -135,7 +139,7 @@ def test_forget_a_user_covers_every_device_it_used(
     laptop = next(device for device in keys_of if device.startswith("laptop-"))
     user_id = f"user-1-{laptop.removeprefix('laptop-')}"
 
-    report = forget_person(InferenceSettings(s3=s3), user_id=user_id, warehouse=warehouse, client=minio_client)
+    report = forget_person(WarehouseSettings(s3=s3), user_id=user_id, warehouse=warehouse, client=minio_client)
 
     assert len(report.anonymous_ids) == 2
     assert report.objects_deleted == 10
@@ -143,3 +147,12 @@ def test_forget_a_user_covers_every_device_it_used(
     other = next(device for device in keys_of if device.startswith("other-"))
     assert _rows(warehouse, "events", other) == 4
     assert all(_exists(minio_client, s3.bucket, key) for key in keys_of[other])
+
+
+def test_forget_needs_exactly_one_identity() -> None:
+    root = typer.Typer()
+    root.add_typer(forget_app, name="forget")
+    neither = CliRunner().invoke(root, ["forget"])
+    both = CliRunner().invoke(root, ["forget", "--anonymous-id", "a", "--user-id", "u"])
+    assert neither.exit_code == 2 and "exactly one of --anonymous-id and --user-id" in panel_text(neither.output)
+    assert both.exit_code == 2

@@ -1,4 +1,4 @@
-"""Dataset export on a real embedded warehouse and the real S3 server."""
+"""Dataset export on a real embedded warehouse and the real S3 server, and its command's argument checks."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from clickhouse.backend import Warehouse
+from clickhouse.cli import dataset_app
 from clickhouse.client import DirectReader
 from clickhouse.retraining import DatasetFilter, export_dataset
+from clickhouse.settings import WarehouseSettings
 from funnelstream import objectstore
 from funnelstream.contract import EnrichedEvent, EventType
-from inference_service.settings import InferenceSettings
-from inference_service.store import MinioStore, object_url
-from tests.inference_service.conftest import png, scene
-from tests.inference_service.warehouse import enriched, load, open_test_warehouse
+from funnelstream.objectstore import MinioStore, object_url
+from tests.helpers.cli import panel_text
+from tests.helpers.images import png, scene
+from tests.helpers.warehouse import enriched, load, open_test_warehouse
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,8 @@ def expected(pairs: list[Pair], first: date, last: date, **filters: Any) -> set[
     return chosen
 
 
-def settings_for(s3: Any) -> InferenceSettings:
-    return InferenceSettings(s3=s3)
+def settings_for(s3: Any) -> WarehouseSettings:
+    return WarehouseSettings(s3=s3)
 
 
 @pytest.mark.parametrize(
@@ -221,3 +225,13 @@ def test_download_lays_out_the_images_for_training(
         else:
             assert row["local_mask"] is None
     assert summary.downloaded == sum(1 + (row["local_mask"] is not None) + 1 for row in manifest)
+
+
+def test_export_refuses_a_bad_range_naming_the_option() -> None:
+    root = typer.Typer()
+    root.add_typer(dataset_app, name="dataset")
+    reversed_range = CliRunner().invoke(root, ["dataset", "export", "--from", "2026-02-01", "--to", "2026-01-01"])
+    bad_day = CliRunner().invoke(root, ["dataset", "export", "--from", "2026-13-01", "--to", "2026-12-01"])
+    assert reversed_range.exit_code == 2 and "is before --from" in panel_text(reversed_range.output)
+    text = panel_text(bad_day.output)
+    assert bad_day.exit_code == 2 and "--from" in text and "YYYY-MM-DD" in text
