@@ -33,8 +33,8 @@ from funnelstream.contract import (
     client_clock_problem,
     parse_event,
 )
+from funnelstream.deadletter import dead_letter
 from funnelstream.errors import ContractError, FieldError
-from funnelstream.kafka import dead_letter
 from ingest.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 WRITE_KEY_FIELD = "writeKey"
