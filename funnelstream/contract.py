@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -346,8 +347,6 @@ def parse_event(raw: Any) -> Event:
 
 
 def parse_event_json(data: bytes | str) -> Event:
-    import orjson
-
     try:
         decoded = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -422,12 +421,14 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class InferenceResult(BaseModel):
+class JobReport(BaseModel):
+    """A job's identity and, once it finished, its outcome; before that only ``job_id`` and ``status``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     job_id: UUID
-    kind: JobKind
-    input_id: UUID
+    kind: JobKind | None = None
+    input_id: UUID | None = None
     status: JobStatus
     result_url: Url | None = None
     mask_url: Url | None = None
@@ -437,6 +438,14 @@ class InferenceResult(BaseModel):
     model_version: str | None = None
     latency_ms: float | None = None
     error: Text | None = None
+    completed_at: AwareDatetime | None = None
+
+
+class InferenceResult(JobReport):
+    """A finished job on ``inference.results``."""
+
+    kind: JobKind
+    input_id: UUID
     completed_at: AwareDatetime
 
 
@@ -448,7 +457,7 @@ MAX_DEAD_LETTER_BYTES: Final = 256 * 1024
 class DeadLetter(BaseModel):
     """What ``events.dlq`` holds: enough to see why, and to replay the original bytes.
 
-    Built by ``funnelstream.kafka.dead_letter`` and written by :meth:`encode`, the one encoding
+    Built by ``funnelstream.deadletter.dead_letter`` and written by :meth:`encode`, the one encoding
     every stage uses. ``payload_truncated`` marks a payload cut to keep the letter within
     :data:`MAX_DEAD_LETTER_BYTES`; ``payload_bytes`` is then the original payload's size.
     """
@@ -508,6 +517,7 @@ class EnrichedEvent(BaseModel):
     inference_name: str | None = None
     inference_type: str | None = None
     unknown_dimension: bool = False
+    """A tool or inference id the dimension tables did not know when the event was enriched; its names are null."""
     # event-specific fields, null where the type has none
     job_id: UUID | None = None
     input_url: str | None = None
