@@ -39,8 +39,8 @@ def db_migrate() -> None:
 
 @warehouse_app.command("serve")
 def warehouse_serve(
-    host: str | None = typer.Option(None, help="Listen address (default FS_WAREHOUSE_HOST)."),
-    port: int | None = typer.Option(None, help="Listen port (default FS_WAREHOUSE_PORT)."),
+    host: str | None = typer.Option(None, help="Listen address (default FS_WAREHOUSE__HOST)."),
+    port: int | None = typer.Option(None, help="Listen port (default FS_WAREHOUSE__PORT)."),
     loader: bool | None = typer.Option(None, "--loader/--no-loader", help="Run the loader in this process."),
 ) -> None:
     """Own the warehouse: apply migrations, run the loader and serve the query API."""
@@ -56,8 +56,8 @@ def warehouse_serve(
     app = create_app(settings, run_loader=loader)
     uvicorn.run(
         app,
-        host=host or settings.warehouse_host,
-        port=port or settings.warehouse_port,
+        host=host or settings.warehouse.host,
+        port=port or settings.warehouse.port,
         log_config=None,
         **uvicorn_options(settings.connection_limits),
     )

@@ -108,7 +108,7 @@ def load(
             options = LoadOptions(**{**options.__dict__, "ingest_url": pipeline.ingest_url})
             figures = run_load(options, pipeline.warehouse_url, pipeline.warehouse_read_key, timeout)
     else:
-        read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
+        read_key = WarehouseSettings().warehouse.read_key.get_secret_value()
         figures = run_load(options, warehouse_url, read_key, timeout)
     print(orjson.dumps(figures).decode())
     raise typer.Exit(0 if figures["ok"] else 1)
