@@ -21,8 +21,7 @@ from funnelstream.errors import ConfigurationError
 from funnelstream.topics import Topic
 from ingest.app import create_app
 from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY, IngestSettings, SourceConfig, hash_write_key
-from tests.helpers.examples import example
-from tests.ingest.conftest import (
+from tests.helpers.collector_fakes import (
     LIMITED_KEY,
     OTHER_ORIGIN,
     WEB_KEY,
@@ -31,6 +30,7 @@ from tests.ingest.conftest import (
     FakeStat,
     unit_settings,
 )
+from tests.helpers.examples import example
 
 RAW = str(Topic.EVENTS_RAW)
 DLQ = str(Topic.EVENTS_DLQ)
