@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError
 
 from ingest.errors import Unavailable
 from ingest.producer import CollectorProducer
-from tests.ingest.conftest import FakeProducer, unit_settings
+from tests.helpers.collector_fakes import FakeProducer, unit_settings
 
 
 def test_send_returns_after_every_message_is_confirmed() -> None:
