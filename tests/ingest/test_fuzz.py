@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from funnelstream.contract import EventType, parse_event_json
 from funnelstream.topics import Topic
 from ingest.app import create_app
+from tests.helpers.collector_fakes import WEB_KEY, FakeProducer, unit_settings
 from tests.helpers.examples import example
-from tests.ingest.conftest import WEB_KEY, FakeProducer, unit_settings
 
 # schemathesis runs this app's lifespan itself, once, on its own event loop.
 schema = schemathesis.openapi.from_asgi(
