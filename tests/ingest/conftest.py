@@ -1,153 +1,16 @@
-"""Fakes at the Kafka and object-store boundaries for unit tests of the collector, and the settings they share."""
+"""The collector's unit-test fixtures: an app on the fake Kafka and object-store clients of tests/helpers."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from minio.error import S3Error
 
 from ingest.app import create_app
-from ingest.settings import IngestSettings, hash_write_key
-
-WEB_KEY = "web-test-key"
-LIMITED_KEY = "limited-test-key"
-WEB_ORIGIN = "https://edit.example.com"
-OTHER_ORIGIN = "https://partner.example.org"
-
-
-@dataclass
-class FakeMessage:
-    _topic: str
-    _key: bytes | None
-    _value: bytes
-
-    def topic(self) -> str:
-        return self._topic
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 0
-
-
-class FakeMetadata:
-    def __init__(self, brokers: int) -> None:
-        self.brokers = {i: object() for i in range(brokers)}
-
-
-class FakeProducer:
-    """Stands in for confluent_kafka.Producer: keeps what it was given, reports deliveries on poll.
-
-    ``fail_with`` makes every delivery report an error, as librdkafka does when the broker stays
-    away past message.timeout.ms; ``queue_full`` makes produce raise BufferError.
-    """
-
-    def __init__(self) -> None:
-        self.delivered: list[FakeMessage] = []
-        self._pending: list[tuple[FakeMessage, Callable[..., None]]] = []
-        self._lock = threading.Lock()
-        self.fail_with: KafkaError | None = None
-        self.queue_full = False
-        self.hold = False
-        self.reachable = True
-        self.flushed = False
-
-    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Callable[..., None]) -> None:
-        if self.queue_full:
-            raise BufferError("Local: Queue full")
-        with self._lock:
-            self._pending.append((FakeMessage(topic, key, value), on_delivery))
-
-    def poll(self, timeout: float) -> int:
-        if self.hold:
-            time.sleep(min(timeout, 0.01))
-            return 0
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for message, callback in pending:
-            if self.fail_with is None:
-                self.delivered.append(message)
-            callback(self.fail_with, message)
-        if not pending:
-            time.sleep(min(timeout, 0.002))
-        return len(pending)
-
-    def flush(self, timeout: float) -> int:
-        self.flushed = True
-        self.hold = False
-        self.poll(0)
-        return len(self._pending)
-
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> FakeMetadata:
-        if not self.reachable:
-            raise RuntimeError("KafkaException: Local: Broker transport failure")
-        return FakeMetadata(1)
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def on(self, topic: str) -> list[FakeMessage]:
-        return [m for m in self.delivered if m.topic() == topic]
-
-
-def unit_settings(**ingest: Any) -> IngestSettings:
-    sources = {
-        "web": {
-            "write_key_sha256": [hash_write_key(WEB_KEY)],
-            "cors_origins": [WEB_ORIGIN],
-            "rate_per_s": 1_000_000,
-            "burst": 1_000_000,
-        },
-        "partner": {
-            "write_key_sha256": [hash_write_key(LIMITED_KEY)],
-            "cors_origins": [OTHER_ORIGIN],
-            "rate_per_s": 1,
-            # The least a source may hold: one full batch.
-            "burst": 500,
-        },
-    }
-    config: dict[str, Any] = {
-        "sources": sources,
-        "results_consumer": False,
-        "delivery_timeout_s": 1.0,
-        "experiments_enabled": False,
-        **ingest,
-    }
-    return IngestSettings(_env_file=None, ingest=config)  # type: ignore[call-arg]
-
-
-@dataclass
-class FakeStat:
-    size: int
-    content_type: str
-    etag: str
-
-
-class FakeObjectStore:
-    """Stands in for the collector's minio client, which only stats uploads: ``objects`` are what was posted."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, FakeStat] = {}
-
-    def stat_object(self, bucket: str, key: str) -> FakeStat:
-        if key not in self.objects:
-            raise S3Error(None, "NoSuchKey", "Object does not exist", key, "request", "host")  # type: ignore[arg-type]
-        return self.objects[key]
+from ingest.settings import IngestSettings
+from tests.helpers.collector_fakes import FakeObjectStore, FakeProducer, unit_settings
 
 
 @pytest.fixture
