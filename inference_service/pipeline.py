@@ -30,8 +30,8 @@ from funnelstream.contract import (
     TimestampFlag,
     event_to_json,
 )
+from funnelstream.deadletter import dead_letter
 from funnelstream.errors import FieldError, TransientError
-from funnelstream.kafka import dead_letter
 from funnelstream.objectstore import ObjectNotFound, ObjectStore, ObjectTooLarge, StoredObject, object_url
 from inference_service.errors import (
     CorruptImage,

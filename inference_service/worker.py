@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from funnelstream.contract import InferenceJob
 from funnelstream.errors import TransientError
-from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce
+from funnelstream.kafka import DeliveryReport, commit, flush_or_raise, make_consumer, make_producer, produce
 from inference_service import metrics
 from inference_service.errors import InferenceError, JobAbandoned, JobFailed, JobTimedOut
 from inference_service.pipeline import JobProcessor, OutMessage, Source, Timings, decode_job
@@ -135,6 +135,8 @@ class InferenceWorker:
         self.ready = threading.Event()
         self.fatal: BaseException | None = None
         self.tracker = OffsetTracker()
+        self.commit_failures = 0
+        """Commits that failed in a way a later one covers; any other commit failure stops the worker."""
         self.tasks: dict[tuple[int, int], Task] = {}
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -150,15 +152,11 @@ class InferenceWorker:
         kafka = self.settings.kafka
         # A job emits two or three messages and someone waits for them: no batching delay.
         self._producer = make_producer(kafka, **{"linger.ms": 0})
-        self._consumer = Consumer(
-            {
-                **kafka.client_config(),
-                "group.id": self.config.consumer_group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                # A job may take minutes; the consumer stays in the group while the poll loop runs.
-                "max.poll.interval.ms": max(300_000, int(self.config.job_timeout_s * 2000)),
-            }
+        self._consumer = make_consumer(
+            kafka,
+            self.config.consumer_group,
+            # A job may take minutes; the consumer stays in the group while the poll loop runs.
+            **{"max.poll.interval.ms": max(300_000, int(self.config.job_timeout_s * 2000))},
         )
         self._consumer.subscribe([self.config.jobs_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._executor = ThreadPoolExecutor(self.config.max_in_flight, thread_name_prefix="inference-job")
@@ -168,7 +166,8 @@ class InferenceWorker:
         self.stopping.set()
 
     def run(self) -> None:
-        """The poll loop; returns after :meth:`stop` once drained, or raises :class:`WorkerStopped`."""
+        """The poll loop; returns after :meth:`stop` once drained, or raises :class:`WorkerStopped`
+        (a publish failed) or :class:`~funnelstream.kafka.CommitFailed` (no later commit would succeed)."""
         self._setup()
         assert self._consumer is not None
         self.ready.set()
@@ -249,11 +248,8 @@ class InferenceWorker:
         if not ready or self._consumer is None:
             return
         offsets = [TopicPartition(self.config.jobs_topic, p, o) for p, o in ready.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Not fatal: the next commit carries the same or higher offsets.
-            log.warning("offset commit failed", extra={"error": str(exc)})
+        if not commit(self._consumer, offsets):
+            self.commit_failures += 1
             return
         self.tracker.mark_committed(ready)
 
