@@ -1,28 +1,9 @@
 """The Faust application: thin agents around :class:`StreamProcessor`.
 
-Processing guarantee: at-least-once plus dedup. Faust's ``exactly_once`` has open reports of
-workers that crash and events written twice on a rebalance (faust-streaming/faust#323,
-robinhood/faust#658: the last stable offset of a changelog partition is read while the partition
-is still being reset), rebalances are exactly when it would matter, and it would not cover the
-librdkafka producer that writes the outputs here. With at-least-once the order below makes a
-crash repeat output, never lose it, and the dedup state collapses the repeats on replay:
-
-1. a batch of ``events.raw`` records (``stream.take_events``) goes through the processor;
-2. its enriched events, session summaries and dead letters are produced and acknowledged;
-3. only then are its state changes written to the changelogged table, and acknowledged: among
-   them how far each partition is processed (its progress), and only then do its event ids
-   count as seen;
-4. then the worker commits that progress as the group's offsets itself.
-
-Faust's own offset bookkeeping does not decide what is done. Around a rebalance it acks records
-it never handed to the agent (those fetched under an older generation, or while its flow was
-suspended), marks jumps between fetched offsets as gaps that may be committed, and drops
-records below a read offset that a fetch from before a seek moved forward
-(faust-streaming/faust#216, #221, #312). Any of these lets an offset be committed, or a record
-vanish, without its output. So the batch's messages are marked acked without handing their
-offsets to Faust, the committed offset is the processor's durable progress, and a record that
-does not continue that progress exactly is either a redelivery (skipped) or the sign of a gap:
-the partition is moved back to its progress and nothing after the gap is processed first.
+At-least-once plus dedup. A batch's outputs (enriched events, sessions, dead letters) are
+acknowledged before its state changes are written to the changelogged table, and those before the
+worker commits the batch's progress as the group's offsets: a crash repeats output, never loses it.
+The committed offset is the processor's durable progress, never Faust's own offset bookkeeping.
 """
 
 from __future__ import annotations
@@ -37,10 +18,8 @@ import orjson
 from confluent_kafka import Producer
 from faust.types import TP
 
-from funnelstream.errors import DeliveryError, TransientError
+from funnelstream.errors import DeliveryError
 from funnelstream.kafka import (
-    BUFFER_FULL_POLL_S,
-    BUFFER_FULL_RETRIES,
     DeliveryReport,
     consumer_group_lag,
     flush_or_raise,
@@ -56,8 +35,7 @@ from stream_processors.settings import StreamSettings
 log = logging.getLogger(__name__)
 STATE_TABLE = "state"
 # With one batch read ahead, Faust's flow control paused a partition each time its buffer filled
-# and resumed it late: at 5,000 events/s the stream stage fell, in one run out of two or three,
-# into stretches of 2 s lag. Four batches ahead left the worker's memory where it was.
+# and resumed it late, and the stage fell behind in stretches; four cost no measurable memory.
 READ_AHEAD_BATCHES = 4
 
 
@@ -178,7 +156,7 @@ class Runtime:
             changelog = store.changelog_topic
             state_report = CountingReport()
             for partition, state_key, state_value in store.drain():
-                produce_to_partition(self.producer, changelog, partition, state_key, state_value, state_report)
+                produce(self.producer, changelog, state_value, state_key, state_report, partition=partition)
             if state_report.expected:
                 await loop.run_in_executor(None, flush_or_raise, self.producer, state_report, stream.delivery_timeout_s)
 
@@ -349,22 +327,6 @@ def prometheus_text(health: dict[str, Any], lag: dict[tuple[str, int], int] | No
     for (topic, partition), behind in sorted((lag or {}).items()):
         lines.append(f'stream_consumer_lag{{topic="{topic}",partition="{partition}"}} {behind}')
     return "\n".join(lines) + "\n"
-
-
-def produce_to_partition(
-    producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None, report: DeliveryReport
-) -> None:
-    """Like :func:`funnelstream.kafka.produce`, to a partition we name (a changelog record must
-    land in the partition of the state it belongs to) and with null values for deletions."""
-    report.expected += 1
-    for _ in range(BUFFER_FULL_RETRIES):
-        try:
-            producer.produce(topic, value=value, key=key, partition=partition, on_delivery=report)
-            return
-        except BufferError:
-            producer.poll(BUFFER_FULL_POLL_S)
-    report.expected -= 1
-    raise TransientError("kafka", f"producer queue full after {BUFFER_FULL_RETRIES} waits")
 
 
 def reading_options(settings: StreamSettings) -> dict[str, Any]:

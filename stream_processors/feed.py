@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from funnelstream.kafka import make_consumer, private_group
 from funnelstream.settings import KafkaConfig
 from stream_processors.dimensions import DimensionStore
 
@@ -42,15 +42,8 @@ class DimensionFeed:
             self._thread.join(timeout_s)
 
     def _consumer(self) -> Consumer:
-        return Consumer(
-            {
-                **self.config.client_config(),
-                # Never committed: every start reads the compacted topics from the beginning.
-                "group.id": f"dimension-feed-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
+        # Never committed: every start reads the compacted topics from the beginning.
+        return make_consumer(self.config, private_group("dimension-feed"), **{"enable.partition.eof": True})
 
     def _run(self) -> None:
         try:

@@ -1,44 +1,10 @@
 """The processing core: dedup, enrichment and sessionization of one batch of raw records.
 
-Plain Python on purpose: the Faust agents only feed batches in and write the outputs; every
-decision is made here and tested in memory.
-
-State lives in a key/value store that is changelogged by partition (a Faust Table in the
-worker, a dict in tests). Two kinds of keys, both owned by the partition of ``events.raw`` their
-events came from, so state moves with its partition:
-
-``a:<anonymous_id>`` -> ``[partition, applied_offset, session, ...]``
-    the open sessions of one device, flat in one list (one list less per device);
-    ``applied_offset`` makes re-applying a replayed record a no-op, so a crash between two
-    changelog writes cannot count an event twice.
-``b:<partition>:<first_offset>`` -> ``[watermark_ms, last_offset, ids]``
-    the event ids admitted by one batch (the dedup state) and the partition's event-time
-    watermark after it. ``ids`` is one base64 string of the ids' 16-byte forms: in memory that
-    is 22 bytes an id instead of a list slot and an 85-byte string, and the ids themselves are
-    kept once, as the UUIDs' integers, in the set that answers "seen?".
-    Written after the batch's device records, so in the changelog partition
-    (which keeps order) a durable batch record implies durable device records. Dropped once its
-    watermark is older than the dedup window.
-``o:<partition>`` -> ``next_offset``
-    how far the partition has been processed: every record below it has its output acknowledged
-    and its state written. Written last in each batch. It is the source of truth for where the
-    partition continues, not the consumer group's committed offset: a record below it is a
-    redelivery and skipped; a record above it means the consumer skipped records (a gap) and
-    nothing of that partition is processed until the records in between arrive.
-
-A session is ``[session_id, start_ms, last_ms, event_count, late_count, input_ids, deepest_step,
-experiments, user_id, version]``; ``input_ids`` is a tuple (shared by the copies a batch makes,
-and smaller than a list) and ``experiments`` one dict shared by every session with the same
-variants.
-
-A few hundred thousand open sessions must fit in a worker, so state is lists, tuples and ints,
-and nothing is indexed twice: the store's own keys are the index of the devices.
-
-Time is event time throughout: the watermark of a partition is the largest ``event_ts`` seen on it.
-An event older than ``watermark - allowed_lateness`` is late: kept, flagged, counted on the
-session that covers it, never merged. A session is closed once no event that is not late can join
-it any more (``last + gap < watermark - lateness``), so when the timer closes it does not change
-any answer: replaying the same partition gives the same sessions and the same ids.
+Plain Python, tested in memory; the Faust agents only feed batches in and write the outputs.
+Owns the state layout (``a:<anonymous_id>`` sessions of a device, ``b:<partition>:<first_offset>``
+a batch's admitted ids and watermark, ``o:<partition>`` the partition's progress), all keyed by the
+``events.raw`` partition they came from. Invariant: replaying a partition gives the same sessions
+and ids; a record below the partition's progress is a redelivery and changes nothing.
 """
 
 from __future__ import annotations
@@ -55,8 +21,8 @@ import orjson
 from pydantic import ValidationError
 
 from funnelstream.contract import EVENT_ADAPTER, FUNNEL_STEP_OF, FunnelStep, parse_event_json
+from funnelstream.deadletter import dead_letter
 from funnelstream.errors import ContractError, FieldError
-from funnelstream.kafka import dead_letter
 from stream_processors.enrich import Enricher
 from stream_processors.errors import PoisonMessage
 
