@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from funnelstream.contract import InferenceResult
+from funnelstream.kafka import consumer_config, private_group
 from funnelstream.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ResultFollower:
     """decode → cache; a message that is not a result is logged and counted, then skipped.
 
     librdkafka's consumer can stop fetching assigned partitions after a broker restart and never
-    resume until it is recreated (confluentinc/librdkafka#5153). Collectors would then answer
+    resume until it is recreated. Collectors would then answer
     "queued" for every job finished since, so the follower keeps its own position per partition
     and, while it receives nothing, compares it with the partitions' high watermarks: behind on
     two checks in a row with nothing received in between, it recreates the consumer at its own
@@ -74,14 +74,12 @@ class ResultFollower:
         self.on_undecodable = on_undecodable
         self.stall_check_s = stall_check_s
         self.reconnects = 0
-        self._consumer_config: dict[str, Any] = {
-            **kafka.client_config(),
-            # Never used to join a group (assign, no commits); librdkafka requires one.
-            "group.id": f"ingest-results-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "latest",
-        }
+        # Never used to join a group: it assigns itself partitions and commits nothing.
+        self._consumer_config = consumer_config(
+            kafka,
+            private_group("ingest-results"),
+            **{"enable.auto.offset.store": False, "auto.offset.reset": "latest"},
+        )
         self._consumer_factory = consumer_factory
         self._consumer = consumer_factory(self._consumer_config)
         # The next offset to read, per partition: absolute, so the consumer can be recreated there.

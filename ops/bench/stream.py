@@ -1,13 +1,9 @@
-"""``make bench-stream``: throughput of one worker and the passthrough ceiling, on the local Kafka.
+"""``make bench-stream``: throughput of one stream worker against two ceilings, on the local Kafka.
 
-Every run uses its own topics and app id and deletes them at the end. The worker runs as a
-separate process pinned to one core (``sched_setaffinity``), with dedup, enrichment and
-sessionization on. Its rate is measured on the output: enriched events divided by the span of
-their broker timestamps, so start-up and dimension loading are not counted. The ceiling is a bare
-confluent-kafka consumer-to-producer passthrough from the same input topic. Once the worker has
-stopped, ``faust_ceiling_events_per_s`` is Faust's own limit on the same core: an agent with the
-worker's loop and fetch settings that takes the same records in the same batches and does nothing
-with them. The last line of the output is one JSON object.
+Each run uses its own topics and app id and deletes them at the end. The worker runs pinned to one
+core; its rate is enriched events over the span of their broker timestamps. The ceilings: a bare
+confluent-kafka consume-to-produce passthrough of the same input, and a Faust agent with the
+worker's loop and batches that does nothing. The last line of the output is one JSON object.
 """
 
 from __future__ import annotations
@@ -27,15 +23,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
+import faust
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from funnelstream.kafka import DeliveryReport, flush_or_raise, make_producer, produce, wait_for_broker
+from funnelstream.kafka import (
+    DeliveryReport,
+    flush_or_raise,
+    make_consumer,
+    make_producer,
+    private_group,
+    produce,
+    wait_for_broker,
+)
 from funnelstream.settings import KafkaConfig
 from ops.stream_workload import generate
 from stream_processors.app import reading_options
 from stream_processors.dimensions import SEED_FILE
 from stream_processors.settings import StreamSettings
+from stream_processors.worker import use_worker_loop
 
 
 def create_topics(config: KafkaConfig, names: dict[str, bool], partitions: int) -> None:
@@ -113,14 +119,7 @@ def consume_until(
     alive: Callable[[], bool] = lambda: True,
 ) -> list[tuple[int, bytes, bytes]]:
     """(broker timestamp ms, key, value) of messages until ``expected`` distinct keys+values came."""
-    consumer = Consumer(
-        {
-            **config.client_config(),
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = make_consumer(config, private_group("bench"))
     consumer.subscribe([topic])
     seen: list[tuple[int, bytes, bytes]] = []
     deadline = time.monotonic() + timeout_s
@@ -140,14 +139,7 @@ def consume_until(
 
 def passthrough(config: KafkaConfig, source: str, target: str, expected: int, timeout_s: float) -> float:
     """events/s of a bare consume -> produce loop over ``source``."""
-    consumer = Consumer(
-        {
-            **config.client_config(),
-            "group.id": f"bench-passthrough-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = make_consumer(config, private_group("bench-passthrough"))
     producer = make_producer(config)
     report = DeliveryReport()
     consumer.subscribe([source])
@@ -179,11 +171,7 @@ BARE_RATE_PREFIX = "BARE AGENT EVENTS/S "
 def run_bare_agent(topic: str, expected: int, app_id: str, data_dir: str) -> None:
     """Faust's own limit on this machine: an agent that takes the input in the worker's batches,
     with the worker's loop and fetch settings, and does nothing else. Prints its rate and exits."""
-    from stream_processors.worker import use_worker_loop
-
     use_worker_loop()
-    import faust
-
     settings = StreamSettings()
     stream = settings.stream
     app = faust.App(app_id, datadir=data_dir, web_enabled=False, **reading_options(settings))
