@@ -26,7 +26,6 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from funnelstream.deadletter import dead_letter  # noqa: F401  (moved to funnelstream.deadletter; kept until every stage imports it from there)
 from funnelstream.errors import DeliveryError, FunnelstreamError, TransientError
 from funnelstream.settings import KafkaConfig
 from funnelstream.topics import TOPIC_SPECS, Topic, TopicSpec
