@@ -1,12 +1,10 @@
-"""Every query a client can reach, run on sessions of their own: analyst SQL (``POST /v1/sql``),
-named queries, and the API's fixed routes (funnel, trends, experiment results... through
-``AnalystReader``).
+"""Every query a client can reach (analyst SQL, named queries, the API's fixed routes through
+``AnalystReader``), run on analyst sessions of their own.
 
-Owns the pool of analyst sessions, whose size is the concurrency limit (over it a request is refused
-at once, 429), the translation of ClickHouse's limit errors into errors naming the setting, and the
-shape of an answer: ClickHouse's own JSONEachRow or CSVWithNames, cut at ``max_rows``.
-Invariant: client SQL runs only as ``sqlguard`` rendered it, on a session whose settings carry every
-limit; nothing here touches the loader's session or its lock.
+Owns the pool of analyst sessions (its size is the concurrency limit: over it, 429 at once), the
+translation of ClickHouse's limit errors into errors naming the setting, and the answer's shape
+(ClickHouse's JSONEachRow or CSVWithNames, cut at ``max_rows``). Invariant: client SQL runs only as
+``sqlguard`` rendered it, on a session carrying every limit; nothing here touches the loader's session.
 """
 
 from __future__ import annotations
