@@ -12,14 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from minio import Minio
-from minio.error import S3Error
-
 from clickhouse.backend import Warehouse, open_warehouse, quote_identifier
 from clickhouse.client import api_is_up
 from clickhouse.errors import WarehouseError
 from clickhouse.settings import WarehouseSettings
-from funnelstream.objectstore import key_of_url, make_client, proposals_prefix
+from funnelstream.objectstore import MinioStore, key_of_url, proposals_prefix
 
 # Rows of a table are a person's when one of these columns says so; dlq_events has the original
 # message key and payload instead of columns.
@@ -104,22 +101,11 @@ def _object_keys(warehouse: Warehouse, parameters: dict[str, Any], bucket: str) 
     return keys, prefixes
 
 
-def _delete_objects(client: Minio, bucket: str, keys: set[str], prefixes: set[str]) -> int:
+def _delete_objects(store: MinioStore, keys: set[str], prefixes: set[str]) -> int:
     for prefix in prefixes:
-        keys |= {
-            item.object_name for item in client.list_objects(bucket, prefix=prefix, recursive=True) if item.object_name
-        }
-    deleted = 0
-    for key in sorted(keys):
-        try:
-            client.stat_object(bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                continue  # already gone: a rerun, or never uploaded
-            raise
-        client.remove_object(bucket, key)
-        deleted += 1
-    return deleted
+        keys |= set(store.keys(prefix))
+    # A key already gone (a rerun, or never uploaded) is not counted.
+    return sum(store.delete(key) for key in sorted(keys))
 
 
 def forget_person(
@@ -128,20 +114,20 @@ def forget_person(
     anonymous_id: str | None = None,
     user_id: str | None = None,
     warehouse: Warehouse | None = None,
-    client: Minio | None = None,
+    store: MinioStore | None = None,
 ) -> ForgetReport:
     if (anonymous_id is None) == (user_id is None):
         raise ForgetError("give exactly one of anonymous_id and user_id")
     own_warehouse = warehouse is None
     if warehouse is None:
         warehouse = _open_for_writes(settings)
-    client = client or make_client(settings.s3)
+    store = store or MinioStore.of(settings.s3)
     try:
         ids = _anonymous_ids(warehouse, anonymous_id, user_id)
         parameters = {"ids": ids, "user_id": user_id}
         report = ForgetReport(anonymous_ids=ids)
-        keys, prefixes = _object_keys(warehouse, parameters, settings.s3.bucket)
-        report.objects_deleted = _delete_objects(client, settings.s3.bucket, keys, prefixes)
+        keys, prefixes = _object_keys(warehouse, parameters, store.bucket)
+        report.objects_deleted = _delete_objects(store, keys, prefixes)
         for table, columns in sorted(_tables(warehouse).items()):
             condition = _person_condition(columns, table)
             if condition is None:

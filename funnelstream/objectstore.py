@@ -81,14 +81,14 @@ class MinioStore:
         """The object's GET response, with the store's errors told apart: missing, or worth a retry."""
         response = None
         try:
-            response = self.client.get_object(self.bucket, key)
-            yield response
-        except S3Error as exc:
-            if exc.code in MISSING_CODES:
-                raise ObjectNotFound(key) from None
-            raise TransientError("s3", f"get {key}: {exc.code} {exc.message}") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TransientError("s3", f"get {key}: {exc}") from exc
+            with _retryable("get", key):
+                try:
+                    response = self.client.get_object(self.bucket, key)
+                except S3Error as exc:
+                    if exc.code in MISSING_CODES:
+                        raise ObjectNotFound(key) from None
+                    raise
+                yield response
         finally:
             if response is not None:
                 response.close()
@@ -111,12 +111,37 @@ class MinioStore:
             return StoredObject(data, response.headers.get("Content-Type"), etag.strip('"') if etag else None)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        try:
+        with _retryable("put", key):
             self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
-        except S3Error as exc:
-            raise TransientError("s3", f"put {key}: {exc.code} {exc.message}") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TransientError("s3", f"put {key}: {exc}") from exc
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``."""
+        with _retryable("list", prefix):
+            listed = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return [item.object_name for item in listed if item.object_name]
+
+    def delete(self, key: str) -> bool:
+        """Remove the object at ``key``; False when there was none (already deleted, or never uploaded)."""
+        with _retryable("delete", key):
+            try:
+                self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject"):
+                    return False
+                raise
+            self.client.remove_object(self.bucket, key)
+        return True
+
+
+@contextmanager
+def _retryable(action: str, key: str) -> Iterator[None]:
+    """The store's failures as ``TransientError``: the request was fine, the store was not."""
+    try:
+        yield
+    except S3Error as exc:
+        raise TransientError("s3", f"{action} {key}: {exc.code} {exc.message}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransientError("s3", f"{action} {key}: {exc}") from exc
 
 
 def make_client(config: ObjectStoreConfig, *, public: bool = False) -> Minio:

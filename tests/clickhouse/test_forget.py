@@ -19,7 +19,7 @@ from clickhouse.forget import forget_person
 from clickhouse.settings import WarehouseSettings
 from funnelstream import objectstore
 from funnelstream.contract import EnrichedEvent, EventType
-from funnelstream.objectstore import object_url
+from funnelstream.objectstore import MinioStore, object_url
 from tests.helpers.cli import panel_text
 from tests.helpers.warehouse import enriched, load, open_test_warehouse
 
@@ -115,7 +115,9 @@ def test_forget_a_device_deletes_its_images_and_rows_and_nothing_else(
     rows_before = {table: _rows(warehouse, table, target) for table in PERSON_TABLES}
     assert all(rows_before.values()), rows_before
 
-    report = forget_person(WarehouseSettings(s3=s3), anonymous_id=target, warehouse=warehouse, client=minio_client)
+    report = forget_person(
+        WarehouseSettings(s3=s3), anonymous_id=target, warehouse=warehouse, store=MinioStore(minio_client, s3.bucket)
+    )
 
     assert report.anonymous_ids == [target]
     assert report.objects_deleted == 5
@@ -128,7 +130,9 @@ def test_forget_a_device_deletes_its_images_and_rows_and_nothing_else(
         assert _rows(warehouse, "events", device) == 4
     assert "images deleted: 5" in report.lines()
 
-    again = forget_person(WarehouseSettings(s3=s3), anonymous_id=target, warehouse=warehouse, client=minio_client)
+    again = forget_person(
+        WarehouseSettings(s3=s3), anonymous_id=target, warehouse=warehouse, store=MinioStore(minio_client, s3.bucket)
+    )
     assert again.objects_deleted == 0 and sum(again.rows_deleted.values()) == 0, "a rerun finds nothing left"
 
 
@@ -139,7 +143,9 @@ def test_forget_a_user_covers_every_device_it_used(
     laptop = next(device for device in keys_of if device.startswith("laptop-"))
     user_id = f"user-1-{laptop.removeprefix('laptop-')}"
 
-    report = forget_person(WarehouseSettings(s3=s3), user_id=user_id, warehouse=warehouse, client=minio_client)
+    report = forget_person(
+        WarehouseSettings(s3=s3), user_id=user_id, warehouse=warehouse, store=MinioStore(minio_client, s3.bucket)
+    )
 
     assert len(report.anonymous_ids) == 2
     assert report.objects_deleted == 10
