@@ -27,6 +27,9 @@ from funnelstream.errors import FunnelstreamError, TransientError
 from funnelstream.settings import ObjectStoreConfig
 
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
+# A HEAD answer has no body: the SDK names a 404 by what the request named. A missing bucket is no
+# missing key there; it is a store that is not set up.
+KEY_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 
 
 class ObjectStoreError(FunnelstreamError):
@@ -53,6 +56,13 @@ class StoredObject:
     data: bytes
     content_type: str | None
     etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int | None
+    content_type: str | None
+    etag: str | None
 
 
 class ObjectStore(Protocol):
@@ -114,6 +124,17 @@ class MinioStore:
         with _retryable("put", key):
             self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
+    def stat(self, key: str) -> ObjectInfo:
+        """The stored object's size, content type and ETag, without its bytes."""
+        with _retryable("stat", key):
+            try:
+                stat = self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in KEY_MISSING_CODES:
+                    raise ObjectNotFound(key) from None
+                raise
+        return ObjectInfo(stat.size, stat.content_type, stat.etag)
+
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``."""
         with _retryable("list", prefix):
@@ -122,13 +143,11 @@ class MinioStore:
 
     def delete(self, key: str) -> bool:
         """Remove the object at ``key``; False when there was none (already deleted, or never uploaded)."""
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
         with _retryable("delete", key):
-            try:
-                self.client.stat_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject"):
-                    return False
-                raise
             self.client.remove_object(self.bucket, key)
         return True
 

@@ -24,6 +24,8 @@ def test_a_read_within_the_limit_returns_bytes_type_and_etag(store: MinioStore) 
 
     assert stored.data == b"0123456789" and stored.content_type == "image/png" and stored.etag
     assert store.get(key) == b"0123456789"
+    info = store.stat(key)
+    assert (info.size, info.content_type, info.etag) == (10, "image/png", stored.etag)
 
 
 def test_a_read_past_the_limit_and_a_missing_key_are_the_stores_errors(store: MinioStore) -> None:
@@ -34,6 +36,8 @@ def test_a_read_past_the_limit_and_a_missing_key_are_the_stores_errors(store: Mi
         store.read(key, max_bytes=9)
     with pytest.raises(ObjectNotFound) as missing:
         store.get(f"test/{uuid.uuid4()}.png")
+    with pytest.raises(ObjectNotFound):
+        store.stat(f"test/{uuid.uuid4()}.png")
 
     assert too_large.value.key == key and too_large.value.max_bytes == 9
     assert isinstance(too_large.value, FunnelstreamError) and isinstance(missing.value, FunnelstreamError)
