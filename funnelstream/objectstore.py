@@ -78,6 +78,8 @@ class ObjectStore(Protocol):
 
 
 class MinioStore:
+    """One bucket of an S3 server through the minio SDK."""
+
     def __init__(self, client: Minio, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
