@@ -10,7 +10,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from funnelstream.contract import JobKind, JobStatus, Key, ShortId
+from funnelstream.contract import JobKind, JobReport, JobStatus, Key, ShortId
 from funnelstream.objectstore import INPUT_KEY_PATTERN, input_id_of_key
 
 
@@ -127,17 +127,5 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
-class JobState(BaseModel):
-    job_id: UUID
-    status: JobStatus
-    kind: JobKind | None = None
-    input_id: UUID | None = None
-    result_url: str | None = None
-    mask_url: str | None = None
-    proposals_url: str | None = None
-    proposal_count: int | None = None
-    model_name: str | None = None
-    model_version: str | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-    completed_at: datetime | None = None
+class JobState(JobReport):
+    """A job as ``GET /v1/jobs/{job_id}`` answers it; its URLs are presigned."""

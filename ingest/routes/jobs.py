@@ -36,6 +36,8 @@ router = APIRouter(tags=["jobs"], route_class=KeyFirstRoute)
 
 CONTENT_TYPES = {extension: content_type for content_type, extension in UPLOAD_EXTENSIONS.items()}
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+# What a job record takes from its request as it is; the rest (ids, times, ETags) is made here.
+JOB_FIELDS_FROM_REQUEST = (set(InferenceJob.model_fields) & set(JobRequest.model_fields)) - {"job_id"}
 
 
 async def uploaded_etag(state: IngestState, field: str, key: str) -> str:
@@ -107,19 +109,8 @@ async def submit_job(
     job_id = uuid.uuid4()
     try:
         record = InferenceJob(
+            **job.model_dump(include=JOB_FIELDS_FROM_REQUEST),
             job_id=job_id,
-            kind=job.kind,
-            input_id=job.input_id,
-            input_key=job.input_key,
-            anonymous_id=job.anonymous_id,
-            user_id=job.user_id,
-            inference_id=job.inference_id,
-            inference_name=job.inference_name,
-            mask_key=job.mask_key,
-            points=job.points,
-            box=job.box,
-            params=job.params,
-            experiments=job.experiments,
             submitted_at=now,
             input_etag=input_etag,
             mask_etag=mask_etag,
@@ -175,21 +166,8 @@ def job_state(state: IngestState, job_id: UUID, result: InferenceResult | None) 
     if result is None:
         # Unknown here may be accepted by another instance and not finished yet: both read "queued".
         return JobState(job_id=job_id, status=JobStatus.QUEUED)
-    return JobState(
-        job_id=result.job_id,
-        status=result.status,
-        kind=result.kind,
-        input_id=result.input_id,
-        result_url=_url(state, result.result_url),
-        mask_url=_url(state, result.mask_url),
-        proposals_url=_url(state, result.proposals_url),
-        proposal_count=result.proposal_count,
-        model_name=result.model_name,
-        model_version=result.model_version,
-        latency_ms=result.latency_ms,
-        error=result.error,
-        completed_at=result.completed_at,
-    )
+    urls = {name: _url(state, getattr(result, name)) for name in ("result_url", "mask_url", "proposals_url")}
+    return JobState(**{**dict(result), **urls})
 
 
 @router.get(
