@@ -20,7 +20,7 @@ from clickhouse.cli import report_app
 from clickhouse.errors import ReadOnlyViolation
 from clickhouse.loader import Message, decode_events
 from clickhouse.queries import Breakdown, FunnelRequest
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import SqlLimits, WarehouseSettings
 from clickhouse.sqlguard import check_read_only
 from ops.warehouse_data import generate
 
@@ -38,7 +38,7 @@ def api(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
     data = generate(images=120, devices=30, seed=3)
     messages = [Message("e", 0, i, None, e.model_dump_json().encode()) for i, e in enumerate(data.deliveries)]
     warehouse.insert_arrow("events", decode_events(messages)[0])
-    settings = WarehouseSettings(clickhouse=config, sql_max_rows=50)
+    settings = WarehouseSettings(clickhouse=config, sql=SqlLimits(max_rows=50))
     app = create_app(settings, warehouse=warehouse, run_loader=False)
     with TestClient(app, headers=settings.read_headers) as client:
         yield client, warehouse
