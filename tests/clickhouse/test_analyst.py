@@ -142,9 +142,9 @@ def test_the_pool_refuses_past_its_size_and_reuses_sessions() -> None:
 @pytest.mark.parametrize(
     ("code", "limit", "setting"),
     [
-        (159, "time", "FS_SQL_MAX_SECONDS"),
-        (241, "memory", "FS_SQL_MAX_MEMORY_BYTES"),
-        (396, "result", "FS_SQL_MAX_RESULT_BYTES"),
+        (159, "time", "FS_SQL__MAX_SECONDS"),
+        (241, "memory", "FS_SQL__MAX_MEMORY_BYTES"),
+        (396, "result", "FS_SQL__MAX_RESULT_BYTES"),
     ],
 )
 def test_a_limit_clickhouse_enforced_is_named(code: int, limit: str, setting: str) -> None:
