@@ -14,7 +14,7 @@ from clickhouse.errors import QueryError, WarehouseUnavailable
 from clickhouse.qa.remote import WarehouseApi
 from funnelstream.errors import ConfigurationError, TransientError
 
-BUSY = {"error": "too_many_queries", "detail": "2 analyst queries are running (FS_SQL_MAX_CONCURRENT)"}
+BUSY = {"error": "too_many_queries", "detail": "2 analyst queries are running (FS_SQL__MAX_CONCURRENT)"}
 ROWS = {"rows": [{"one": 1}], "row_count": 1}
 
 
