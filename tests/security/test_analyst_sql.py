@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from clickhouse.api import create_app
 from clickhouse.backend import Warehouse, open_warehouse
 from clickhouse.migrate import migrate
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import SqlLimits, WarehouseSettings
 from funnelstream.settings import ClickHouseConfig
 from tests.helpers.analyst_sql import Listener, snapshot
 
@@ -63,10 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     engine.insert_arrow("canary", pa.table({"n": pa.array(range(CANARY_ROWS), pa.uint64())}))
     settings = WarehouseSettings(
         clickhouse=ClickHouseConfig(chdb_path=root / "chdb", database=engine.database),
-        sql_max_rows=1000,
-        sql_max_seconds=MAX_SECONDS,
-        sql_max_memory_bytes=MEMORY_LIMIT,
-        sql_max_concurrent=CONCURRENT,
+        sql=SqlLimits(max_rows=1000, max_seconds=MAX_SECONDS, max_memory_bytes=MEMORY_LIMIT, max_concurrent=CONCURRENT),
     )
     with Listener() as listener, TestClient(create_app(settings, warehouse=engine, run_loader=False)) as client:
         yield Stack(client, engine, watch, listener)
@@ -255,7 +252,7 @@ def test_a_query_over_the_memory_limit_is_refused_naming_the_limit(stack: Stack)
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["error"] == "limit_exceeded" and body["limit"] == "memory", body
-    assert "FS_SQL_MAX_MEMORY_BYTES" in body["detail"]
+    assert "FS_SQL__MAX_MEMORY_BYTES" in body["detail"]
 
 
 def test_a_query_over_the_time_limit_is_refused_naming_the_limit(stack: Stack) -> None:
@@ -263,7 +260,7 @@ def test_a_query_over_the_time_limit_is_refused_naming_the_limit(stack: Stack) -
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["error"] == "limit_exceeded" and body["limit"] == "time", body
-    assert "FS_SQL_MAX_SECONDS" in body["detail"]
+    assert "FS_SQL__MAX_SECONDS" in body["detail"]
 
 
 def test_result_size_is_capped_by_the_session_not_the_statement(stack: Stack) -> None:
@@ -315,7 +312,7 @@ def test_over_the_concurrency_limit_is_429_with_retry_after(stack: Stack) -> Non
         refused = stack.sql("SELECT 1 AS one")
         answers = [future.result() for future in running]
     assert refused.status_code == 429, refused.text
-    assert int(refused.headers["retry-after"]) >= 1 and "FS_SQL_MAX_CONCURRENT" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) >= 1 and "FS_SQL__MAX_CONCURRENT" in refused.json()["detail"]
     assert all(answer.status_code == 400 for answer in answers)
     assert stack.sql("SELECT 1 AS one").json()["rows"] == [{"one": 1}]
 
