@@ -24,7 +24,7 @@ from starlette.routing import Route
 from clickhouse.api import create_app
 from clickhouse.backend import Warehouse, open_warehouse
 from clickhouse.migrate import migrate
-from clickhouse.settings import DEV_READ_KEY, WarehouseSettings, hash_read_key
+from clickhouse.settings import DEV_READ_KEY, WarehouseConfig, WarehouseSettings, hash_read_key
 from funnelstream.errors import ConfigurationError
 from funnelstream.ratelimit import FailedKeyThrottle, address_bucket_name
 from funnelstream.settings import ClickHouseConfig
@@ -72,11 +72,13 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     engine.close()
 
 
-def settings_for(**overrides: object) -> WarehouseSettings:
+def settings_for(**overrides: Any) -> WarehouseSettings:
     return WarehouseSettings(
-        warehouse_read_key_sha256=[hash_read_key(CURRENT_KEY), hash_read_key(PREVIOUS_KEY)],
-        warehouse_max_body_bytes=BODY_LIMIT,
-        **overrides,
+        warehouse=WarehouseConfig(
+            read_key_sha256=[hash_read_key(CURRENT_KEY), hash_read_key(PREVIOUS_KEY)],
+            max_body_bytes=BODY_LIMIT,
+            **overrides,
+        )
     )
 
 
@@ -122,7 +124,7 @@ def test_each_rotated_key_reads_and_the_dev_key_does_not(client: TestClient) -> 
 
 
 def test_repeated_wrong_keys_from_one_address_get_429(warehouse: Warehouse) -> None:
-    settings = settings_for(warehouse_auth_failures_burst=3, warehouse_auth_failures_per_minute=1.0)
+    settings = settings_for(auth_failures_burst=3, auth_failures_per_minute=1.0)
     app = create_app(settings, warehouse=warehouse, run_loader=False)
     with (
         TestClient(app, client=("198.51.100.7", 4000)) as attacker,
@@ -160,12 +162,12 @@ def test_prod_refuses_the_dev_read_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("FS_ENVIRONMENT", "prod")
     monkeypatch.setenv("FS_S3__SECRET_KEY", "a-real-secret")
-    with pytest.raises(ConfigurationError, match="FS_WAREHOUSE_READ_KEY_SHA256"):
+    with pytest.raises(ConfigurationError, match="FS_WAREHOUSE__READ_KEY_SHA256"):
         WarehouseSettings()
     refused = CliRunner().invoke(warehouse_app, ["serve", "--no-loader"])
     assert isinstance(refused.exception, ConfigurationError), refused.output
-    monkeypatch.setenv("FS_WAREHOUSE_READ_KEY_SHA256", f'["{hash_read_key(CURRENT_KEY)}"]')
-    assert WarehouseSettings().warehouse_read_key_sha256 == [hash_read_key(CURRENT_KEY)]
+    monkeypatch.setenv("FS_WAREHOUSE__READ_KEY_SHA256", f'["{hash_read_key(CURRENT_KEY)}"]')
+    assert WarehouseSettings().warehouse.read_key_sha256 == [hash_read_key(CURRENT_KEY)]
 
 
 def test_a_body_over_its_limit_gets_401_without_a_key_and_413_with_one(client: TestClient) -> None:
@@ -214,11 +216,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = free_port()
     env = {
         "FS_CLICKHOUSE__CHDB_PATH": str(workdir / "chdb"),
-        "FS_WAREHOUSE_READ_KEY_SHA256": f'["{hash_read_key(CURRENT_KEY)}"]',
+        "FS_WAREHOUSE__READ_KEY_SHA256": f'["{hash_read_key(CURRENT_KEY)}"]',
         # The tests here send a few wrong keys on purpose; the throttle has its own test above.
-        "FS_WAREHOUSE_AUTH_FAILURES_BURST": "1000",
-        "FS_WAREHOUSE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-        "FS_WAREHOUSE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "FS_WAREHOUSE__AUTH_FAILURES_BURST": "1000",
+        "FS_WAREHOUSE__HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "FS_WAREHOUSE__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "FS_LOG_LEVEL": "WARNING",
     }
     process = ServiceProcess(
@@ -309,7 +311,7 @@ def test_readers_send_the_configured_read_key(served: Served) -> None:
     from clickhouse.client import ApiReader, connect
     from clickhouse.qa.remote import WarehouseApi
 
-    configured = WarehouseSettings(warehouse_api_url=served.url(""), warehouse_read_key=CURRENT_KEY)
+    configured = WarehouseSettings(warehouse=WarehouseConfig(api_url=served.url(""), read_key=CURRENT_KEY))
     reader = connect(configured)
     try:
         assert reader.via_api and reader.query_rows("SELECT 1 AS ok") == [{"ok": 1}]
@@ -323,7 +325,7 @@ def test_readers_send_the_configured_read_key(served: Served) -> None:
     # A reader with the wrong key is told it is its configuration, not that the warehouse is away.
     wrong = ApiReader(served.url(""), "not-the-key")
     try:
-        with pytest.raises(ConfigurationError, match="FS_WAREHOUSE_READ_KEY"):
+        with pytest.raises(ConfigurationError, match="FS_WAREHOUSE__READ_KEY"):
             wrong.query_rows("SELECT 1")
     finally:
         wrong.close()
@@ -357,11 +359,11 @@ def test_compose_publishes_the_warehouse_only_behind_its_read_keys() -> None:
     warehouse = compose["services"]["warehouse"]
     assert warehouse["ports"] and warehouse["environment"]["FS_ENVIRONMENT"] == "prod"
     # Required: compose refuses to start without them, and prod refuses the dev key's hash.
-    assert warehouse["environment"]["FS_WAREHOUSE_READ_KEY_SHA256"].startswith("${FS_WAREHOUSE_READ_KEY_SHA256:?")
-    assert "Authorization: Bearer $$FS_WAREHOUSE_READ_KEY" in " ".join(warehouse["healthcheck"]["test"])
-    assert compose["services"]["heartbeat"]["environment"]["FS_WAREHOUSE_READ_KEY"].startswith("${")
+    assert warehouse["environment"]["FS_WAREHOUSE__READ_KEY_SHA256"].startswith("${FS_WAREHOUSE__READ_KEY_SHA256:?")
+    assert "Authorization: Bearer $$FS_WAREHOUSE__READ_KEY" in " ".join(warehouse["healthcheck"]["test"])
+    assert compose["services"]["heartbeat"]["environment"]["FS_WAREHOUSE__READ_KEY"].startswith("${")
     secret = compose["secrets"]["warehouse_read_key"]
-    assert secret == {"environment": "FS_WAREHOUSE_READ_KEY"}
+    assert secret == {"environment": "FS_WAREHOUSE__READ_KEY"}
     assert "warehouse_read_key" in compose["services"]["prometheus"]["secrets"]
     prometheus = yaml.safe_load((root / "infra" / "prometheus.yml").read_text())
     job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "warehouse")
@@ -370,5 +372,5 @@ def test_compose_publishes_the_warehouse_only_behind_its_read_keys() -> None:
     example = dict(
         line.split("=", 1) for line in (root / ".env.example").read_text().splitlines() if line[:1] not in ("", "#")
     )
-    hashes = json.loads(example["FS_WAREHOUSE_READ_KEY_SHA256"])
-    assert hash_read_key(example["FS_WAREHOUSE_READ_KEY"]) in hashes
+    hashes = json.loads(example["FS_WAREHOUSE__READ_KEY_SHA256"])
+    assert hash_read_key(example["FS_WAREHOUSE__READ_KEY"]) in hashes
