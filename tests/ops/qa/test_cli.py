@@ -115,7 +115,7 @@ def test_status_shows_freshness_and_exits_one_when_the_pipeline_is_down(
 
     monkeypatch.setenv("FS_QA__CONSUMER_GROUPS", "{}")
     # Nothing listens there: status falls back to reading the warehouse itself.
-    monkeypatch.setenv("FS_WAREHOUSE_API_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("FS_WAREHOUSE__API_URL", "http://127.0.0.1:1")
     result = runner.invoke(app, ["status", "--no-services"])
     assert result.exit_code == 1, result.output
     assert "no heartbeat in the last day" in result.output
