@@ -189,7 +189,7 @@ def test_the_funnel_report_renders_in_the_browser(pipeline: dict[str, str], brow
     report = tmp_path / "funnel.html"
     command = [sys.executable, "-m", "ops.cli", "report", "funnel", "--from", "2020-01-01T00:00:00Z",
                "--to", "2100-01-01T00:00:00Z", "--html", str(report)]  # fmt: skip
-    subprocess.run(command, check=True, env={**os.environ, "FS_WAREHOUSE_API_URL": pipeline["warehouse"]})
+    subprocess.run(command, check=True, env={**os.environ, "FS_WAREHOUSE__API_URL": pipeline["warehouse"]})
     page = browser_page
     page.goto(report.as_uri())
     assert "image_uploaded" in page.content()
