@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer
 from PIL import Image
 
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
+from funnelstream.topics import Topic, in_namespace
 from ingest.settings import DEV_WRITE_KEY
 from ops.pipeline import Ports, create_namespace_topics, delete_namespace_topics, namespaced_env
 from ops.processes import ServiceProcess
@@ -107,7 +108,7 @@ def running_services(
             worker,
             f"http://{local}:{ports.ingest}",
             f"http://{local}:{ports.inference}" if worker else None,
-            settings["FS_INGEST__JOBS_TOPIC"],
+            in_namespace(Topic.INFERENCE_JOBS, namespace),
         )
     finally:
         for service in started:
