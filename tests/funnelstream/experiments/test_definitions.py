@@ -13,8 +13,7 @@ from funnelstream.experiments.definitions import (
     parse_definitions,
 )
 from funnelstream.experiments.errors import DefinitionError, UnknownExperimentError
-
-ROOT = Path(__file__).resolve().parents[3]
+from funnelstream.experiments.settings import DEFAULT_DEFINITIONS
 
 BASE = """
 version: {version}
@@ -37,7 +36,7 @@ def text(
 
 
 def test_the_shipped_definitions_file_is_valid() -> None:
-    definitions = load_definitions(ROOT / "experiments.yaml")
+    definitions = load_definitions(DEFAULT_DEFINITIONS)
     experiment = definitions.get("segmentation_tool")
     assert experiment.status is Status.RUNNING
     assert experiment.control == "control"
@@ -227,7 +226,7 @@ def test_the_metric_plan_does_not_change_inside_a_running_phase() -> None:
 
 
 def test_the_shipped_definitions_declare_the_primary_metric() -> None:
-    experiment = load_definitions(ROOT / "experiments.yaml").get("segmentation_tool")
+    experiment = load_definitions(DEFAULT_DEFINITIONS).get("segmentation_tool")
     assert experiment.primary_metric == "task_duration_s"
     assert experiment.guardrail_metrics == ["conversion_save", "mean_score"]
     assert experiment.correction == "holm"
