@@ -188,24 +188,26 @@ def _result_row(run: QARun, result: CheckResult) -> dict[str, Any]:
     }
 
 
+_UTC_MS = pa.timestamp("ms", tz="UTC")
+# What qa_results (migration 0100) takes, column by column; _result_row fills the same names.
 _RESULT_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("run_at", pa.timestamp("ms", tz="UTC")),
-        ("window_from", pa.timestamp("ms", tz="UTC")),
-        ("window_to", pa.timestamp("ms", tz="UTC")),
-        ("check_name", pa.string()),
-        ("severity", pa.string()),
-        ("status", pa.string()),
-        ("threshold", pa.float64()),
-        ("value", pa.float64()),
-        ("subject", pa.string()),
-        ("affected", pa.uint64()),
-        ("total", pa.uint64()),
-        ("failing_subjects", pa.uint32()),
-        ("details", pa.string()),
-        ("duration_ms", pa.float64()),
-    ]
+    {
+        "run_id": pa.string(),
+        "run_at": _UTC_MS,
+        "window_from": _UTC_MS,
+        "window_to": _UTC_MS,
+        "check_name": pa.string(),
+        "severity": pa.string(),
+        "status": pa.string(),
+        "threshold": pa.float64(),
+        "value": pa.float64(),
+        "subject": pa.string(),
+        "affected": pa.uint64(),
+        "total": pa.uint64(),
+        "failing_subjects": pa.uint32(),
+        "details": pa.string(),
+        "duration_ms": pa.float64(),
+    }
 )
 
 
