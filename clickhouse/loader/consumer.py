@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Producer
 
 from clickhouse.backend import Warehouse
 from clickhouse.errors import LoaderError
@@ -30,8 +30,6 @@ from clickhouse.settings import WarehouseSettings
 from funnelstream.kafka import make_consumer, make_producer, wait_for_broker
 
 log = logging.getLogger("funnelstream.warehouse.loader")
-
-_TIMESTAMP_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 
 
 def flush_deadline(now_monotonic: float, now_wall: float, produced_at_ms: int | None, batch_seconds: float) -> float:
@@ -146,7 +144,7 @@ class Loader:
                     log.warning("loader consumer error: %s", error.str())
                     continue
                 kind, stamp = raw.timestamp()
-                produced_at_ms = stamp if kind != _TIMESTAMP_NOT_AVAILABLE else None
+                produced_at_ms = stamp if kind != TIMESTAMP_NOT_AVAILABLE else None
                 self._batch.append(
                     Message(raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value() or b"", produced_at_ms)
                 )
