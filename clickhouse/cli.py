@@ -198,7 +198,7 @@ def export(
     inference_type: str | None = typer.Option(None, "--inference-type", help="e.g. inpainting, deblurring."),
     model_version: str | None = typer.Option(None, "--model-version", help="Only results of this model version."),
     name: str = typer.Option("pairs", "--name", help="Dataset name: datasets/<name>/<from>_<to>.parquet."),
-    out: Path = typer.Option(Path("datasets"), "--out", help="Local folder for the manifest."),
+    out: Path | None = typer.Option(None, "--out", help="Local folder for the manifest; default DATA_DIR/datasets."),
     download: Path | None = typer.Option(None, "--download", help="Also download the images here."),
 ) -> None:
     """Select the input / mask / result pairs of a date range into a Parquet manifest."""
@@ -209,7 +209,9 @@ def export(
     if end < start:
         raise typer.BadParameter(f"{to_day} is before --from {from_day}", param_hint="--to")
     selection = DatasetFilter(start, end, min_score, inference_type, model_version)
-    summary = export_dataset(WarehouseSettings(), selection, name=name, out_dir=out, download_dir=download)
+    settings = WarehouseSettings()
+    out = out or settings.paths.data_dir / "datasets"
+    summary = export_dataset(settings, selection, name=name, out_dir=out, download_dir=download)
     err_console.print(f"{summary.rows} pairs → {summary.local_path} and s3://{summary.bucket}/{summary.object_key}")
     if download is not None:
         err_console.print(f"{summary.downloaded} images in {download}")
