@@ -16,14 +16,16 @@ from infra.stack import InfraSettings, ManagedProcess, down, status, up
 @pytest.fixture
 def private_stack(tmp_path: Path, infra_settings: InfraSettings):  # type: ignore[no-untyped-def]
     settings = InfraSettings(
-        stack_dir=tmp_path / "stack",
-        cache_dir=infra_settings.cache_dir,
         kafka={"bootstrap_servers": "127.0.0.1:29092", "partitions": 1},
-        kafka_controller_port=29093,
         s3={"endpoint": "127.0.0.1:7333", "bucket": "funnelstream-private"},
-        seaweedfs_master_port=7334,
-        seaweedfs_volume_port=7335,
-        seaweedfs_filer_port=7336,
+        stack={
+            "dir": tmp_path / "stack",
+            "cache_dir": infra_settings.stack.cache_dir,
+            "kafka_controller_port": 29093,
+            "seaweedfs_master_port": 7334,
+            "seaweedfs_volume_port": 7335,
+            "seaweedfs_filer_port": 7336,
+        },
     )
     yield settings
     down(None, settings)
@@ -46,7 +48,7 @@ def test_up_twice_restarts_nothing_and_down_leaves_no_process(private_stack: Inf
     assert _pids(private_stack) == first
 
     recorded = [
-        ManagedProcess(name, private_stack.stack_dir / f"{name}.pid", Path("unused")).recorded() for name in first
+        ManagedProcess(name, private_stack.stack.dir / f"{name}.pid", Path("unused")).recorded() for name in first
     ]
     assert down(None, private_stack) == {"s3": True, "kafka": True}
     for record in recorded:
