@@ -36,10 +36,8 @@ RECOVERED_AFTER = 20
 @pytest.fixture
 def private_kafka(tmp_path: Path, infra_settings: InfraSettings) -> Iterator[InfraSettings]:
     settings = InfraSettings(
-        stack_dir=tmp_path / "stack",
-        cache_dir=infra_settings.cache_dir,
         kafka={"bootstrap_servers": "127.0.0.1:29192", "partitions": 2},
-        kafka_controller_port=29193,
+        stack={"dir": tmp_path / "stack", "cache_dir": infra_settings.stack.cache_dir, "kafka_controller_port": 29193},
     )
     up(["kafka"], settings)
     yield settings
