@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Loader
 from clickhouse.qa.settings import QAConfig, QASettings
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import LoaderConfig, WarehouseSettings
 from funnelstream.contract import PipelineHeartbeat, parse_event_json
 from funnelstream.kafka import consumer_group_lag
 from ops.heartbeat import (
@@ -196,13 +196,15 @@ def test_a_stopped_loader_shows_as_growing_heartbeat_lag_then_recovers(kafka, ka
     group = f"qa-loader-{uuid.uuid4().hex[:8]}"
     loader_settings = WarehouseSettings(
         kafka=kafka,
-        loader_group_id=group,
-        loader_events_topic=enriched_topic,
-        loader_sessions_topic="",
-        loader_dlq_topic="",
-        loader_tools_topic="",
-        loader_inferences_topic="",
-        loader_batch_seconds=0.2,
+        loader=LoaderConfig(
+            group_id=group,
+            events_topic=enriched_topic,
+            sessions_topic="",
+            dlq_topic="",
+            tools_topic="",
+            inferences_topic="",
+            batch_seconds=0.2,
+        ),
     )
     settings = QASettings(
         kafka=kafka,
