@@ -121,7 +121,7 @@ def test_ingest_metrics_count_accepted_rejected_and_produce_latency(kafka, topic
 
 def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from clickhouse.api import create_app
-    from clickhouse.settings import WarehouseSettings
+    from clickhouse.settings import LoaderConfig, WarehouseSettings
     from ops.heartbeat import make_heartbeat
     from tests.helpers.heartbeats import enriched
     from tests.helpers.qa_warehouse import open_warehouse
@@ -129,13 +129,15 @@ def test_warehouse_metrics_count_loader_batches_and_rows(kafka, topics, tmp_path
     events_topic = topics("events.enriched")
     settings = WarehouseSettings(
         kafka=kafka,
-        loader_group_id=f"scrape-loader-{uuid.uuid4().hex[:8]}",
-        loader_events_topic=events_topic,
-        loader_sessions_topic="",
-        loader_dlq_topic="",
-        loader_tools_topic="",
-        loader_inferences_topic="",
-        loader_batch_seconds=0.2,
+        loader=LoaderConfig(
+            group_id=f"scrape-loader-{uuid.uuid4().hex[:8]}",
+            events_topic=events_topic,
+            sessions_topic="",
+            dlq_topic="",
+            tools_topic="",
+            inferences_topic="",
+            batch_seconds=0.2,
+        ),
     )
     producer = Producer(kafka.client_config())
     for _ in range(3):
