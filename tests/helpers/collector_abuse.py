@@ -22,7 +22,7 @@ def load_dead_letters(bootstrap: str, chdb_path: Path, topics: dict[str, str], e
     from clickhouse.backend import open_warehouse
     from clickhouse.loader import Loader
     from clickhouse.migrate import migrate
-    from clickhouse.settings import WarehouseSettings
+    from clickhouse.settings import LoaderConfig, WarehouseSettings
     from funnelstream.settings import ClickHouseConfig, KafkaConfig
 
     config = ClickHouseConfig(chdb_path=chdb_path, database=f"fs_abuse_{uuid.uuid4().hex[:8]}")
@@ -31,9 +31,7 @@ def load_dead_letters(bootstrap: str, chdb_path: Path, topics: dict[str, str], e
     settings = WarehouseSettings(
         kafka=KafkaConfig(bootstrap_servers=bootstrap),
         clickhouse=config,
-        loader_group_id=f"abuse-loader-{uuid.uuid4().hex[:8]}",
-        loader_batch_seconds=0.3,
-        **topics,
+        loader=LoaderConfig(group_id=f"abuse-loader-{uuid.uuid4().hex[:8]}", batch_seconds=0.3, **topics),
     )
     loader = Loader(settings, warehouse)
     run_loader_until(loader, lambda: loader.stats.rows_inserted.get("dlq_events", 0) >= expect)
