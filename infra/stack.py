@@ -9,11 +9,8 @@ started, by the pid it recorded.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,33 +18,26 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, Field
 
+from funnelstream.kafka import ensure_topics, wait_for_broker
+from funnelstream.objectstore import ensure_bucket, make_client
 from funnelstream.settings import ServiceSettings, under_data_dir
+from infra.processes import ManagedProcess, ProcessError, wait_ready
 
 KAFKA_DIR = Path(__file__).parent / "kafka"
 """The Maven project and logging configuration the local broker is built and run with."""
 
 
-class InfraError(RuntimeError):
+class InfraError(ProcessError):
     """A service of the local stack could not be built, started or stopped."""
 
-    def __init__(self, service: str, detail: str, log: Path | None = None) -> None:
-        self.service = service
-        self.detail = detail
-        self.log = log
-        tail = ""
-        if log is not None and log.exists():
-            tail = (
-                "\n--- last lines of "
-                + str(log)
-                + " ---\n"
-                + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            )
-        super().__init__(f"{service}: {detail}{tail}")
+    @property
+    def service(self) -> str:
+        return self.name
 
 
 class StackConfig(BaseModel):
@@ -83,87 +73,6 @@ def _port_open(host: str, port: int, timeout: float = 0.3) -> bool:
             return True
     except OSError:
         return False
-
-
-def _process_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may contain spaces; fields after it are fixed.
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in {"Z", "X"}:
-        _reap(pid)
-        return None
-    return fields[19]
-
-
-def _reap(pid: int) -> None:
-    """Collect a finished child so it does not linger as a zombie of the calling process."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-@dataclass
-class ManagedProcess:
-    """A process started by ``up``, remembered by pid and start time so a reused pid is not ours."""
-
-    name: str
-    pid_file: Path
-    log_file: Path
-
-    def recorded(self) -> tuple[int, str] | None:
-        try:
-            data = json.loads(self.pid_file.read_text())
-            return int(data["pid"]), str(data["start_time"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def running_pid(self) -> int | None:
-        record = self.recorded()
-        if record is None:
-            return None
-        pid, start_time = record
-        return pid if _process_start_time(pid) == start_time else None
-
-    def start(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
-        start_time = None
-        for _ in range(50):
-            start_time = _process_start_time(proc.pid)
-            if start_time:
-                break
-            time.sleep(0.01)
-        self.pid_file.write_text(json.dumps({"pid": proc.pid, "start_time": start_time, "argv": argv}))
-        return proc.pid
-
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.running_pid() is not None:
-            time.sleep(0.1)
-        if self.running_pid() is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            while self.running_pid() is not None:
-                time.sleep(0.05)
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
 
 class Service:
@@ -207,14 +116,16 @@ class Service:
         return "started"
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.settings.stack.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.running_pid() is None:
-                raise InfraError(self.name, "exited during start-up", self.process.log_file)
-            if self.healthy():
-                return
-            time.sleep(0.25)
-        raise InfraError(self.name, f"not healthy after {self.settings.stack.start_timeout_s}s", self.process.log_file)
+        wait_ready(
+            self.name,
+            self.process.log_file,
+            running=lambda: self.process.running_pid() is not None,
+            ready=self.healthy,
+            timeout_s=self.settings.stack.start_timeout_s,
+            interval_s=0.25,
+            not_ready=f"not healthy after {self.settings.stack.start_timeout_s}s",
+            error=InfraError,
+        )
 
     def down(self) -> bool:
         return self.process.stop()
@@ -230,8 +141,6 @@ class KafkaService(Service):
         host, port = _split_host_port(self.endpoint())
         if not _port_open(host, port):
             return False
-        from confluent_kafka.admin import AdminClient
-
         try:
             metadata = AdminClient({**self.settings.kafka.client_config(), "log_level": 0}).list_topics(timeout=2)
         except Exception:
@@ -333,8 +242,6 @@ class KafkaService(Service):
         return [*java, "kafka.Kafka", str(properties)]
 
     def after_start(self) -> None:
-        from funnelstream.kafka import ensure_topics, wait_for_broker
-
         wait_for_broker(self.settings.kafka)
         ensure_topics(self.settings.kafka)
 
@@ -442,8 +349,6 @@ class ObjectStoreService(Service):
         ]
 
     def after_start(self) -> None:
-        from funnelstream.objectstore import ensure_bucket, make_client
-
         client = make_client(self.settings.s3)
         deadline = time.monotonic() + self.settings.stack.start_timeout_s
         while True:

@@ -1,8 +1,8 @@
 """Run the project's services as child processes: for the demo, load runs and failure tests.
 
-Each service is the ``funnelstream`` CLI in its own process, as in production, with its log under
-one folder. Stopping sends SIGTERM first (services drain, flush and commit on it) and SIGKILL only
-after a grace period; ``kill`` sends SIGKILL at once, to test what a crash loses.
+Each service is the project CLI (``ops.cli``) in its own process, as in production, with its log
+under one folder. Starting and stopping are ``infra.processes``': SIGTERM first (services drain,
+flush and commit on it), SIGKILL after a grace period; ``kill`` sends SIGKILL at once, to test what a crash loses.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from infra.processes import ProcessError, spawn_logged, stop_group, wait_ready
 
-class ServiceProcessError(RuntimeError):
-    def __init__(self, name: str, detail: str, log: Path) -> None:
-        self.name = name
-        self.log = log
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
-        super().__init__(f"{name}: {detail}\n--- last lines of {log} ---\n{tail}")
+
+class ServiceProcessError(ProcessError):
+    """A service process exited during start-up or did not answer its readiness probe in time."""
+
+    tail_lines = 30
 
 
 @dataclass
@@ -42,17 +41,7 @@ class ServiceProcess:
         return self.log_dir / f"{self.name}.log"
 
     def start(self) -> ServiceProcess:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "ops.cli", *self.args]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
-                start_new_session=True,
-            )
+        self.process = spawn_logged([sys.executable, "-m", "ops.cli", *self.args], self.log, env=self.env)
         return self
 
     @property
@@ -60,25 +49,22 @@ class ServiceProcess:
         return self.process is not None and self.process.poll() is None
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ServiceProcessError(self.name, "exited during start-up", self.log)
-            if self.ready_url is None or _answers(self.ready_url, self.ready_headers):
-                return
-            time.sleep(0.3)
-        raise ServiceProcessError(self.name, f"not ready after {timeout_s}s at {self.ready_url}", self.log)
+        wait_ready(
+            self.name,
+            self.log,
+            running=lambda: self.running,
+            ready=lambda: self.ready_url is None or _answers(self.ready_url, self.ready_headers),
+            timeout_s=timeout_s,
+            interval_s=0.3,
+            not_ready=f"not ready after {timeout_s}s at {self.ready_url}",
+            error=ServiceProcessError,
+        )
 
     def stop(self, grace_s: float = 30.0) -> int | None:
         if self.process is None:
             return None
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            stop_group(self.process.pid, lambda: self.running, grace_s)
         return self.process.returncode
 
     def kill(self) -> None:
