@@ -1,3 +1,5 @@
+"""``python -m infra up|down|status``: start, stop or show the local stack (``infra.stack.main``)."""
+
 import sys
 
 from infra.stack import main
