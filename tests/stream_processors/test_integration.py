@@ -25,10 +25,12 @@ from typing import Any
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from funnelstream.contract import FUNNEL_STEP_OF, DeadLetter, EventType
+from funnelstream.contract import FUNNEL_STEP_OF, EventType
+from funnelstream.deadletter import decode
+from funnelstream.kafka import make_consumer, private_group
 from ops.bench.stream import faust_topics, produce_all
 from ops.stream_workload import Workload, generate
 from stream_processors.dimensions import SEED_FILE
@@ -170,9 +172,7 @@ class Reader:
     """Reads a topic from the beginning, outside any consumer group."""
 
     def __init__(self, kafka: Any, topic: str) -> None:
-        self.consumer = Consumer(
-            {**kafka.client_config(), "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False}
-        )
+        self.consumer = make_consumer(kafka, private_group("reader"))
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         self.messages: list[tuple[bytes | None, bytes]] = []
@@ -347,7 +347,7 @@ def test_each_event_once_sessions_match_pandas_and_poison_goes_to_the_dlq(stack:
 
     dlq = Reader(stack.kafka, stack.topics.dlq)
     dlq.read_until(lambda: len(dlq.messages) >= POISON, timeout_s=30)
-    letters = [DeadLetter.model_validate_json(value) for _, value in dlq.messages]
+    letters = [decode(value) for _, value in dlq.messages]
     dlq.close()
     assert len(letters) == POISON
     assert all(letter.stage == "stream" and letter.topic == stack.topics.raw for letter in letters)

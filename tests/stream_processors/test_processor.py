@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from funnelstream.contract import DeadLetter, EnrichedEvent, SessionSummary
+from funnelstream.contract import EnrichedEvent, SessionSummary
+from funnelstream.deadletter import decode, original_payload
 from stream_processors.dimensions import SEED_FILE, DimensionStore, apply_all, read_dimension_file
 from stream_processors.enrich import Enricher, UserAgentParser
 from stream_processors.processor import (
@@ -151,7 +152,8 @@ def test_poison_messages_go_to_the_dlq_and_the_batch_goes_on() -> None:
     good = stamped("image_uploaded", T0)
     out = harness.run(b"{not json", unstamped, bad_score, good)
     assert len(out.enriched) == 1
-    letters = [DeadLetter.model_validate_json(value) for _, value in out.dead_letters]
+    letters = [decode(value) for _, value in out.dead_letters]
+    assert original_payload(letters[0]) == b"{not json", "a dead letter replays the original bytes"
     assert [(letter.stage, letter.partition, letter.offset) for letter in letters] == [
         ("stream", 0, 0),
         ("stream", 0, 1),
