@@ -11,8 +11,7 @@ from clickhouse.backend import Warehouse
 from clickhouse.errors import MigrationError
 from clickhouse.migrate import Migration, discover, migrate, render
 from tests.helpers.event_rows import EXPERIMENT_RANGE_SQL, event, insert_events
-
-from .conftest import drop_and_close, open_test_warehouse
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 
 def test_migrate_is_recorded_and_idempotent(warehouse: Warehouse) -> None:
