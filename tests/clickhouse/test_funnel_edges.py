@@ -22,8 +22,7 @@ from clickhouse import queries
 from clickhouse.backend import Warehouse
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from tests.helpers.event_rows import EXPERIMENT_RANGE_SQL, event, insert_events
-
-from .conftest import drop_and_close, open_test_warehouse
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 STEPS = ("image_uploaded", "tool_selected", "inference_requested", "image_saved")
