@@ -25,8 +25,7 @@ from clickhouse.backend import Warehouse
 from clickhouse.loader import Message, decode_events
 from funnelstream.contract import EnrichedEvent, EventType
 from ops.warehouse_data import EXPERIMENT, START, generate
-
-from .conftest import drop_and_close, open_test_warehouse
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 END = START + timedelta(days=5)
 STEPS = ("image_uploaded", "tool_selected", "inference_requested", "image_saved", "score_submitted")
