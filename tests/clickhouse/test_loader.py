@@ -24,8 +24,7 @@ from funnelstream.contract import SessionSummary
 from funnelstream.settings import ClickHouseConfig, KafkaConfig
 from ops.warehouse_data import generate
 from tests.helpers.loader import run_loader_until
-
-from .conftest import drop_and_close, open_test_warehouse
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 
 def _produce(kafka: KafkaConfig, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
