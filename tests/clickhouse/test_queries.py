@@ -20,9 +20,8 @@ from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from funnelstream.contract import EnrichedEvent
 from ops.warehouse_data import START as DATASET_START
 from ops.warehouse_data import GeneratedData, generate
-
-from . import reference
-from .conftest import BACKENDS, drop_and_close, open_test_warehouse
+from tests.helpers import reference
+from tests.helpers.warehouse_backends import BACKENDS, drop_and_close, open_test_warehouse
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 END = datetime(2026, 11, 25, tzinfo=UTC)
