@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from clickhouse import queries
 from clickhouse.backend import Warehouse
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
+from tests.helpers import reference
 from tests.helpers.adversarial_events import (
     EXPERIMENT,
     FROM,
@@ -35,9 +36,7 @@ from tests.helpers.adversarial_events import (
     load,
     truncate_all,
 )
-
-from . import reference
-from .conftest import drop_and_close, open_test_warehouse
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 T = TypeVar("T")
 PROPERTY = settings(
