@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,16 @@ class DimensionValue:
     type: str
 
 
+def _tool_entry(value: bytes) -> tuple[int, DimensionValue]:
+    tool = ToolDimension.model_validate_json(value)
+    return tool.tool_id, DimensionValue(tool.tool_name, tool.tool_type)
+
+
+def _inference_entry(value: bytes) -> tuple[int, DimensionValue]:
+    inference = InferenceDimension.model_validate_json(value)
+    return inference.inference_id, DimensionValue(inference.inference_name, inference.inference_type)
+
+
 @dataclass
 class DimensionStore:
     """Current tool and inference dimensions. Written by one feed, read by the processor."""
@@ -42,36 +52,32 @@ class DimensionStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def apply_tool(self, key: bytes | None, value: bytes | None) -> None:
+        self._apply(self.tools, key, value, _tool_entry)
+
+    def apply_inference(self, key: bytes | None, value: bytes | None) -> None:
+        self._apply(self.inferences, key, value, _inference_entry)
+
+    def _apply(
+        self,
+        table: dict[int, DimensionValue],
+        key: bytes | None,
+        value: bytes | None,
+        entry_of: Callable[[bytes], tuple[int, DimensionValue]],
+    ) -> None:
         if value is None:
             if key is not None and key.isdigit():
                 with self._lock:
-                    self.tools.pop(int(key), None)
+                    table.pop(int(key), None)
                     self.applied += 1
             return
         try:
-            tool = ToolDimension.model_validate_json(value)
+            dimension_id, entry = entry_of(value)
         except ValidationError:
             self.rejected += 1
             return
         with self._lock:
             # Replace the whole dict entry in one assignment: readers never see half a record.
-            self.tools[tool.tool_id] = DimensionValue(tool.tool_name, tool.tool_type)
-            self.applied += 1
-
-    def apply_inference(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None:
-            if key is not None and key.isdigit():
-                with self._lock:
-                    self.inferences.pop(int(key), None)
-                    self.applied += 1
-            return
-        try:
-            inference = InferenceDimension.model_validate_json(value)
-        except ValidationError:
-            self.rejected += 1
-            return
-        with self._lock:
-            self.inferences[inference.inference_id] = DimensionValue(inference.inference_name, inference.inference_type)
+            table[dimension_id] = entry
             self.applied += 1
 
     def snapshot(self) -> dict[str, Any]:

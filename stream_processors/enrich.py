@@ -15,7 +15,7 @@ from typing import Any
 import ua_parser
 
 from funnelstream.contract import FUNNEL_STEP_OF, Envelope, TimestampFlag
-from stream_processors.dimensions import DimensionStore
+from stream_processors.dimensions import DimensionStore, DimensionValue
 
 # Fields that exist on some event types and have a column of the same name in EnrichedEvent.
 _EVENT_FIELDS = (
@@ -48,6 +48,24 @@ _CONTEXT_FIELDS = (
     "ip",
 )
 _BOT_FAMILIES = frozenset({"Spider"})
+_TOOL_COLUMNS = ("tool_id", "tool_name", "tool_type")
+_INFERENCE_COLUMNS = ("inference_id", "inference_name", "inference_type")
+
+
+def _copy_dimension(
+    row: dict[str, Any], dimension_id: int | None, table: dict[int, DimensionValue], columns: tuple[str, str, str]
+) -> bool:
+    """Copy a dimension's id, name and type into the row; True when the id is set but unknown."""
+    if dimension_id is None:
+        return False
+    id_column, name_column, type_column = columns
+    row[id_column] = dimension_id
+    value = table.get(dimension_id)
+    if value is None:
+        return True
+    row[name_column] = value.name
+    row[type_column] = value.type
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,28 +145,13 @@ class Enricher:
             value = attrs.get(name)
             if value is not None:
                 row[name] = value
-        unknown = False
-        tool_id = attrs.get("tool_id")
-        if tool_id is not None:
-            row["tool_id"] = tool_id
-            tool = self.dimensions.tools.get(tool_id)
-            if tool is None:
-                unknown = True
-                self.counters.unknown_tool += 1
-            else:
-                row["tool_name"] = tool.name
-                row["tool_type"] = tool.type
-        inference_id = attrs.get("inference_id")
-        if inference_id is not None:
-            row["inference_id"] = inference_id
-            inference = self.dimensions.inferences.get(inference_id)
-            if inference is None:
-                unknown = True
-                self.counters.unknown_inference += 1
-            else:
-                row["inference_name"] = inference.name
-                row["inference_type"] = inference.type
-        row["unknown_dimension"] = unknown
+        unknown_tool = _copy_dimension(row, attrs.get("tool_id"), self.dimensions.tools, _TOOL_COLUMNS)
+        unknown_inference = _copy_dimension(
+            row, attrs.get("inference_id"), self.dimensions.inferences, _INFERENCE_COLUMNS
+        )
+        self.counters.unknown_tool += unknown_tool
+        self.counters.unknown_inference += unknown_inference
+        row["unknown_dimension"] = unknown_tool or unknown_inference
         context = attrs["context"].__dict__
         for name in _CONTEXT_FIELDS:
             value = context.get(name)
