@@ -1,5 +1,5 @@
 """Funnel, time-to-convert, task-time, trend and score queries equal the pandas reference
-(tests/clickhouse/reference.py, written from docs/analytics-definitions.md) on a generated dataset
+(tests/helpers/reference.py, written from docs/analytics-definitions.md) on a generated dataset
 with duplicates, out-of-order and late events, missing steps and re-entries. The adversarial edges
 are the property test's (test_reference_property.py); this one checks realistic volume."""
 
