@@ -1,4 +1,4 @@
-"""Every named query equals the pandas reference (tests/clickhouse/reference.py, written from
+"""Every named query equals the pandas reference (tests/helpers/reference.py, written from
 docs/analytics-definitions.md) on generated adversarial clickstreams, before and after
 ``OPTIMIZE TABLE events FINAL``.
 
