@@ -23,8 +23,7 @@ from clickhouse.queries import Breakdown, FunnelRequest
 from clickhouse.settings import SqlLimits, WarehouseSettings
 from clickhouse.sqlguard import check_read_only
 from ops.warehouse_data import generate
-
-from .conftest import drop_and_close, open_test_warehouse
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 LIMITS = AnalystLimits(
     max_rows=10, max_seconds=5, max_memory_bytes=1 << 28, max_result_bytes=1 << 20, max_threads=1, max_concurrent=1
