@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -26,6 +27,7 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, StringConstraints
 
 from clickhouse import queries
@@ -40,9 +42,15 @@ from clickhouse.errors import (
     UnknownQuery,
     WarehouseError,
 )
+from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.routes import results_router
+from clickhouse.experiments.warehouse import analyze_warehouse
+from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
+from funnelstream.experiments.definitions import Experiment, load_definitions
+from funnelstream.experiments.settings import ExperimentSettings
 
 log = logging.getLogger("funnelstream.warehouse.api")
 OutputFormat = Literal["json", "csv"]
@@ -133,8 +141,6 @@ class WarehouseState:
         return AnalystReader(self.analysts)
 
     def start_loader(self) -> None:
-        from clickhouse.loader import Loader
-
         loader = Loader(self.settings, self.warehouse)
         self.loader = loader
 
@@ -409,8 +415,6 @@ def create_app(
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
         return Response(_metrics_text(state_of(request)), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(_experiment_results_router(app))
@@ -435,14 +439,6 @@ def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:
 
 def _experiment_results_router(app: FastAPI) -> Any:
     """``GET /v1/experiments/{key}/results``, analysed from this process's own warehouse."""
-    from dataclasses import replace
-
-    from clickhouse.experiments.analysis import AnalysisConfig
-    from clickhouse.experiments.routes import results_router
-    from clickhouse.experiments.warehouse import analyze_warehouse
-    from funnelstream.experiments.definitions import Experiment, load_definitions
-    from funnelstream.experiments.settings import ExperimentSettings
-
     experiments = ExperimentSettings().experiments
     config = AnalysisConfig(
         alpha=experiments.alpha,

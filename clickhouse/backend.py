@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 from uuid import UUID
 
+import orjson
 import pyarrow as pa
 
 from clickhouse.errors import QueryError, WarehouseUnavailable
@@ -270,7 +271,7 @@ class ChdbWarehouse(_ArrowResults):
     embedded = True
 
     def __init__(self, path: str, database: str) -> None:
-        from chdb import session
+        from chdb import session  # noqa: PLC0415 -- the engine is picked at run time; chdb is heavy to load
 
         quote_identifier(database)
         self.path = path
@@ -351,7 +352,7 @@ class ChdbAnalystSession:
     """
 
     def __init__(self, path: str, database: str, limits: AnalystLimits, *, readonly: int, whole: bool = False) -> None:
-        from chdb import session
+        from chdb import session  # noqa: PLC0415 -- the engine is picked at run time; chdb is heavy to load
 
         self._sessions: list[Any] = []
         for settings in (
@@ -383,8 +384,6 @@ class ChdbAnalystSession:
 
 
 def _first_column(answer: bytes) -> list[str]:
-    import orjson
-
     return [str(orjson.loads(line)[0]) for line in answer.splitlines() if line]
 
 
@@ -394,8 +393,9 @@ class ServerWarehouse(_ArrowResults):
     embedded = False
 
     def __init__(self, url: str, database: str) -> None:
-        import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import OperationalError
+        # The engine is picked at run time: clickhouse-connect is loaded only when a server is used.
+        import clickhouse_connect  # noqa: PLC0415
+        from clickhouse_connect.driver.exceptions import OperationalError  # noqa: PLC0415
 
         parsed = urlparse(url)
         database = parsed.path.strip("/") or database
@@ -419,7 +419,7 @@ class ServerWarehouse(_ArrowResults):
             raise WarehouseUnavailable(f"{parsed.hostname}:{connect_args['port']}: {exc}") from exc
 
     def _translate(self, exc: Exception, sql: str) -> Exception:
-        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError  # noqa: PLC0415 -- as in __init__
 
         if isinstance(exc, OperationalError):
             return WarehouseUnavailable(str(exc))
@@ -478,8 +478,9 @@ class ServerAnalystSession:
         readonly: int,
         whole: bool = False,
     ) -> None:
-        import clickhouse_connect
-        from clickhouse_connect.driver.exceptions import OperationalError
+        # The engine is picked at run time: clickhouse-connect is loaded only when a server is used.
+        import clickhouse_connect  # noqa: PLC0415
+        from clickhouse_connect.driver.exceptions import OperationalError  # noqa: PLC0415
 
         self._check_settings = analyst_settings(limits, readonly=1, result_limits=False)
         self._run_settings = analyst_settings(limits, readonly=readonly, whole=whole)
@@ -492,7 +493,7 @@ class ServerAnalystSession:
 
     @contextlib.contextmanager
     def _translated(self, sql: str) -> Iterator[None]:
-        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError  # noqa: PLC0415 -- as in __init__
 
         try:
             yield

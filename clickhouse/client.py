@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
+
+from clickhouse import queries
 from clickhouse.backend import Warehouse, _parameter_text, arrow_to_pandas, open_warehouse
 from clickhouse.errors import QueryError, ReadOnlyViolation, WarehouseUnavailable
 from clickhouse.settings import WarehouseSettings, read_key_headers
 from funnelstream.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    import httpx
     import pandas as pd
 
 log = logging.getLogger("funnelstream.warehouse.client")
@@ -55,8 +57,6 @@ class ApiReader:
     def __init__(
         self, base_url: str, read_key: str, timeout_s: float = 120.0, transport: httpx.BaseTransport | None = None
     ) -> None:
-        import httpx
-
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=read_key_headers(read_key), timeout=timeout_s, transport=transport
@@ -73,8 +73,6 @@ class ApiReader:
         return {name: _parameter_text(value) for name, value in (parameters or {}).items()}
 
     def _post(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-        import httpx
-
         try:
             response = send_retrying(lambda: self._http.post(path, json=body))
         except httpx.HTTPError as exc:
@@ -94,7 +92,7 @@ class ApiReader:
         return self._post("/v1/sql", {"sql": sql, "parameters": self._wire(parameters)})
 
     def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 -- heavy, and wanted only by the tooling that asks for a frame
 
         return pd.DataFrame(self.query_rows(sql, parameters))
 
@@ -120,8 +118,6 @@ class DirectReader:
         return arrow_to_pandas(self.warehouse.query_arrow(sql, parameters))
 
     def named(self, name: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        from clickhouse import queries
-
         return self.warehouse.query_rows(queries.load(name), parameters)
 
     def close(self) -> None:
@@ -195,8 +191,6 @@ def refuse_wrong_read_key(response: Any) -> None:
 
 def api_is_up(base_url: str, timeout_s: float = 1.0) -> bool:
     """Whether a ``warehouse serve`` answers there; ``/healthz`` is its one route without a key."""
-    import httpx
-
     try:
         return httpx.get(f"{base_url.rstrip('/')}/healthz", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
