@@ -17,6 +17,17 @@ from ingest.schemas import ErrorBody
 from ingest.state import state_of
 from ingest.web import cross_origin, read_body
 
+# What each refusal status means, in the API's map of every route.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Body is not JSON, not gzip, or not the expected shape"},
+    401: {"description": "Missing or unknown write key"},
+    403: {"description": "Origin not in the source's CORS allowlist"},
+    415: {"description": "Content type other than JSON or text/plain, or unknown encoding"},
+    413: {"description": "Body over 1 MB, batch over 500 events or over a rate limit's burst, or event over 32 KB"},
+    429: {"description": "Rate limit of the key or client address exceeded, or too many unknown keys; see Retry-After"},
+    503: {"description": "Kafka did not confirm the events; nothing was acknowledged. See Retry-After"},
+}
+
 
 def authorized_source(request: Request) -> Source:
     """Checked before the body is read, so an unknown key is told 401 whatever it sent."""
@@ -80,7 +91,5 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    from ingest.routes.events import ERROR_RESPONSES
-
     invalid = {"description": "The body or a parameter is not valid; each field is named"}
     return {code: {**ERROR_RESPONSES.get(code, invalid), "model": ErrorBody} for code in (422, *codes)}

@@ -28,20 +28,11 @@ from ingest.pipeline import (
     stamp_valid_event,
     stamp_valid_events,
 )
+from ingest.routes.common import ERROR_RESPONSES
 from ingest.state import state_of
 from ingest.web import cors_headers, cross_origin, error_response, json_response, preflight, read_body
 
 router = APIRouter(tags=["events"])
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Body is not JSON, not gzip, or not the expected shape"},
-    401: {"description": "Missing or unknown write key"},
-    403: {"description": "Origin not in the source's CORS allowlist"},
-    415: {"description": "Content type other than JSON or text/plain, or unknown encoding"},
-    413: {"description": "Body over 1 MB, batch over 500 events or over a rate limit's burst, or event over 32 KB"},
-    429: {"description": "Rate limit of the key or client address exceeded, or too many unknown keys; see Retry-After"},
-    503: {"description": "Kafka did not confirm the events; nothing was acknowledged. See Retry-After"},
-}
 
 BODY_DESCRIPTION = (
     "JSON, optionally `Content-Encoding: gzip`. `text/plain` bodies are read as JSON too, so that "
