@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import random
 import threading
@@ -22,7 +23,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +33,7 @@ import orjson
 from clickhouse.client import ApiReader, WarehouseReader
 from clickhouse.errors import WarehouseError, WarehouseUnavailable
 from ingest.settings import DEV_WRITE_KEY
-from ops.simulate import SimulationConfig, simulate
+from ops.journeys import collector_payloads, journeys, live_spec
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -89,8 +90,7 @@ class EventFactory:
         self.prefix = f"anon-{seed}-"
         self.malformed_share = malformed_share
         self._rng = random.Random(seed)
-        config = SimulationConfig(users=10**9, seed=seed, window=timedelta(hours=2))
-        self._events = (event for journey in simulate(config, _arm) for event in journey.events)
+        self._events = _endless_journeys(seed)
         self.malformed: dict[str, str] = {}
         """event_id → the field broken on purpose."""
 
@@ -105,6 +105,13 @@ class EventFactory:
                 self.malformed[event["event_id"]] = field_name
             events.append(event)
         return events
+
+
+def _endless_journeys(seed: int, people_per_draw: int = 2000) -> Iterator[dict[str, Any]]:
+    for draw in itertools.count():
+        spec = live_spec(people_per_draw, seed, end=datetime.now(UTC), window=timedelta(hours=2))
+        spec = replace(spec, id_prefix=f"anon-{seed}-{draw}-")
+        yield from collector_payloads(journeys(spec, seed * 1_000_003 + draw, assign=_arm))
 
 
 def _take(source: Iterator[dict[str, Any]], count: int) -> Iterator[dict[str, Any]]:

@@ -1,16 +1,9 @@
-"""Fetching an experiment's frames from ClickHouse and turning them into results.
+"""An experiment's frames from ClickHouse, and its results from them.
 
-Three named queries compute everything the analysis reads, each over the experiment's window
-``[analysis_start or EARLIEST, end or LATEST)``: ``experiment_units`` (every exposed device, its arm
-and whether it is contaminated), ``experiment_events`` (the funnel events of clean units at or
-after their first exposure) and ``experiment_task_durations`` (the clean units' per-image task
-times, from the ``task_durations`` view that ``/v1/task-times`` and ``report funnel`` read as well).
-They run through the warehouse API's process when ``funnelstream warehouse serve`` owns the embedded
-data (one process per chdb path, DESIGN §6), and directly through ``clickhouse.backend`` otherwise.
-
-Invariant: no unit, event or duration reaches :func:`clickhouse.experiments.analysis.analyze`
-except through these queries, so the experiment and the warehouse's other answers share one
-definition of each.
+Three named queries (``experiment_units``, ``experiment_events``, ``experiment_task_durations``)
+compute everything the analysis reads, over the experiment's window; through the warehouse API's
+process when it owns the embedded data, directly otherwise. Invariant: no unit, event or duration
+reaches :func:`clickhouse.experiments.analysis.analyze` except through these queries.
 """
 
 from __future__ import annotations
@@ -22,15 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 
+from clickhouse.backend import open_warehouse
+from clickhouse.client import send_retrying
+from clickhouse.errors import QueryError
 from clickhouse.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
+from clickhouse.migrate import migrate
 from clickhouse.queries import QUERIES_DIR
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import UnknownExperimentError, WarehouseUnavailableError
 from funnelstream.settings import ClickHouseConfig
-from ops.experiments.simulate import warehouse_rows
 
 UNITS_QUERY = "experiment_units"
 EVENTS_QUERY = "experiment_events"
@@ -86,10 +83,6 @@ def fetch_results_via_api(
     api_url: str, read_key: str, key: str, sequential: bool, timeout_s: float = 120.0
 ) -> ExperimentResults:
     """Results computed by the warehouse process, which owns the embedded data while it runs."""
-    import httpx
-
-    from clickhouse.client import send_retrying
-
     url = f"{api_url.rstrip('/')}/v1/experiments/{key}/results"
     headers = {"Authorization": f"Bearer {read_key}"}
     try:
@@ -108,11 +101,6 @@ def fetch_results_via_api(
 def load_frames(experiment: Experiment, clickhouse: ClickHouseConfig) -> ExperimentFrames:
     """Open the warehouse named by the configuration, run the queries, close it."""
     try:
-        from clickhouse.backend import open_warehouse
-        from clickhouse.errors import QueryError
-    except ImportError as exc:
-        raise WarehouseUnavailableError(f"the clickhouse package is not installed: {exc}") from None
-    try:
         warehouse = open_warehouse(clickhouse)
     except Exception as exc:
         raise WarehouseUnavailableError(f"cannot open the warehouse: {exc}") from None
@@ -124,21 +112,10 @@ def load_frames(experiment: Experiment, clickhouse: ClickHouseConfig) -> Experim
         warehouse.close()
 
 
-def analyze_export(path: Path, experiment: Experiment, config: AnalysisConfig | None = None) -> ExperimentResults:
-    """Results from a Parquet file of events, loaded into a scratch embedded warehouse and read
-    through the same named queries (the definitions live in SQL, so there is no in-memory shortcut).
-
-    The file holds rows of the ``events`` table (an export; missing columns take the table's
-    defaults) or a :func:`ops.experiments.simulate.simulate` frame (no ``event_id``).
-    """
-    try:
-        from clickhouse.backend import open_warehouse
-        from clickhouse.migrate import migrate
-    except ImportError as exc:
-        raise WarehouseUnavailableError(f"the clickhouse package is not installed: {exc}") from None
-    table = pq.read_table(path)
-    if "event_id" not in table.column_names:
-        table = warehouse_rows(table.to_pandas(), experiment.key)
+def analyze_export(table: pa.Table, experiment: Experiment, config: AnalysisConfig | None = None) -> ExperimentResults:
+    """Results from rows of the ``events`` table (an export; missing columns take the table's
+    defaults), loaded into a scratch embedded warehouse and read through the same named queries
+    (the definitions live in SQL, so there is no in-memory shortcut)."""
     with tempfile.TemporaryDirectory(prefix="funnelstream-export-") as scratch:
         warehouse = open_warehouse(ClickHouseConfig(chdb_path=Path(scratch) / "chdb"))
         try:

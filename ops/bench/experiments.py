@@ -24,7 +24,7 @@ from funnelstream.experiments.definitions import Definitions, Experiment
 from funnelstream.settings import ClickHouseConfig
 from ingest.experiments.assignment import Assigner, hash_assignment
 from ingest.experiments.store import MemoryAssignmentStore
-from ops.experiments.simulate import SimulationSpec, simulate, warehouse_rows
+from ops.journeys import JourneySpec, simulate, warehouse_rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         assigner.assign_running(f"device-{i}", user_id=f"user-{i}")
     sticky_s = time.perf_counter() - started
 
-    events, _ = simulate(SimulationSpec(units=args.units, task_time_factor=0.7, save_conversion_lift=0.05), 1)
+    events, _ = simulate(JourneySpec(units=args.units, task_time_factor=0.7, save_conversion_lift=0.05), 1)
     with tempfile.TemporaryDirectory(prefix="funnelstream-bench-") as scratch:
         warehouse = open_warehouse(ClickHouseConfig(chdb_path=Path(scratch) / "chdb"))
         try:

@@ -24,12 +24,15 @@ def report(
     sequential: bool = typer.Option(False, help="Confidence sequences, valid however often you look."),
 ) -> None:
     """Exposures, sample-ratio check, contamination, funnel conversion, task time and score per variant."""
+    import pyarrow.parquet as pq
+
     from clickhouse.experiments.analysis import AnalysisConfig, analyze
     from clickhouse.experiments.warehouse import analyze_export, fetch_results_via_api, load_frames
     from funnelstream.experiments.definitions import load_definitions
     from funnelstream.experiments.errors import ExperimentError
     from funnelstream.experiments.settings import ExperimentSettings
     from ops.experiments.report import render_html, render_terminal
+    from ops.journeys import warehouse_rows
 
     settings = ExperimentSettings()
     config = AnalysisConfig(
@@ -41,7 +44,10 @@ def report(
     try:
         experiment = load_definitions(definitions or settings.experiments.definitions_path).get(key)
         if events is not None:
-            results = analyze_export(events, experiment, config)
+            table = pq.read_table(events)
+            if "event_id" not in table.column_names:  # a simulation's frame, not an export
+                table = warehouse_rows(table.to_pandas(), experiment.key)
+            results = analyze_export(table, experiment, config)
         elif settings.experiments.warehouse_api_url:
             from clickhouse.settings import WarehouseSettings
 

@@ -2,7 +2,7 @@
 
 The experiment analysis reads only what SQL computed (units, their events, task durations), so
 every analysis test goes through the warehouse. Simulated rows go in as one Arrow insert of the
-``events`` columns the simulation sets (:func:`ops.experiments.simulate.warehouse_rows`);
+``events`` columns the simulation sets (:func:`ops.journeys.warehouse_rows`);
 every other column takes the table's default, as a loader insert of an event without those fields
 would. Many simulated runs share a database, each with its own devices and images (``simulate()``
 names them per seed): one insert and one query of each kind serve them all, and the rows are split
@@ -29,7 +29,7 @@ from clickhouse.experiments.warehouse import analyze_warehouse, fetch_frames
 from clickhouse.migrate import migrate
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.settings import ClickHouseConfig
-from ops.experiments.simulate import warehouse_rows
+from ops.journeys import warehouse_rows
 
 RUNS_PER_DATABASE = 50
 """Runs loaded into one database and read by one query of each kind."""

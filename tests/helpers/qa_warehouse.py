@@ -1,8 +1,8 @@
 """A warehouse filled the way the pipeline fills it, for planting defects in.
 
-Simulated journeys go through the contract, are stamped as ingest stamps them (received_at,
-event_ts by the clock-skew rule), enriched with the tool and inference dimensions, and loaded into
-chdb by the real migrations and the loader's decoder.
+Journeys of :mod:`ops.journeys` go through the contract, are stamped as ingest stamps them
+(received_at, event_ts by the clock-skew rule), enriched with the tool and inference dimensions, and
+loaded into chdb by the real migrations and the loader's decoder.
 """
 
 from __future__ import annotations
@@ -14,28 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Message, decode_events
 from clickhouse.migrate import migrate
-from funnelstream.clock import correct_event_ts
-from funnelstream.contract import (
-    FUNNEL_STEP_OF,
-    EnrichedEvent,
-    EventType,
-    SessionSummary,
-    parse_event,
-)
-from ops.simulate import INFERENCE_IDS, TOOL_IDS, SimulationConfig, simulate
+from funnelstream.contract import EnrichedEvent, SessionSummary
+from ops.journeys import collector_payloads, enrich, enriched, journeys, live_spec, session_of, sessions_of
 
-TOOLS = {tool_id: (name, "ai_assist" if name == "segmentation" else "manual") for name, tool_id in TOOL_IDS.items()}
-INFERENCES = {
-    inference_id: (name, {"remove_object": "inpainting", "enhance": "super_resolution", "deblur": "deblurring"}[name])
-    for name, inference_id in INFERENCE_IDS.items()
-}
-SOURCE = "web"
+__all__ = ["enrich", "session_of"]
 
 
 def half_and_half(anonymous_id: str, user_id: str | None) -> str:
@@ -46,37 +33,6 @@ def open_warehouse(path: Path) -> ChdbWarehouse:
     warehouse = ChdbWarehouse(str(path), "funnelstream")
     migrate(warehouse)
     return warehouse
-
-
-def enrich(raw: dict[str, Any], *, session_id: str, received_at: datetime, source: str = SOURCE) -> EnrichedEvent:
-    """One client event as the processors would write it; ``raw`` must carry sent_at."""
-    event = parse_event(raw)
-    corrected = correct_event_ts(client_ts=event.client_ts, sent_at=event.sent_at, received_at=received_at)
-    fields = event.model_dump(exclude={"context", "received_at", "event_ts", "timestamp_flag", "source"})
-    fields.pop("emitted_by", None)
-    row: dict[str, Any] = {
-        **{k: v for k, v in fields.items() if k in EnrichedEvent.model_fields},
-        "session_id": session_id,
-        "received_at": received_at,
-        "event_ts": corrected.event_ts,
-        "timestamp_flag": corrected.flag,
-        "source": source,
-        "funnel_step": int(FUNNEL_STEP_OF.get(EventType(raw["event_type"]), 0)),
-        "library_name": event.context.library_name,
-        "library_version": event.context.library_version,
-        "enriched_at": received_at + timedelta(milliseconds=50),
-    }
-    if (tool_id := row.get("tool_id")) is not None:
-        if tool_id in TOOLS:
-            row["tool_name"], row["tool_type"] = TOOLS[tool_id]
-        else:
-            row["unknown_dimension"] = True
-    if (inference_id := row.get("inference_id")) is not None:
-        if inference_id in INFERENCES:
-            row["inference_name"], row["inference_type"] = INFERENCES[inference_id]
-        else:
-            row["unknown_dimension"] = True
-    return EnrichedEvent.model_validate(row)
 
 
 def orphan_tool_clicks(count: int, at: datetime) -> list[EnrichedEvent]:
@@ -103,44 +59,9 @@ def simulated(
     *, users: int, window: timedelta, now: datetime, seed: int = 7
 ) -> tuple[list[EnrichedEvent], list[SessionSummary]]:
     """Clean data: devices send each event a little after it happened, their clocks a little off."""
-    rng = np.random.default_rng(seed)
-    events: list[EnrichedEvent] = []
-    sessions: list[SessionSummary] = []
-    config = SimulationConfig(users=users, seed=seed, window=window)
-    for journey in simulate(config, half_and_half, now=now):
-        skew = timedelta(seconds=float(rng.normal(0, 20)))
-        session_events = []
-        first = datetime.fromisoformat(journey.events[0]["client_ts"])
-        session_id = f"{journey.anonymous_id}:{int(first.timestamp() * 1000)}"
-        for raw in journey.events:
-            happened = datetime.fromisoformat(raw["client_ts"])
-            sent = happened + timedelta(seconds=float(rng.uniform(0.05, 2.0)))
-            received = sent + timedelta(milliseconds=float(rng.uniform(20, 300)))
-            device = {**raw, "client_ts": (happened + skew).isoformat(), "sent_at": (sent + skew).isoformat()}
-            session_events.append(enrich(device, session_id=session_id, received_at=received))
-        events.extend(session_events)
-        sessions.append(session_of(session_events))
-    return events, sessions
-
-
-def session_of(events: list[EnrichedEvent], *, session_id: str | None = None) -> SessionSummary:
-    first, last = events[0], events[-1]
-    deepest = max(e.funnel_step for e in events)
-    return SessionSummary(
-        session_id=session_id or first.session_id,
-        anonymous_id=first.anonymous_id,
-        user_id=first.user_id,
-        started_at=first.event_ts,
-        last_event_at=last.event_ts,
-        duration_s=(last.event_ts - first.event_ts).total_seconds(),
-        event_count=len(events),
-        input_ids=sorted({e.input_id for e in events if e.input_id}, key=str),
-        deepest_step=deepest,
-        experiments=first.experiments,
-        closed=True,
-        version=len(events),
-        updated_at=last.enriched_at,
-    )
+    frame = journeys(live_spec(users, seed, end=now, window=window), seed, assign=half_and_half)
+    events = enriched(collector_payloads(frame), seed, skew_sigma_s=20.0)
+    return events, sessions_of(events)
 
 
 def load_events(warehouse: ChdbWarehouse, events: Iterable[EnrichedEvent]) -> int:

@@ -18,7 +18,7 @@ from clickhouse.experiments.analysis import ExperimentFrames, ExperimentResults,
 from clickhouse.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio_estimate
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import EventsFrameError
-from ops.experiments.simulate import SimulationSpec, simulate
+from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events, analyze_runs
 
@@ -36,7 +36,7 @@ def metric(results: ExperimentResults, name: str) -> MetricResult:
 
 
 def test_planted_effect_is_recovered_in_at_least_90_of_100_simulations(experiment: Experiment, chdb_path: Path) -> None:
-    spec = SimulationSpec(task_time_factor=0.7, save_conversion_lift=0.05)
+    spec = JourneySpec(task_time_factor=0.7, save_conversion_lift=0.05)
     simulated = [simulate(spec, seed) for seed in range(100)]
     every = analyze_runs(chdb_path, [events for events, _ in simulated], experiment, FAST)
     save_covered = task_covered = 0
@@ -53,7 +53,7 @@ def test_planted_effect_is_recovered_in_at_least_90_of_100_simulations(experimen
 
 
 def test_one_planted_run_reads_right_with_bootstrap_quantiles(experiment: Experiment, chdb_path: Path) -> None:
-    events, truth = simulate(SimulationSpec(units=4000, task_time_factor=0.7, save_conversion_lift=0.05), 7)
+    events, truth = simulate(JourneySpec(units=4000, task_time_factor=0.7, save_conversion_lift=0.05), 7)
     results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=300))
     task = metric(results, "task_duration_s").comparisons[0]
     assert task.significant and task.relative_lift == pytest.approx(-0.30, abs=0.06)
@@ -72,7 +72,7 @@ def test_one_planted_run_reads_right_with_bootstrap_quantiles(experiment: Experi
 def test_a_a_false_positive_rate_is_near_five_percent(experiment: Experiment, chdb_path: Path) -> None:
     runs = 200
     positives = {"conversion_save": 0, "task_duration_s": 0}
-    simulated = [simulate(SimulationSpec(units=1500), seed)[0] for seed in range(1000, 1000 + runs)]
+    simulated = [simulate(JourneySpec(units=1500), seed)[0] for seed in range(1000, 1000 + runs)]
     for results in analyze_runs(chdb_path, simulated, experiment, FAST):
         for name in positives:
             p_value = metric(results, name).comparisons[0].p_value
@@ -108,7 +108,7 @@ def test_sample_ratio_mismatch_is_flagged_for_52_48_not_50_50(experiment: Experi
 
 
 def test_units_exposed_to_both_arms_are_excluded_and_counted(experiment: Experiment, chdb_path: Path) -> None:
-    spec = SimulationSpec(units=2000, contaminated_share=0.03)
+    spec = JourneySpec(units=2000, contaminated_share=0.03)
     events, _ = simulate(spec, 11)
     results = analyze_events(chdb_path, events, experiment, FAST)
     both = events[events["event_type"] == "experiment_exposure"].groupby("anonymous_id")["variant"].nunique()
@@ -118,7 +118,7 @@ def test_units_exposed_to_both_arms_are_excluded_and_counted(experiment: Experim
     assert sum(e.units for e in results.exposures) == 2000 - contaminated
     assert results.contamination.alert and any("more than one variant" in a for a in results.alerts)
 
-    clean, _ = simulate(SimulationSpec(units=2000, contaminated_share=0.004), 11)
+    clean, _ = simulate(JourneySpec(units=2000, contaminated_share=0.004), 11)
     quiet = analyze_events(chdb_path, clean, experiment, FAST)
     assert quiet.contamination.units_in_several_variants > 0 and not quiet.contamination.alert
 
@@ -231,7 +231,7 @@ def test_ratio_estimate_matches_a_cluster_bootstrap() -> None:
 
 
 def test_sequential_mode_is_labelled_and_wider(experiment: Experiment, chdb_path: Path) -> None:
-    events, _ = simulate(SimulationSpec(task_time_factor=0.8, save_conversion_lift=0.05), 2)
+    events, _ = simulate(JourneySpec(task_time_factor=0.8, save_conversion_lift=0.05), 2)
     fixed = analyze_events(chdb_path, events, experiment, FAST)
     sequential = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=0, sequential=True))
     assert sequential.mode == "sequential" and sequential.mode_label == SEQUENTIAL_LABEL
@@ -256,7 +256,7 @@ def test_a_frame_without_the_needed_columns_is_refused_by_name(experiment: Exper
 
 
 def test_results_serialise_to_json(experiment: Experiment, chdb_path: Path) -> None:
-    events, _ = simulate(SimulationSpec(units=300), 1)
+    events, _ = simulate(JourneySpec(units=300), 1)
     results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=50))
     assert ExperimentResults.model_validate_json(results.model_dump_json()) == results
 
@@ -333,7 +333,7 @@ def test_forced_exposures_are_not_units_and_never_reach_the_sample_ratio_check(
 
 def test_each_metric_has_its_role_and_secondary_p_values_are_adjusted_as_one_family(chdb_path: Path) -> None:
     plan = make_experiment(primary_metric="task_duration_s", guardrail_metrics=["conversion_save"], correction="holm")
-    events, _ = simulate(SimulationSpec(units=1500, task_time_factor=0.8, save_conversion_lift=0.03), 12)
+    events, _ = simulate(JourneySpec(units=1500, task_time_factor=0.8, save_conversion_lift=0.03), 12)
     results = analyze_events(chdb_path, events, plan, FAST)
     assert results.task_duration is not None and results.score is not None
     every = [*results.conversion, results.task_duration.mean, results.score]

@@ -18,7 +18,7 @@ from clickhouse.experiments.warehouse import analyze_warehouse, fetch_frames, lo
 from funnelstream.contract import EnrichedEvent
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.settings import ClickHouseConfig
-from ops.experiments.simulate import SimulationSpec, simulate, warehouse_rows
+from ops.journeys import JourneySpec, simulate, warehouse_rows
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events
 
@@ -72,7 +72,7 @@ def test_loaded_events_give_the_same_frames_as_the_simulation_s_insert(
     warehouse: Any, experiment: Experiment, tmp_path: Path
 ) -> None:
     events, truth = simulate(
-        SimulationSpec(units=1200, task_time_factor=0.7, save_conversion_lift=0.05, contaminated_share=0.01), 21
+        JourneySpec(units=1200, task_time_factor=0.7, save_conversion_lift=0.05, contaminated_share=0.01), 21
     )
     # An unrelated device that was never exposed must not come back from the queries.
     stray = events[events["event_type"] == "image_uploaded"].iloc[[0]].assign(anonymous_id="never-exposed")
@@ -109,7 +109,7 @@ def test_loaded_events_give_the_same_frames_as_the_simulation_s_insert(
 
 
 def test_the_units_are_the_view_s_clean_units(warehouse: Any, experiment: Experiment) -> None:
-    events, _ = simulate(SimulationSpec(units=400, contaminated_share=0.05), 5)
+    events, _ = simulate(JourneySpec(units=400, contaminated_share=0.05), 5)
     warehouse.insert_arrow("events", warehouse_rows(events, experiment.key))
     view = warehouse.query_df(
         "SELECT anonymous_id, variant FROM experiment_units(experiment_key = {experiment_key:String}, "

@@ -23,7 +23,7 @@ from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.settings import ClickHouseConfig
 from ingest.experiments.assignment import hash_assignment
 from ingest.experiments.routes import collector_router
-from ops.experiments.simulate import SimulationSpec, client_events, simulate
+from ops.journeys import JourneySpec, collector_payloads, simulate
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import analyze_events
 
@@ -84,7 +84,7 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
     )
     experiment = make_experiment(start=exposed_at - timedelta(hours=1))
     devices = [f"e2e-device-{i}" for i in range(UNITS)]
-    spec = SimulationSpec(
+    spec = JourneySpec(
         task_time_factor=0.7, save_conversion_lift=0.05, pre_exposure_share=0.0, start=exposed_at, exposure_window_s=0
     )
 
@@ -100,7 +100,7 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
             assigned[device] = response.json()["variants"]["segmentation_tool"]
         assert all(assigned[d] == hash_assignment(experiment, d).variant for d in devices)
         events, truth = simulate(spec, 31, assigned=assigned)
-        posted = client_events(events, experiment.key)
+        posted = collector_payloads(events, exposures=False)
         for start in range(0, len(posted), 500):
             # A tracker stamps sent_at when it sends: a stamp from before the first batch would turn
             # each later batch's wait on a busy machine into clock skew of its own.

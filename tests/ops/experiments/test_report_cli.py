@@ -12,7 +12,7 @@ from clickhouse.experiments.stats import adjust_comparisons
 from funnelstream.experiments.definitions import Experiment
 from ops.experiments.cli import app
 from ops.experiments.report import render_html, render_terminal
-from ops.experiments.simulate import SimulationSpec, simulate
+from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_results import conversion, results, with_comparisons
 from tests.helpers.experiment_warehouse import analyze_events
 
@@ -26,7 +26,7 @@ def _no_environment_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_terminal_report_shows_the_numbers(experiment: Experiment, chdb_path: Path) -> None:
-    events, _ = simulate(SimulationSpec(units=2000, task_time_factor=0.7, contaminated_share=0.03), 3)
+    events, _ = simulate(JourneySpec(units=2000, task_time_factor=0.7, contaminated_share=0.03), 3)
     results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=100))
     console = Console(record=True, width=250)
     render_terminal(results, console)
@@ -39,7 +39,7 @@ def test_terminal_report_shows_the_numbers(experiment: Experiment, chdb_path: Pa
 
 
 def test_html_report_has_charts_and_escapes(experiment: Experiment, chdb_path: Path) -> None:
-    events, _ = simulate(SimulationSpec(units=800), 3)
+    events, _ = simulate(JourneySpec(units=800), 3)
     results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=50, sequential=True))
     page = render_html(results)
     assert page.count("<svg") == 2 and "conversion per funnel step" in page
@@ -48,7 +48,7 @@ def test_html_report_has_charts_and_escapes(experiment: Experiment, chdb_path: P
 
 
 def test_cli_report_from_an_events_export(tmp_path: Path) -> None:
-    events, _ = simulate(SimulationSpec(units=1500, task_time_factor=0.7), 9)
+    events, _ = simulate(JourneySpec(units=1500, task_time_factor=0.7), 9)
     export = tmp_path / "events.parquet"
     events.to_parquet(export)
     html = tmp_path / "report.html"

@@ -1,0 +1,140 @@
+"""The journey generator: its events follow the contract, seeds repeat, planted effects are in the
+data, and each adapter keeps what the frame says."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from funnelstream.contract import parse_event
+from ops.journeys import (
+    PLANTED_SAVE_LIFT,
+    PLANTED_TASK_TIME_FACTOR,
+    JourneySpec,
+    clickstream,
+    collector_payloads,
+    devices,
+    journeys,
+    live_spec,
+    raw_stream,
+    simulate,
+    warehouse_rows,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+SENT = datetime(2026, 11, 10, tzinfo=UTC)
+
+
+def half_and_half(anonymous_id: str, user_id: str | None) -> str:
+    unit = user_id or anonymous_id
+    return "treatment" if zlib.crc32(unit.encode()) % 2 else "control"
+
+
+def _live(users: int, seed: int = 7) -> pd.DataFrame:
+    return journeys(live_spec(users, seed, end=NOW, window=timedelta(hours=6)), seed, assign=half_and_half)
+
+
+def test_every_event_follows_the_contract() -> None:
+    for event in collector_payloads(_live(200)):
+        parse_event({**event, "sent_at": NOW.isoformat()})
+
+
+def test_the_same_seed_gives_the_same_events() -> None:
+    first = [e["event_id"] for e in collector_payloads(_live(50))]
+    again = [e["event_id"] for e in collector_payloads(_live(50))]
+    assert first == again
+    assert len(set(first)) == len(first)
+    assert first != [e["event_id"] for e in collector_payloads(_live(50, seed=8))]
+
+
+def test_a_user_on_two_devices_stays_in_one_arm() -> None:
+    spec = JourneySpec(units=2000, login_rate=0.3, second_device_rate=0.5)
+    frame = journeys(spec, 3)
+    arms = frame.dropna(subset=["user_id", "variant"]).groupby("user_id")["variant"].nunique()
+    assert len(arms) > 100 and (arms == 1).all()
+    assert [device for device, _ in devices(spec, 3)] == list(pd.unique(frame["anonymous_id"]))
+
+
+def test_the_demo_plants_its_effects() -> None:
+    frame = _live(6000, seed=11)
+    arm = frame.dropna(subset=["variant"]).drop_duplicates("anonymous_id").set_index("anonymous_id")["variant"]
+    frame["arm"] = frame["anonymous_id"].map(arm)
+    per_image = frame.dropna(subset=["input_id"]).pivot_table(
+        index=["arm", "input_id"], columns="event_type", values="event_ts", aggfunc="min"
+    )
+    per_image = per_image.reset_index()
+    saved = per_image.dropna(subset=["tool_selected", "image_saved"])
+    task_s = (saved["image_saved"] - saved["tool_selected"]).dt.total_seconds()
+    medians = task_s.groupby(saved["arm"]).median()
+    assert np.isclose(medians["treatment"] / medians["control"], PLANTED_TASK_TIME_FACTOR, atol=0.06)
+    requested = per_image.dropna(subset=["inference_requested"])
+    save_rate = requested["image_saved"].notna().groupby(requested["arm"]).mean()
+    assert np.isclose(save_rate["treatment"] - save_rate["control"], PLANTED_SAVE_LIFT, atol=0.025)
+
+
+def test_collector_payloads_carry_the_units_arm() -> None:
+    events, _ = simulate(JourneySpec(units=60), 5)
+    posted = collector_payloads(events, exposures=False, sent_at=SENT)
+    assert len(posted) == int((events["event_type"] != "experiment_exposure").sum())
+    exposed = events.dropna(subset=["variant"]).set_index("anonymous_id")["variant"]
+    for event in map(parse_event, posted):
+        assert event.experiments == {"segmentation_tool": exposed[event.anonymous_id]}
+    assert collector_payloads(events, exposures=False, sent_at=SENT) == posted
+
+
+def test_arms_can_come_from_the_collector() -> None:
+    assigned = {f"device-{i}": "treatment" if i % 3 == 0 else "control" for i in range(90)}
+    events, _ = simulate(JourneySpec(units=90, pre_exposure_share=0.0), 5, assigned=assigned)
+    exposures = events[events["event_type"] == "experiment_exposure"].set_index("anonymous_id")["variant"]
+    assert exposures.to_dict() == assigned
+
+
+def test_warehouse_rows_are_the_frame_as_events_columns() -> None:
+    events, _ = simulate(JourneySpec(units=50, contaminated_share=0.1), 6)
+    table = warehouse_rows(events, "segmentation_tool", salt=3)
+    assert table.num_rows == len(events)
+    assert len(set(table.column("event_id").to_pylist())) == len(events)
+    images = events["input_id"].notna().to_numpy()
+    assert table.column("input_id").null_count == int((~images).sum())
+    # One image keeps one id across its steps; two images never share one.
+    ids = pd.Series(table.column("input_id").to_pylist())[images]
+    assert ids.nunique() == events.loc[images, "input_id"].nunique()
+    # Each row names the arm of its unit's first exposure; an exposure, its own variant.
+    arm = events[events["variant"].notna()].drop_duplicates("anonymous_id").set_index("anonymous_id")["variant"]
+    maps = [dict(m) for m in table.column("experiments").to_pylist()]
+    exposures = (events["event_type"] == "experiment_exposure").to_numpy()
+    for row, mapped in zip(events.itertuples(index=False), maps, strict=True):
+        expected = row.variant if row.event_type == "experiment_exposure" else arm[row.anonymous_id]
+        assert mapped == {"segmentation_tool": expected}
+    assert exposures.sum() > 50  # the contaminated units' second exposures are there too
+
+
+def test_the_clickstream_has_what_the_queries_must_survive() -> None:
+    data = clickstream(images=300, devices=80, seed=11)
+    assert len(data.deliveries) > len(data.events) * 1.05
+    assert len({e.event_id for e in data.deliveries}) == len(data.events)
+    assert any(event.is_late for event in data.events)
+    times = [event.event_ts for event in data.deliveries]
+    assert times != sorted(times)
+    per_image: dict[object, list[str]] = {}
+    for event in data.events:
+        per_image.setdefault(event.input_id, []).append(event.event_type)
+    assert any(kinds.count("tool_selected") > 1 for kinds in per_image.values())  # re-entries
+    assert any("image_uploaded" not in kinds for kinds in per_image.values())  # a lost upload
+    assert {e.model_version for e in data.events if e.model_version} == {"lama-1.0", "lama-1.1"}
+
+
+def test_the_raw_stream_is_keyed_by_device_with_resends_and_unknown_tools() -> None:
+    stream = raw_stream(3000, 400, seed=3, start=NOW)
+    assert len(stream.events) == 3000
+    values = [orjson.loads(value) for _, value in stream.messages]
+    assert stream.duplicates == len(values) - len({v["event_id"] for v in values}) > 0
+    assert all(key.decode() == value["anonymous_id"] for (key, _), value in zip(stream.messages, values, strict=True))
+    assert {e.get("tool_id") for e in stream.events} >= {1, 2, 3, 42}
+    arrival = [v["event_ts"] for v in values]
+    assert arrival != sorted(arrival)
+    assert raw_stream(3000, 400, seed=3, start=NOW).messages == stream.messages
