@@ -12,14 +12,14 @@ from clickhouse.experiments.analysis import AnalysisConfig
 from clickhouse.experiments.routes import results_router
 from clickhouse.experiments.warehouse import results_from
 from funnelstream.experiments.definitions import Definitions
-from ops.experiments.simulate import SimulationSpec, simulate
+from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_results import conversion, results
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
 
 
 def test_results_endpoint(chdb_path: Path) -> None:
-    events, truth = simulate(SimulationSpec(units=3000, task_time_factor=0.7, save_conversion_lift=0.05), 4)
+    events, truth = simulate(JourneySpec(units=3000, task_time_factor=0.7, save_conversion_lift=0.05), 4)
     definitions = Definitions(version=1, experiments=[make_experiment()])
     with experiment_warehouse(chdb_path) as warehouse:
         load(warehouse, [events], "segmentation_tool")
