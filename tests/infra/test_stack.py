@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import InfraSettings, ManagedProcess, down, status, up
+from infra.processes import ManagedProcess
+from infra.stack import InfraSettings, down, status, up
 
 
 @pytest.fixture
