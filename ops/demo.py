@@ -1,11 +1,9 @@
 """``make demo``: the whole story on the embedded default, from nothing to an A/B answer.
 
-1. the local stack (Kafka, SeaweedFS; ClickHouse is embedded chdb) and the four services;
-2. a few thousand simulated users through the real HTTP API — assignment, then their funnel events —
-   with planted effects (the Segmentation Tool cuts task time 30% and lifts saves), plus a handful
-   of real inference jobs on generated images;
-3. progress until the warehouse has caught up, then the funnel by variant, the task-time comparison
-   with its CI and p-value, the sample-ratio check, a data-quality summary and an HTML report.
+Starts the local stack and the four services, sends a few thousand simulated users through the real
+HTTP API (assignment, then their funnel events, with planted effects) and a few real inference jobs,
+waits for the warehouse to catch up, then shows the funnel by variant, the task-time comparison, the
+sample-ratio check, a data-quality summary and an HTML report.
 """
 
 from __future__ import annotations
@@ -14,9 +12,11 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,17 +26,31 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from funnelstream.settings import PROJECT_ROOT, ServiceSettings
+from clickhouse.client import ApiReader
+from clickhouse.experiments.warehouse import fetch_results_via_api
+from clickhouse.settings import WarehouseSettings
+from funnelstream.settings import ServiceSettings
+from infra.stack import up
 from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY
+from ops.experiments.report import render_html, render_terminal
+from ops.journeys import (
+    EXPERIMENT_KEY,
+    PLANTED_TASK_TIME_FACTOR,
+    collector_payloads,
+    devices,
+    journeys,
+    live_spec,
+)
 from ops.pipeline import LocalPipeline, Ports
 from ops.sample_images import sample_mask_png, sample_png, upload_image
-from ops.simulate import EXPERIMENT_KEY, Journey, SimulationConfig, simulate
 
 INGEST_PORT = 8000
 WAREHOUSE_PORT = 8100
 INFERENCE_PORT = 8200
 STREAM_WEB_PORT = 6066
 EVENTS_PER_REQUEST = 250
+WINDOW = timedelta(hours=6)
+"""The simulated visits start over this long before the run."""
 
 
 @dataclass
@@ -45,13 +59,11 @@ class DemoOptions:
     seed: int = 7
     jobs: int = 6
     serve: bool = False
-    report_dir: Path = PROJECT_ROOT / "reports"
+    report_dir: Path = field(default_factory=lambda: ServiceSettings().paths.data_dir / "reports")
     timeout_s: float = 600.0
 
 
 def run_demo(console: Console, options: DemoOptions | None = None) -> None:
-    from infra.stack import up
-
     options = options or DemoOptions()
     started = time.monotonic()
     console.rule("[bold]Funnelstream demo")
@@ -59,12 +71,12 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
     for name, state in up().items():
         console.print(f"   {name}: {state}")
 
-    demo_dir = PROJECT_ROOT / ".stack" / "demo"
+    demo_dir = ServiceSettings().paths.data_dir / "demo"
     # A fresh warehouse, stream state and private topics per run: the answer shown is about this
     # run's users only.
     shutil.rmtree(demo_dir / "chdb", ignore_errors=True)
     shutil.rmtree(demo_dir / "stream", ignore_errors=True)
-    (demo_dir / "assignments.sqlite3").unlink(missing_ok=True)
+    shutil.rmtree(demo_dir / "experiments", ignore_errors=True)
     run_id = uuid.uuid4().hex[:8]
     pipeline = LocalPipeline(
         demo_dir,
@@ -73,7 +85,7 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
         namespace=f"demo-{run_id}",
         # The simulation replays six hours of traffic in one go: a backfill, so the sessionizer must
         # accept events that far behind its watermark rather than flag them late.
-        env={"FS_STREAM__ALLOWED_LATENESS_S": str(int(SimulationConfig().window.total_seconds()) + 3600)},
+        env={"FS_STREAM__ALLOWED_LATENESS_S": str(int(WINDOW.total_seconds()) + 3600)},
     )
     # The simulation, the jobs and the report below talk to this run's topics and warehouse.
     os.environ.update(pipeline.env)
@@ -81,7 +93,7 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
     try:
         with pipeline:
             for service in pipeline.services.values():
-                console.print(f"   {service.name}: ready (log {service.log.relative_to(PROJECT_ROOT)})")
+                console.print(f"   {service.name}: ready (log {service.log})")
             sent = asyncio.run(_simulate_users(console, options, run_id))
             job_ids = asyncio.run(_real_jobs(console, options.jobs))
             _wait_for_warehouse(console, sent, options.timeout_s)
@@ -103,7 +115,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @dataclass
 class SentSummary:
-    journeys: list[Journey]
+    run_id: str
+    events: list[dict[str, Any]]
     accepted: int
     rejected: int
     window_start: datetime
@@ -114,12 +127,12 @@ async def _simulate_users(console: Console, options: DemoOptions, run_id: str) -
     base = f"http://127.0.0.1:{INGEST_PORT}"
     headers = {"X-Write-Key": DEV_WRITE_KEY}
     now = datetime.now(UTC)
-    config = SimulationConfig(users=options.users, seed=options.seed)
+    spec = live_spec(options.users, options.seed, end=now, window=WINDOW)
     assignments: dict[str, str] = {}
 
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
         # Arms come from the collector, as a site's backend gets them: sticky per device and per user.
-        units = [(j.anonymous_id, j.user_id) for j in simulate(config, lambda a, u: "control", now=now)]
+        units = devices(spec, options.seed)
         with _progress(console) as progress:
             task = progress.add_task("assigning users", total=len(units))
             semaphore = asyncio.Semaphore(16)
@@ -138,18 +151,15 @@ async def _simulate_users(console: Console, options: DemoOptions, run_id: str) -
 
             await asyncio.gather(*(assign(a, u) for a, u in units))
 
-        journeys = list(simulate(config, lambda anonymous_id, _: assignments[anonymous_id], now=now))
-        for journey in journeys:
-            journey.anonymous_id = f"{run_id}-{journey.anonymous_id}"
-            journey.user_id = f"{run_id}-{journey.user_id}" if journey.user_id else None
-            for event in journey.events:
-                # A fresh run must not collide with an earlier one's event ids in the dedup window.
-                event["event_id"] = str(uuid.uuid5(uuid.UUID(event["event_id"]), run_id))
-                event["anonymous_id"] = journey.anonymous_id
-                if journey.user_id:
-                    event["user_id"] = journey.user_id
+        frame = journeys(spec, options.seed, assign=lambda anonymous_id, _: assignments[anonymous_id])
+        timeline = collector_payloads(frame)
+        for event in timeline:
+            # A fresh run must not collide with an earlier one's event ids in the dedup window.
+            event["event_id"] = str(uuid.uuid5(uuid.UUID(event["event_id"]), run_id))
+            event["anonymous_id"] = f"{run_id}-{event['anonymous_id']}"
+            if "user_id" in event:
+                event["user_id"] = f"{run_id}-{event['user_id']}"
         # In time order, as live traffic arrives: the sessionizer sees each device's events in order.
-        timeline = sorted((e for j in journeys for e in j.events), key=lambda event: event["client_ts"])
         batches = [timeline[i : i + EVENTS_PER_REQUEST] for i in range(0, len(timeline), EVENTS_PER_REQUEST)]
         accepted = rejected = 0
         with _progress(console) as progress:
@@ -177,13 +187,15 @@ async def _simulate_users(console: Console, options: DemoOptions, run_id: str) -
             for batch in batches:  # one request at a time keeps the time order
                 await send(batch)
     arms: dict[str, int] = {}
-    for journey in journeys:
-        arms[journey.variant] = arms.get(journey.variant, 0) + 1
+    for arm in assignments.values():
+        arms[arm] = arms.get(arm, 0) + 1
     console.print(
-        f"   {len(journeys)} device journeys ({', '.join(f'{k}: {v}' for k, v in sorted(arms.items()))}), "
+        f"   {len(assignments)} device journeys ({', '.join(f'{k}: {v}' for k, v in sorted(arms.items()))}), "
         f"{accepted} events accepted (202 = durable in Kafka), {rejected} rejected"
     )
-    return SentSummary(journeys, accepted, rejected, now - config.window - timedelta(hours=1), now + timedelta(hours=1))
+    return SentSummary(
+        run_id, timeline, accepted, rejected, now - WINDOW - timedelta(hours=1), now + timedelta(hours=1)
+    )
 
 
 def _progress(console: Console) -> Progress:
@@ -244,12 +256,9 @@ async def _real_jobs(console: Console, count: int) -> list[str]:
 
 
 def _wait_for_warehouse(console: Console, sent: SentSummary, timeout_s: float) -> None:
-    from clickhouse.client import ApiReader
-    from clickhouse.settings import WarehouseSettings
-
     reader = ApiReader.of(WarehouseSettings(), f"http://127.0.0.1:{WAREHOUSE_PORT}")
-    expected = {e["event_id"] for j in sent.journeys for e in j.events}
-    run_prefix = sent.journeys[0].anonymous_id.split("-", 1)[0] + "-%"
+    expected = {e["event_id"] for e in sent.events}
+    run_prefix = f"{sent.run_id}-%"
     deadline = time.monotonic() + timeout_s
     with _progress(console) as progress:
         task = progress.add_task("warehouse catching up", total=len(expected))
@@ -270,13 +279,6 @@ def _wait_for_warehouse(console: Console, sent: SentSummary, timeout_s: float) -
 
 
 def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job_ids: list[str]) -> None:
-    import subprocess
-    import sys
-
-    from clickhouse.experiments.warehouse import fetch_results_via_api
-    from clickhouse.settings import WarehouseSettings
-    from ops.experiments.report import render_html, render_terminal
-
     options.report_dir.mkdir(parents=True, exist_ok=True)
     api = f"http://127.0.0.1:{WAREHOUSE_PORT}"
     start, end = sent.window_start.isoformat(), sent.window_end.isoformat()
@@ -286,11 +288,11 @@ def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job
         [sys.executable, "-m", "ops.cli", "report", "funnel", "--from", start, "--to", end,
          "--breakdown", "variant", "--html", str(funnel_html)],
         check=True,
-        env={**os.environ, "FS_WAREHOUSE_API_URL": api},
+        env={**os.environ, "FS_WAREHOUSE__API_URL": api},
     )  # fmt: skip
 
     console.rule("[bold]A/B: Segmentation Tool (treatment) vs manual masking (control)")
-    read_key = WarehouseSettings().warehouse_read_key.get_secret_value()
+    read_key = WarehouseSettings().warehouse.read_key.get_secret_value()
     results = fetch_results_via_api(api, read_key, EXPERIMENT_KEY, sequential=False)
     render_terminal(results, console)
     experiment_html = options.report_dir / "experiment.html"
@@ -301,9 +303,9 @@ def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job
     subprocess.run(
         [sys.executable, "-m", "ops.cli", "qa", "run", "--from", start, "--to", end],
         check=False,
-        env={**os.environ, "FS_WAREHOUSE_API_URL": api},
+        env={**os.environ, "FS_WAREHOUSE__API_URL": api},
     )
-    console.print(f"reports: {funnel_html.relative_to(PROJECT_ROOT)}, {experiment_html.relative_to(PROJECT_ROOT)}")
+    console.print(f"reports: {funnel_html}, {experiment_html}")
 
 
 def _compare_with_planted(console: Console, results: Any) -> None:
@@ -312,7 +314,7 @@ def _compare_with_planted(console: Console, results: Any) -> None:
         console.print("[red]no task-duration comparison in the results[/]")
         return
     comparison = duration.mean.comparisons[0]
-    planted = SimulationConfig().task_time_factor - 1
+    planted = PLANTED_TASK_TIME_FACTOR - 1
     low, high = comparison.lift_ci_low, comparison.lift_ci_high
     covered = low is not None and high is not None and low <= planted <= high
     console.print(
