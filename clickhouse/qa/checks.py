@@ -1,4 +1,4 @@
-"""The data-quality checks: each is a named SQL file, a threshold and a severity.
+"""The data-quality checks: each is a named SQL file, a threshold and a severity, listed in ``checks.yaml``.
 
 Every ``clickhouse/queries/qa_<name>.sql`` returns rows of ``subject, value, affected, total,
 detail``. A row whose ``value`` exceeds the check's threshold is a finding; a check with a finding
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from clickhouse.qa.errors import UnknownCheck
 from clickhouse.queries import QUERIES_DIR
@@ -47,87 +49,24 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
-CHECKS: tuple[Check, ...] = (
-    Check(
-        "schema_violations",
-        "dead letters per stage, source and reason, as a share of what the source sent",
-        threshold=0.01,
-        severity=Severity.ERROR,
-    ),
-    Check(
-        "orphan_steps",
-        "tool, inference or save without an upload of the image; save without inference; score without save",
-        threshold=0.01,
-        severity=Severity.ERROR,
-        parameters={"lookback_days": 7},
-    ),
-    Check(
-        "steps_out_of_order",
-        "images whose first event of a later funnel step precedes the earlier step",
-        threshold=0.01,
-        severity=Severity.WARNING,
-        parameters={"tolerance_ms": 1000},
-    ),
-    Check(
-        "duplicates",
-        "rows sharing an event_id before merge, and equal content under different event_ids",
-        threshold=0.001,
-        severity=Severity.WARNING,
-    ),
-    Check(
-        "late_events",
-        "events late for their session or older than the late limit, per source",
-        threshold=0.02,
-        severity=Severity.WARNING,
-    ),
-    Check(
-        "clock_skew",
-        "events whose device clock is off by more than skew_limit_s, per source (distribution in detail)",
-        threshold=0.05,
-        severity=Severity.WARNING,
-        parameters={"skew_limit_s": 300},
-    ),
-    Check(
-        "future_timestamps",
-        "events timestamped after they were sent or received, per source",
-        threshold=0.001,
-        severity=Severity.WARNING,
-    ),
-    Check(
-        "unknown_dimensions",
-        "tool and inference events with a missing or unknown dimension id",
-        threshold=0.0,
-        severity=Severity.ERROR,
-    ),
-    Check(
-        "volume_anomalies",
-        "hourly volume per event type vs the trailing 7-day same-hour baseline (value: z-score)",
-        threshold=4.0,
-        severity=Severity.WARNING,
-        parameters={"min_baseline_days": 3, "min_volume": 20},
-    ),
-    Check(
-        "sessions_without_events",
-        "closed-enough sessions with none of their events in the warehouse",
-        threshold=0.0,
-        severity=Severity.ERROR,
-        parameters={"grace_s": 600},
-    ),
-    Check(
-        "inference_without_result",
-        "inference requests older than grace_s with no inference_completed for their job",
-        threshold=0.01,
-        severity=Severity.ERROR,
-        parameters={"grace_s": 600},
-    ),
-    Check(
-        "zero_gap_steps",
-        "consecutive funnel steps of one image with no time between them (a batch sent without sent_at "
-        "shares one event_ts), per source",
-        threshold=0.01,
-        severity=Severity.WARNING,
-    ),
-)
+CHECKS_FILE = Path(__file__).with_name("checks.yaml")
+
+
+def load_checks(path: Path = CHECKS_FILE) -> tuple[Check, ...]:
+    """The check table, in the order the checks run and are listed."""
+    return tuple(
+        Check(
+            entry["name"],
+            entry["description"],
+            float(entry["threshold"]),
+            Severity(entry["severity"]),
+            entry.get("parameters", {}),
+        )
+        for entry in yaml.safe_load(path.read_text())
+    )
+
+
+CHECKS = load_checks()
 
 
 def select_checks(
