@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from clickhouse.api import analyst_limits, create_app
 from clickhouse.backend import AnalystEngine, Warehouse, open_warehouse
 from clickhouse.migrate import migrate
-from clickhouse.settings import WarehouseSettings
+from clickhouse.settings import SqlLimits, WarehouseSettings
 from funnelstream.settings import ClickHouseConfig
 
 READ_KEY = {"Authorization": "Bearer fs-dev-read-key"}
@@ -62,7 +62,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
 @contextmanager
 def serve(engine: Warehouse, **limits: Any) -> Iterator[TestClient]:
     config = ClickHouseConfig(chdb_path=Path(getattr(engine, "path", "")), database=engine.database)
-    settings = WarehouseSettings(clickhouse=config, **limits)
+    settings = WarehouseSettings(clickhouse=config, sql=SqlLimits(**limits))
     with TestClient(create_app(settings, warehouse=engine, run_loader=False), headers=READ_KEY) as client:
         yield client
 
@@ -111,7 +111,7 @@ def _loader_round_trip(engine: Warehouse) -> float:
 
 def test_a_wide_funnel_delays_neither_readyz_nor_the_loader(engine: Warehouse) -> None:
     # One thread: the funnel runs longer, so the measurements fall inside it.
-    with serve(engine, sql_max_seconds=120, sql_max_threads=1) as client, observer(engine) as funnels_running:
+    with serve(engine, max_seconds=120, max_threads=1) as client, observer(engine) as funnels_running:
         baseline_ready = max(_readyz(client) for _ in range(3))
         baseline_load = max(_loader_round_trip(engine) for _ in range(3))
         # A client sends a few wide funnels at once, within the concurrency limit.
@@ -139,12 +139,12 @@ def test_a_wide_funnel_delays_neither_readyz_nor_the_loader(engine: Warehouse) -
     ],
 )
 def test_a_fixed_route_over_its_time_limit_is_a_400_naming_it(engine: Warehouse, path: str, params: Any) -> None:
-    with serve(engine, sql_max_seconds=0.2) as client:
+    with serve(engine, max_seconds=0.2) as client:
         answer = client.get(path, params=params)
     assert answer.status_code == 400, answer.text
     body = answer.json()
     assert body["error"] == "limit_exceeded" and body["limit"] == "time", body
-    assert "FS_SQL_MAX_SECONDS" in body["detail"]
+    assert "FS_SQL__MAX_SECONDS" in body["detail"]
 
 
 @pytest.mark.parametrize(
@@ -155,28 +155,28 @@ def test_a_fixed_route_over_its_time_limit_is_a_400_naming_it(engine: Warehouse,
     ],
 )
 def test_a_fixed_route_over_its_memory_limit_is_a_400_naming_it(engine: Warehouse, path: str, params: Any) -> None:
-    with serve(engine, sql_max_memory_bytes=1 << 20) as client:
+    with serve(engine, max_memory_bytes=1 << 20) as client:
         answer = client.get(path, params=params)
     assert answer.status_code == 400, answer.text
     body = answer.json()
     assert body["error"] == "limit_exceeded" and body["limit"] == "memory", body
-    assert "FS_SQL_MAX_MEMORY_BYTES" in body["detail"]
+    assert "FS_SQL__MAX_MEMORY_BYTES" in body["detail"]
 
 
 def test_a_fixed_routes_answer_over_the_result_bytes_is_a_400_not_a_cut_one(engine: Warehouse) -> None:
     params = {"from": WIDE_FUNNEL["from"], "to": WIDE_FUNNEL["to"], "view": "images", "limit": 100_000}
-    with serve(engine, sql_max_result_bytes=64 << 10) as client:
+    with serve(engine, max_result_bytes=64 << 10) as client:
         answer = client.get("/v1/task-times", params=params)
         small = client.get("/v1/task-times", params={**params, "limit": 10})
     assert answer.status_code == 400, answer.text[:500]
     body = answer.json()
     assert body["error"] == "limit_exceeded" and body["limit"] == "result", body
-    assert "FS_SQL_MAX_RESULT_BYTES" in body["detail"]
+    assert "FS_SQL__MAX_RESULT_BYTES" in body["detail"]
     assert small.status_code == 200 and small.json()["row_count"] == 10
 
 
 def test_a_fixed_route_over_the_concurrency_limit_is_429_with_retry_after(engine: Warehouse) -> None:
-    with serve(engine, sql_max_concurrent=1, sql_max_threads=1) as client, observer(engine) as funnels_running:
+    with serve(engine, max_concurrent=1, max_threads=1) as client, observer(engine) as funnels_running:
         with ThreadPoolExecutor(1) as pool:
             wide = pool.submit(client.get, "/v1/funnel", params=WIDE_FUNNEL)
             _wait_until(lambda: funnels_running() >= 1)
@@ -184,7 +184,7 @@ def test_a_fixed_route_over_the_concurrency_limit_is_429_with_retry_after(engine
             still_running = funnels_running()
             answer = wide.result()
         assert refused.status_code == 429, refused.text
-        assert int(refused.headers["retry-after"]) >= 1 and "FS_SQL_MAX_CONCURRENT" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) >= 1 and "FS_SQL__MAX_CONCURRENT" in refused.json()["detail"]
         assert still_running >= 1, "the funnel ended before the second request; it measured nothing"
         assert answer.status_code == 200, answer.text
         assert client.get("/v1/scores").status_code == 200
