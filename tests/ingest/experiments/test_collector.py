@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from funnelstream.contract import ExperimentExposure, parse_event_json
 from funnelstream.experiments.settings import ExperimentsConfig
+from ingest.app import create_app
 from ingest.experiments.assignment import hash_assignment
 from ingest.experiments.routes import collector_router
+from ingest.settings import DEV_WRITE_KEY, IngestSettings
 from tests.helpers.experiment_fixtures import make_experiment
+from tests.helpers.kafka_topics import read_topic
 
 DEFINITIONS = """
 version: {version}
@@ -26,44 +27,18 @@ experiments:
 """
 
 
-def consume(kafka: Any, topic: str, expected: int, timeout_s: float = 20.0) -> list[Any]:
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {**kafka.client_config(), "group.id": f"test-exp-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    messages: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                messages.append(message)
-        # Anything beyond what was expected would be a duplicate exposure.
-        extra = consumer.poll(1.0)
-        if extra is not None and extra.error() is None:
-            messages.append(extra)
-    finally:
-        consumer.close()
-    return messages
-
-
 def test_collector_serves_assignments_and_produces_each_exposure_once(
     kafka: Any, kafka_topic: Any, tmp_path: Path
 ) -> None:
-    ingest_app = pytest.importorskip("ingest.app")
-    ingest_settings = pytest.importorskip("ingest.settings")
-
     topic = kafka_topic("exposures")
     definitions = tmp_path / "experiments.yaml"
     definitions.write_text(DEFINITIONS.format(version=1, coverage=1.0))
-    settings = ingest_settings.IngestSettings(
+    settings = IngestSettings(
         _env_file=None,
         kafka=kafka,
         ingest={"events_topic": topic, "results_consumer": False, "experiments_enabled": False},
     )
-    app = ingest_app.create_app(settings)
+    app = create_app(settings)
     config = ExperimentsConfig(
         definitions_path=definitions, store_path=tmp_path / "assignments.sqlite3", poll_interval_s=0.05
     )
@@ -71,7 +46,7 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
 
     experiment = make_experiment()
     exposed = {"device-a", "device-b"}
-    with TestClient(app, headers={"x-write-key": ingest_settings.DEV_WRITE_KEY}) as client:
+    with TestClient(app, headers={"x-write-key": DEV_WRITE_KEY}) as client:
         for device in ("device-a", "device-b", "device-a"):
             response = client.get("/v1/assignments", params={"anonymous_id": device})
             assert response.status_code == 200, response.text
@@ -89,9 +64,10 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
             time.sleep(0.05)
         assert body == {"anonymous_id": device, "definitions_version": 2, "variants": {}, "assignments": []}
 
-    messages = consume(kafka, topic, expected=len(exposed))
-    assert sorted(m.key() for m in messages) == sorted(d.encode() for d in exposed)
-    for message in messages:
-        event = parse_event_json(message.value())
+    # Everything on the topic, to its end: a duplicate exposure would be read too.
+    messages = read_topic(kafka, topic)
+    assert sorted(key for key, _ in messages) == sorted(d.encode() for d in exposed)
+    for _, value in messages:
+        event = parse_event_json(value)
         assert isinstance(event, ExperimentExposure)
         assert event.variant == hash_assignment(experiment, event.anonymous_id).variant
