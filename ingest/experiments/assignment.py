@@ -1,4 +1,4 @@
-"""Deterministic, sticky assignment of units to variants, and exposure logging (docs/design.md, "Experiments").
+"""Deterministic, sticky assignment of units to variants (docs/design.md, "Experiments").
 
 The unit is the device's ``anonymous_id``; it does not change at login, so hashing alone keeps a
 device in one arm. A person on several devices is held in one arm by the store: the first arm a
@@ -8,22 +8,14 @@ from afterwards; that device then keeps the arm after logout too (``anon:<id>``)
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import inspect
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from funnelstream.contract import EventType, ExperimentExposure
 from funnelstream.experiments.definitions import Definitions, Experiment
 from funnelstream.experiments.hashing import choose_variation, gb_hash, in_namespace
 from ingest.experiments.store import AssignmentStore, StoredAssignment, anonymous_unit, user_unit
-
-# Exposure event ids derive from (experiment, phase, unit) so a re-sent exposure collapses in dedup.
-EXPOSURE_ID_NAMESPACE = uuid.UUID("6f1c8a52-93b0-4c8e-9d0e-2f7a5f0e6a11")
-EXPOSURE_SOURCE = "experiments"
 
 
 class AssignmentSource(enum.StrEnum):
@@ -108,64 +100,3 @@ class Assigner:
         """Assignments in every running experiment of ``definitions`` (default: the ones in force)."""
         definitions = definitions or self._definitions()
         return [self.assign(e, anonymous_id, user_id) for e in definitions.running(now)]
-
-
-def exposure_event(assignment: Assignment, anonymous_id: str, user_id: str | None, now: datetime) -> ExperimentExposure:
-    if assignment.variant is None:
-        raise ValueError(f"{assignment.experiment_key}: unit is not in the experiment; nothing to expose")
-    event_id = uuid.uuid5(EXPOSURE_ID_NAMESPACE, f"{assignment.experiment_key}:{assignment.phase}:{anonymous_id}")
-    return ExperimentExposure(
-        event_type=EventType.EXPERIMENT_EXPOSURE,
-        event_id=event_id,
-        anonymous_id=anonymous_id,
-        user_id=user_id,
-        client_ts=now,
-        sent_at=now,
-        received_at=now,
-        event_ts=now,
-        source=EXPOSURE_SOURCE,
-        experiment_key=assignment.experiment_key,
-        variant=assignment.variant,
-        experiments={assignment.experiment_key: assignment.variant},
-        properties={"assignment_source": str(assignment.source), "phase": assignment.phase},
-    )
-
-
-ExposureSink = Callable[[ExperimentExposure], Awaitable[None] | None]
-
-
-class ExposureLogger:
-    """Emits ``experiment_exposure`` once per unit, experiment and phase.
-
-    A forced QA assignment is answered but never exposed, as GrowthBook returns forced variations
-    without tracking: the QA device is not a unit of the experiment, and an exposure would put it in
-    the analysis and its sample-ratio check.
-
-    The store claims the exposure first so that concurrent requests emit once; when the sink
-    fails, the claim is released and the error propagates, so the next request tries again. The
-    sink may be a plain function or a coroutine function (the collector's producer is async).
-    """
-
-    def __init__(self, store: AssignmentStore, sink: ExposureSink, clock: Callable[[], datetime] | None = None) -> None:
-        self.store = store
-        self.sink = sink
-        self.clock = clock or (lambda: datetime.now(UTC))
-
-    async def log(self, assignment: Assignment, anonymous_id: str, user_id: str | None = None) -> bool:
-        if assignment.variant is None or assignment.source is AssignmentSource.FORCED:
-            return False
-        claimed = await asyncio.to_thread(
-            self.store.mark_exposed, assignment.experiment_key, assignment.phase, anonymous_id
-        )
-        if not claimed:
-            return False
-        try:
-            outcome = self.sink(exposure_event(assignment, anonymous_id, user_id, self.clock()))
-            if inspect.isawaitable(outcome):
-                await outcome
-        except BaseException:
-            await asyncio.to_thread(
-                self.store.forget_exposure, assignment.experiment_key, assignment.phase, anonymous_id
-            )
-            raise
-        return True

@@ -1,7 +1,7 @@
 """GET /v1/assignments: the running experiments' variants for a device, each exposure logged once.
 
 Owns the route, its access seam (:class:`AssignmentAccess`, the collector's in
-:class:`CollectorAccess`) and its runtime (definitions watcher, sticky store, exposure sink).
+:class:`CollectorAccess`) and its runtime (definitions watcher and sticky store).
 Invariant: nothing is read from or written to the store before the write key, origin and rate are
 checked and the request is charged the exposures it may write; a variant is answered only after
 its exposure is acknowledged by the broker; only a source with ``may_bind_user_id`` binds a user id.
@@ -20,14 +20,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 
-from funnelstream.contract import ExperimentExposure, event_to_json
 from funnelstream.errors import FieldError, FunnelstreamError
 from funnelstream.experiments.definitions import Definitions, DefinitionsWatcher
 from funnelstream.experiments.settings import ExperimentsConfig
 from ingest.errors import IngestError
-from ingest.experiments.assignment import Assigner, ExposureLogger, ExposureSink
+from ingest.experiments.assignment import Assigner
+from ingest.experiments.exposures import ExposureLogger, ExposureSink, collector_sink
 from ingest.experiments.store import AssignmentStore, SqliteAssignmentStore
-from ingest.state import IngestState, state_of
+from ingest.state import state_of
 from ingest.web import cors_headers, cross_origin, preflight
 
 log = logging.getLogger(__name__)
@@ -149,19 +149,6 @@ def assignments_router(
         )
 
     return router
-
-
-def collector_sink(app: FastAPI) -> ExposureSink:
-    """Produce on the collector's events topic, keyed by ``anonymous_id``, acknowledged by the broker.
-
-    The producer is looked up per call: it exists only inside the app's lifespan."""
-
-    async def sink(event: ExperimentExposure) -> None:
-        state: IngestState = app.state.ingest
-        topic = state.settings.ingest.events_topic
-        await state.producer.send([(topic, event.anonymous_id.encode(), event_to_json(event))])
-
-    return sink
 
 
 class ExperimentsRuntime:

@@ -11,7 +11,8 @@ from funnelstream.contract import ExperimentExposure, event_to_json, parse_event
 from funnelstream.errors import DeliveryError
 from funnelstream.experiments.definitions import Definitions, Experiment
 from funnelstream.experiments.hashing import gb_hash
-from ingest.experiments.assignment import Assigner, AssignmentSource, ExposureLogger, hash_assignment
+from ingest.experiments.assignment import Assigner, AssignmentSource, hash_assignment
+from ingest.experiments.exposures import ExposureLogger
 from ingest.experiments.store import (
     AssignmentStore,
     MemoryAssignmentStore,

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from funnelstream.contract import ExperimentExposure
 from funnelstream.errors import DeliveryError
 from funnelstream.experiments.definitions import DefinitionsWatcher
-from ingest.experiments.assignment import Assigner, ExposureLogger, hash_assignment
+from ingest.experiments.assignment import Assigner, hash_assignment
+from ingest.experiments.exposures import ExposureLogger
 from ingest.experiments.routes import assignments_router
 from ingest.experiments.store import SqliteAssignmentStore
 from tests.helpers.experiment_fixtures import make_experiment
