@@ -1,18 +1,10 @@
 """``make chaos``: faults under load, then an exact count of what arrived.
 
-A private stack (its own Kafka and S3 server on other ports, its own warehouse) runs the four
-services. For each scenario, realistic traffic with a share of malformed events flows through the
-collector while one fault happens:
-
-- ``stream_worker_kill``: ``kill -9`` of the stream processor, then a restart;
-- ``loader_kill``: ``kill -9`` of the warehouse process (loader and chdb owner), then a restart;
-- ``kafka_outage``: the broker stopped for ``outage_s`` and started again;
-- ``s3_outage_jobs``: the object store stopped for ``outage_s`` while inference jobs run;
-- ``collector_kill``: ``kill -9`` of the collector, then a restart; clients resend with the same ids.
-
-Then, counting by ``event_id`` in ClickHouse: every event that got a 202 is there exactly once, no
-event that was not sent is there, every malformed event is in ``dlq_events`` with its reason, and (for
-the job scenario) every job has exactly one result on ``inference.results``.
+A private stack runs the four services; in each scenario (``stream_worker_kill``, ``loader_kill``,
+``kafka_outage``, ``s3_outage_jobs``, ``collector_kill``) realistic traffic with malformed events flows
+while one fault happens. Checked by ``event_id`` in ClickHouse: every event that got a 202 is there
+exactly once, none that was not sent, every malformed one is in ``dlq_events`` with its reason, and
+every job has exactly one result on ``inference.results``.
 """
 
 from __future__ import annotations
@@ -22,7 +14,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,16 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from clickhouse.client import ApiReader
+from funnelstream.kafka import make_consumer, private_group
 from funnelstream.settings import ServiceSettings
 from funnelstream.topics import Topic
+from infra.stack import SERVICES, InfraSettings, down, up
 from ingest.settings import DEV_WRITE_KEY
 from ops.load import EventFactory, LoadOptions, SendLog, drive, send_figures, verify
 from ops.pipeline import LocalPipeline, Ports
 from ops.sample_images import sample_png, upload_image
 
 CHAOS_PORTS = Ports(18_600, 18_601, 18_602, 18_603)
+# stream_worker_kill: kill -9 of the stream processor, then a restart; loader_kill: the same for the
+# warehouse process (loader and chdb owner); kafka_outage: the broker stopped for outage_s and started
+# again; s3_outage_jobs: the object store stopped for outage_s while inference jobs run; collector_kill:
+# kill -9 of the collector, then a restart, while clients resend with the same ids.
 SCENARIOS = ("stream_worker_kill", "loader_kill", "kafka_outage", "s3_outage_jobs", "collector_kill")
 
 
@@ -81,8 +79,6 @@ class ChaosRun:
     """The private stack and pipeline, and the faults that can be done to them."""
 
     def __init__(self, options: ChaosOptions, workdir: Path) -> None:
-        from infra.stack import InfraSettings
-
         self.options = options
         self.workdir = workdir
         kafka_address = f"127.0.0.1:{options.kafka_port}"
@@ -113,14 +109,10 @@ class ChaosRun:
         )
 
     def start(self) -> None:
-        from infra.stack import up
-
         up(None, self.infra)
         self.pipeline.start()
 
     def stop(self) -> None:
-        from infra.stack import down
-
         try:
             self.pipeline.stop()
         finally:
@@ -135,8 +127,6 @@ class ChaosRun:
         return {"restart_s": round(time.monotonic() - killed, 1)}
 
     def outage(self, service: str) -> dict[str, Any]:
-        from infra.stack import SERVICES
-
         managed = SERVICES[service](self.infra)
         managed.down()
         stopped = time.monotonic()
@@ -283,19 +273,9 @@ def _job_statuses(ingest_url: str, job_ids: list[str], timeout_s: float) -> dict
 
 def _results_per_job(run: ChaosRun, job_ids: list[str], timeout_s: float = 30.0) -> Counter[str]:
     """How many results each job has on ``inference.results``, read from the beginning."""
-    import orjson
-    from confluent_kafka import Consumer
-
     wanted = set(job_ids)
     counts: Counter[str] = Counter()
-    consumer = Consumer(
-        {
-            **run.infra.kafka.client_config(),
-            "group.id": f"chaos-results-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = make_consumer(run.infra.kafka, private_group("chaos-results"))
     consumer.subscribe([str(Topic.INFERENCE_RESULTS)])
     deadline = time.monotonic() + timeout_s
     idle_since = time.monotonic()
@@ -322,8 +302,6 @@ def _s3_outage_with_jobs(run: ChaosRun, seed: int) -> ScenarioReport:
     job_ids: list[str] = []
 
     def fault() -> dict[str, Any]:
-        from infra.stack import SERVICES
-
         store = SERVICES["s3"](run.infra)
         # Half the jobs are queued just before the store goes away; the other half are sent while it
         # is away, answered 503 until it is back, and sent again until accepted.
