@@ -1,14 +1,9 @@
 """``funnelstream load``: realistic traffic through the collector, then how fresh and how complete it is.
 
-The traffic is the simulator's editing journeys (exposure, upload, tool, inference, save, rating),
-stamped with the time they are sent, offered open-loop at a fixed rate in batches, the way many
-frontends and server-side senders together reach a collector. A sender retries a batch on 503, 429
-and connection errors with the same ``event_id``s, as the SDK and tracker do, until it gets a 202.
-
-Afterwards the warehouse is asked, through its read-only SQL API, for every event of the run:
-freshness is the time from the 202 to ``inserted_at`` in ClickHouse, per event; completeness is
-"every event that got a 202 is there exactly once" (after FINAL), and every malformed event sent on
-purpose is in ``dlq_events`` with its reason.
+The simulator's journeys are offered open loop at a fixed rate in batches; a sender retries a batch
+on 503, 429 and connection errors with the same ``event_id``s until it gets a 202. Then, through the
+warehouse's SQL API: freshness is the time from each 202 to ``inserted_at``; complete means every
+event that got a 202 is there exactly once (after FINAL) and every malformed one is in ``dlq_events``.
 """
 
 from __future__ import annotations
