@@ -1,14 +1,9 @@
 """``make bench-inference``: service overhead, classical throughput and a SAM embedding time.
 
-Needs the local stack (Kafka and S3). The last line of output is one JSON object:
-
-- ``overhead_p50_ms``: per job, pickup to acknowledged result/event minus model time (fetch, decode,
-  encode, upload, produce), through the real worker on real Kafka and S3; small (256 px) images so the
-  figure is the service's, plus the same at 1024 px where PNG coding dominates;
-- ``jobs_per_s``: each classical default on 1024 px images through the processor (fetch, model,
-  upload), one job at a time, and the model alone;
-- ``sam_vit_b_cpu_s``: one image embedding of a vit_b SAM (random weights, the official architecture)
-  at 1024 px on the CPU, with the thread count used.
+Needs the local stack; the last line is one JSON object: ``overhead_p50_ms`` (per job, pickup to
+acknowledged result minus model time, through the real worker; 256 px, and 1024 px), ``jobs_per_s``
+(each classical default on 1024 px images, and the model alone), ``sam_vit_b_cpu_s`` (one vit_b
+embedding at 1024 px on the CPU, random weights, with the thread count).
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import cv2
 import numpy as np
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -36,8 +32,6 @@ from inference_service.worker import InferenceWorker, JobRecord
 
 
 def _photo_like(size: int, seed: int) -> np.ndarray:
-    import cv2
-
     rng = np.random.default_rng(seed)
     base = cv2.resize(rng.normal(0, 1, (size // 16, size // 16, 3)), (size, size), interpolation=cv2.INTER_CUBIC)
     noise = rng.normal(0, 6, (size, size, 3))
@@ -176,10 +170,11 @@ def bench_classical(settings: InferenceSettings, repeats: int) -> dict[str, dict
 
 
 def bench_sam_vit_b(threads: int) -> float:
-    import torch
-    from segment_anything import SamPredictor
+    # The SAM engine is optional and heavy: loaded only for this figure.
+    import torch  # noqa: PLC0415
+    from segment_anything import SamPredictor  # noqa: PLC0415
 
-    from inference_service.models.sam import build_sam
+    from inference_service.models.sam import build_sam  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -1,17 +1,10 @@
-"""``make bench-ingest``: the collector against the real local Kafka, acks=all, one uvicorn worker.
+"""``make bench-ingest``: the collector against the real local Kafka (acks=all), one uvicorn worker in
+its own process driven by wrk; the last line printed is one JSON object.
 
-The worker runs in its own process; wrk, a separate process, drives it. Measured in one run:
-
-- ``batch_events_per_s``: events answered 202 per second with 500-event batches;
-- ``single_requests_per_s``: single-event requests answered 202 per second, closed loop;
-- ``single_p99_ms`` at 5,000 requests/s offered open loop (``ops.bench.loadgen``; latency from each
-  request's release by the client, backlog included);
-- ``ceiling_events_per_s``: one Python process serializing and producing the same events straight
-  to Kafka with the same producer settings, no HTTP and no validation (the limit we are measured
-  against); ``ceiling_validated_events_per_s`` adds the collector's stamp + validate + serialize;
-- ``rss_mb``: the worker's peak resident memory under load.
-
-The last line printed is one JSON object.
+Figures: ``batch_events_per_s`` (500-event batches), ``single_requests_per_s`` (closed loop),
+``single_p99_ms`` at 5,000 requests/s open loop (``ops.bench.loadgen``), ``rss_mb``, against
+``ceiling_events_per_s`` (the same events produced straight to Kafka, no HTTP, no validation) and
+``ceiling_validated_events_per_s`` (plus stamp, validate, serialize).
 """
 
 from __future__ import annotations

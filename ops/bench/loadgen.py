@@ -1,14 +1,9 @@
-"""An open-loop HTTP load generator for the paced phase of ``ops.bench.ingest``.
+"""An open-loop HTTP load generator for the paced phase of ``ops.bench.ingest``; prints one JSON line.
 
-Requests are released at a fixed rate whatever the server's speed; each latency is measured from
-the moment its request was released, so a stalled server is not hidden by a waiting client
-(coordinated omission): a request that finds no free connection waits in a backlog on the clock.
-Keep-alive connections, one request in flight on each, used in turn; a bare asyncio Protocol keeps
-the client's own CPU cost small next to the server's. Prints one JSON line.
-
-The client releases requests once per millisecond tick. Event loops time in whole milliseconds,
-and uvloop rounds a shorter sleep (0.5 ms included, by round-half-even) to zero: the client then
-spins, and on a small machine takes a whole core from the server it measures.
+Requests are released at a fixed rate whatever the server's speed, and each latency runs from its
+request's release, so a stalled server is not hidden by a waiting client (coordinated omission).
+Releases happen once per millisecond tick: uvloop rounds a shorter sleep to zero, and the client
+would then spin on a core the server needs.
 """
 
 from __future__ import annotations
@@ -41,6 +36,10 @@ class Stats:
 
 
 class Connection(asyncio.Protocol):
+    """One keep-alive connection with one request in flight, used in turn; a request that finds no
+    free connection waits in the backlog, on the clock. A bare Protocol keeps the client's own CPU
+    cost small next to the server's."""
+
     def __init__(
         self, request: bytes, backlog: collections.deque[float], idle: collections.deque[Connection], stats: Stats
     ) -> None:
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.body, "rb") as handle:
         body = handle.read()
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 -- optional: the faster event loop where it is installed
 
         uvloop.install()
     except ImportError:

@@ -1,14 +1,9 @@
-"""``make bench-warehouse``: loader throughput into chdb and funnel latency; last line is JSON.
+"""``make bench-warehouse``: loader throughput into chdb and funnel latency; the last line is JSON.
 
-- loader_rows_per_s: the loader's batch path (decode EnrichedEvent JSON → Arrow → insert into
-  ``events`` with its materialized views) on one core, 10,000-row batches. Kafka consumption is
-  not part of this figure.
-- ceiling_rows_per_s: chdb's own INSERT … SELECT of the same number of rows into ``events``.
-- funnel_ms / bare_funnel_ms: a 5-step, 1 h window funnel with a breakdown by variant over
-  10 million generated events, through ``GET /v1/funnel`` and as the bare named SQL; medians.
-- freshness_p99_ms: from each 202 of the collector to visibility in ``events`` at 5,000 events/s
-  through the collector, the stream processors and the loader (``funnelstream load --local``; starts
-  the local stack if needed).
+``loader_rows_per_s`` (the loader's decode → Arrow → insert on one core, no Kafka) against
+``ceiling_rows_per_s`` (chdb's own INSERT … SELECT of as many rows); ``funnel_ms`` / ``bare_funnel_ms``
+(a 5-step, 1 h funnel by variant over 10 million events, via ``GET /v1/funnel`` and as bare SQL;
+medians); ``freshness_p99_ms`` (202 → visible in ``events`` at 5,000 events/s, ``funnelstream load --local``).
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from fastapi.testclient import TestClient
 
 from clickhouse import queries
+from clickhouse.api import create_app
 from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import EVENT_SCHEMA, INSERT_SETTINGS, Loader, Message
 from clickhouse.migrate import migrate
@@ -184,10 +182,6 @@ def generate_events_sql(warehouse: ChdbWarehouse, count: int) -> None:
 def bench_funnel(
     warehouse: ChdbWarehouse, settings: WarehouseSettings, repeats: int
 ) -> tuple[float, float, float, int]:
-    from fastapi.testclient import TestClient
-
-    from clickhouse.api import create_app
-
     start, end = BASE, BASE + timedelta(days=31)
     request = FunnelRequest(start=start, end=end, breakdown=Breakdown.VARIANT, experiment="segmentation_tool")
     sql = queries.load(request.query_name())
@@ -267,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
 def _freshness(rate: float, duration_s: float) -> dict[str, Any]:
     """``funnelstream load --local``: the four services as processes on topics of their own, the
     simulator's journeys through ``POST /v1/batch``, freshness from each 202 to ``inserted_at``."""
-    import subprocess
-
     command = [sys.executable, "-m", "ops.cli", "load", "--local", "--rate", str(rate),
                "--duration", str(duration_s), "--batch-size", "50"]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
