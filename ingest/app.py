@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from funnelstream.contract import EVENT_ADAPTER
 from funnelstream.errors import FieldError
-from funnelstream.objectstore import make_client
+from funnelstream.objectstore import MinioStore, make_client
 from ingest.access import AccessControl
 from ingest.errors import IngestError, InvalidEvent, Unauthorized
 from ingest.experiments.routes import collector_router
@@ -80,7 +80,7 @@ def create_app(
     *,
     producer_factory: Callable[[IngestSettings], ProducerLike] = _kafka_producer,
     presigner_factory: Callable[[IngestSettings], Minio] = lambda s: make_client(s.s3, public=True),
-    store_factory: Callable[[IngestSettings], Minio] = lambda s: make_client(s.s3),
+    store_factory: Callable[[IngestSettings], MinioStore] = lambda s: MinioStore.of(s.s3),
 ) -> FastAPI:
     """Other routers (e.g. experiment assignment) are added with ``app.include_router``; they reach
     the shared state through ``request.app.state.ingest``."""

@@ -10,6 +10,7 @@ from fastapi import Request
 from minio import Minio
 
 from funnelstream.contract import MAX_TEXT_LENGTH
+from funnelstream.objectstore import MinioStore
 from ingest.access import AccessControl, Source
 from ingest.metrics import HotPathMetrics, IngestMetrics
 from ingest.pipeline import Stamp, truncate_ip
@@ -26,8 +27,8 @@ class IngestState:
     metrics: IngestMetrics
     results: ResultCache
     presigner: Minio
-    store: Minio
-    """The services' own client of the object store (not the browsers' endpoint): stats uploads."""
+    store: MinioStore
+    """The bucket through the services' own endpoint (not the browsers'): stats uploads."""
     hot: HotPathMetrics = field(init=False)
     late_limit: timedelta = field(init=False)
     future_tolerance: timedelta = field(init=False)

@@ -16,13 +16,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from minio.error import S3Error
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError
 
 from funnelstream.contract import EventType, InferenceJob, InferenceResult, JobKind, JobStatus
-from funnelstream.errors import ContractError, FieldError
-from funnelstream.objectstore import input_id_of_key
+from funnelstream.errors import ContractError, FieldError, TransientError
+from funnelstream.objectstore import ObjectNotFound, input_id_of_key
 from ingest.access import Source
 from ingest.errors import InvalidEvent, Unavailable, UploadTokenRefused
 from ingest.pipeline import prepare_event
@@ -35,7 +33,6 @@ from ingest.web import cors_headers, json_response, preflight
 router = APIRouter(tags=["jobs"], route_class=KeyFirstRoute)
 
 CONTENT_TYPES = {extension: content_type for content_type, extension in UPLOAD_EXTENSIONS.items()}
-MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 # What a job record takes from its request as it is; the rest (ids, times, ETags) is made here.
 JOB_FIELDS_FROM_REQUEST = (set(InferenceJob.model_fields) & set(JobRequest.model_fields)) - {"job_id"}
 
@@ -43,14 +40,12 @@ JOB_FIELDS_FROM_REQUEST = (set(InferenceJob.model_fields) & set(JobRequest.model
 async def uploaded_etag(state: IngestState, field: str, key: str) -> str:
     """The ETag of the object at an upload's key, once it is there with its key's type and within the limit."""
     try:
-        stat = await asyncio.to_thread(state.store.stat_object, state.settings.s3.bucket, key)
-    except S3Error as exc:
-        if exc.code in MISSING_CODES:
-            reason = "nothing is uploaded at this key yet: post the image to the ticket's upload_url first"
-            raise InvalidEvent(f"{field} is not uploaded", errors=[FieldError(field, reason)]) from None
-        raise Unavailable(f"object store: {exc.code}", retry_after_s=state.config.retry_after_s) from exc
-    except (HTTPError, OSError) as exc:
-        raise Unavailable(f"object store unreachable: {exc}", retry_after_s=state.config.retry_after_s) from exc
+        stat = await asyncio.to_thread(state.store.stat, key)
+    except ObjectNotFound:
+        reason = "nothing is uploaded at this key yet: post the image to the ticket's upload_url first"
+        raise InvalidEvent(f"{field} is not uploaded", errors=[FieldError(field, reason)]) from None
+    except TransientError as exc:
+        raise Unavailable(f"object store: {exc.detail}", retry_after_s=state.config.retry_after_s) from exc
     expected = CONTENT_TYPES[key.rsplit(".", 1)[1]]
     if stat.content_type != expected or not stat.size or stat.size > state.config.max_upload_bytes:
         reason = f"stored as {stat.content_type!r} of {stat.size} bytes; must be {expected} of at most "

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError
-from minio.error import S3Error
 
+from funnelstream.objectstore import ObjectNotFound
 from ingest.settings import IngestSettings, hash_write_key
 
 WEB_KEY = "web-test-key"
@@ -135,12 +135,12 @@ class FakeStat:
 
 
 class FakeObjectStore:
-    """Stands in for the collector's minio client, which only stats uploads: ``objects`` are what was posted."""
+    """Stands in for the collector's object store, which only stats uploads: ``objects`` are what was posted."""
 
     def __init__(self) -> None:
         self.objects: dict[str, FakeStat] = {}
 
-    def stat_object(self, bucket: str, key: str) -> FakeStat:
+    def stat(self, key: str) -> FakeStat:
         if key not in self.objects:
-            raise S3Error(None, "NoSuchKey", "Object does not exist", key, "request", "host")  # type: ignore[arg-type]
+            raise ObjectNotFound(key)
         return self.objects[key]
