@@ -34,6 +34,7 @@ from ingest.pipeline import Stamp, prepare_batch
 from ingest.producer import collector_producer_config
 from ingest.server import keep_freed_heap
 from ingest.settings import DEV_WRITE_KEY, IngestSettings
+from ops.journeys import collector_payloads, journeys, live_spec
 
 BATCH_SIZE = 500
 PACED_RPS = 5_000
@@ -55,41 +56,12 @@ end
 """
 
 
-def sample_event(index: int, now: datetime) -> dict[str, Any]:
-    kinds = ("tool_selected", "image_saved", "score_submitted", "inference_requested", "image_uploaded")
-    kind = kinds[index % len(kinds)]
-    job_id = str(uuid.uuid4())
-    extra: dict[str, dict[str, Any]] = {
-        "tool_selected": {"tool_id": 1 + index % 3},
-        "image_saved": {"job_id": job_id},
-        "score_submitted": {"job_id": job_id, "score": 1 + index % 5},
-        "inference_requested": {"inference_id": 1 + index % 3, "job_id": job_id, "mask_url": "masks/x.png"},
-        "image_uploaded": {
-            "input_url": "inputs/2026/11/26/a.png",
-            "width": 1024,
-            "height": 768,
-            "size_bytes": 231_877,
-            "content_type": "image/png",
-        },
-    }
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": kind,
-        "anonymous_id": f"device-{index % 997:04d}",
-        "user_id": f"user-{index % 331}",
-        "input_id": str(uuid.uuid4()),
-        "client_ts": (now - timedelta(seconds=2)).isoformat(),
-        "sent_at": now.isoformat(),
-        "context": {
-            "page_url": "https://edit.example.com/editor",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/130.0",
-            "locale": "en-US",
-            "library_name": "funnelstream-js",
-            "library_version": "1.0.0",
-        },
-        "experiments": {"segmentation-tool": "treatment" if index % 2 else "control"},
-        **extra[kind],
-    }
+def sample_events(count: int, now: datetime) -> list[dict[str, Any]]:
+    """``count`` events of the journey generator's visits of the last hour, as a tracker sends them now."""
+    spec = live_spec(count // 4 + 1, 1, end=now, window=timedelta(hours=1))
+    events = collector_payloads(journeys(spec, 1), sent_at=now, library="funnelstream-js")
+    # Whole journeys, device after device, rather than the first minutes of every one.
+    return sorted(events, key=lambda event: event["anonymous_id"])[:count]
 
 
 def _rss_mb(pid: int) -> float:
@@ -250,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         future.result()
 
     now = datetime.now(UTC)
-    events = [sample_event(i, now) for i in range(BATCH_SIZE)]
+    events = sample_events(BATCH_SIZE, now)
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     batch_path = workdir / "batch.json"
     batch_path.write_bytes(orjson.dumps({"batch": events}))
