@@ -10,13 +10,12 @@ from typer.testing import CliRunner
 from clickhouse.experiments.analysis import AnalysisConfig
 from clickhouse.experiments.stats import adjust_comparisons
 from funnelstream.experiments.definitions import Experiment
+from funnelstream.experiments.settings import DEFAULT_DEFINITIONS
 from ops.experiments.cli import app
 from ops.experiments.report import render_html, render_terminal
 from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_results import conversion, results, with_comparisons
 from tests.helpers.experiment_warehouse import analyze_events
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +57,7 @@ def test_cli_report_from_an_events_export(tmp_path: Path) -> None:
             "report",
             "segmentation_tool",
             "--definitions",
-            str(ROOT / "experiments.yaml"),
+            str(DEFAULT_DEFINITIONS),
             "--events",
             str(export),
             "--html",
@@ -72,7 +71,7 @@ def test_cli_report_from_an_events_export(tmp_path: Path) -> None:
 
 
 def test_cli_report_unknown_key_exits_2(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["report", "nope", "--definitions", str(ROOT / "experiments.yaml")])
+    result = CliRunner().invoke(app, ["report", "nope", "--definitions", str(DEFAULT_DEFINITIONS)])
     assert result.exit_code == 2 and "unknown experiment 'nope'" in result.output
 
 
@@ -81,7 +80,7 @@ def test_cli_validate_names_bad_fields(tmp_path: Path) -> None:
     bad.write_text("version: 1\nexperiments:\n  - key: x\n    variants: [{key: a, weight: 1.5}, {key: b, weight: 0}]\n")
     result = CliRunner().invoke(app, ["validate", str(bad)])
     assert result.exit_code == 2 and "experiments.x.variants.0.weight" in result.output
-    good = CliRunner().invoke(app, ["validate", str(ROOT / "experiments.yaml")])
+    good = CliRunner().invoke(app, ["validate", str(DEFAULT_DEFINITIONS)])
     assert good.exit_code == 0 and "valid" in good.output
 
 
