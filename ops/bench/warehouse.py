@@ -31,36 +31,34 @@ from clickhouse.loader import EVENT_SCHEMA, INSERT_SETTINGS, Loader, Message
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelRequest
 from clickhouse.settings import LoaderConfig, WarehouseSettings
-from funnelstream.contract import EnrichedEvent, EventType
+from ops.journeys import JourneySpec, collector_payloads, enriched, journeys
 
 BASE = datetime(2026, 10, 1, tzinfo=UTC)
 STEP_TYPES = [str(step) for step in queries.DEFAULT_STEPS]
 
 
+def _templates() -> list[dict[str, Any]]:
+    """One enriched event per funnel step, from the journey generator, seen from a browser."""
+    spec = JourneySpec(units=20, start=BASE, pre_exposure_share=0.0, image_save_rate=1.0, score_rate=1.0)
+    events = enriched(collector_payloads(journeys(spec, 1), library="funnelstream-js"), 1)
+    first = {str(event.event_type): event for event in reversed(events)}
+    browser = {
+        "page_url": "https://app.example.com/editor",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
+        "browser": "Chrome",
+        "os": "Linux",
+        "device": "Other",
+        "locale": "en-US",
+        "app_version": "2.3.0",
+    }
+    return [
+        orjson.loads(first[kind].model_copy(update=browser).model_dump_json(exclude_none=True)) for kind in STEP_TYPES
+    ]
+
+
 def _payloads(count: int) -> list[bytes]:
     """Realistic enriched events: a template per step type with fresh ids and times."""
-    templates = []
-    for index, kind in enumerate(STEP_TYPES):
-        extras: dict[EventType, dict[str, Any]] = {
-            EventType.IMAGE_UPLOADED: {"input_url": "s3://funnelstream/inputs/x.png", "width": 1024, "height": 768,
-                                       "size_bytes": 345678, "content_type": "image/png"},
-            EventType.TOOL_SELECTED: {"tool_id": 3, "tool_name": "segmentation", "tool_type": "ai_assist"},
-            EventType.INFERENCE_REQUESTED: {"inference_id": 1, "inference_name": "remove_object",
-                                            "inference_type": "inpainting", "job_id": str(uuid.uuid4()),
-                                            "mask_url": "s3://funnelstream/masks/x.png"},
-            EventType.IMAGE_SAVED: {"job_id": str(uuid.uuid4())},
-            EventType.SCORE_SUBMITTED: {"job_id": str(uuid.uuid4()), "score": 4},
-        }  # fmt: skip
-        extra = extras[EventType(kind)]
-        event = EnrichedEvent(
-            event_id=uuid.uuid4(), event_type=EventType(kind), schema_version=1, anonymous_id="device-000001",
-            input_id=uuid.uuid4(), session_id="device-000001:1", client_ts=BASE, sent_at=BASE, received_at=BASE,
-            event_ts=BASE, source="web", funnel_step=index + 1, experiments={"segmentation_tool": "treatment"},
-            page_url="https://app.example.com/editor", user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
-            browser="Chrome", os="Linux", device="Other", locale="en-US", app_version="2.3.0",
-            library_name="funnelstream-js", library_version="1.0.0", enriched_at=BASE, **extra,
-        )  # fmt: skip
-        templates.append(orjson.loads(event.model_dump_json(exclude_none=True)))
+    templates = _templates()
     out = []
     for number in range(count):
         row = dict(templates[number % len(templates)])
