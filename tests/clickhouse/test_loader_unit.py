@@ -26,7 +26,7 @@ from clickhouse.loader import (
 )
 from clickhouse.loader.schema import EVENT_DEFAULTS, JSON_READER_SCHEMA, REQUIRED_EVENT_COLUMNS
 from clickhouse.settings import LoaderConfig, WarehouseSettings
-from ops.warehouse_data import generate
+from ops.journeys import clickstream
 
 
 class FlakyWarehouse:
@@ -72,7 +72,7 @@ class RecordingConsumer:
 
 
 def _messages(count: int) -> list[Message]:
-    events = generate(images=30, devices=5, seed=2).events[:count]
+    events = clickstream(images=30, devices=5, seed=2).events[:count]
     return [Message("events.enriched", 0, 100 + i, None, e.model_dump_json().encode()) for i, e in enumerate(events)]
 
 
