@@ -22,7 +22,7 @@ from clickhouse.migrate import migrate
 from clickhouse.settings import LoaderConfig, WarehouseSettings
 from funnelstream.contract import SessionSummary
 from funnelstream.settings import ClickHouseConfig, KafkaConfig
-from ops.warehouse_data import generate
+from ops.journeys import clickstream
 from tests.helpers.loader import run_loader_until
 from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
@@ -59,7 +59,7 @@ def test_loader_fills_every_table_and_dead_letters_poison(
         loader=LoaderConfig(group_id=f"test-loader-{uuid.uuid4().hex[:8]}", batch_rows=500, batch_seconds=0.3,
                             **topics),
     )  # fmt: skip
-    data = generate(images=80, devices=20, seed=5)
+    data = clickstream(images=80, devices=20, seed=5)
     _produce(
         kafka,
         topics["events_topic"],
@@ -113,7 +113,7 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
 ) -> None:
     topics = _topics(kafka_topic, partitions=2)
     group = f"test-loader-kill-{uuid.uuid4().hex[:8]}"
-    data = generate(images=2500, devices=300, seed=9, duplicate_share=0.2)
+    data = clickstream(images=2500, devices=300, seed=9, duplicate_share=0.2)
     _produce(
         kafka,
         topics["events_topic"],
