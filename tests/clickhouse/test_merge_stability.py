@@ -24,7 +24,9 @@ from clickhouse import queries
 from clickhouse.backend import Warehouse
 from clickhouse.loader import Message, decode_events
 from funnelstream.contract import EnrichedEvent, EventType
-from ops.warehouse_data import EXPERIMENT, START, generate
+from ops.journeys import CLICKSTREAM_START as START
+from ops.journeys import EXPERIMENT_KEY as EXPERIMENT
+from ops.journeys import clickstream
 from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 END = START + timedelta(days=5)
@@ -141,7 +143,7 @@ def load(warehouse: Warehouse, events: list[EnrichedEvent]) -> None:
 def answers(shared_chdb_path: Path) -> Iterator[tuple[Warehouse, dict[str, Any]]]:
     """The warehouse, loaded, with every case's answer before the merge; the merge done."""
     rng = random.Random(6)
-    data = generate(images=80, devices=24, seed=6, duplicate_share=0)
+    data = clickstream(images=80, devices=24, seed=6, duplicate_share=0)
     pairs: list[tuple[EnrichedEvent, EnrichedEvent | None]] = [
         (event, resent(event, rng) if rng.random() < 0.4 else None) for event in data.events
     ]
