@@ -18,8 +18,8 @@ from clickhouse.backend import Warehouse
 from clickhouse.loader import Message, decode_events
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from funnelstream.contract import EnrichedEvent
-from ops.warehouse_data import START as DATASET_START
-from ops.warehouse_data import GeneratedData, generate
+from ops.journeys import CLICKSTREAM_START as DATASET_START
+from ops.journeys import Deliveries, clickstream
 from tests.helpers import reference
 from tests.helpers.warehouse_backends import BACKENDS, drop_and_close, open_test_warehouse
 
@@ -30,12 +30,12 @@ EXPERIMENT = "segmentation_tool"
 
 
 @pytest.fixture(scope="module")
-def data() -> GeneratedData:
-    return generate(images=300, devices=80, seed=11)
+def data() -> Deliveries:
+    return clickstream(images=300, devices=80, seed=11)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def loaded(request: pytest.FixtureRequest, shared_chdb_path: Path, data: GeneratedData) -> Iterator[Warehouse]:
+def loaded(request: pytest.FixtureRequest, shared_chdb_path: Path, data: Deliveries) -> Iterator[Warehouse]:
     warehouse, _ = open_test_warehouse(request.param, shared_chdb_path)
     deliveries = data.deliveries
     # Several inserts, so duplicates sit in different parts and only a query-side collapse helps.
@@ -49,14 +49,14 @@ def loaded(request: pytest.FixtureRequest, shared_chdb_path: Path, data: Generat
     drop_and_close(warehouse)
 
 
-def test_the_dataset_has_what_the_queries_must_survive(data: GeneratedData) -> None:
+def test_the_dataset_has_what_the_queries_must_survive(data: Deliveries) -> None:
     assert len(data.deliveries) > len(data.events) * 1.05  # duplicates
     assert any(event.is_late for event in data.events)
     times = [event.event_ts for event in data.deliveries]
     assert times != sorted(times)  # out of order
 
 
-def test_events_are_collapsed_by_final(loaded: Warehouse, data: GeneratedData) -> None:
+def test_events_are_collapsed_by_final(loaded: Warehouse, data: Deliveries) -> None:
     rows = loaded.query_rows("SELECT count() AS n, uniqExact(event_id) AS distinct FROM events FINAL")
     assert rows == [{"n": len(data.events), "distinct": len(data.events)}]
 
@@ -74,7 +74,7 @@ def test_events_are_collapsed_by_final(loaded: Warehouse, data: GeneratedData) -
     ],
 )
 def test_funnel_matches_pandas(
-    loaded: Warehouse, data: GeneratedData, unit: Unit, breakdown: Breakdown, exclude: str
+    loaded: Warehouse, data: Deliveries, unit: Unit, breakdown: Breakdown, exclude: str
 ) -> None:
     steps = STEPS[:4] if exclude else STEPS
     request = FunnelRequest(
@@ -100,7 +100,7 @@ def test_funnel_matches_pandas(
         assert row["dropped"] == previous - row["units"]
 
 
-def test_funnel_window_changes_the_answer(loaded: Warehouse, data: GeneratedData) -> None:
+def test_funnel_window_changes_the_answer(loaded: Warehouse, data: Deliveries) -> None:
     short = FunnelRequest(start=START, end=END, steps=tuple(STEPS[:4]), window_s=120)
     rows = queries.funnel(loaded, short)
     expected = reference.funnel(data.deliveries, STEPS[:4], START, END, 120, "input_id", "none")
@@ -138,7 +138,7 @@ def test_strict_funnel_stops_at_an_intervening_step(warehouse: Warehouse) -> Non
     assert [expected[("all", step)] for step in (1, 2, 3)] == [2, 1, 1]
 
 
-def test_time_to_convert_matches_pandas(loaded: Warehouse, data: GeneratedData) -> None:
+def test_time_to_convert_matches_pandas(loaded: Warehouse, data: Deliveries) -> None:
     request = FunnelRequest(start=START, end=END, steps=tuple(STEPS[:4]), window_s=3600)
     rows = queries.time_to_convert(loaded, request)
     expected = reference.time_to_convert(data.deliveries, STEPS[:4], START, END, 3600)
@@ -153,7 +153,7 @@ def test_time_to_convert_matches_pandas(loaded: Warehouse, data: GeneratedData) 
         assert row["mean_s"] == pytest.approx(sum(values) / len(values), abs=1e-3)
 
 
-def test_task_times_match_pandas(loaded: Warehouse, data: GeneratedData) -> None:
+def test_task_times_match_pandas(loaded: Warehouse, data: Deliveries) -> None:
     rows = queries.task_times(loaded, START, END)
     got = pd.DataFrame(rows)
     got["input_id"] = got["input_id"].astype(str)
@@ -167,7 +167,7 @@ def test_task_times_match_pandas(loaded: Warehouse, data: GeneratedData) -> None
     assert got.diff_second.notna().sum() > 50
 
 
-def test_task_time_summary_by_variant(loaded: Warehouse, data: GeneratedData) -> None:
+def test_task_time_summary_by_variant(loaded: Warehouse, data: Deliveries) -> None:
     rows = queries.task_time_summary(loaded, START, END, Breakdown.VARIANT, EXPERIMENT)
     expected = reference.task_time_groups(data.deliveries, START, END, "variant", EXPERIMENT)
     assert {row["breakdown"] for row in rows} == set(expected) == {"control", "treatment"}
@@ -180,7 +180,7 @@ def test_task_time_summary_by_variant(loaded: Warehouse, data: GeneratedData) ->
             assert row[name] == pytest.approx(reference.quantile_low(saved, level), abs=1e-3)
 
 
-def test_daily_conversion_matches_pandas(loaded: Warehouse, data: GeneratedData) -> None:
+def test_daily_conversion_matches_pandas(loaded: Warehouse, data: Deliveries) -> None:
     rows = queries.daily_conversion(loaded, START, END, 3600)
     got = pd.DataFrame(rows).set_index("day")[["uploaded", "tool", "inference", "saved", "scored"]]
     expected = reference.daily_conversion(data.deliveries, START, END, 3600)
@@ -188,13 +188,13 @@ def test_daily_conversion_matches_pandas(loaded: Warehouse, data: GeneratedData)
     assert got.to_numpy().tolist() == expected.to_numpy().tolist()
 
 
-def test_scores_by_model_match_pandas(loaded: Warehouse, data: GeneratedData) -> None:
+def test_scores_by_model_match_pandas(loaded: Warehouse, data: Deliveries) -> None:
     rows = queries.scores_by_model(loaded, START, END)
     got = {(row["inference_type"], row["model_version"]): row["mean_score"] for row in rows}
     assert got == pytest.approx(reference.scores_by_model(data.deliveries, START, END))
 
 
-def test_seed_fact_tables_fill_from_events(loaded: Warehouse, data: GeneratedData) -> None:
+def test_seed_fact_tables_fill_from_events(loaded: Warehouse, data: Deliveries) -> None:
     def distinct(kind: str) -> int:
         return sum(1 for event in data.events if event.event_type == kind)
 
