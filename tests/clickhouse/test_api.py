@@ -22,7 +22,7 @@ from clickhouse.loader import Message, decode_events
 from clickhouse.queries import Breakdown, FunnelRequest
 from clickhouse.settings import SqlLimits, WarehouseSettings
 from clickhouse.sqlguard import check_read_only
-from ops.warehouse_data import generate
+from ops.journeys import clickstream
 from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 LIMITS = AnalystLimits(
@@ -34,7 +34,7 @@ RANGE = {"from": "2026-11-20T00:00:00Z", "to": "2026-11-25T00:00:00Z"}
 @pytest.fixture(scope="module")
 def api(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
     warehouse, config = open_test_warehouse("chdb", shared_chdb_path)
-    data = generate(images=120, devices=30, seed=3)
+    data = clickstream(images=120, devices=30, seed=3)
     messages = [Message("e", 0, i, None, e.model_dump_json().encode()) for i, e in enumerate(data.deliveries)]
     warehouse.insert_arrow("events", decode_events(messages)[0])
     settings = WarehouseSettings(clickhouse=config, sql=SqlLimits(max_rows=50))
