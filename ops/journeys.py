@@ -157,7 +157,8 @@ def _people(spec: JourneySpec, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
     person = np.concatenate([np.arange(spec.units), np.flatnonzero(second)])
     unit_ids = np.char.add(f"{prefix}u", person.astype(str))
     unit_ids[spec.units :] = np.char.add(unit_ids[spec.units :], "-1")
-    user_ids = np.where(logged[person], np.char.add(f"{prefix}user", person.astype(str)), None)
+    user_ids = np.char.add(f"{prefix}user", person.astype(str)).astype(object)
+    user_ids[~logged[person]] = None
     return person, unit_ids, user_ids
 
 
@@ -410,7 +411,8 @@ def _uuid5(name: str) -> str:
 def _arms(events: pd.DataFrame) -> dict[str, str]:
     """Each unit's arm: the variant of its first exposure."""
     exposed = events.dropna(subset=["variant"]).sort_values("event_ts", kind="stable")
-    return exposed.drop_duplicates("anonymous_id").set_index("anonymous_id")["variant"].to_dict()
+    first = exposed.drop_duplicates("anonymous_id")
+    return dict(zip(first["anonymous_id"], first["variant"], strict=True))
 
 
 def collector_payloads(
