@@ -183,6 +183,8 @@ def journeys(
     user_id)`` decides them. A user's second device takes the first one's arm.
     """
     rng = np.random.default_rng(seed)
+    # Everything beyond the experiment's funnel draws from a second stream, so a richer journey
+    # never moves an experiment's draws (the analysis tests' seeds keep their data).
     extra = np.random.default_rng([seed, 3])
     prefix = _prefix(spec, seed)
     if assigned is not None:
