@@ -37,7 +37,7 @@ from funnelstream.kafka import (
     wait_for_broker,
 )
 from funnelstream.settings import KafkaConfig
-from ops.stream_workload import generate
+from ops.journeys import raw_stream
 from stream_processors.app import reading_options
 from stream_processors.dimensions import SEED_FILE
 from stream_processors.settings import StreamSettings
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     worker: subprocess.Popen[bytes] | None = None
     try:
         print(f"generating {args.events} events over {args.devices} devices", file=sys.stderr)
-        workload = generate(args.events, args.devices)
+        workload = raw_stream(args.events, args.devices)
         env_settings = StreamSettings(kafka=config.model_copy(update={"partitions": args.partitions}))
         env = worker_env(
             env_settings,

@@ -32,7 +32,7 @@ from funnelstream.contract import FUNNEL_STEP_OF, EventType
 from funnelstream.deadletter import decode
 from funnelstream.kafka import make_consumer, private_group
 from ops.bench.stream import faust_topics, produce_all
-from ops.stream_workload import Workload, generate
+from ops.journeys import RawStream, raw_stream
 from stream_processors.dimensions import SEED_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -250,7 +250,7 @@ def comparable(sessions: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]
     }
 
 
-def reference_sessions(workload: Workload) -> tuple[set[frozenset[str]], dict[frozenset[str], tuple[Any, ...]]]:
+def reference_sessions(workload: RawStream) -> tuple[set[frozenset[str]], dict[frozenset[str], tuple[Any, ...]]]:
     """Sessions of the distinct events computed on sorted data: split after more than 30 min."""
     frame = pd.DataFrame(
         {
@@ -258,7 +258,7 @@ def reference_sessions(workload: Workload) -> tuple[set[frozenset[str]], dict[fr
             "anonymous_id": [e["anonymous_id"] for e in workload.events],
             "ts": pd.to_datetime([e["event_ts"] for e in workload.events], utc=True, format="ISO8601"),
             "step": [int(FUNNEL_STEP_OF.get(EventType(e["event_type"]), 0)) for e in workload.events],
-            "input_id": [e["input_id"] for e in workload.events],
+            "input_id": [e.get("input_id") for e in workload.events],
         }
     ).sort_values(["anonymous_id", "ts"])
     gap = frame.groupby("anonymous_id")["ts"].diff() > pd.Timedelta(milliseconds=GAP_MS)
@@ -275,12 +275,12 @@ def reference_sessions(workload: Workload) -> tuple[set[frozenset[str]], dict[fr
             session["ts"].max().floor("ms"),
             len(session),
             int(session["step"].max()),
-            frozenset(session["input_id"]),
+            frozenset(session["input_id"].dropna()),
         )
     return groups, facts
 
 
-def check_against_reference(workload: Workload, enriched: EnrichedReader, sessions: dict[str, dict[str, Any]]) -> None:
+def check_against_reference(workload: RawStream, enriched: EnrichedReader, sessions: dict[str, dict[str, Any]]) -> None:
     assert set(enriched.session_of) == {e["event_id"] for e in workload.events}
     groups, facts = reference_sessions(workload)
     produced: dict[str, set[str]] = {}
@@ -299,7 +299,7 @@ def check_against_reference(workload: Workload, enriched: EnrichedReader, sessio
         assert summary["late_event_count"] == 0
 
 
-def poisoned(workload: Workload) -> list[tuple[bytes, bytes]]:
+def poisoned(workload: RawStream) -> list[tuple[bytes, bytes]]:
     messages = list(workload.messages)
     for index in range(POISON):
         position = (index + 1) * len(messages) // (POISON + 1)
@@ -308,11 +308,11 @@ def poisoned(workload: Workload) -> list[tuple[bytes, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def workload() -> Workload:
-    return generate(100_000, 20_000, seed=11)
+def workload() -> RawStream:
+    return raw_stream(100_000, 20_000, seed=11)
 
 
-def run_to_completion(stack: Stack, workload: Workload, port: int) -> tuple[EnrichedReader, dict[str, Any]]:
+def run_to_completion(stack: Stack, workload: RawStream, port: int) -> tuple[EnrichedReader, dict[str, Any]]:
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
     enriched.read_until(lambda: len(enriched.session_of) >= len(workload.events), timeout_s=240, quiet_s=1)
     # The timer closes what the final watermark allows; wait until the worker is idle.
@@ -334,7 +334,7 @@ def run_to_completion(stack: Stack, workload: Workload, port: int) -> tuple[Enri
 RESULTS: dict[str, Any] = {}
 
 
-def test_each_event_once_sessions_match_pandas_and_poison_goes_to_the_dlq(stack: Stack, workload: Workload) -> None:
+def test_each_event_once_sessions_match_pandas_and_poison_goes_to_the_dlq(stack: Stack, workload: RawStream) -> None:
     produce_all(stack.kafka, stack.topics.raw, poisoned(workload))
     _, port = stack.start_worker()
     enriched, sessions = run_to_completion(stack, workload, port)
@@ -358,7 +358,7 @@ def test_each_event_once_sessions_match_pandas_and_poison_goes_to_the_dlq(stack:
     RESULTS["uninterrupted"] = (enriched.session_of, comparable(sessions))
 
 
-def test_kill_9_and_restart_give_the_uninterrupted_answer(stack: Stack, workload: Workload) -> None:
+def test_kill_9_and_restart_give_the_uninterrupted_answer(stack: Stack, workload: RawStream) -> None:
     produce_all(stack.kafka, stack.topics.raw, workload.messages)
     worker, _ = stack.start_worker()
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
@@ -376,7 +376,7 @@ def test_kill_9_and_restart_give_the_uninterrupted_answer(stack: Stack, workload
 
 
 def test_a_second_worker_takes_over_partitions_mid_stream_and_the_answer_holds(stack: Stack) -> None:
-    small = generate(20_000, 4_000, seed=5)
+    small = raw_stream(20_000, 4_000, seed=5)
     half = len(small.messages) // 2
     first_half = {orjson.loads(value)["event_id"] for _, value in small.messages[:half]}
     _, port_a = stack.start_worker()
@@ -406,7 +406,7 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(stack: Stack) -> No
     # Partitions move while records are in flight, several times, and some stay with the first
     # worker through every rebalance: its consumer can then skip a range of offsets (a fetch made
     # before the seek to the committed offset), which the worker must notice and read again.
-    small = generate(20_000, 4_000, seed=5)
+    small = raw_stream(20_000, 4_000, seed=5)
     produce_all(stack.kafka, stack.topics.raw, small.messages)
     _, port_a = stack.start_worker()
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
@@ -423,8 +423,8 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(stack: Stack) -> No
 
 
 def test_a_rename_through_dims_load_applies_from_the_next_events(stack: Stack, tmp_path: Path) -> None:
-    before = generate(300, 50, seed=1)
-    after = generate(300, 50, seed=2)
+    before = raw_stream(300, 50, seed=1)
+    after = raw_stream(300, 50, seed=2)
     worker, port = stack.start_worker()
     produce_all(stack.kafka, stack.topics.raw, before.messages)
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
