@@ -53,7 +53,8 @@ class JourneySpec:
     treatment: str = "treatment"
     treatment_weight: float = 0.5
     id_prefix: str | None = None
-    """Devices are ``{prefix}u{n}``, images ``{prefix}i{n}``; default ``s{seed}-``."""
+    """Devices are ``{prefix}u{n}``, images ``{prefix}i{n}``; default ``s{seed}-``. Event ids derive
+    from these names: runs that must not share ids need prefixes of their own."""
     start: datetime = datetime(2026, 11, 2, tzinfo=UTC)
     exposure_window_s: float = 3 * 86_400
     """Units are first exposed uniformly over this long after ``start``."""
@@ -720,7 +721,7 @@ def raw_stream(
     per_device = max(events / devices, 1.0)
     spec = JourneySpec(
         units=devices,
-        id_prefix="device-",
+        id_prefix=f"device-{seed}-",
         start=start,
         exposure_window_s=1800.0,
         login_rate=1 / 3,

@@ -138,3 +138,10 @@ def test_the_raw_stream_is_keyed_by_device_with_resends_and_unknown_tools() -> N
     arrival = [v["event_ts"] for v in values]
     assert arrival != sorted(arrival)
     assert raw_stream(3000, 400, seed=3, start=NOW).messages == stream.messages
+
+
+def test_two_seeds_of_a_preset_share_no_event_id() -> None:
+    first = {e["event_id"] for e in raw_stream(300, 50, seed=1).events}
+    second = {e["event_id"] for e in raw_stream(300, 50, seed=2).events}
+    assert not first & second
+    assert not {e.event_id for e in clickstream(seed=1).events} & {e.event_id for e in clickstream(seed=2).events}
