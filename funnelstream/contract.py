@@ -541,9 +541,9 @@ class EnrichedEvent(BaseModel):
     page_url: str | None = None
     referrer: str | None = None
     user_agent: str | None = None
-    browser: str | None = None
-    os: str | None = None
-    device: str | None = None
+    browser: str | None = Field(default=None, description="Parsed from user_agent at enrichment.")
+    os: str | None = Field(default=None, description="Parsed from user_agent at enrichment.")
+    device: str | None = Field(default=None, description="Parsed from user_agent at enrichment.")
     is_bot: bool = False
     locale: str | None = None
     app_version: str | None = None
