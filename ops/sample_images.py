@@ -7,11 +7,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+from PIL import Image
 
 
 def sample_png(width: int, height: int, seed: int) -> bytes:
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     image = np.stack([xx * 255 // width, yy * 255 // height, np.full_like(xx, 128)], axis=-1).astype(np.uint8)
@@ -23,8 +22,6 @@ def sample_png(width: int, height: int, seed: int) -> bytes:
 
 
 def sample_mask_png(width: int, height: int) -> bytes:
-    from PIL import Image
-
     mask = np.zeros((height, width), dtype=np.uint8)
     mask[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = 255
     out = io.BytesIO()

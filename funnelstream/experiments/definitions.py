@@ -8,6 +8,7 @@ opens a new phase, and the analysis reads one phase.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
@@ -377,10 +378,8 @@ class DefinitionsWatcher:
             log.info("experiment definitions applied", extra={"version": candidate.version})
             return True
 
-    async def run(self, interval_s: float, stop: Any) -> None:
-        """Poll until ``stop`` (an asyncio.Event) is set."""
-        import asyncio
-
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set."""
         while not stop.is_set():
             await asyncio.to_thread(self.poll)
             try:
