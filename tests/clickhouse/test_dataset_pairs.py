@@ -1,5 +1,5 @@
 """dataset_pairs: a result's missing upload, request or score is NULL in the answer and in the
-Parquet manifest (issue 17 item 10), never 1970-01-01 or a zero score."""
+Parquet manifest, never 1970-01-01 or a zero score."""
 
 from __future__ import annotations
 

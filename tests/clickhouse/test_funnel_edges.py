@@ -1,4 +1,4 @@
-"""The funnel queries at their edges (issue 17 items 2, 6, 7 and 8), on hand-made rows in real chdb.
+"""The funnel queries at their edges, on hand-made rows in real chdb.
 
 What each test pins is a sentence of docs/analytics-definitions.md, "Funnels": entries in
 [from, to) with later steps read up to to + window; one entry rule and one conversion path for
@@ -47,7 +47,7 @@ def _timed_units(rows: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
     return {(str(row["breakdown"]), int(row["step"])): int(row["units"]) for row in rows}
 
 
-# Item 2: a conversion that finishes after `to` counts; its range says whether it is final.
+# A conversion that finishes after `to` counts; its range says whether it is final.
 
 
 def test_a_save_after_midnight_counts_for_an_upload_before_it(warehouse: Warehouse) -> None:
@@ -117,7 +117,7 @@ def test_a_range_or_day_is_complete_only_once_its_window_is_past(warehouse: Ware
     assert FunnelRequest(start=today - timedelta(days=2), end=today - timedelta(days=1)).complete()
 
 
-# Item 7: time to convert counts the units the funnel counts, step by step.
+# Time to convert counts the units the funnel counts, step by step.
 
 
 def test_time_to_convert_counts_the_units_the_funnel_counts(warehouse: Warehouse) -> None:
@@ -148,7 +148,7 @@ def test_time_to_convert_counts_the_units_the_funnel_counts(warehouse: Warehouse
     ]
 
 
-# Item 8: breakdown values come from the conversion path.
+# Breakdown values come from the conversion path.
 
 
 def test_day_and_source_are_the_entry_events(warehouse: Warehouse) -> None:
@@ -219,7 +219,7 @@ def test_the_excluded_steps_rows_give_no_value_and_exclude_the_unit(warehouse: W
     assert _units(queries.funnel(warehouse, request)) == {("brush", 1): 1, ("brush", 2): 1}
 
 
-# Item 8, variant: the arm from experiment_units, as the experiment analysis counts it.
+# The variant breakdown: the arm from experiment_units, as the experiment analysis counts it.
 
 EXPERIMENT = "segmentation_tool"
 
@@ -300,7 +300,7 @@ def test_a_funnel_by_variant_counts_the_experiments_clean_units(warehouse: Wareh
             assert timing == {key: units for key, units in got.items() if key[1] > 1 and units}, unit
 
 
-# Item 6: the first received copy of a resent event counts, before and after a merge.
+# The first received copy of a resent event counts, before and after a merge.
 
 
 def test_each_funnel_query_answers_the_same_before_and_after_a_merge(warehouse: Warehouse) -> None:

@@ -1,7 +1,7 @@
 """Every named query gives the same answer before and after ``OPTIMIZE TABLE events FINAL``.
 
-A resend keeps event_id and client_ts but may carry another sent_at, received_at and event_ts
-(issue 17 item 6). The first received copy counts (docs/analytics-definitions.md, "Events: which
+A resend keeps event_id and client_ts but may carry another sent_at, received_at and event_ts.
+The first received copy counts (docs/analytics-definitions.md, "Events: which
 copy counts"): the table keeps it at a merge and FINAL picks it before one, so a query that reads
 ``events FINAL`` cannot tell whether parts were merged. The data: a generated clickstream, a share
 of its events resent with another time, the two copies of an event loaded in two separate loader
@@ -101,7 +101,7 @@ def resent(event: EnrichedEvent, rng: random.Random) -> EnrichedEvent:
 
 
 def example_image() -> list[tuple[EnrichedEvent, EnrichedEvent | None]]:
-    """Issue 17 item 6: a save whose resend moves it; 610 s counted (first received) or 70 s."""
+    """A save whose resend moves it; 610 s counted (first received) or 70 s."""
     device, image = "device-example", uuid.uuid4()
     at = START + timedelta(hours=5)
 

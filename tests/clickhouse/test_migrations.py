@@ -113,7 +113,7 @@ def _durations(warehouse: Warehouse) -> list[dict[str, Any]]:
 
 
 def test_task_time_ends_at_the_save_of_an_inferred_result(warehouse: Warehouse) -> None:
-    # Issue 17 item 1: a save before any inference does not end the task.
+    # A save before any inference does not end the task.
     insert_events(
         warehouse,
         [
@@ -187,7 +187,7 @@ def test_experiment_units_arm_first_exposure_and_contamination(warehouse: Wareho
     insert_events(
         warehouse,
         [
-            # A person on two devices in two arms: all three of U1's devices are contaminated (item 4).
+            # A person on two devices in two arms: all three of U1's devices are contaminated.
             _exposure("a", "2026-03-01 10:00:00", "control", user_id="U1"),
             _exposure("b", "2026-03-01 10:00:00", "treatment"),
             event("image_uploaded", "2026-03-01 11:00:00", anonymous_id="b", user_id="U1"),
@@ -204,7 +204,7 @@ def test_experiment_units_arm_first_exposure_and_contamination(warehouse: Wareho
             # Naming another variant before the first exposure does not count.
             _exposure("h", "2026-03-01 10:00:00", "control"),
             event("tool_selected", "2026-03-01 09:05:00", anonymous_id="h", experiments={"checkout": "treatment"}),
-            # A forced exposure is no exposure (item 5): i stays a clean control unit, j is no unit.
+            # A forced exposure is no exposure: i stays a clean control unit, j is no unit.
             _exposure("i", "2026-03-01 10:00:00", "control"),
             _exposure("i", "2026-03-01 09:00:00", "treatment", properties='{"assignment_source": "forced"}'),
             _exposure("j", "2026-03-01 10:00:00", "treatment", properties='{"assignment_source": "forced"}'),

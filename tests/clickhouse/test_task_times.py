@@ -48,7 +48,7 @@ def lower_quantile(values: list[float], level: str) -> float:
 
 
 def test_task_times_give_the_seconds_to_the_save_of_an_inferred_result(warehouse: Warehouse) -> None:
-    # Issue 17 item 1's example: tool at 20 s, save at 23 s, inference at 25 s, save at 40 s.
+    # Tool at 20 s, save at 23 s, inference at 25 s, save at 40 s.
     image = str(uuid.uuid4())
     base = datetime(2026, 3, 1, 10, tzinfo=UTC)
     insert_events(

@@ -1,4 +1,4 @@
-"""Issue #16 items 1, 3 and 11: analyst SQL on ``POST /v1/sql`` against a real chdb warehouse.
+"""Hostile analyst SQL on ``POST /v1/sql`` against a real chdb warehouse.
 
 Item 1: statements smuggled past the check through quoting forms (heredocs, quoted names, comments,
 look-alike characters) ran writes, DDL, file and network access. Whatever is sent, nothing outside

@@ -1,4 +1,4 @@
-"""GET /v1/assignments on the real collector, real Kafka and a real SQLite store (issue #16, item 4).
+"""GET /v1/assignments on the real collector, real Kafka and a real SQLite store.
 
 Before: no key was asked, so 3,000 made-up ids wrote 3,000 exposures and grew the store 44×, and
 ``?anonymous_id=mine&user_id=victim`` pinned the attacker's arm on every device of the victim.
@@ -234,7 +234,7 @@ def test_one_address_cannot_take_a_shared_keys_whole_rate(collector: Collector) 
 
 
 def test_a_forced_qa_device_gets_its_variant_and_no_exposure(collector: Collector) -> None:
-    # Issue #17, item 5: forced assignments are answered, never tracked (as GrowthBook's SDKs do), so
+    # Forced assignments are answered, never tracked (as GrowthBook's SDKs do), so
     # a QA device never becomes a unit of the experiment nor reaches its sample-ratio check.
     answer = collector.get(BROWSER_KEY, anonymous_id="qa-device")
     assert answer.status_code == 200, answer.text

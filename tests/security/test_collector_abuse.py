@@ -1,4 +1,4 @@
-"""Hostile clients of the collector's event path and front door (issue #16, items 7, 9 and 10).
+"""Hostile clients of the collector's event path and front door.
 
 Each test sends the attack to a real collector on the real local Kafka and reads back what was
 stored: events are checked on the topic, dead letters on the dead-letter topic. The connection

@@ -1,4 +1,4 @@
-"""Issue #16, items 5, 6, 7 (jobs) and 8: attacks on uploads and jobs, against the real services.
+"""Attacks on uploads and jobs, against the real services.
 
 A real collector and inference service (processes, as in production) on the local Kafka and S3
 server, on topics of their own. The attacker holds the public browser write key, as anyone can.

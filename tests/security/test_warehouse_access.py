@@ -1,4 +1,4 @@
-"""Issue #16 item 2 (and the warehouse's part of items 6 and 10): the query API needs a read key.
+"""The query API needs a read key, and bounds what one client may send.
 
 Every route but /healthz answers 401 without a configured read key, before any body is read;
 wrong keys from one address are throttled; a body over its limit gets 413 after at most that

@@ -1,4 +1,4 @@
-"""Issue #16 item 3 for the fixed query routes (``/v1/funnel`` and the others) on a real chdb warehouse.
+"""Hostile queries on the fixed query routes (``/v1/funnel`` and the others) on a real chdb warehouse.
 
 A wide funnel ran on the loader's own session under its lock, with no memory or time limit: while
 it ran, ``/readyz`` and the loader's inserts waited for it. Now every client-reachable query runs on

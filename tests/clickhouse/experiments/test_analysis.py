@@ -264,7 +264,7 @@ def test_results_serialise_to_json(experiment: Experiment, chdb_path: Path) -> N
 def test_task_time_runs_from_the_first_tool_click_to_the_save_of_an_inferred_result(
     experiment: Experiment, chdb_path: Path
 ) -> None:
-    # Issue 17's image: tool click at 20 s, save at 23 s (nothing inferred yet), inference at 25 s,
+    # Tool click at 20 s, save at 23 s (nothing inferred yet), inference at 25 s,
     # save at 40 s. The task ends with the save of the inferred result: 20 s, not 3 s.
     start = T0 + timedelta(hours=1)
     rows = unit_events("c", "control", T0, [])

@@ -1,9 +1,9 @@
-"""One task time everywhere (issue 17, item 1): the same events give the same per-image seconds, the
+"""One task time everywhere: the same events give the same per-image seconds, the
 same mean and the same count through ``/v1/task-times`` (images and summary, overall and by
 variant), the ``task_time_summary`` named query ``report funnel`` reads, and the experiment report
 (``/v1/experiments/{key}/results`` and the analysis itself), on a real migrated chdb database.
 
-The images are chosen to differ between the old definitions: a save before the inference (issue 17's
+The images are chosen where a looser definition would differ: a save before the inference (the
 example: tool click at 20 s, save at 23 s, inference at 25 s, save at 40 s is 20 s, not 3 s), a
 save with no inference, an image never saved, one over the cap, one long task that a default
 winsorization would have clipped.
@@ -37,7 +37,7 @@ T0 = datetime(2026, 11, 2, tzinfo=UTC)
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 5, tzinfo=UTC)
 # Per image: (device, [(event type, seconds after the device's first tool click)]).
 IMAGES: dict[str, tuple[str, list[tuple[str, float]]]] = {
-    # Issue 17's image: the save at 23 s has no inference before it; the task ends at 40 s.
+    # The save at 23 s has no inference before it; the task ends at 40 s.
     "issue": ("c1", [("tool_selected", 20), ("image_saved", 23), ("inference_requested", 25), ("image_saved", 40)]),
     "plain-c1": ("c1", [("tool_selected", 0), ("inference_requested", 10), ("image_saved", 45)]),
     "plain-c2": ("c2", [("tool_selected", 0), ("inference_requested", 5), ("image_saved", 70)]),

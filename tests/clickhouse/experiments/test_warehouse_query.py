@@ -88,7 +88,7 @@ def test_loaded_events_give_the_same_frames_as_the_simulation_s_insert(
     assert "never-exposed" not in set(frames.units["anonymous_id"]) | set(frames.events["anonymous_id"])
     exposures = events[events["event_type"] == "experiment_exposure"]
     assert len(frames.units) == exposures["anonymous_id"].nunique() == 1200
-    # Item 8: every event and duration the analysis reads is a clean unit's, and only those units.
+    # Every event and duration the analysis reads is a clean unit's, and only those units.
     clean = set(frames.units.loc[~frames.units["contaminated"].astype(bool), "anonymous_id"])
     assert set(frames.events["anonymous_id"]) <= clean and set(frames.durations["anonymous_id"]) <= clean
 

@@ -350,7 +350,7 @@ UPLOAD_FIELDS: dict[str, object] = {
 
 
 def test_a_batch_sent_without_sent_at_fires_zero_gap_steps(warehouse: ChdbWarehouse) -> None:
-    # Issue 17 item 12: without sent_at every event of a batch gets the batch's receipt time.
+    # Without sent_at every event of a batch gets the batch's receipt time.
     received = NOW - timedelta(hours=2)
     batch = []
     for index in range(60):
