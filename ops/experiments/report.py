@@ -1,10 +1,9 @@
 """Rendering of :class:`ExperimentResults`: a terminal table (rich) and a self-contained HTML page
 with inline SVG charts (funnel per variant, lifts with their intervals).
 
-Invariant: what is shown as deciding is what decided. The lift interval, p and "significant" columns
-are the comparison's deciding numbers (fixed horizon, or the confidence sequence in sequential mode,
-said above the table); a row or a chart interval is coloured only when ``significant``, which never
-holds while its lift interval covers zero. Each metric shows its role, raw and adjusted p-values.
+Invariant: what is shown as deciding is what decided: the lift interval, p and "significant" columns
+are the comparison's deciding numbers, and a row or chart interval is coloured only when
+``significant``, which never holds while its lift interval covers zero.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Simulated experiments in a real migrated chdb database, analysed through the real named queries.
 
-The experiment analysis reads only what SQL computed (units, their events, task durations), so
-every analysis test goes through the warehouse. Simulated rows go in as one Arrow insert of the
-``events`` columns the simulation sets (:func:`ops.journeys.warehouse_rows`);
-every other column takes the table's default, as a loader insert of an event without those fields
-would. Many simulated runs share a database, each with its own devices and images (``simulate()``
-names them per seed): one insert and one query of each kind serve them all, and the rows are split
-by run before the analysis.
-
-Invariant: nothing here computes a metric, a unit or a duration; it only writes rows, runs the
-named queries (:func:`clickhouse.experiments.warehouse.fetch_frames`) and splits their rows.
+Runs go in as one Arrow insert (:func:`ops.journeys.warehouse_rows`); many runs share a database,
+each with its own devices, and one query of each kind serves them all before the rows are split by
+run. Invariant: nothing here computes a metric, a unit or a duration; it writes rows, runs the named
+queries (:func:`clickhouse.experiments.warehouse.fetch_frames`) and splits their rows.
 """
 
 from __future__ import annotations
