@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import Field
 from scipy import stats
 
+from clickhouse.experiments.results import GuardrailCheck, Health, MetricTimeline, Progress
 from clickhouse.experiments.stats import (
     FIXED_HORIZON_LABEL,
     SEQUENTIAL_LABEL,
@@ -41,6 +42,8 @@ from funnelstream.experiments.errors import EventsFrameError
 UNIT_COLUMNS = ("anonymous_id", "variant", "first_exposure_at", "contaminated")
 EVENT_COLUMNS = ("anonymous_id", "event_type", "score")
 DURATION_COLUMNS = ("input_id", "anonymous_id", "diff_second")
+DIMENSION_COLUMNS = ("anonymous_id", "browser", "os", "device", "source")
+CONTAMINATED_COLUMNS = ("anonymous_id", "reason", "variants", "user_ids")
 FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
     ("upload", EventType.IMAGE_UPLOADED),
     ("tool", EventType.TOOL_SELECTED),
@@ -66,6 +69,15 @@ class ExperimentFrames:
     units: pd.DataFrame
     events: pd.DataFrame
     durations: pd.DataFrame
+    pre_events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(EVENT_COLUMNS)))
+    """``experiment_pre_events``: the same columns as ``events``, for each clean unit's pre-period
+    (the ``cuped.lookback_days`` before its first exposure)."""
+    pre_durations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(DURATION_COLUMNS)))
+    """``experiment_pre_task_durations``: the same columns as ``durations``, images first clicked in the pre-period."""
+    dimensions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(DIMENSION_COLUMNS)))
+    """``experiment_unit_dimensions``: one row per exposed unit, the dimensions of its first exposure."""
+    contaminated: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CONTAMINATED_COLUMNS)))
+    """``experiment_contaminated_units``: one row per contaminated unit, why, its arms and user ids."""
 
 
 class VariantExposure(Model):
@@ -150,6 +162,14 @@ class ExperimentResults(Model):
     conversion: list[MetricResult]
     task_duration: TaskDurationResult | None
     score: MetricResult | None
+    inference_failures: MetricResult | None = None
+    guardrails: list[GuardrailCheck] = Field(default_factory=list)
+    timeline: list[MetricTimeline] = Field(default_factory=list)
+    health: Health | None = None
+    progress: Progress | None = None
+    cuped_lookback_days: int | None = None
+    """Set when CUPED is on; each comparison's ``cuped`` says what it achieved."""
+    bayesian_prior: str | None = None
     alerts: list[str] = Field(default_factory=list)
 
 

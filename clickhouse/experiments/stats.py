@@ -71,6 +71,40 @@ class FixedHorizonInterval(Interval):
     label: str = FIXED_HORIZON_LABEL + "; for reference only when the results are read sequentially"
 
 
+class CupedSummary(Model):
+    """What the regression adjustment did to one comparison (docs/design.md, "Experiment engine")."""
+
+    applied: bool
+    """False: no unit of the two arms had pre-period data (or it had no variance); the numbers are unadjusted."""
+    theta: float | None
+    """Pooled over the two arms."""
+    lookback_days: int
+    units_with_pre_period: int
+    """Units of the two arms with at least one pre-period event of the metric."""
+    variance_reduction: float | None
+    """1 - adjusted / unadjusted variance of the relative lift: 0.36 narrows the interval by 1 - sqrt(0.64) = 20 %."""
+    unadjusted_relative_lift: float | None
+    unadjusted_lift_ci_low: float | None
+    unadjusted_lift_ci_high: float | None
+
+
+class BayesianComparison(Model):
+    """The Bayesian reading of the same estimates: a Gaussian posterior of the relative lift."""
+
+    chance_to_beat_control: float | None
+    """Posterior probability that the variant is better, in the metric's good direction."""
+    expected_loss: float | None
+    """Expected relative loss of shipping the variant (its risk), in the metric's good direction."""
+    control_expected_loss: float | None
+    """Expected relative loss of keeping the control."""
+    lift_mean: float | None
+    lift_ci_low: float | None
+    """Credible interval of the relative lift at the analysis's 1 - alpha."""
+    lift_ci_high: float | None
+    prior: str
+    """The prior, in words (for example "flat (improper) prior on the relative lift")."""
+
+
 class Comparison(Model):
     """A variant against the control.
 
@@ -103,6 +137,9 @@ class Comparison(Model):
     decision: Decision = "fixed_horizon"
     fixed_horizon: FixedHorizonInterval | None = None
     sequential: SequentialInterval | None = None
+    cuped: CupedSummary | None = None
+    """Set when the comparison was regression adjusted (or tried to be); ``None`` when CUPED is off."""
+    bayesian: BayesianComparison | None = None
 
 
 def finite_or_none(value: float) -> float | None:

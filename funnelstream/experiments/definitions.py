@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from funnelstream.errors import FieldError
 from funnelstream.experiments.errors import DefinitionError, UnknownExperimentError
@@ -40,6 +49,7 @@ class Metric(enum.StrEnum):
     FUNNEL_CONVERSION = "funnel_conversion"
     TASK_DURATION = "task_duration"
     MEAN_SCORE = "mean_score"
+    INFERENCE_FAILURES = "inference_failures"
 
 
 MetricName = Literal[
@@ -50,8 +60,10 @@ MetricName = Literal[
     "conversion_score",
     "task_duration_s",
     "mean_score",
+    "inference_failure_rate",
 ]
 """The name of one metric result of the analysis."""
+Direction = Literal["increase", "decrease"]
 MetricRole = Literal["primary", "guardrail", "secondary"]
 Correction = Literal["holm", "benjamini_hochberg"]
 """Multiple-testing adjustment of the secondary metrics' p-values."""
@@ -63,8 +75,20 @@ METRIC_SOURCE: dict[str, Metric] = {
     "conversion_score": Metric.FUNNEL_CONVERSION,
     "task_duration_s": Metric.TASK_DURATION,
     "mean_score": Metric.MEAN_SCORE,
+    "inference_failure_rate": Metric.INFERENCE_FAILURES,
 }
 """Which entry of ``metrics`` produces each metric result."""
+GOOD_DIRECTION: dict[str, Direction] = {
+    "conversion_upload": "increase",
+    "conversion_tool": "increase",
+    "conversion_inference": "increase",
+    "conversion_save": "increase",
+    "conversion_score": "increase",
+    "task_duration_s": "decrease",
+    "mean_score": "increase",
+    "inference_failure_rate": "decrease",
+}
+"""Which way each metric improves: what "chance to beat control" and a guardrail's harm are measured against."""
 
 
 def default_primary_metric(metrics: list[Any]) -> MetricName:
@@ -78,6 +102,45 @@ class Variant(BaseModel):
     key: Key
     weight: Annotated[float, Field(ge=0, le=1)]
     name: str | None = None
+
+
+class Guardrail(BaseModel):
+    """A metric that must not get worse: harmed when the variant moves it the harmful way by more
+    than ``threshold`` (a relative change: 0.02 tolerates 2 %), significantly (docs/design.md,
+    "Experiment engine")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: MetricName
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.0
+    harmful: Direction | None = None
+    """Default: the opposite of the metric's good direction (:data:`GOOD_DIRECTION`)."""
+
+    @property
+    def harmful_direction(self) -> Direction:
+        if self.harmful is not None:
+            return self.harmful
+        return "decrease" if GOOD_DIRECTION[self.metric] == "increase" else "increase"
+
+
+class Cuped(BaseModel):
+    """Regression adjustment on each unit's pre-exposure value of the same metric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    lookback_days: Annotated[int, Field(ge=1, le=90)] = 14
+    """The pre-period: this many days before each unit's first exposure."""
+
+
+class Plan(BaseModel):
+    """The sample the experiment is planned for: enough units to detect ``mde`` (a relative change
+    of the primary metric) with probability ``power``; the report shows progress towards it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mde: Annotated[float, Field(gt=0, lt=10)]
+    power: Annotated[float, Field(gt=0.5, lt=1)] = 0.8
 
 
 class Namespace(BaseModel):
@@ -127,10 +190,20 @@ class Experiment(BaseModel):
     """QA: unit id (anonymous_id or user_id) → variant, bypassing the hash."""
     primary_metric: MetricName
     """The metric the decision is made on; by default :func:`default_primary_metric` of ``metrics``."""
-    guardrail_metrics: list[MetricName] = Field(default_factory=list)
-    """Metrics that must not get worse; read unadjusted, like the primary."""
+    guardrail_metrics: list[Guardrail] = Field(default_factory=list)
+    """Metrics that must not get worse; read unadjusted, like the primary. A bare metric name is a
+    guardrail with threshold 0 and the harmful direction opposite to the metric's good one."""
     correction: Correction = "holm"
     """Adjustment of the p-values of every other (secondary) metric, as one family."""
+    cuped: Cuped = Field(default_factory=Cuped)
+    plan: Plan | None = None
+
+    @field_validator("guardrail_metrics", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"metric": item} if isinstance(item, str) else item for item in value]
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -159,10 +232,11 @@ class Experiment(BaseModel):
         source = METRIC_SOURCE[self.primary_metric]
         if source not in self.metrics:
             raise ValueError(f"primary_metric: {self.primary_metric!r} needs {source.value} in metrics")
-        for name in self.guardrail_metrics:
+        guarded = self.guardrail_names
+        for name in guarded:
             if name == self.primary_metric:
                 raise ValueError(f"guardrail_metrics: {name!r} is the primary metric")
-            if self.guardrail_metrics.count(name) > 1:
+            if guarded.count(name) > 1:
                 raise ValueError(f"guardrail_metrics: {name!r} listed twice")
             if METRIC_SOURCE[name] not in self.metrics:
                 raise ValueError(f"guardrail_metrics: {name!r} needs {METRIC_SOURCE[name].value} in metrics")
@@ -173,10 +247,17 @@ class Experiment(BaseModel):
         # GrowthBook's SDKs hash with `seed || key`: an empty seed falls back to the key too.
         return self.seed or self.key
 
+    @property
+    def guardrail_names(self) -> list[str]:
+        return [guardrail.metric for guardrail in self.guardrail_metrics]
+
+    def guardrail(self, name: str) -> Guardrail | None:
+        return next((g for g in self.guardrail_metrics if g.metric == name), None)
+
     def metric_role(self, name: str) -> MetricRole:
         if name == self.primary_metric:
             return "primary"
-        return "guardrail" if name in self.guardrail_metrics else "secondary"
+        return "guardrail" if name in self.guardrail_names else "secondary"
 
     @property
     def control(self) -> str:
@@ -211,7 +292,7 @@ class Experiment(BaseModel):
 
     def analysis_plan(self) -> tuple[Any, ...]:
         """What must not change once a phase runs."""
-        return (self.primary_metric, tuple(self.guardrail_metrics), self.correction)
+        return (self.primary_metric, tuple(self.guardrail_metrics), self.correction, self.cuped)
 
 
 class Definitions(BaseModel):
@@ -317,7 +398,7 @@ def check_transition(old: Definitions, new: Definitions, source: str = "<definit
             errors.append(
                 FieldError(
                     f"{where}.phase",
-                    "primary_metric, guardrail_metrics or correction changed after the phase started; "
+                    "primary_metric, guardrail_metrics, correction or cuped changed after the phase started; "
                     "open a new phase (phase + 1, phase_start)",
                 )
             )

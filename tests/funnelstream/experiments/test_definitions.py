@@ -188,7 +188,7 @@ def test_an_experiment_declares_one_primary_metric_and_optional_guardrails() -> 
             "experiments.seg.primary_metric",
             "task_duration",
         ),
-        ("    guardrail_metrics: [mean_score, nope]", "experiments.seg.guardrail_metrics.1", "mean_score"),
+        ("    guardrail_metrics: [mean_score, nope]", "experiments.seg.guardrail_metrics.1.metric", "mean_score"),
         ("    guardrail_metrics: [task_duration_s]", "experiments.seg.guardrail_metrics", "primary"),
         ("    guardrail_metrics: [mean_score, mean_score]", "experiments.seg.guardrail_metrics", "twice"),
         (
@@ -228,5 +228,50 @@ def test_the_metric_plan_does_not_change_inside_a_running_phase() -> None:
 def test_the_shipped_definitions_declare_the_primary_metric() -> None:
     experiment = load_definitions(DEFAULT_DEFINITIONS).get("segmentation_tool")
     assert experiment.primary_metric == "task_duration_s"
-    assert experiment.guardrail_metrics == ["conversion_save", "mean_score"]
+    assert experiment.guardrail_names == ["conversion_save", "mean_score", "inference_failure_rate"]
     assert experiment.correction == "holm"
+    assert experiment.cuped.enabled and experiment.cuped.lookback_days == 14
+    assert experiment.plan is not None and experiment.plan.mde == 0.05
+
+
+def test_a_guardrail_is_harmed_in_the_direction_opposite_to_its_metric() -> None:
+    declared = parse_definitions(
+        text(
+            extra="    guardrail_metrics:\n"
+            "      - mean_score\n"
+            "      - {metric: conversion_save, threshold: 0.02}\n"
+            "      - {metric: conversion_tool, harmful: increase}"
+        )
+    ).get("seg")
+    score, save, tool = declared.guardrail_metrics
+    assert (score.metric, score.threshold, score.harmful_direction) == ("mean_score", 0.0, "decrease")
+    assert (save.threshold, save.harmful_direction) == (0.02, "decrease")
+    assert tool.harmful_direction == "increase"
+    assert declared.guardrail("conversion_save") == save and declared.guardrail("conversion_upload") is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (
+            "    guardrail_metrics: [{metric: mean_score, threshold: -0.1}]",
+            "experiments.seg.guardrail_metrics.0.threshold",
+        ),
+        ("    guardrail_metrics: [{metric: mean_score, harmful: up}]", "experiments.seg.guardrail_metrics.0.harmful"),
+        ("    cuped: {lookback_days: 0}", "experiments.seg.cuped.lookback_days"),
+        ("    plan: {mde: 0}", "experiments.seg.plan.mde"),
+        ("    plan: {mde: 0.05, power: 0.3}", "experiments.seg.plan.power"),
+    ],
+)
+def test_guardrail_cuped_and_plan_fields_are_checked_by_name(extra: str, field: str) -> None:
+    with pytest.raises(DefinitionError) as exc:
+        parse_definitions(text(extra=extra))
+    assert fields_of(exc) == {field}
+
+
+def test_the_cuped_lookback_is_part_of_the_plan_of_a_running_phase() -> None:
+    with pytest.raises(DefinitionError) as exc:
+        check_transition(
+            parse_definitions(text()), parse_definitions(text(version=2, extra="    cuped: {lookback_days: 7}"))
+        )
+    assert "cuped" in str(exc.value)
