@@ -163,14 +163,21 @@ class ExperimentResults(Model):
     task_duration: TaskDurationResult | None
     score: MetricResult | None
     inference_failures: MetricResult | None = None
+    """Failed inferences per completed inference (``inference_failure_rate``), a ratio metric."""
     guardrails: list[GuardrailCheck] = Field(default_factory=list)
+    """Each guardrail metric of each variant: harmed or not; a harmed one is an alert."""
     timeline: list[MetricTimeline] = Field(default_factory=list)
+    """Lift over time of every metric: cumulative per day since the start, and per day of exposure."""
     health: Health | None = None
+    """Sample-ratio checks per dimension value, exposures per day, units seen in several arms."""
     progress: Progress | None = None
+    """Progress towards the sample the experiment's plan needs; ``None`` without a plan."""
     cuped_lookback_days: int | None = None
     """Set when CUPED is on; each comparison's ``cuped`` says what it achieved."""
     bayesian_prior: str | None = None
+    """The prior of every comparison's ``bayesian`` reading, in words."""
     alerts: list[str] = Field(default_factory=list)
+    """Everything that needs a look, one line each (sample ratio, contamination, harmed guardrails, ...)."""
 
 
 @dataclass(frozen=True, slots=True)

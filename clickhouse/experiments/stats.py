@@ -45,7 +45,8 @@ class AnalysisConfig:
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Attribute docstrings become the fields' descriptions in the API's OpenAPI schema.
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
 
 class Interval(Model):
@@ -79,13 +80,17 @@ class CupedSummary(Model):
     theta: float | None
     """Pooled over the two arms."""
     lookback_days: int
+    """The pre-period: this many days before each unit's first exposure."""
     units_with_pre_period: int
     """Units of the two arms with at least one pre-period event of the metric."""
     variance_reduction: float | None
     """1 - adjusted / unadjusted variance of the relative lift: 0.36 narrows the interval by 1 - sqrt(0.64) = 20 %."""
     unadjusted_relative_lift: float | None
+    """The relative lift without the adjustment."""
     unadjusted_lift_ci_low: float | None
+    """The unadjusted lift interval, on the comparison's basis, for reference."""
     unadjusted_lift_ci_high: float | None
+    """Upper end of the unadjusted lift interval."""
 
 
 class BayesianComparison(Model):
@@ -98,9 +103,11 @@ class BayesianComparison(Model):
     control_expected_loss: float | None
     """Expected relative loss of keeping the control."""
     lift_mean: float | None
+    """Posterior mean of the relative lift."""
     lift_ci_low: float | None
     """Credible interval of the relative lift at the analysis's 1 - alpha."""
     lift_ci_high: float | None
+    """Upper end of the credible interval."""
     prior: str
     """The prior, in words (for example "flat (improper) prior on the relative lift")."""
 
