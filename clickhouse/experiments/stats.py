@@ -42,6 +42,8 @@ class AnalysisConfig:
     """Sample size (both arms together) at which the confidence sequence is tightest (GrowthBook's N*)."""
     srm_p_threshold: float = 0.001
     contamination_threshold: float = 0.01
+    contaminated_listed: int = 100
+    """Contaminated units listed by name in the health section (all are counted)."""
 
 
 class Model(BaseModel):
