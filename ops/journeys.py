@@ -768,6 +768,8 @@ def raw_stream(
 
 # --- warehouse rows ----------------------------------------------------------------------------
 
+OPTIONAL_COLUMNS = ("browser", "os", "device", "source", "status")
+"""Columns of ``events`` that :func:`warehouse_rows` writes when the frame has them."""
 RECEIVED = datetime(2026, 11, 6, tzinfo=UTC)
 """``received_at`` of every row :func:`warehouse_rows` makes."""
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -799,7 +801,8 @@ def warehouse_rows(events: pd.DataFrame, experiment_key: str, salt: int = 0) -> 
     Every event of a unit carries its first exposure's arm in the ``experiments`` map, as the
     tracker would; an exposure carries its own. Optional columns of ``events``: ``user_id``,
     ``properties`` (a dict per row, e.g. ``{"assignment_source": "forced"}``), ``experiments``
-    (a dict per row, replacing the derived map). ``salt`` keeps ids apart between frames of one insert.
+    (a dict per row, replacing the derived map), and :data:`OPTIONAL_COLUMNS` (browser, os, device,
+    source, status). ``salt`` keeps ids apart between frames of one insert.
     """
     n = len(events)
     events = events.reset_index(drop=True)
@@ -860,4 +863,11 @@ def warehouse_rows(events: pd.DataFrame, experiment_key: str, salt: int = 0) -> 
         "properties": properties,
         "enriched_at": received,
     }
+    # Client dimensions and inference status only when the frame has them: the table's defaults
+    # (NULL, and '' for source) are what a loader row without them gets.
+    for column in OPTIONAL_COLUMNS:
+        if column in events.columns:
+            columns[column] = _strings(events, column)
+    if "source" in columns:
+        columns["source"] = pc.fill_null(columns["source"], "")  # not Nullable in the table
     return pa.table(columns)

@@ -1,9 +1,10 @@
 """An experiment's frames from ClickHouse, and its results from them.
 
-Three named queries (``experiment_units``, ``experiment_events``, ``experiment_task_durations``)
-compute everything the analysis reads, over the experiment's window; through the warehouse API's
-process when it owns the embedded data, directly otherwise. Invariant: no unit, event or duration
-reaches :func:`clickhouse.experiments.analysis.analyze` except through these queries.
+Named queries (``experiment_units``, ``experiment_events``, ``experiment_task_durations``, their
+``experiment_pre_*`` lookbacks, ``experiment_unit_dimensions``, ``experiment_contaminated_units``,
+and ``traffic_*`` for planning without an experiment) compute everything the analysis reads; through
+the warehouse API's process when it owns the embedded data, directly otherwise. Invariant: no unit,
+event or duration reaches :mod:`clickhouse.experiments.analysis` except through these queries.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from funnelstream.settings import ClickHouseConfig
 UNITS_QUERY = "experiment_units"
 EVENTS_QUERY = "experiment_events"
 DURATIONS_QUERY = "experiment_task_durations"
+PRE_EVENTS_QUERY = "experiment_pre_events"
+PRE_DURATIONS_QUERY = "experiment_pre_task_durations"
+DIMENSIONS_QUERY = "experiment_unit_dimensions"
+CONTAMINATED_QUERY = "experiment_contaminated_units"
+TRAFFIC_UNITS_QUERY = "traffic_units"
+TRAFFIC_EVENTS_QUERY = "traffic_events"
+TRAFFIC_DURATIONS_QUERY = "traffic_task_durations"
 # Open-ended windows still need bounds in the query; these cover any plausible event time.
 EARLIEST = datetime(2015, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -51,18 +59,50 @@ def window(experiment: Experiment) -> tuple[datetime, datetime]:
 
 
 def query_parameters(experiment: Experiment) -> dict[str, Any]:
+    """The parameters every experiment query takes; ``lookback_days`` is read by the pre-period ones."""
     start, end = window(experiment)
-    return {"experiment_key": experiment.key, "from": start, "to": end}
+    return {
+        "experiment_key": experiment.key,
+        "from": start,
+        "to": end,
+        "lookback_days": experiment.cuped.lookback_days,
+    }
 
 
 def fetch_frames(warehouse: QueriesFrames, experiment: Experiment) -> ExperimentFrames:
-    """The experiment's units, events and task durations through any object with ``query_df``
-    (a ``clickhouse.backend`` Warehouse, or the warehouse API's analyst reader)."""
+    """Every frame of the experiment (units, post and pre-period events and task durations, unit
+    dimensions, contaminated units) through any object with ``query_df`` (a
+    ``clickhouse.backend`` Warehouse, or the warehouse API's analyst reader). Without CUPED the
+    pre-period queries are not run: their frames stay empty, which the analysis reads as no covariate."""
     parameters = query_parameters(experiment)
+
+    def run(name: str) -> pd.DataFrame:
+        return warehouse.query_df(query_text(name), parameters)
+
+    pre: dict[str, pd.DataFrame] = {}
+    if experiment.cuped.enabled:
+        pre = {"pre_events": run(PRE_EVENTS_QUERY), "pre_durations": run(PRE_DURATIONS_QUERY)}
     return ExperimentFrames(
-        units=warehouse.query_df(query_text(UNITS_QUERY), parameters),
-        events=warehouse.query_df(query_text(EVENTS_QUERY), parameters),
-        durations=warehouse.query_df(query_text(DURATIONS_QUERY), parameters),
+        units=run(UNITS_QUERY),
+        events=run(EVENTS_QUERY),
+        durations=run(DURATIONS_QUERY),
+        dimensions=run(DIMENSIONS_QUERY),
+        contaminated=run(CONTAMINATED_QUERY),
+        **pre,
+    )
+
+
+def fetch_traffic_frames(
+    warehouse: QueriesFrames, start: datetime, end: datetime, control_key: str = "control"
+) -> ExperimentFrames:
+    """Recent traffic as one arm for planning: every device with a funnel event in [start, end) is
+    a clean unit of ``control_key``, first exposed at its first such event; its events and task
+    durations from then on are the post period (``traffic_*`` queries). No pre-period, no dimensions."""
+    parameters = {"from": start, "to": end, "control_key": control_key}
+    return ExperimentFrames(
+        units=warehouse.query_df(query_text(TRAFFIC_UNITS_QUERY), parameters),
+        events=warehouse.query_df(query_text(TRAFFIC_EVENTS_QUERY), parameters),
+        durations=warehouse.query_df(query_text(TRAFFIC_DURATIONS_QUERY), parameters),
     )
 
 

@@ -1,6 +1,8 @@
--- The funnel events that count for one experiment: those of its clean units (experiment_units,
--- contaminated = 0) at or after the unit's first exposure and before the window's end. Every
--- per-unit conversion and score of the experiment analysis is computed from these rows.
+-- The events that count for one experiment: the funnel events and inference results of its clean
+-- units (experiment_units, contaminated = 0) at or after the unit's first exposure and before the
+-- window's end (docs/analytics-definitions.md, "Experiment units"). Every per-unit conversion,
+-- score and inference failure rate of the experiment analysis is computed from these rows.
+-- status: 'succeeded' or 'failed' on inference_completed, NULL on the other kinds.
 -- FINAL: the copy of a re-sent event that counts is the table's, before a merge too.
 SELECT
     e.anonymous_id AS anonymous_id,
@@ -8,7 +10,8 @@ SELECT
     toString(e.event_type) AS event_type,
     e.event_ts AS event_ts,
     toString(e.input_id) AS input_id,
-    toNullable(toFloat64(e.score)) AS score
+    toNullable(toFloat64(e.score)) AS score,
+    CAST(e.status, 'Nullable(String)') AS status
 FROM events AS e FINAL
 INNER JOIN
 (
@@ -20,7 +23,8 @@ INNER JOIN
     )
     WHERE contaminated = 0
 ) AS u ON u.unit_id = e.anonymous_id
-WHERE e.event_type IN ('image_uploaded', 'tool_selected', 'inference_requested', 'image_saved', 'score_submitted')
+WHERE e.event_type IN ('image_uploaded', 'tool_selected', 'inference_requested', 'inference_completed',
+                       'image_saved', 'score_submitted')
     AND e.event_ts >= u.first_exposure_at
     AND e.event_ts < {to:DateTime64(3, 'UTC')}
 ORDER BY anonymous_id, event_ts, event_type

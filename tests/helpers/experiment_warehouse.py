@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +66,13 @@ def _split(frames: ExperimentFrames, runs: Sequence[pd.DataFrame]) -> list[Exper
         raise ValueError("runs share devices; give each run its own anonymous_ids (simulate() seeds do)")
     run_of = np.repeat(np.arange(len(runs)), [len(d) for d in devices])
     parts: dict[str, list[pd.DataFrame]] = {}
-    for name in ("units", "events", "durations"):
+    for name in (f.name for f in fields(ExperimentFrames)):
         frame: pd.DataFrame = getattr(frames, name)
         run = run_of[owners.get_indexer(frame["anonymous_id"].to_numpy(object))]
         order = np.argsort(run, kind="stable")
         bounds = np.searchsorted(run[order], np.arange(1, len(runs)))
         parts[name] = [frame.iloc[rows].reset_index(drop=True) for rows in np.split(order, bounds)]
-    return [ExperimentFrames(parts["units"][i], parts["events"][i], parts["durations"][i]) for i in range(len(runs))]
+    return [ExperimentFrames(**{name: pieces[i] for name, pieces in parts.items()}) for i in range(len(runs))]
 
 
 def analyze_runs(
