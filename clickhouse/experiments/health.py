@@ -53,21 +53,30 @@ def health(frames: ExperimentFrames, experiment: Experiment, config: AnalysisCon
     """
     variants = experiment.variant_keys
     weights = np.array(experiment.weights, dtype=float)
-    clean = _clean_units(frames.units, variants)
-    dimensions = _dimension_values(clean, frames.dimensions)
-    day = pd.to_datetime(clean["first_exposure_at"], utc=True).dt.strftime("%Y-%m-%d").to_numpy(object)
-    variant = clean["variant"].to_numpy(object)
+    ids, arm, exposed = _clean_units(frames.units, variants)
+    dimensions = frames.dimensions
+    known = pd.Index(dimensions["anonymous_id"].to_numpy(object))
+    if not known.is_unique:
+        dimensions = dimensions.loc[~known.duplicated()]
+        known = pd.Index(dimensions["anonymous_id"].to_numpy(object))
+    # Each clean unit's row of the dimensions frame; -1 (no row) picks each column's trailing None.
+    row = known.get_indexer(ids)
 
     rows: list[DimensionSrm] = []
     for name in DIMENSIONS:
-        rows += _dimension_srm(name, dimensions[name].to_numpy(object), variant, variants, weights, config)
-    by_day = _dimension_srm("day", day, variant, variants, weights, config)
+        column = np.full(len(known) + 1, None, dtype=object)
+        if name in dimensions.columns:
+            column[:-1] = dimensions[name].to_numpy(object)
+        rows += _dimension_srm(name, column[row], arm, variants, weights, config)
+    by_day = _dimension_srm("day", exposed.astype("datetime64[D]"), arm, variants, weights, config)
     rows += by_day
 
     listed, by_reason = _contaminated(frames.contaminated, config.contaminated_listed)
     result = Health(
         dimensions=rows,
-        exposures_per_day=[ExposureDay.model_validate({"date": r.value, "units": r.units}) for r in by_day],
+        exposures_per_day=[
+            ExposureDay.model_validate({"date": r.value, "units": r.units}) for r in by_day if r.value != UNKNOWN
+        ],
         contaminated_by_reason=by_reason,
         contaminated_units=listed,
         contaminated_units_listed_limit=config.contaminated_listed,
@@ -80,69 +89,69 @@ def health(frames: ExperimentFrames, experiment: Experiment, config: AnalysisCon
     return result, alerts
 
 
-def _clean_units(units: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
-    """The units the analysis reads: in an arm the definitions name, not contaminated, once each."""
-    named = units[units["variant"].isin(variants)]
-    dirty = named["contaminated"].fillna(False).astype(bool)
-    return named.loc[~dirty].drop_duplicates("anonymous_id").reset_index(drop=True)
+def _clean_units(units: pd.DataFrame, variants: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The units the analysis reads (in an arm the definitions name, not contaminated, once each):
+    their ids, arm indexes and first exposures (datetime64[ms], UTC)."""
+    ids = units["anonymous_id"].to_numpy(object)
+    arm = pd.Index(list(variants)).get_indexer(units["variant"].to_numpy(object))
+    dirty = units["contaminated"].fillna(False).to_numpy(bool)
+    keep = (arm >= 0) & ~dirty
+    keep[keep] = ~pd.Index(ids[keep]).duplicated()
+    exposed = pd.to_datetime(units["first_exposure_at"], utc=True).dt.tz_convert(None).to_numpy("datetime64[ms]")
+    return ids[keep], arm[keep], exposed[keep]
 
 
-def _dimension_values(clean: pd.DataFrame, dimensions: pd.DataFrame) -> pd.DataFrame:
-    """Each clean unit's browser, os, device and source, ``unknown`` where the query has none."""
-    known = dimensions.drop_duplicates("anonymous_id").set_index("anonymous_id")
-    values = known.reindex(pd.Index(clean["anonymous_id"].to_numpy(object)))
-    out = {}
-    for name in DIMENSIONS:
-        column = values[name] if name in values.columns else pd.Series(None, index=values.index, dtype=object)
-        column = column.astype(object).where(column.notna(), UNKNOWN)
-        out[name] = column.map(lambda v: str(v) or UNKNOWN)
-    return pd.DataFrame(out)
+def _label(value: Any) -> str:
+    """A dimension value as the report shows it: ``unknown`` where the client sent none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return UNKNOWN
+    if isinstance(value, np.datetime64):
+        return UNKNOWN if np.isnat(value) else str(value.astype("datetime64[D]"))
+    return str(value) or UNKNOWN
 
 
 def _dimension_srm(
     dimension: Dimension,
     values: np.ndarray,
-    variant: np.ndarray,
+    arm: np.ndarray,
     variants: Sequence[str],
     weights: np.ndarray,
     config: AnalysisConfig,
 ) -> list[DimensionSrm]:
-    """One row per value: the largest first, days in calendar order."""
+    """One row per value of ``values`` (one per unit; ``arm``: the unit's variant index): the largest
+    first, days in calendar order. Counted on integer codes, so a million units cost a bincount."""
     if len(values) == 0:
         return []
-    counts = (
-        pd.DataFrame({"value": values, "variant": variant})
-        .groupby(["value", "variant"])
-        .size()
-        .unstack(fill_value=0)
-        .reindex(columns=list(variants), fill_value=0)
-    )
-    totals = counts.sum(axis=1)
-    if dimension == "day":
-        order = sorted(counts.index)
-    else:
-        order = sorted(counts.index, key=lambda v: (-int(totals[v]), str(v)))
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    k = len(variants)
+    per_code = np.bincount(codes * k + arm, minlength=len(uniques) * k).reshape(len(uniques), k)
+    counts: dict[str, np.ndarray] = {}
+    for unique, row in zip(uniques, per_code, strict=True):
+        label = _label(unique)
+        counts[label] = counts.get(label, 0) + row  # '' and NULL are both unknown: one value
+    by_size = sorted(counts, key=lambda v: (-int(counts[v].sum()), v))
+    order = sorted(counts) if dimension == "day" else by_size
     expected_shares = weights / weights.sum()
-    rows = []
+    out = []
     for value in order:
-        observed = counts.loc[value].to_numpy(float)
+        observed = counts[value].astype(float)
         total = observed.sum()
         chi2 = p_value = math.nan
         if (expected_shares * total).min() >= MIN_EXPECTED_UNITS:
             chi2, p_value = srm_chi_square(observed, weights)
-        rows.append(
+        out.append(
             DimensionSrm(
                 dimension=dimension,
-                value=str(value),
-                units={k: int(n) for k, n in zip(variants, observed, strict=True)},
-                shares={k: finite_or_none(n / total) for k, n in zip(variants, observed, strict=True)},
-                expected_shares={k: float(s) for k, s in zip(variants, expected_shares, strict=True)},
+                value=value,
+                units={key: int(n) for key, n in zip(variants, observed, strict=True)},
+                shares={key: finite_or_none(n / total) for key, n in zip(variants, observed, strict=True)},
+                expected_shares={key: float(share) for key, share in zip(variants, expected_shares, strict=True)},
                 chi2=finite_or_none(chi2),
                 p_value=finite_or_none(p_value),
                 alert=bool(p_value < config.srm_p_threshold),
             )
         )
-    return rows
+    return out
 
 
 def _strings(value: Any) -> list[str]:
