@@ -1,20 +1,25 @@
-"""The warehouse's experiment results router on a minimal FastAPI app, as the warehouse API mounts it."""
+"""The warehouse's experiment router (definitions, results, plan) on a minimal FastAPI app, as the
+warehouse API mounts it: answers, OpenAPI descriptions, and hostile input never giving a 5xx."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.results import MetricPlan, PlanResult
 from clickhouse.experiments.routes import results_router
 from clickhouse.experiments.warehouse import results_from
 from funnelstream.experiments.definitions import Definitions
+from funnelstream.experiments.errors import WarehouseUnavailableError
 from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_fixtures import make_experiment
-from tests.helpers.experiment_results import conversion, results
+from tests.helpers.experiment_results import conversion, full_results, results
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
 
 
@@ -81,3 +86,151 @@ def test_results_json_says_which_numbers_decide_and_each_metrics_role() -> None:
         save["sequential"]["lift_ci_high"],
     )
     assert save["fixed_horizon"]["p_value"] < 0.05 and save["fixed_horizon"]["label"].startswith("fixed horizon")
+
+
+def stub_plan(experiment: Any, mde: float, power: float, days: float) -> PlanResult:
+    return PlanResult(
+        experiment_key=experiment.key,
+        source="recent_traffic",
+        mde=mde,
+        power=power,
+        alpha=0.05,
+        days=days,
+        units_per_day=250.0,
+        weights=experiment.weights,
+        metrics=[
+            MetricPlan(
+                metric="conversion_save",
+                baseline=0.1,
+                per_unit_standard_deviation=0.3,
+                required_units=56_000,
+                required_days=224.0,
+                reachable_mde=0.2,
+            )
+        ],
+    )
+
+
+def planned_client(plan: Any = stub_plan) -> TestClient:
+    definitions = Definitions(version=1, experiments=[make_experiment()])
+    app = FastAPI()
+    app.include_router(results_router(lambda: definitions, lambda e, s: full_results(), plan))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_plan_answers_for_the_given_mde_power_and_days() -> None:
+    client = planned_client()
+    body = client.get("/v1/experiments/segmentation_tool/plan", params={"mde": 0.05}).json()
+    assert (body["mde"], body["power"], body["days"]) == (0.05, 0.8, 14.0)
+    assert body["metrics"][0]["required_units"] == 56_000 and body["source"] == "recent_traffic"
+    body = client.get("/v1/experiments/segmentation_tool/plan", params={"mde": "0.1", "power": 0.9, "days": 28}).json()
+    assert (body["mde"], body["power"], body["days"]) == (0.1, 0.9, 28.0)
+    missing = client.get("/v1/experiments/nope/plan", params={"mde": 0.05})
+    assert missing.status_code == 404 and "segmentation_tool" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "mde"),
+        ({"mde": "5%"}, "mde"),
+        ({"mde": "abc"}, "mde"),
+        ({"mde": 0}, "mde"),
+        ({"mde": -0.05}, "mde"),
+        ({"mde": 1e-300}, "mde"),
+        ({"mde": "nan"}, "mde"),
+        ({"mde": "inf"}, "mde"),
+        ({"mde": 10}, "mde"),
+        ({"mde": 0.05, "power": 1}, "power"),
+        ({"mde": 0.05, "power": 0.5}, "power"),
+        ({"mde": 0.05, "power": "nan"}, "power"),
+        ({"mde": 0.05, "power": "80%"}, "power"),
+        ({"mde": 0.05, "days": 0}, "days"),
+        ({"mde": 0.05, "days": 1e-300}, "days"),
+        ({"mde": 0.05, "days": 366}, "days"),
+        ({"mde": 0.05, "days": "-inf"}, "days"),
+        ({"mde": 0.05, "days": "two weeks"}, "days"),
+    ],
+)
+def test_plan_refuses_a_bad_parameter_with_422_naming_it(params: dict[str, Any], field: str) -> None:
+    response = planned_client().get("/v1/experiments/segmentation_tool/plan", params=params)
+    assert response.status_code == 422, response.text
+    assert [error["loc"] for error in response.json()["detail"]] == [["query", field]]
+
+
+def test_no_hostile_input_gives_a_server_error() -> None:
+    client = planned_client()
+    rng = random.Random(7)
+    junk = ["", " ", "-0", "1e309", "0x10", "%00", "\u202e", "' OR 1=1 --", "../../etc/passwd", "1" * 5000, "null"]
+    junk += ["".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.randrange(1, 40))) for _ in range(30)]
+    for value in junk:
+        for path in ("/v1/experiments/{}/plan", "/v1/experiments/{}/results"):
+            response = client.get(path.format("segmentation_tool"), params={"mde": value, "power": value})
+            assert response.status_code < 500, (value, response.text)
+            response = client.get(path.format(value.replace("/", "%2F") or "x"), params={"mde": 0.05})
+            assert response.status_code < 500, (value, response.text)
+        response = client.get("/v1/experiments/segmentation_tool/results", params={"sequential": value})
+        assert response.status_code < 500, (value, response.text)
+
+
+def test_an_unreachable_warehouse_is_a_503_with_retry_after() -> None:
+    def unreachable(*_: Any) -> Any:
+        raise WarehouseUnavailableError("no warehouse here")
+
+    client = planned_client(unreachable)
+    response = client.get("/v1/experiments/segmentation_tool/plan", params={"mde": 0.05})
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+
+
+NEW_SCHEMAS = (
+    "GuardrailCheck",
+    "TimelinePoint",
+    "MetricTimeline",
+    "DimensionSrm",
+    "ExposureDay",
+    "ContaminatedUnit",
+    "Health",
+    "Progress",
+    "CupedSummary",
+    "BayesianComparison",
+    "MetricPlan",
+    "PlanResult",
+)
+NEW_FIELDS = {
+    "ExperimentResults": (
+        "inference_failures",
+        "guardrails",
+        "timeline",
+        "health",
+        "progress",
+        "cuped_lookback_days",
+        "bayesian_prior",
+        "alerts",
+    ),
+    "Comparison": ("cuped",),
+}
+
+
+def test_openapi_describes_every_new_field_and_the_plan_parameters() -> None:
+    spec = planned_client().get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    undescribed = [
+        f"{name}.{field}"
+        for name in NEW_SCHEMAS
+        for field, schema in schemas[name]["properties"].items()
+        if not schema.get("description")
+    ]
+    undescribed += [
+        f"{name}.{field}"
+        for name, names in NEW_FIELDS.items()
+        for field in names
+        if not schemas[name]["properties"][field].get("description")
+    ]
+    assert undescribed == []
+    results = spec["paths"]["/v1/experiments/{key}/results"]["get"]
+    assert results["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ExperimentResults")
+    plan = spec["paths"]["/v1/experiments/{key}/plan"]["get"]
+    assert plan["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("PlanResult")
+    parameters = {p["name"]: p for p in plan["parameters"]}
+    assert parameters["mde"]["required"] and not parameters["power"].get("required")
+    assert all(parameters[name].get("description") for name in ("mde", "power", "days"))
