@@ -35,7 +35,16 @@ from clickhouse.experiments.stats import (
 from clickhouse.experiments.stats import (
     AnalysisConfig as AnalysisConfig,
 )
-from funnelstream.contract import EventType
+from clickhouse.experiments.units import (
+    FUNNEL_STEPS,
+    MEAN_SCORE,
+    TASK_DURATION,
+    Members,
+    MetricRows,
+    members,
+    metric_rows,
+    unit_values,
+)
 from funnelstream.experiments.definitions import Experiment, Metric, MetricRole
 from funnelstream.experiments.errors import EventsFrameError
 
@@ -44,13 +53,6 @@ EVENT_COLUMNS = ("anonymous_id", "event_type", "score")
 DURATION_COLUMNS = ("input_id", "anonymous_id", "diff_second")
 DIMENSION_COLUMNS = ("anonymous_id", "browser", "os", "device", "source")
 CONTAMINATED_COLUMNS = ("anonymous_id", "reason", "variants", "user_ids")
-FUNNEL_STEPS: tuple[tuple[str, EventType], ...] = (
-    ("upload", EventType.IMAGE_UPLOADED),
-    ("tool", EventType.TOOL_SELECTED),
-    ("inference", EventType.INFERENCE_REQUESTED),
-    ("save", EventType.IMAGE_SAVED),
-    ("score", EventType.SCORE_SUBMITTED),
-)
 BOOTSTRAP_CHUNK_CELLS = 5_000_000
 
 
@@ -180,27 +182,10 @@ class ExperimentResults(Model):
     """Everything that needs a look, one line each (sample ratio, contamination, harmed guardrails, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Units:
-    """The clean units, each with an integer code (its row): every membership test and per-unit sum
-    below runs on codes, not on device strings."""
-
-    ids: pd.Index
-    variant: np.ndarray
-
-    def codes(self, anonymous_ids: pd.Series) -> np.ndarray:
-        """Each row's unit code; -1 for a device that is not a clean unit."""
-        return np.asarray(self.ids.get_indexer(anonymous_ids.to_numpy(object)))
-
-    def sums(self, codes: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """Per unit: the sum of ``values`` (default: the count) over rows with that code."""
-        return np.bincount(codes, weights=values, minlength=len(self.ids)).astype(float)
-
-
 def _metric(
     name: str,
     description: str,
-    units: _Units,
+    units: Members,
     numerator: np.ndarray,
     denominator: np.ndarray,
     experiment: Experiment,
@@ -291,11 +276,12 @@ def analyze(
     dirty = _contaminated(units)
     units_exposed = len(units)
     contaminated_count = int(dirty.sum())
-    clean = units.loc[~dirty, ["anonymous_id", "variant"]].drop_duplicates("anonymous_id")
-    members = _Units(pd.Index(clean["anonymous_id"].to_numpy(object)), clean["variant"].to_numpy(object))
-    ones = np.ones(len(members.ids))
+    clean = members(units, variants)
+    n_units = len(clean)
+    # The queries return clean units' rows only; the codes keep that true of any frame handed in.
+    rows = metric_rows(frames.events, frames.durations, clean)
 
-    counts = clean["variant"].value_counts().reindex(variants, fill_value=0)
+    counts = pd.Series(clean.variant).value_counts().reindex(variants, fill_value=0)
     total = int(counts.sum())
     weights = np.array(experiment.weights, dtype=float)
     exposure_rows = [
@@ -317,22 +303,16 @@ def analyze(
         alert=share > config.contamination_threshold,
     )
 
-    # The query returns clean units' events only; the codes keep that true of any frame handed in.
-    events = frames.events
-    event_unit = members.codes(events["anonymous_id"])
-    event_type = events["event_type"].to_numpy(object)
-
     conversion = []
     if Metric.FUNNEL_CONVERSION in experiment.metrics:
         for step, kind in FUNNEL_STEPS:
-            reached = members.sums(event_unit[(event_unit >= 0) & (event_type == str(kind))]) > 0
+            name = f"conversion_{step}"
             conversion.append(
                 _metric(
-                    f"conversion_{step}",
+                    name,
                     f"share of exposed units with a {kind} after exposure",
-                    members,
-                    reached.astype(float),
-                    ones,
+                    clean,
+                    *unit_values(rows[name], n_units),
                     experiment,
                     config,
                 )
@@ -340,18 +320,15 @@ def analyze(
 
     task_duration = None
     if Metric.TASK_DURATION in experiment.metrics:
-        task_duration = _task_duration(frames.durations, members, experiment, config)
+        task_duration = _task_duration(frames.durations, rows[TASK_DURATION], clean, experiment, config)
 
     score = None
     if Metric.MEAN_SCORE in experiment.metrics:
-        values = events["score"].to_numpy(float, na_value=np.nan)
-        rated = (event_unit >= 0) & (event_type == str(EventType.SCORE_SUBMITTED)) & ~np.isnan(values)
         score = _metric(
-            "mean_score",
+            MEAN_SCORE,
             "mean score (1-5) per submitted rating",
-            members,
-            members.sums(event_unit[rated], values[rated]),
-            members.sums(event_unit[rated]),
+            clean,
+            *unit_values(rows[MEAN_SCORE], n_units),
             experiment,
             config,
         )
@@ -431,36 +408,29 @@ def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> S
 
 
 def _task_duration(
-    durations: pd.DataFrame, members: _Units, experiment: Experiment, config: AnalysisConfig
+    durations: pd.DataFrame, images: MetricRows, clean: Members, experiment: Experiment, config: AnalysisConfig
 ) -> TaskDurationResult:
     # The arm is the unit's, from the units frame: one source for every metric.
-    unit = members.codes(durations["anonymous_id"])
-    seconds = durations["diff_second"].to_numpy(float, na_value=np.nan)
-    started = pd.DataFrame({"anonymous_id": unit[unit >= 0], "variant": members.variant[unit[unit >= 0]]})
-    kept = (unit >= 0) & ~np.isnan(seconds)
+    unit = clean.codes(durations["anonymous_id"])
+    started = pd.DataFrame({"variant": clean.variant[unit[unit >= 0]]})
     counted = pd.DataFrame(
-        {"anonymous_id": unit[kept], "variant": members.variant[unit[kept]], "duration_s": seconds[kept]}
+        {
+            "anonymous_id": images.numerator.unit,
+            "variant": clean.variant[images.numerator.unit],
+            "duration_s": images.numerator.value,
+        }
     )
     cap = None
-    values = counted["duration_s"].to_numpy(float)
     description = (
         "seconds per image from first tool click to the save of an inferred result "
         "(plain mean of the capped durations, ratio metric clustered by unit)"
     )
     if config.winsor_quantile is not None and len(counted):
         # Opt-in: one cap over both arms together, so the cap cannot itself create a difference.
-        cap = float(np.quantile(values, config.winsor_quantile))
-        values = np.minimum(values, cap)
+        cap = float(np.quantile(images.numerator.value, config.winsor_quantile))
+        images = images.capped(cap)
         description += f"; winsorized at {cap:g} s (quantile {config.winsor_quantile} of both arms)"
-    mean = _metric(
-        "task_duration_s",
-        description,
-        members,
-        members.sums(counted["anonymous_id"].to_numpy(), values),
-        members.sums(counted["anonymous_id"].to_numpy()),
-        experiment,
-        config,
-    )
+    mean = _metric(TASK_DURATION, description, clean, *unit_values(images, len(clean)), experiment, config)
     rng = np.random.default_rng(config.seed)
     qs = (0.5, 0.9)
     control = experiment.control
