@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pandas as pd
@@ -24,6 +24,7 @@ from clickhouse.backend import open_warehouse
 from clickhouse.client import send_retrying
 from clickhouse.errors import QueryError
 from clickhouse.experiments.analysis import AnalysisConfig, ExperimentFrames, ExperimentResults, analyze
+from clickhouse.experiments.results import PlanResult
 from clickhouse.migrate import migrate
 from clickhouse.queries import QUERIES_DIR
 from funnelstream.experiments.definitions import Experiment
@@ -40,6 +41,7 @@ CONTAMINATED_QUERY = "experiment_contaminated_units"
 TRAFFIC_UNITS_QUERY = "traffic_units"
 TRAFFIC_EVENTS_QUERY = "traffic_events"
 TRAFFIC_DURATIONS_QUERY = "traffic_task_durations"
+T = TypeVar("T")
 # Open-ended windows still need bounds in the query; these cover any plausible event time.
 EARLIEST = datetime(2015, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -119,33 +121,51 @@ def analyze_warehouse(
     return analyze(fetch_frames(warehouse, experiment), experiment, config)
 
 
-def fetch_results_via_api(
-    api_url: str, read_key: str, key: str, sequential: bool, timeout_s: float = 120.0
-) -> ExperimentResults:
-    """Results computed by the warehouse process, which owns the embedded data while it runs."""
-    url = f"{api_url.rstrip('/')}/v1/experiments/{key}/results"
+def _get_via_api(api_url: str, read_key: str, key: str, what: str, params: dict[str, Any], timeout_s: float) -> Any:
+    """``GET /v1/experiments/{key}/{what}`` of the warehouse process, which owns the embedded data while it runs."""
+    url = f"{api_url.rstrip('/')}/v1/experiments/{key}/{what}"
     headers = {"Authorization": f"Bearer {read_key}"}
     try:
-        response = send_retrying(
-            lambda: httpx.get(url, params={"sequential": sequential}, headers=headers, timeout=timeout_s)
-        )
+        response = send_retrying(lambda: httpx.get(url, params=params, headers=headers, timeout=timeout_s))
     except httpx.HTTPError as exc:
         raise WarehouseUnavailableError(f"{url}: {exc}") from None
     if response.status_code == 404:
         raise UnknownExperimentError(key, [])
     if response.status_code >= 400:
         raise WarehouseUnavailableError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
-    return ExperimentResults.model_validate(response.json())
+    return response.json()
+
+
+def fetch_results_via_api(
+    api_url: str, read_key: str, key: str, sequential: bool, timeout_s: float = 120.0
+) -> ExperimentResults:
+    """Results computed by the warehouse process."""
+    body = _get_via_api(api_url, read_key, key, "results", {"sequential": sequential}, timeout_s)
+    return ExperimentResults.model_validate(body)
+
+
+def fetch_plan_via_api(
+    api_url: str, read_key: str, key: str, *, mde: float, power: float, days: float, timeout_s: float = 120.0
+) -> PlanResult:
+    """A plan computed by the warehouse process."""
+    body = _get_via_api(api_url, read_key, key, "plan", {"mde": mde, "power": power, "days": days}, timeout_s)
+    return PlanResult.model_validate(body)
 
 
 def load_frames(experiment: Experiment, clickhouse: ClickHouseConfig) -> ExperimentFrames:
     """Open the warehouse named by the configuration, run the queries, close it."""
+    return with_configured_warehouse(clickhouse, lambda warehouse: fetch_frames(warehouse, experiment))
+
+
+def with_configured_warehouse(clickhouse: ClickHouseConfig, run: Callable[[QueriesFrames], T]) -> T:
+    """``run`` on the warehouse named by the configuration, opened for it and closed after; a
+    warehouse that cannot be opened or queried is a :class:`WarehouseUnavailableError`."""
     try:
         warehouse = open_warehouse(clickhouse)
     except Exception as exc:
         raise WarehouseUnavailableError(f"cannot open the warehouse: {exc}") from None
     try:
-        return fetch_frames(warehouse, experiment)
+        return run(warehouse)
     except QueryError as exc:
         raise WarehouseUnavailableError(f"experiment query failed: {exc}") from None
     finally:
