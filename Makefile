@@ -75,7 +75,7 @@ demo: install ## Run the main job end to end on the embedded default
 bench-inference: up ## Inference service: overhead per job, classical jobs/s at 1024 px, SAM vit_b embedding (last line JSON)
 	$(PY) -m ops.bench.inference
 
-bench-experiments: ## Experiments: assignments/s (hash, sticky) and analysis time for 100k units (last line JSON)
+bench-experiments: ## Experiments: assignments/s (hash, sticky), full analysis of 100k and 1M units from chdb beside a GROUP BY ceiling (last line JSON)
 	$(PY) -m ops.bench.experiments
 
 bench-qa: install ## QA: every check over 2M synthetic events on chdb, a day's and a week's window (last line JSON)

@@ -1,10 +1,12 @@
-"""``make bench``'s table: figures found in each benchmark's JSON, set against ceilings and targets."""
+"""``make bench``'s table: figures found in each benchmark's JSON, set against ceilings and targets;
+the experiments benchmark as a smoke run at a few hundred units."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from ops.bench import experiments
 from ops.bench.suite import README_END, README_START, Benchmark, Figure, markdown, table_rows, update_readme
 
 HOST = {"cpu": "Test CPU", "cores": 2, "memory_gib": 24.0, "python": "3.11", "system": "Linux"}
@@ -61,3 +63,17 @@ def test_the_readme_table_is_replaced_between_its_markers_only(tmp_path: Path) -
     plain.write_text("no markers\n")
     assert not update_readme(plain, "| x |\n")
     assert plain.read_text() == "no markers\n"
+
+
+def test_the_experiments_benchmark_reports_both_sizes_beside_their_ceiling() -> None:
+    figures = experiments.main(
+        ["--units", "1200", "--small-units", "300", "--chunk-units", "500", "--assignments", "200", "--bootstrap", "20"]
+    )
+    large, small = figures["runs"]["1m"], figures["runs"]["100k"]
+    assert (large["units"], small["units"]) == (1200, 300)
+    assert large["images"] > 2 * 1200
+    assert figures["analysis_s_1m_units"] == large["analysis_s"] > 0
+    assert figures["analysis_ratio_1m_100k"] == round(large["analysis_s"] / small["analysis_s"], 2)
+    assert figures["ceiling_s_1m"] == large["ceiling_s"] > 0
+    assert {"experiment_units", "experiment_events", "experiment_task_durations"} <= set(large["query_s"])
+    assert {"hash_assignments_per_s", "sticky_assignments_per_s", "load_s", "peak_rss_mib"} <= set(figures)
