@@ -112,7 +112,9 @@ def benchmarks(load_rate: float, load_duration_s: float) -> list[Benchmark]:
             (
                 Figure("hash_assignments_per_s", "experiment assignments/s (hash)"),
                 Figure("sticky_assignments_per_s", "experiment assignments/s (sticky store)"),
-                Figure("analysis_s", "experiment analysis of 100k units, s"),
+                Figure("analysis_s_100k_units", "experiment analysis of 100k units, s", "ceiling_s_100k"),
+                Figure("analysis_s_1m_units", "experiment analysis of 1M units, 3M images, s", "ceiling_s_1m"),
+                Figure("analysis_ratio_1m_100k", "experiment analysis, 1M units over 100k", None, ("<=", 12)),
             ),
         ),
         Benchmark(
