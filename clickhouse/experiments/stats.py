@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +42,15 @@ class AnalysisConfig:
     """Sample size (both arms together) at which the confidence sequence is tightest (GrowthBook's N*)."""
     srm_p_threshold: float = 0.001
     contamination_threshold: float = 0.01
+    cuped: bool = True
+    """Regression-adjust each metric on its units' pre-exposure values (the experiment sets the lookback)."""
+    prior_mean: float = 0.0
+    """Of the Bayesian view's Gaussian prior on the relative lift."""
+    prior_stddev: float = 0.3
+    proper_prior: bool = False
+    """False: the prior is flat (improper) and the posterior follows the data alone."""
+    timeline: bool = True
+    """Compute the lift over time."""
     contaminated_listed: int = 100
     """Contaminated units listed by name in the health section (all are counted)."""
 
@@ -117,6 +126,10 @@ class BayesianComparison(Model):
 class Comparison(Model):
     """A variant against the control.
 
+    Regression adjusted (``cuped.applied``): ``difference`` and the lift are those of the adjusted
+    means, the lift relative to the control's unadjusted value (GrowthBook's way), while
+    ``control_value`` and ``variant_value`` stay the arms' values as measured.
+
     ``decision`` names the basis of the top-level ``ci_*``, ``lift_ci_*``, ``p_value`` and
     ``significant``: a fixed-horizon t-test, or (sequential mode) the confidence sequence. In
     sequential mode the fixed-horizon numbers are kept apart in ``fixed_horizon`` and the top-level
@@ -171,6 +184,25 @@ class RatioEstimate:
     """Of the estimate (not per unit)."""
     nonnegative: bool = True
     """Every unit's numerator and denominator are >= 0, so the true ratio is too."""
+    unadjusted_value: float | None = None
+    """Regression adjusted: the arm's value as measured (``value`` is the adjusted one)."""
+    unadjusted_variance: float | None = None
+    theta: float | None = None
+    """The CUPED coefficient, pooled over the two arms; ``None`` when not adjusted."""
+    cuped: CupedMoments | None = None
+    """Set whenever CUPED was asked for, also when it fell back to the unadjusted estimate."""
+
+
+@dataclass(frozen=True, slots=True)
+class CupedMoments:
+    """What CUPED saw of one arm: how many units had pre-period data and, when it adjusted, the
+    per-unit means and sample covariance that gbstats' relative-lift variance needs. Components:
+    (post, pre) for a mean or proportion; (post numerator, post denominator, pre numerator, pre
+    denominator) for a ratio."""
+
+    units_with_pre_period: int
+    means: tuple[float, ...] = ()
+    covariance: tuple[tuple[float, ...], ...] = ()
 
 
 def _ratio(
@@ -231,6 +263,75 @@ def relative_variance(control: RatioEstimate, variant: RatioEstimate) -> float:
     return variant.variance / a**2 + b**2 * control.variance / a**4
 
 
+def relative_lift(control: RatioEstimate, variant: RatioEstimate) -> tuple[float, float]:
+    """The relative lift and its variance as gbstats' EffectMoments computes them.
+
+    Unadjusted: ``variant / control - 1`` with :func:`relative_variance`. Regression adjusted: the
+    difference of the adjusted values over the control's unadjusted value, with
+    ``frequentist_variance_relative_cuped`` (mean, proportion) or
+    ``frequentist_variance_relative_cuped_ratio`` (ratio), both taken over as they are.
+    """
+    if not _adjusted(control) or not _adjusted(variant):
+        lift = variant.value / control.value - 1 if control.value else math.nan
+        return lift, relative_variance(control, variant)
+    baseline = control.unadjusted_value
+    if not baseline or not control.value:
+        return math.nan, math.nan
+    lift = (variant.value - control.value) / baseline
+    if len(control.cuped.means) == 2:  # type: ignore[union-attr]
+        return lift, _cuped_mean_lift_variance(control, variant)
+    return lift, _cuped_ratio_lift_variance(control, variant)
+
+
+def _adjusted(estimate: RatioEstimate) -> bool:
+    return estimate.theta is not None and estimate.cuped is not None and bool(estimate.cuped.means)
+
+
+def _cuped_mean_lift_variance(control: RatioEstimate, variant: RatioEstimate) -> float:
+    # gbstats' derivative in the control's post mean is -variant_post / control_post**2, the unadjusted
+    # means' ratio (not the adjusted one); kept so that its published vectors are reproduced.
+    assert control.cuped is not None and variant.cuped is not None and control.theta is not None
+    theta = control.theta
+    post_a, post_b = control.cuped.means[0], variant.cuped.means[0]
+    (var_post, cov), (_, var_pre) = control.cuped.covariance
+    scale = post_b / post_a
+    variant_part = variant.variance / post_a**2
+    control_part = (var_post * scale**2 - 2 * theta * cov * scale + theta**2 * var_pre) / (control.units * post_a**2)
+    return variant_part + control_part
+
+
+def ratio_gradient(means: Sequence[float] | np.ndarray, theta: float) -> np.ndarray:
+    """Gradient of ``m_post / d_post - theta * m_pre / d_pre`` in the four means (gbstats'
+    ``RegressionAdjustedRatioStatistic.nabla``); zero when a denominator mean is 0."""
+    m_post, d_post, m_pre, d_pre = means
+    if d_post == 0 or d_pre == 0:
+        return np.zeros(4)
+    return np.array([1 / d_post, -m_post / d_post**2, -theta / d_pre, theta * m_pre / d_pre**2])
+
+
+def _cuped_ratio_lift_variance(control: RatioEstimate, variant: RatioEstimate) -> float:
+    assert control.cuped is not None and variant.cuped is not None and control.theta is not None
+    assert control.unadjusted_value is not None
+    theta = control.theta
+    baseline = abs(control.unadjusted_value)
+    m_post, d_post = control.cuped.means[0], control.cuped.means[1]
+    if baseline == 0 or d_post == 0:
+        return math.nan
+    difference = variant.value - control.value
+    control_gradient = ratio_gradient(control.cuped.means, theta)
+    gradient_a = np.array(
+        [
+            -(baseline + difference) / d_post / baseline**2,
+            (m_post * baseline + m_post * difference) / d_post**2 / baseline**2,
+            -control_gradient[2] / baseline,
+            -control_gradient[3] / baseline,
+        ]
+    )
+    gradient_b = ratio_gradient(variant.cuped.means, theta) / baseline
+    cov_a, cov_b = np.array(control.cuped.covariance), np.array(variant.cuped.covariance)
+    return float(gradient_a @ cov_a @ gradient_a / control.units + gradient_b @ cov_b @ gradient_b / variant.units)
+
+
 def welch_dof(control: RatioEstimate, variant: RatioEstimate) -> float:
     """Welch-Satterthwaite degrees of freedom, as gbstats computes them for both difference types."""
     va, vb = control.variance, variant.variance
@@ -288,11 +389,17 @@ def _interval_fields(
 
 
 def compare(
-    control: RatioEstimate, variant: RatioEstimate, control_key: str, variant_key: str, config: AnalysisConfig
+    control: RatioEstimate,
+    variant: RatioEstimate,
+    control_key: str,
+    variant_key: str,
+    config: AnalysisConfig,
+    *,
+    lookback_days: int = 0,
 ) -> Comparison:
     """Variant against control, absolute and relative, GrowthBook's way.
 
-    The relative lift's interval and p-value both come from :func:`relative_variance`; the absolute
+    The relative lift's interval and p-value both come from :func:`relative_lift`; the absolute
     difference's from ``var_a + var_b``. Fixed horizon: Welch t. Sequential: the confidence
     sequence of :func:`_confidence_sequence` on the same variances, tuned at
     ``config.sequential_tuning_n``. No lift p-value (and never significant) when the control's value
@@ -302,12 +409,14 @@ def compare(
     exactly when the p-value is below alpha. A ratio of non-negative metrics cannot fall by more
     than 100 %, so when both arms are non-negative a lower end below -100 % is raised to -100 % and
     ``lift_ci_clamped`` says so; raising it never changes whether the interval covers 0.
+
+    When the estimates went through CUPED (:mod:`clickhouse.experiments.regression`), ``cuped``
+    says what it did, with ``lookback_days`` (the experiment's pre-period) and the unadjusted lift.
     """
     alpha = config.alpha
     difference = variant.value - control.value
     difference_variance = variant.variance + control.variance
-    lift = variant.value / control.value - 1 if control.value else math.nan
-    lift_variance = relative_variance(control, variant)
+    lift, lift_variance = relative_lift(control, variant)
     floor = control.nonnegative and variant.nonnegative
     dof = welch_dof(control, variant)
     fixed = FixedHorizonInterval(
@@ -327,11 +436,14 @@ def compare(
             )
         )
     shown: Interval = sequential or fixed
+    cuped = None
+    if control.cuped is not None or variant.cuped is not None:
+        cuped = _cuped_summary(control, variant, lift_variance, config, lookback_days)
     return Comparison(
         variant=variant_key,
         control=control_key,
-        control_value=finite_or_none(control.value),
-        variant_value=finite_or_none(variant.value),
+        control_value=finite_or_none(_measured(control)),
+        variant_value=finite_or_none(_measured(variant)),
         difference=finite_or_none(difference),
         ci_low=shown.ci_low,
         ci_high=shown.ci_high,
@@ -346,6 +458,63 @@ def compare(
         decision="sequential" if sequential is not None else "fixed_horizon",
         fixed_horizon=fixed if sequential is not None else None,
         sequential=sequential,
+        cuped=cuped,
+    )
+
+
+def _measured(estimate: RatioEstimate) -> float:
+    return estimate.value if estimate.unadjusted_value is None else estimate.unadjusted_value
+
+
+def unadjusted(estimate: RatioEstimate) -> RatioEstimate:
+    """The estimate as it would be without CUPED."""
+    if estimate.unadjusted_value is None or estimate.unadjusted_variance is None:
+        return replace(estimate, theta=None, cuped=None)
+    return replace(
+        estimate,
+        value=estimate.unadjusted_value,
+        variance=estimate.unadjusted_variance,
+        unadjusted_value=None,
+        unadjusted_variance=None,
+        theta=None,
+        cuped=None,
+    )
+
+
+def lift_interval(
+    control: RatioEstimate, variant: RatioEstimate, config: AnalysisConfig
+) -> tuple[float, float, float, float, float]:
+    """(lift, variance, low, high, p) of the relative lift on the configured basis (fixed horizon
+    or the confidence sequence): the numbers :func:`compare` puts at its top level."""
+    lift, variance = relative_lift(control, variant)
+    if config.sequential:
+        n_total = control.units + variant.units
+        low, high, p_value = _confidence_sequence(lift, variance, n_total, config.alpha, config.sequential_tuning_n)
+    else:
+        low, high, p_value = _t_test(lift, variance, welch_dof(control, variant), config.alpha)
+    return lift, variance, low, high, p_value
+
+
+def _cuped_summary(
+    control: RatioEstimate, variant: RatioEstimate, lift_variance: float, config: AnalysisConfig, lookback_days: int
+) -> CupedSummary:
+    applied = _adjusted(control) and _adjusted(variant)
+    plain_lift, plain_variance, low, high, _ = lift_interval(unadjusted(control), unadjusted(variant), config)
+    if applied and _usable(plain_lift, plain_variance) and math.isfinite(lift_variance):
+        reduction: float | None = 1 - lift_variance / plain_variance
+    else:
+        reduction = None
+    if control.nonnegative and variant.nonnegative and math.isfinite(low):
+        low = max(low, -1.0)
+    return CupedSummary(
+        applied=applied,
+        theta=finite_or_none(control.theta) if applied and control.theta is not None else None,
+        lookback_days=lookback_days,
+        units_with_pre_period=sum(e.cuped.units_with_pre_period for e in (control, variant) if e.cuped is not None),
+        variance_reduction=finite_or_none(reduction) if reduction is not None else None,
+        unadjusted_relative_lift=finite_or_none(plain_lift),
+        unadjusted_lift_ci_low=finite_or_none(low),
+        unadjusted_lift_ci_high=finite_or_none(high),
     )
 
 
