@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
 from funnelstream.experiments.definitions import Correction as Correction
+from funnelstream.experiments.definitions import Direction
 
 Decision = Literal["fixed_horizon", "sequential"]
 
@@ -77,6 +78,10 @@ class Interval(Model):
 
 class SequentialInterval(Interval):
     label: str = SEQUENTIAL_LABEL
+    units: int | None = None
+    """Units of the two arms together: where the sequence stands."""
+    tuning_n: int | None = None
+    """The sample (both arms) at which the sequence is tightest (GrowthBook's N*)."""
 
 
 class FixedHorizonInterval(Interval):
@@ -148,6 +153,8 @@ class Comparison(Model):
     """Of the absolute difference, from its own variance: below alpha exactly when ``ci_*`` excludes zero."""
     relative_lift: float | None
     lift_standard_error: float | None = None
+    lift_dof: float | None = None
+    """Welch-Satterthwaite degrees of freedom of the fixed-horizon t-test of the lift."""
     lift_ci_low: float | None
     lift_ci_high: float | None
     lift_ci_clamped: bool = False
@@ -433,7 +440,9 @@ def compare(
                 _confidence_sequence(difference, difference_variance, n_total, alpha, tuning),
                 _confidence_sequence(lift, lift_variance, n_total, alpha, tuning),
                 floor,
-            )
+            ),
+            units=n_total,
+            tuning_n=tuning,
         )
     shown: Interval = sequential or fixed
     cuped = None
@@ -450,6 +459,7 @@ def compare(
         difference_p_value=shown.difference_p_value,
         relative_lift=finite_or_none(lift),
         lift_standard_error=finite_or_none(math.sqrt(lift_variance)) if lift_variance >= 0 else None,
+        lift_dof=finite_or_none(dof),
         lift_ci_low=shown.lift_ci_low,
         lift_ci_high=shown.lift_ci_high,
         lift_ci_clamped=shown.lift_ci_clamped,
@@ -516,6 +526,34 @@ def _cuped_summary(
         unadjusted_lift_ci_low=finite_or_none(low),
         unadjusted_lift_ci_high=finite_or_none(high),
     )
+
+
+def harm_check(comparison: Comparison, harmful: Direction, threshold: float, alpha: float) -> tuple[float | None, bool]:
+    """(p-value, harmed) of a guardrail: the one-sided test of H0 "the relative change in the
+    ``harmful`` direction is at most ``threshold``" against "it is more", at level ``alpha``.
+
+    Fixed horizon: Welch t on the lift with the comparison's standard error and degrees of freedom.
+    Sequential: harmed when the confidence sequence's bound on the harmful side is past the
+    threshold, with the always-valid p-value of the same sequence, so that ``p < alpha`` exactly
+    when harmed. No p-value (and not harmed) when the lift has no usable standard error.
+    """
+    lift, se = comparison.relative_lift, comparison.lift_standard_error
+    if lift is None or se is None or not se > 0:
+        return None, False
+    excess = (lift if harmful == "increase" else -lift) - threshold
+    sequential = comparison.sequential
+    if comparison.decision == "sequential" and sequential is not None:
+        if sequential.units is None or sequential.tuning_n is None:
+            return None, False
+        _, _, two_sided = _confidence_sequence(excess, se**2, sequential.units, alpha, sequential.tuning_n)
+        # One-sided: an estimate on the harmless side of the threshold is no evidence of harm.
+        p_value = two_sided if excess > 0 else 1.0
+    else:
+        dof = comparison.lift_dof
+        if dof is None or not dof > 0:
+            return None, False
+        p_value = float(stats.t.sf(excess / se, dof))
+    return p_value, p_value < alpha
 
 
 # --- multiple testing -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from clickhouse.experiments import stats
 
@@ -168,6 +169,59 @@ def test_the_lift_interval_never_goes_below_minus_100_percent(sequential: bool) 
     assert c.lift_ci_high is not None and c.significant is (c.lift_ci_high < 0)
     unclamped = stats.compare(proportion(400, 1000), proportion(300, 1000), "a", "b", config)
     assert unclamped.lift_ci_low is not None and unclamped.lift_ci_low > -1.0 and not unclamped.lift_ci_clamped
+
+
+# --- guardrails: the one-sided harm test -------------------------------------------------------
+
+
+def test_harm_check_is_the_one_sided_welch_t_of_the_lift_beyond_the_threshold() -> None:
+    c = stats.compare(proportion(1000, 10000), proportion(1300, 10000), "a", "b", FIXED)
+    assert c.relative_lift is not None and c.lift_standard_error is not None and c.lift_dof is not None
+    for threshold in (0.0, 0.1, 0.3):
+        p_value, harmed = stats.harm_check(c, "increase", threshold, 0.05)
+        t = (c.relative_lift - threshold) / c.lift_standard_error
+        assert p_value == pytest.approx(float(scipy_stats.t.sf(t, c.lift_dof)))
+        assert harmed is (p_value is not None and p_value < 0.05)
+    # +30 % (standard error 4.5 %) is harm beyond 0 and 10 %, not beyond 30 %; moving the other way never is.
+    assert [stats.harm_check(c, "increase", x, 0.05)[1] for x in (0.0, 0.1, 0.3)] == [True, True, False]
+    p_value, harmed = stats.harm_check(c, "decrease", 0.0, 0.05)
+    assert p_value is not None and p_value > 0.99 and not harmed
+
+
+def test_harm_check_at_threshold_zero_agrees_with_the_one_sided_interval() -> None:
+    # One-sided at alpha is the two-sided interval at 2 alpha: harmed exactly when its lower end is above 0.
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        a = proportion(int(rng.integers(50, 150)), 1000)
+        b = proportion(int(rng.integers(50, 150)), 1000)
+        wide = stats.compare(a, b, "a", "b", stats.AnalysisConfig(bootstrap_resamples=0, alpha=0.10))
+        _, harmed = stats.harm_check(stats.compare(a, b, "a", "b", FIXED), "increase", 0.0, 0.05)
+        assert harmed is (wide.lift_ci_low is not None and wide.lift_ci_low > 0)
+        _, harmed_down = stats.harm_check(stats.compare(a, b, "a", "b", FIXED), "decrease", 0.0, 0.05)
+        assert harmed_down is (wide.lift_ci_high is not None and wide.lift_ci_high < 0)
+
+
+def test_harm_check_in_sequential_mode_reads_the_confidence_sequence() -> None:
+    config = stats.AnalysisConfig(bootstrap_resamples=0, sequential=True, sequential_tuning_n=2000)
+    rng = np.random.default_rng(12)
+    seen = {True: 0, False: 0}
+    for _ in range(200):
+        a = proportion(int(rng.integers(80, 120)), 2000)
+        b = proportion(int(rng.integers(60, 140)), 2000)
+        c = stats.compare(a, b, "a", "b", config)
+        assert c.sequential is not None and c.sequential.units == 4000 and c.sequential.tuning_n == 2000
+        for threshold in (0.0, 0.05):
+            p_value, harmed = stats.harm_check(c, "decrease", threshold, 0.05)
+            # The sequence's upper end (the harmful side) below -threshold: harmed.
+            assert c.lift_ci_high is not None and harmed is (c.lift_ci_high < -threshold)
+            assert harmed is (p_value is not None and p_value < 0.05)
+            seen[harmed] += 1
+    assert min(seen.values()) > 20, seen
+
+
+def test_harm_check_without_a_standard_error_is_not_harmed() -> None:
+    c = stats.compare(proportion(0, 100), proportion(5, 100), "a", "b", FIXED)
+    assert stats.harm_check(c, "increase", 0.0, 0.05) == (None, False)
 
 
 # --- multiple testing --------------------------------------------------------------------------
