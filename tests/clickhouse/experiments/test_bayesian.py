@@ -84,7 +84,7 @@ def test_flat_prior_reads_the_cuped_lift_and_its_standard_error() -> None:
     for effect in (0.0, 0.4):
         pre = rng.normal(10, 2, 2000)
         arms.append(regression.UnitValues(0.8 * pre + rng.normal(2, 1.2, 2000) + effect, np.ones(2000), pre))
-    a, b = regression.estimate_pair(*arms, "mean", adjust=True)
+    a, b = regression.estimate_pair(arms[0], arms[1], "mean", adjust=True)
     assert a.theta is not None
     c = stats.compare(a, b, "a", "b", stats.AnalysisConfig(bootstrap_resamples=0))
     view = bayesian.bayesian_compare(a, b, FLAT, "increase", 0.05)

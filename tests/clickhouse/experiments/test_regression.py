@@ -22,7 +22,9 @@ def mean_arm(n: int, post: tuple[float, float], pre: tuple[float, float], post_p
     return regression.ArmMoments.from_sums(n, [post[0], pre[0]], [[post[1], post_pre], [post_pre, pre[1]]])
 
 
-def ratio_arm(n: int, sums: list[float], squares: list[float], products: dict[tuple[int, int], float]):
+def ratio_arm(
+    n: int, sums: list[float], squares: list[float], products: dict[tuple[int, int], float]
+) -> regression.ArmMoments:
     """gbstats' RegressionAdjustedRatioStatistic; components 0..3 = m_post, d_post, m_pre, d_pre."""
     matrix = np.diag(squares)
     for (i, j), value in products.items():
@@ -109,6 +111,7 @@ def test_mean_theta_is_the_pooled_least_squares_slope() -> None:
     rng = np.random.default_rng(1)
     control, variant = correlated_arm(rng, 800), correlated_arm(rng, 900, effect=0.5)
     a, b = regression.estimate_pair(control, variant, "mean", adjust=True)
+    assert control.pre_numerator is not None and variant.pre_numerator is not None
     pre = np.r_[control.pre_numerator, variant.pre_numerator]
     post = np.r_[control.numerator, variant.numerator]
     slope = np.polyfit(pre, post, 1)[0]
@@ -140,7 +143,7 @@ def test_ratio_unadjusted_part_is_the_plain_delta_method_ratio() -> None:
         d_pre = rng.poisson(3, 600).astype(float)
         d_post = rng.poisson(3, 600) + 1.0
         arms.append(regression.UnitValues(d_post * rate * rng.lognormal(0, 0.2, 600), d_post, d_pre * rate, d_pre))
-    a, b = regression.estimate_pair(*arms, "ratio", adjust=True)
+    a, b = regression.estimate_pair(arms[0], arms[1], "ratio", adjust=True)
     plain = stats.ratio_estimate(arms[0].numerator, arms[0].denominator)
     assert a.theta is not None and a.theta == b.theta
     assert a.unadjusted_value == pytest.approx(plain.value, rel=1e-12)
@@ -167,7 +170,7 @@ def test_a_pre_period_without_data_falls_back_and_says_so(kind: regression.Metri
         regression.UnitValues(rng.binomial(1, p, 400).astype(float), np.ones(400), np.zeros(400), np.zeros(400))
         for p in (0.2, 0.3)
     ]
-    a, b = regression.estimate_pair(*arms, kind, adjust=True)
+    a, b = regression.estimate_pair(arms[0], arms[1], kind, adjust=True)
     assert a.theta is None and a.value == stats.ratio_estimate(arms[0].numerator, arms[0].denominator).value
     c = stats.compare(a, b, "a", "b", FIXED, lookback_days=14)
     plain = stats.compare(stats.unadjusted(a), stats.unadjusted(b), "a", "b", FIXED)
@@ -186,7 +189,7 @@ def test_proportion_cuped_reports_its_reduction_and_the_unadjusted_lift() -> Non
         # Units that converted before convert again far more often: a strong covariate.
         post = rng.binomial(1, np.where(pre == 1, rate * 2.2, rate * 0.5)).astype(float)
         arms.append(regression.UnitValues(post, np.ones(5000), pre))
-    a, b = regression.estimate_pair(*arms, "proportion", adjust=True)
+    a, b = regression.estimate_pair(arms[0], arms[1], "proportion", adjust=True)
     c = stats.compare(a, b, "a", "b", FIXED, lookback_days=14)
     plain = stats.compare(stats.unadjusted(a), stats.unadjusted(b), "a", "b", FIXED)
     assert c.cuped is not None and c.cuped.applied and c.cuped.theta == a.theta
