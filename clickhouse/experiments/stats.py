@@ -169,6 +169,7 @@ class Comparison(Model):
     cuped: CupedSummary | None = None
     """Set when the comparison was regression adjusted (or tried to be); ``None`` when CUPED is off."""
     bayesian: BayesianComparison | None = None
+    """The Bayesian reading of the same estimates; ``None`` when not computed."""
 
 
 def finite_or_none(value: float) -> float | None:
