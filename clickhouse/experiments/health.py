@@ -18,6 +18,7 @@ from scipy import stats
 
 from clickhouse.experiments.results import ContaminatedUnit, DimensionSrm, ExposureDay, Health
 from clickhouse.experiments.stats import AnalysisConfig, finite_or_none
+from clickhouse.experiments.units import Members, members
 from funnelstream.experiments.definitions import Experiment
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ def srm_chi_square(observed: np.ndarray, weights: np.ndarray) -> tuple[float, fl
     return float(chi2), float(p_value)
 
 
-def health(frames: ExperimentFrames, experiment: Experiment, config: AnalysisConfig) -> tuple[Health, list[str]]:
+def health(
+    frames: ExperimentFrames, experiment: Experiment, config: AnalysisConfig, clean: Members | None = None
+) -> tuple[Health, list[str]]:
     """SRM per value of browser, os, device, source and first-exposure day (UTC), exposures per day,
     and the contaminated units; with one alert line per value out of ratio.
 
@@ -50,10 +53,14 @@ def health(frames: ExperimentFrames, experiment: Experiment, config: AnalysisCon
     weights (:func:`srm_chi_square`) when every arm expects at least ``MIN_EXPECTED_UNITS`` units
     there, and the value alerts when ``p < config.srm_p_threshold``. Each value is its own test at
     that threshold (no family adjustment): the threshold is strict so that a real break stands out.
+    ``clean``: the analysis's :func:`~clickhouse.experiments.units.members` of ``frames.units``, when
+    it has them already.
     """
     variants = experiment.variant_keys
     weights = np.array(experiment.weights, dtype=float)
-    ids, arm, exposed = _clean_units(frames.units, variants)
+    clean = clean if clean is not None else members(frames.units, variants)
+    ids = clean.ids.to_numpy(object)
+    arm = pd.Index(variants).get_indexer(clean.variant)
     dimensions = frames.dimensions
     known = pd.Index(dimensions["anonymous_id"].to_numpy(object))
     if not known.is_unique:
@@ -64,11 +71,14 @@ def health(frames: ExperimentFrames, experiment: Experiment, config: AnalysisCon
 
     rows: list[DimensionSrm] = []
     for name in DIMENSIONS:
-        column = np.full(len(known) + 1, None, dtype=object)
-        if name in dimensions.columns:
-            column[:-1] = dimensions[name].to_numpy(object)
-        rows += _dimension_srm(name, column[row], arm, variants, weights, config)
-    by_day = _dimension_srm("day", exposed.astype("datetime64[D]"), arm, variants, weights, config)
+        column = dimensions[name] if name in dimensions.columns else pd.Series(None, index=dimensions.index)
+        # Factorized on the frame's own column (Arrow strings stay Arrow), then taken per unit.
+        codes, uniques = pd.factorize(column, use_na_sentinel=False)
+        values = np.array([*uniques, None], dtype=object)
+        per_unit = np.append(codes, len(uniques))[row]
+        rows += _dimension_srm(name, per_unit, values, arm, variants, weights, config)
+    days, uniques = pd.factorize(clean.first_exposure.astype("datetime64[D]"), use_na_sentinel=False)
+    by_day = _dimension_srm("day", days, np.asarray(uniques, dtype=object), arm, variants, weights, config)
     rows += by_day
 
     listed, by_reason = _contaminated(frames.contaminated, config.contaminated_listed)
@@ -89,18 +99,6 @@ def health(frames: ExperimentFrames, experiment: Experiment, config: AnalysisCon
     return result, alerts
 
 
-def _clean_units(units: pd.DataFrame, variants: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The units the analysis reads (in an arm the definitions name, not contaminated, once each):
-    their ids, arm indexes and first exposures (datetime64[ms], UTC)."""
-    ids = units["anonymous_id"].to_numpy(object)
-    arm = pd.Index(list(variants)).get_indexer(units["variant"].to_numpy(object))
-    dirty = units["contaminated"].fillna(False).to_numpy(bool)
-    keep = (arm >= 0) & ~dirty
-    keep[keep] = ~pd.Index(ids[keep]).duplicated()
-    exposed = pd.to_datetime(units["first_exposure_at"], utc=True).dt.tz_convert(None).to_numpy("datetime64[ms]")
-    return ids[keep], arm[keep], exposed[keep]
-
-
 def _label(value: Any) -> str:
     """A dimension value as the report shows it: ``unknown`` where the client sent none."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
@@ -112,21 +110,23 @@ def _label(value: Any) -> str:
 
 def _dimension_srm(
     dimension: Dimension,
-    values: np.ndarray,
+    codes: np.ndarray,
+    uniques: np.ndarray,
     arm: np.ndarray,
     variants: Sequence[str],
     weights: np.ndarray,
     config: AnalysisConfig,
 ) -> list[DimensionSrm]:
-    """One row per value of ``values`` (one per unit; ``arm``: the unit's variant index): the largest
-    first, days in calendar order. Counted on integer codes, so a million units cost a bincount."""
-    if len(values) == 0:
+    """One row per value (``codes``: each unit's index into ``uniques``; ``arm``: its variant's): the
+    largest first, days in calendar order. Counted on integer codes, so a million units cost a bincount."""
+    if len(codes) == 0:
         return []
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
     k = len(variants)
     per_code = np.bincount(codes * k + arm, minlength=len(uniques) * k).reshape(len(uniques), k)
     counts: dict[str, np.ndarray] = {}
     for unique, row in zip(uniques, per_code, strict=True):
+        if not row.any():
+            continue
         label = _label(unique)
         counts[label] = counts.get(label, 0) + row  # '' and NULL are both unknown: one value
     by_size = sorted(counts, key=lambda v: (-int(counts[v].sum()), v))
