@@ -42,14 +42,17 @@ from clickhouse.errors import (
     UnknownQuery,
     WarehouseError,
 )
-from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.analysis import ExperimentResults
+from clickhouse.experiments.monitor import Evaluator, LastResults
+from clickhouse.experiments.results import PlanResult
 from clickhouse.experiments.routes import results_router
+from clickhouse.experiments.service import analysis_config, plan_warehouse
 from clickhouse.experiments.warehouse import analyze_warehouse
 from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
-from funnelstream.experiments.definitions import Experiment, load_definitions
+from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
 
 log = logging.getLogger("funnelstream.warehouse.api")
@@ -195,9 +198,13 @@ def create_app(
             state.analysts = AnalystPool(engine, analyst_limits(settings))
         if should_run_loader:
             state.start_loader()
+        evaluator: Evaluator = app.state.experiment_evaluator
+        evaluator.start()
         try:
             yield
         finally:
+            # Drained before the pool it queries is closed.
+            evaluator.stop()
             state.stop_loader()
             if state.analysts is not None:
                 state.analysts.close()
@@ -415,7 +422,8 @@ def create_app(
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
-        return Response(_metrics_text(state_of(request)), media_type=CONTENT_TYPE_LATEST)
+        text = _metrics_text(state_of(request), request.app.state.experiment_results)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(_experiment_results_router(app))
     return app
@@ -438,23 +446,31 @@ def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:
 
 
 def _experiment_results_router(app: FastAPI) -> Any:
-    """``GET /v1/experiments/{key}/results``, analysed from this process's own warehouse."""
+    """``GET /v1/experiments/{key}/results`` and ``/plan``, computed from this process's own warehouse;
+    every result computed (by a request or the periodic evaluation) feeds the /metrics gauges."""
     experiments = ExperimentSettings().experiments
-    config = AnalysisConfig(
-        alpha=experiments.alpha,
-        winsor_quantile=experiments.winsor_quantile,
-        bootstrap_resamples=experiments.bootstrap_resamples,
-    )
+    config = analysis_config(experiments)
 
-    def results(experiment: Experiment, sequential: bool) -> Any:
+    def compute(experiment: Experiment, sequential: bool) -> ExperimentResults:
         reader = app.state.warehouse.reader
         return analyze_warehouse(reader, experiment, replace(config, sequential=sequential))
 
-    # Reading the small definitions file per request picks up a published change without a restart.
-    return results_router(lambda: load_definitions(experiments.definitions_path), results)
+    def plan(experiment: Experiment, mde: float, power: float, days: float) -> PlanResult:
+        reader = app.state.warehouse.reader
+        return plan_warehouse(reader, experiment, mde=mde, power=power, days=days, alpha=config.alpha)
+
+    def definitions() -> Definitions:
+        # Reading the small definitions file each time picks up a published change without a restart.
+        return load_definitions(experiments.definitions_path)
+
+    last = LastResults()
+    results = last.recording(compute)
+    app.state.experiment_results = last
+    app.state.experiment_evaluator = Evaluator(experiments.evaluate_interval_s, definitions, results)
+    return results_router(definitions, results, plan)
 
 
-def _metrics_text(state: WarehouseState) -> str:
+def _metrics_text(state: WarehouseState, experiments: LastResults | None = None) -> str:
     lines = []
     loader = state.loader
     if loader is not None:
@@ -483,4 +499,6 @@ def _metrics_text(state: WarehouseState) -> str:
         lines.append("# TYPE funnelstream_freshness_ms gauge")
         for quantile in ("p50_ms", "p90_ms", "p99_ms"):
             lines.append(f'funnelstream_freshness_ms{{quantile="{quantile[:-3]}"}} {fresh[0][quantile]}')
+    if experiments is not None:
+        lines += experiments.metrics_lines()
     return "\n".join(lines) + "\n"

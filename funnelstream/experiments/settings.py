@@ -24,6 +24,16 @@ class ExperimentsConfig(BaseModel):
     winsor_quantile: float | None = Field(default=None, gt=0.5, le=1)
     """Off by default: task-time means are then the ones every other reader gives; opt in to cap."""
     bootstrap_resamples: int = Field(default=1000, ge=0, le=100_000)
+    evaluate_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    """The warehouse API analyses every running experiment this often, for its /metrics gauges; 0: never."""
+    cuped: bool = True
+    """Regression adjustment where an experiment asks for it (its ``cuped.enabled``); False: off everywhere."""
+    prior_mean: float = Field(default=0.0, ge=-10, le=10)
+    """Mean of the Bayesian view's Gaussian prior on the relative lift."""
+    prior_stddev: float = Field(default=0.3, gt=0, le=100)
+    """Standard deviation of that prior; used only with ``proper_prior``."""
+    proper_prior: bool = False
+    """False: a flat prior, so the posterior follows the data alone (GrowthBook's default)."""
 
 
 class ExperimentSettings(ServiceSettings):

@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from clickhouse.api import create_app
 from clickhouse.experiments.analysis import ExperimentResults
 from clickhouse.experiments.monitor import Evaluator, LastResults, alert_lines
+from clickhouse.settings import WarehouseSettings
 from funnelstream.experiments.definitions import Definitions
+from funnelstream.experiments.settings import DEFAULT_DEFINITIONS
+from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_results import full_results
+from tests.helpers.experiment_warehouse import experiment_warehouse, load
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -117,3 +128,48 @@ def test_an_interval_of_zero_turns_the_evaluation_off() -> None:
     evaluator.start()
     assert evaluator.thread is None
     evaluator.stop()
+
+
+@pytest.fixture
+def served(chdb_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], TestClient]]:
+    """The warehouse API over a simulated run of the shipped experiment, evaluating every ``interval`` s."""
+    monkeypatch.setenv("FS_EXPERIMENTS__DEFINITIONS_PATH", str(DEFAULT_DEFINITIONS))
+    monkeypatch.setenv("FS_EXPERIMENTS__BOOTSTRAP_RESAMPLES", "0")
+    events, _ = simulate(JourneySpec(units=1500, contaminated_share=0.03), 5)
+    with ExitStack() as stack:
+        warehouse = stack.enter_context(experiment_warehouse(chdb_path))
+        load(warehouse, [events], "segmentation_tool")
+
+        def client(interval_s: float) -> TestClient:
+            monkeypatch.setenv("FS_EXPERIMENTS__EVALUATE_INTERVAL_S", str(interval_s))
+            settings = WarehouseSettings()
+            app = create_app(settings, warehouse=warehouse, run_loader=False)
+            return stack.enter_context(TestClient(app, headers=settings.read_headers))
+
+        yield client
+
+
+def test_the_warehouse_api_serves_the_gauges_of_the_results_it_computed(served: Callable[[float], TestClient]) -> None:
+    client = served(0)
+    assert "funnelstream_experiment_" not in client.get("/metrics").text
+    body = client.get("/v1/experiments/segmentation_tool/results").json()
+    results = ExperimentResults.model_validate(body)
+    parsed = samples(client.get("/metrics").text)
+    key = (("experiment", "segmentation_tool"),)
+    assert parsed[("funnelstream_experiment_alerts", key)] == len(alert_lines(results)) >= 1  # contamination
+    assert parsed[("funnelstream_experiment_srm_p_value", key)] == pytest.approx(results.srm.p_value)
+    harmed = {
+        (labels[1][1], labels[2][1]): value
+        for (name, labels), value in parsed.items()
+        if name == "funnelstream_experiment_guardrail_harmed"
+    }
+    assert harmed == {(g.metric, g.variant): int(g.harmed) for g in results.guardrails}
+
+
+def test_the_warehouse_api_evaluates_running_experiments_on_its_own(served: Callable[[float], TestClient]) -> None:
+    client = served(0.2)
+    deadline = time.monotonic() + 60
+    while "funnelstream_experiment_alerts{" not in (text := client.get("/metrics").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert 'funnelstream_experiment_alerts{experiment="segmentation_tool"}' in text

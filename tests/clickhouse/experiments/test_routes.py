@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from clickhouse.experiments.analysis import AnalysisConfig
 from clickhouse.experiments.results import MetricPlan, PlanResult
 from clickhouse.experiments.routes import results_router
+from clickhouse.experiments.service import plan_warehouse
 from clickhouse.experiments.warehouse import results_from
 from funnelstream.experiments.definitions import Definitions
 from funnelstream.experiments.errors import WarehouseUnavailableError
@@ -207,7 +208,7 @@ NEW_FIELDS = {
         "bayesian_prior",
         "alerts",
     ),
-    "Comparison": ("cuped",),
+    "Comparison": ("cuped", "bayesian"),
 }
 
 
@@ -234,3 +235,40 @@ def test_openapi_describes_every_new_field_and_the_plan_parameters() -> None:
     parameters = {p["name"]: p for p in plan["parameters"]}
     assert parameters["mde"]["required"] and not parameters["power"].get("required")
     assert all(parameters[name].get("description") for name in ("mde", "power", "days"))
+
+
+def test_plan_endpoint_on_a_warehouse_and_hostile_values_of_every_parameter(chdb_path: Path) -> None:
+    """The real plan (the experiment's own units) for sane values; for values at and past every
+    bound, a 200 or a 422, never a 5xx."""
+    events, _ = simulate(JourneySpec(units=2000, task_time_factor=0.8), 6)
+    experiment = make_experiment(metrics=["funnel_conversion", "task_duration", "mean_score"])
+    definitions = Definitions(version=1, experiments=[experiment])
+    with experiment_warehouse(chdb_path) as warehouse:
+        load(warehouse, [events], "segmentation_tool")
+        config = AnalysisConfig(bootstrap_resamples=0)
+
+        def plan(experiment: Any, mde: float, power: float, days: float) -> Any:
+            return plan_warehouse(warehouse, experiment, mde=mde, power=power, days=days, alpha=config.alpha)
+
+        app = FastAPI()
+        app.include_router(results_router(lambda: definitions, results_from(warehouse, config), plan))
+        client = TestClient(app, raise_server_exceptions=False)
+
+        body = client.get("/v1/experiments/segmentation_tool/plan", params={"mde": 0.05}).json()
+        assert body["source"] == "experiment" and body["units_per_day"] > 0
+        save = next(m for m in body["metrics"] if m["metric"] == "conversion_save")
+        assert save["required_units"] > 0 and save["required_days"] > 0 and 0 < save["reachable_mde"] < 10
+        wider = client.get("/v1/experiments/segmentation_tool/plan", params={"mde": 0.2}).json()
+        assert (
+            next(m for m in wider["metrics"] if m["metric"] == "conversion_save")["required_units"]
+            < save["required_units"]
+        )
+
+        edges = ["0.001", "0.0009999", "9.999999", "10", "0.5000001", "0.9999999", "1", "365", "365.0001", "1e-320"]
+        for mde in edges:
+            for power in edges:
+                for days in edges:
+                    response = client.get(
+                        "/v1/experiments/segmentation_tool/plan", params={"mde": mde, "power": power, "days": days}
+                    )
+                    assert response.status_code in (200, 422), (mde, power, days, response.text)
