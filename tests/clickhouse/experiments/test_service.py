@@ -10,7 +10,7 @@ from funnelstream.experiments.settings import ExperimentSettings
 
 
 def test_defaults_are_the_analysis_defaults() -> None:
-    config = analysis_config(ExperimentSettings(_env_file=None).experiments)  # type: ignore[call-arg]
+    config = analysis_config(ExperimentSettings(_env_file=None).experiments)
     assert config == AnalysisConfig()
 
 
@@ -26,7 +26,7 @@ def test_experiment_settings_reach_the_analysis_config(monkeypatch: pytest.Monke
         "EVALUATE_INTERVAL_S": "0",
     }.items():
         monkeypatch.setenv(f"FS_EXPERIMENTS__{name}", value)
-    settings = ExperimentSettings(_env_file=None).experiments  # type: ignore[call-arg]
+    settings = ExperimentSettings(_env_file=None).experiments
     assert settings.evaluate_interval_s == 0
     config = analysis_config(settings, sequential=True)
     assert config == AnalysisConfig(
@@ -47,4 +47,4 @@ def test_experiment_settings_reach_the_analysis_config(monkeypatch: pytest.Monke
 def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(f"FS_EXPERIMENTS__{name}", value)
     with pytest.raises(ValueError, match=name.lower()):
-        ExperimentSettings(_env_file=None)  # type: ignore[call-arg]
+        ExperimentSettings(_env_file=None)
