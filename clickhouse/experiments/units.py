@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from funnelstream.contract import EventType
 
@@ -43,17 +45,35 @@ class Members:
     variant: np.ndarray
     first_exposure: np.ndarray
     """datetime64[ms] (UTC), NaT where unknown."""
+    arrow_ids: pa.Array | None = None
+    """``ids`` as Arrow strings, for :meth:`codes`; built from ``ids`` when not given."""
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def codes(self, anonymous_ids: pd.Series) -> np.ndarray:
         """Each row's unit code; -1 for a device that is not a clean unit."""
-        return np.asarray(self.ids.get_indexer(anonymous_ids.to_numpy(object)))
+        # Hashed in Arrow: a million units' frames never become Python strings.
+        value_set = self.arrow_ids if self.arrow_ids is not None else strings(pd.Series(self.ids))
+        column = strings(anonymous_ids)
+        if column.type != value_set.type:
+            value_set = value_set.cast(column.type)
+        found = pc.index_in(column, value_set=value_set)
+        return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def sums(self, codes: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """Per unit: the sum of ``values`` (default: the count) over rows with that code."""
         return np.bincount(codes, weights=values, minlength=len(self.ids)).astype(float)
+
+
+def strings(column: pd.Series) -> pa.Array:
+    """A column of text as one Arrow string array (no copy when it is Arrow-backed already)."""
+    array = pa.array(column, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return array
+    return array.cast(pa.string())
 
 
 def timestamps(column: pd.Series | None, length: int) -> np.ndarray:
@@ -69,10 +89,12 @@ def members(units: pd.DataFrame, variants: Sequence[str]) -> Members:
     dirty = known["contaminated"].fillna(False).astype(bool)
     clean = known.loc[~dirty].drop_duplicates("anonymous_id")
     exposed = clean["first_exposure_at"] if "first_exposure_at" in clean.columns else None
+    ids = clean["anonymous_id"]
     return Members(
-        pd.Index(clean["anonymous_id"].to_numpy(object)),
+        pd.Index(ids.to_numpy(object)),
         clean["variant"].to_numpy(object),
         timestamps(exposed, len(clean)),
+        strings(ids),
     )
 
 
@@ -114,8 +136,9 @@ def metric_rows(events: pd.DataFrame, durations: pd.DataFrame, clean: Members) -
     event_ts and status; ``durations`` with anonymous_id, diff_second and saved_at); rows of devices
     that are not clean units are dropped. An image's task time counts at its save."""
     unit = clean.codes(events["anonymous_id"])
-    kinds, names = pd.factorize(events["event_type"].astype(str))
-    code_of = {name: code for code, name in enumerate(names)}
+    encoded = strings(events["event_type"]).dictionary_encode()
+    kinds = encoded.indices.to_numpy(zero_copy_only=False)
+    code_of = {name: code for code, name in enumerate(encoded.dictionary.to_pylist())}
     ts = timestamps(events.get("event_ts"), len(events))
     known = unit >= 0
 
@@ -136,8 +159,10 @@ def metric_rows(events: pd.DataFrame, durations: pd.DataFrame, clean: Members) -
     rows[MEAN_SCORE] = MetricRows(MEAN_SCORE, "sum", rated_rows, replace(rated_rows, value=_ones(len(rated_rows))))
 
     completed = of(INFERENCE_COMPLETED)
-    status = events["status"].astype(str).to_numpy(object) if "status" in events else np.full(len(events), "")
-    failed = (status[completed] == FAILED_STATUS).astype(float)
+    failed = np.zeros(int(completed.sum()))
+    if "status" in events:
+        is_failed = pc.equal(strings(events["status"]), FAILED_STATUS).fill_null(False)
+        failed = is_failed.to_numpy(zero_copy_only=False)[completed].astype(float)
     inferred = Rows(unit[completed], ts[completed], failed)
     rows[INFERENCE_FAILURE_RATE] = MetricRows(
         INFERENCE_FAILURE_RATE, "sum", inferred, replace(inferred, value=_ones(len(inferred)))
