@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from clickhouse.experiments.analysis import AnalysisConfig
+from clickhouse.experiments.planning import plan as plan_frames
 from clickhouse.experiments.results import MetricPlan, PlanResult
 from clickhouse.experiments.routes import results_router
 from clickhouse.experiments.service import plan_warehouse
-from clickhouse.experiments.warehouse import results_from
+from clickhouse.experiments.warehouse import fetch_frames, results_from
 from funnelstream.experiments.definitions import Definitions
 from funnelstream.experiments.errors import WarehouseUnavailableError
 from ops.journeys import JourneySpec, simulate
@@ -264,6 +265,15 @@ def test_plan_endpoint_on_a_warehouse_and_hostile_values_of_every_parameter(chdb
             < save["required_units"]
         )
 
+        # The same computation on frames fetched once, so that every combination stays cheap.
+        frames = fetch_frames(warehouse, experiment)
+
+        def planned(experiment: Any, mde: float, power: float, days: float) -> Any:
+            return plan_frames(frames, experiment, mde=mde, power=power, alpha=0.05, days=days, source="experiment")
+
+        app = FastAPI()
+        app.include_router(results_router(lambda: definitions, results_from(warehouse, config), planned))
+        client = TestClient(app, raise_server_exceptions=False)
         edges = ["0.001", "0.0009999", "9.999999", "10", "0.5000001", "0.9999999", "1", "365", "365.0001", "1e-320"]
         for mde in edges:
             for power in edges:
