@@ -1,9 +1,9 @@
 """The one synthetic generator: seeded editing journeys (exposure, upload, tool, inference, save,
-score) of devices and users, with planted effects and delivery faults as parameters.
+score) of devices and users on their clients, with planted effects, a pre-period and faults as knobs.
 
 :func:`journeys` draws a frame of events; the adapters below only reshape it (collector payloads,
-raw Kafka records, enriched rows, warehouse Arrow rows) and add delivery faults (resends, out of
-order, late flags, clock skew). Invariant: the same spec and seed give the same events and ids.
+raw Kafka records, enriched rows, warehouse Arrow rows) and add delivery faults. Invariant: the same
+spec and seed give the same events and ids; a new knob draws from its own stream, so seeds keep their data.
 """
 
 from __future__ import annotations
@@ -38,8 +38,25 @@ USER_AGENTS = (
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
 )
+CLIENTS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("Chrome", "Windows", "Other", "web", 0.34),
+    ("Edge", "Windows", "Other", "web", 0.06),
+    ("Chrome", "Mac OS X", "Mac", "web", 0.10),
+    ("Safari", "Mac OS X", "Mac", "web", 0.10),
+    ("Firefox", "Linux", "Other", "web", 0.05),
+    ("Mobile Safari", "iOS", "iPhone", "web", 0.12),
+    ("Mobile Safari", "iOS", "iPhone", "ios", 0.08),
+    ("Chrome Mobile", "Android", "Generic Smartphone", "web", 0.15),
+)
+"""(browser, os, device, source, share of devices): each device's client, as the enricher names them."""
+DIMENSIONS = ("browser", "os", "device", "source")
+PRE_PERIOD_DAYS = 14
+"""Pre-period images fall in this many days before their unit's exposure (CUPED's default lookback)."""
 _NAMESPACE = uuid.UUID("0b5a3c1e-2f1d-4c55-9a43-5d2f5e0c7a10")
 _TYPE = EventType
+# Seeded streams beside the funnel's: a new knob draws from its own, so turning it on moves no
+# other draw, and a seed without it keeps its data.
+_PEOPLE, _DELIVERY, _EXTRA, _ORDER, _RESEND, _CLIENT, _PRE, _FAILURE, _SRM, _PROPENSITY = range(1, 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +120,26 @@ class JourneySpec:
     """Tool clicks that never arrive: an inference without its tool step."""
     late_save_share: float = 0.0
     """Saves an hour to two and a half after their inference: outside a one-hour funnel window."""
+    pre_period_images: float = 0.0
+    """Each device also edits Poisson(this) images in the :data:`PRE_PERIOD_DAYS` before its exposure,
+    at its own speed and save propensity and with no planted effect (CUPED's covariate)."""
+    save_propensity_sigma: float = 0.0
+    """Spread of each device's save rate per image around its arm's (normal on the log-odds): with
+    it a device's pre-period saves predict its later ones. Its arm's rate is the median device's."""
+    failure_rate: float = 0.0
+    """Share of control's ``inference_completed`` with status 'failed' (needs ``completions``);
+    a failure changes nothing else in the journey, so it moves one metric only."""
+    failure_rate_lift: float = 0.0
+    """Absolute points added to ``failure_rate`` in the treatment arm."""
+    srm_in: tuple[str, str, float] | None = None
+    """(dimension, value, share): that share of treatment devices with that client value (a
+    :data:`DIMENSIONS` name) lose their exposure, as a broken client would; their events stay."""
+
+    def __post_init__(self) -> None:
+        if (self.failure_rate or self.failure_rate_lift) and not self.completions:
+            raise ValueError("inference failures need completions=True")
+        if self.srm_in is not None and self.srm_in[0] not in DIMENSIONS:
+            raise ValueError(f"srm_in: dimension must be one of {DIMENSIONS}, not {self.srm_in[0]!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +188,7 @@ def _prefix(spec: JourneySpec, seed: int) -> str:
 
 def _people(spec: JourneySpec, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each device's person, its id and its user id (None unless the person logs in)."""
-    extra = np.random.default_rng([seed, 1])
+    extra = np.random.default_rng([seed, _PEOPLE])
     logged = extra.random(spec.units) < spec.login_rate
     second = logged & (extra.random(spec.units) < spec.second_device_rate)
     prefix = _prefix(spec, seed)
@@ -178,7 +215,8 @@ def journeys(
     """The events of ``spec``'s devices, one row each, in no particular order.
 
     Columns: event_type, anonymous_id, user_id, input_id, event_ts, experiment_key, variant (on
-    exposures), score, funnel_step, job_id, tool_id, inference_id, latency_ms, model_version.
+    exposures), score, funnel_step, job_id, tool_id, inference_id, latency_ms, model_version, status
+    (on inference_completed), and the device's client: browser, os, device, source.
     Arms are a coin flip of ``treatment_weight``, unless ``assigned`` (unit id → arm, which then also
     names the units, as the collector's ``/v1/assignments`` would) or ``assign(anonymous_id,
     user_id)`` decides them. A user's second device takes the first one's arm.
@@ -186,7 +224,7 @@ def journeys(
     rng = np.random.default_rng(seed)
     # Everything beyond the experiment's funnel draws from a second stream, so a richer journey
     # never moves an experiment's draws (the analysis tests' seeds keep their data).
-    extra = np.random.default_rng([seed, 3])
+    extra = np.random.default_rng([seed, _EXTRA])
     prefix = _prefix(spec, seed)
     if assigned is not None:
         unit_ids = np.array(list(assigned), dtype=str)
@@ -204,6 +242,8 @@ def journeys(
     variant = np.where(treated, spec.treatment, spec.control)
     exposure_s = rng.uniform(0, spec.exposure_window_s, n)
     q_control, q_treat = save_rates(spec)
+    client = np.random.default_rng([seed, _CLIENT]).choice(len(CLIENTS), n, p=[c[4] for c in CLIENTS])
+    save_odds = _save_odds(spec, seed, n)
 
     images = 1 + rng.poisson(spec.images_per_unit_extra, n)
     owner = np.repeat(np.arange(n), images)
@@ -214,7 +254,8 @@ def journeys(
     upload_s = exposure_s[owner] + 30.0 + (cumulative - group_start)
     tool = rng.random(m) < spec.tool_rate
     inference = tool & (rng.random(m) < spec.inference_rate)
-    save = inference & (rng.random(m) < np.where(treated[owner], q_treat, q_control))
+    per_image_odds = None if save_odds is None else save_odds[owner]
+    save = inference & (rng.random(m) < _unit_rate(np.where(treated[owner], q_treat, q_control), per_image_odds))
     scored = save & (rng.random(m) < spec.score_rate)
     speed = rng.lognormal(0.0, spec.unit_speed_sigma, n)
     duration = (
@@ -237,8 +278,10 @@ def journeys(
     tool_ids = _tools(spec, extra, treated[owner])
     inference_ids = extra.choice([1, 2, 3], size=m, p=list(spec.inference_weights))
     versions = np.array(spec.model_versions)[extra.integers(0, len(spec.model_versions), m)]
-    frame = _Frame(unit_ids, user_ids, owner, image_ids)
-    frame.add(np.arange(n), exposure_s, _TYPE.EXPERIMENT_EXPOSURE, unit_rows=True, variant=variant)
+    failure = np.where(treated[owner], spec.failure_rate + spec.failure_rate_lift, spec.failure_rate)
+    frame = _Frame(unit_ids, user_ids, owner, image_ids, client, failure, np.random.default_rng([seed, _FAILURE]))
+    exposed = np.flatnonzero(~_lost_exposures(spec, seed, client, treated))
+    frame.add(exposed, exposure_s, _TYPE.EXPERIMENT_EXPOSURE, unit_rows=True, variant=variant)
     uploaded = ~(extra.random(m) < spec.missing_upload_share)
     frame.add(uploaded, upload_s, _TYPE.IMAGE_UPLOADED)
     clicked = tool & ~(extra.random(m) < spec.missing_tool_share)
@@ -265,6 +308,8 @@ def journeys(
 
     if spec.completions:
         frame.completions(inference, inference_s, job_ids, inference_ids, latency, versions)
+    if spec.pre_period_images:
+        _pre_period(spec, seed, frame, exposure_s, speed, _unit_rate(q_control, save_odds))
     if spec.proposals:
         frame.add(tool & treated[owner], tool_s + 1.5, _TYPE.SEGMENTS_PROPOSED, job_id=np.char.add(image_ids, "-seg"))
     if spec.reentry_share:
@@ -275,6 +320,75 @@ def journeys(
 def simulate(spec: JourneySpec, seed: int, assigned: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, Truth]:
     """An experiment's events (:func:`journeys`) and the truth they were drawn from."""
     return journeys(spec, seed, assigned), truth(spec)
+
+
+def _save_odds(spec: JourneySpec, seed: int, n: int) -> np.ndarray | None:
+    """Each device's shift of its save rate on the log-odds scale; None without a spread."""
+    if not spec.save_propensity_sigma:
+        return None
+    return np.random.default_rng([seed, _PROPENSITY]).normal(0.0, spec.save_propensity_sigma, n)
+
+
+def _unit_rate(rate: float | np.ndarray, odds: np.ndarray | None) -> float | np.ndarray:
+    """``rate`` moved by each row's log-odds shift (unchanged without one)."""
+    if odds is None:
+        return rate
+    logit = np.log(rate) - np.log1p(-np.minimum(rate, 1 - 1e-12))
+    moved: np.ndarray = 1.0 / (1.0 + np.exp(-(logit + odds)))
+    return moved
+
+
+def _lost_exposures(spec: JourneySpec, seed: int, client: np.ndarray, treated: np.ndarray) -> np.ndarray:
+    """Devices whose exposure never arrives: ``srm_in``'s share of treatment devices on that client."""
+    if spec.srm_in is None:
+        return np.zeros(len(client), dtype=bool)
+    dimension, value, share = spec.srm_in
+    values = np.array([c[DIMENSIONS.index(dimension)] for c in CLIENTS])[client]
+    draw = np.random.default_rng([seed, _SRM]).random(len(client))
+    return np.asarray(treated & (values == value) & (draw < share), dtype=bool)
+
+
+def _pre_period(
+    spec: JourneySpec, seed: int, frame: _Frame, exposure_s: np.ndarray, speed: np.ndarray, save_rate: Any
+) -> None:
+    """Poisson(``pre_period_images``) images per device, each saved (if at all) in the
+    :data:`PRE_PERIOD_DAYS` before its exposure: the device's speed and save rate, control's funnel."""
+    pre = np.random.default_rng([seed, _PRE])
+    n = len(exposure_s)
+    images = pre.poisson(spec.pre_period_images, n)
+    owner = np.repeat(np.arange(n), images)
+    m = len(owner)
+    # Anchored on the save, at least five minutes before exposure: nothing of it reaches the post period.
+    end_s = exposure_s[owner] - pre.uniform(300.0, (PRE_PERIOD_DAYS - 1) * 86_400.0, m)
+    duration = speed[owner] * pre.lognormal(math.log(spec.median_task_s), spec.task_sigma, m)
+    tool = pre.random(m) < spec.tool_rate
+    inference = tool & (pre.random(m) < spec.inference_rate)
+    rate = save_rate[owner] if isinstance(save_rate, np.ndarray) else save_rate
+    save = inference & (pre.random(m) < rate)
+    scored = save & (pre.random(m) < spec.score_rate)
+    score = np.clip(np.round(pre.normal(3.6, 1.0, m)), 1, 5)
+    latency = pre.uniform(300.0, 5000.0, m)
+    failed = pre.random(m) < spec.failure_rate
+    tool_ids = np.array(spec.control_tools)[pre.integers(0, len(spec.control_tools), m)]
+    inference_ids = pre.choice([1, 2, 3], size=m, p=list(spec.inference_weights))
+    versions = np.array(spec.model_versions)[pre.integers(0, len(spec.model_versions), m)]
+    tool_s = end_s - duration
+    inference_s = tool_s + duration / 2
+    save_s = np.maximum(end_s, inference_s + latency / 1000 + 0.5) if spec.completions else end_s
+    ids = np.char.add(f"{_prefix(spec, seed)}b", np.arange(m).astype(str))
+    jobs = np.char.add(ids, "-j0")
+    steps: list[tuple[np.ndarray, np.ndarray, EventType, dict[str, np.ndarray]]] = [
+        (np.ones(m, dtype=bool), tool_s - 10.0, _TYPE.IMAGE_UPLOADED, {}),
+        (tool, tool_s, _TYPE.TOOL_SELECTED, {"tool_id": tool_ids}),
+        (inference, inference_s, _TYPE.INFERENCE_REQUESTED, {"job_id": jobs, "inference_id": inference_ids}),
+        (save, save_s, _TYPE.IMAGE_SAVED, {"job_id": jobs}),
+        (scored, save_s + 5.0, _TYPE.SCORE_SUBMITTED, {"job_id": jobs, "score": score}),
+    ]
+    if spec.completions:
+        done = _completed(jobs, inference_ids, latency, versions, failed)
+        steps.append((inference, inference_s + latency / 1000, _TYPE.INFERENCE_COMPLETED, done))
+    for rows, at, kind, columns in steps:
+        frame.append(owner[rows], at[rows], kind, ids[rows], **{k: v[rows] for k, v in columns.items()})
 
 
 def _tools(spec: JourneySpec, extra: np.random.Generator, treated: np.ndarray) -> np.ndarray:
@@ -331,25 +445,36 @@ class _Frame:
     user_ids: np.ndarray
     owner: np.ndarray
     image_ids: np.ndarray
+    client: np.ndarray
+    """Each device's row of :data:`CLIENTS`."""
+    failure: np.ndarray
+    """Each image's probability that an inference result fails."""
+    failures: np.random.Generator
     parts: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def add(
         self, rows: np.ndarray, ts: np.ndarray, kind: EventType, *, unit_rows: bool = False, **columns: np.ndarray
     ) -> None:
-        """Events of ``kind`` for ``rows`` (a mask or indices of images, or of units if ``unit_rows``)."""
+        """Events of ``kind`` for ``rows`` (a mask or indices of images, or of units if ``unit_rows``);
+        an ``input_id`` column is taken as it is, every other column indexed like ``rows``."""
         index = np.flatnonzero(rows) if rows.dtype == bool else rows
         units = index if unit_rows else self.owner[index]
-        count = len(index)
+        input_ids = columns.pop("input_id", None if unit_rows else self.image_ids[index])
+        self.append(units, ts[index], kind, input_ids, **{name: values[index] for name, values in columns.items()})
+
+    def append(
+        self, units: np.ndarray, ts: np.ndarray, kind: EventType, input_ids: np.ndarray | None, **columns: np.ndarray
+    ) -> None:
+        """Events of ``kind`` of the devices ``units``, one per entry, every column given per event."""
         part: dict[str, np.ndarray] = {
+            "unit": units,
             "anonymous_id": self.unit_ids[units],
             "user_id": self.user_ids[units],
-            "ts": ts[index],
-            "type": np.full(count, kind.value),
-            "input_id": np.full(count, None) if unit_rows else self.image_ids[index],
+            "ts": ts,
+            "type": np.full(len(units), kind.value),
+            "input_id": np.full(len(units), None) if input_ids is None else input_ids,
         }
-        for name, values in columns.items():
-            part[name] = values if name == "input_id" else values[index]
-        self.parts.append(part)
+        self.parts.append(part | columns)
 
     def completions(
         self,
@@ -361,22 +486,24 @@ class _Frame:
         versions: np.ndarray,
     ) -> None:
         """The ``inference_completed`` of requests made at ``requested_s``, ``latency_ms`` later."""
-        self.add(
-            rows,
-            requested_s + latency_ms / 1000,
+        failed = self.failures.random(len(self.failure)) < self.failure
+        index = np.flatnonzero(rows)
+        columns = _completed(jobs, inference_ids, latency_ms, versions, failed)
+        at = requested_s + latency_ms / 1000
+        self.append(
+            self.owner[index],
+            at[index],
             _TYPE.INFERENCE_COMPLETED,
-            job_id=jobs,
-            inference_id=inference_ids,
-            latency_ms=np.round(latency_ms, 1),
-            model_version=versions,
+            self.image_ids[index],
+            **{name: values[index] for name, values in columns.items()},
         )
 
     def build(self, spec: JourneySpec) -> pd.DataFrame:
         total = sum(len(part["ts"]) for part in self.parts)
         defaults = {"variant": None, "score": np.nan, "job_id": None, "tool_id": np.nan, "inference_id": np.nan}
-        defaults |= {"latency_ms": np.nan, "model_version": None}
+        defaults |= {"latency_ms": np.nan, "model_version": None, "status": None}
         columns: dict[str, np.ndarray] = {}
-        for name in ("anonymous_id", "user_id", "ts", "type", "input_id", *defaults):
+        for name in ("unit", "anonymous_id", "user_id", "ts", "type", "input_id", *defaults):
             pieces = [
                 part[name] if name in part else np.full(len(part["ts"]), defaults[name], dtype=object)
                 for part in self.parts
@@ -384,6 +511,7 @@ class _Frame:
             columns[name] = np.concatenate(pieces) if pieces else np.empty(total, dtype=object)
         kind = pd.Series(columns["type"])
         exposure = kind.eq(_TYPE.EXPERIMENT_EXPOSURE.value)
+        client = self.client[columns["unit"].astype(int)]
         return pd.DataFrame(
             {
                 "event_type": kind,
@@ -400,8 +528,30 @@ class _Frame:
                 "inference_id": columns["inference_id"].astype(float),
                 "latency_ms": columns["latency_ms"].astype(float),
                 "model_version": columns["model_version"],
+                "status": columns["status"],
             }
+            | {name: _client_column(i, client) for i, name in enumerate(DIMENSIONS)}
         )
+
+
+def _client_column(dimension: int, client: np.ndarray) -> pd.Categorical:
+    """One dimension of :data:`CLIENTS` per row, as codes: cheap at millions of rows."""
+    values = [c[dimension] for c in CLIENTS]
+    categories = list(dict.fromkeys(values))
+    return pd.Categorical.from_codes(np.array([categories.index(v) for v in values])[client], categories=categories)
+
+
+def _completed(
+    jobs: np.ndarray, inference_ids: np.ndarray, latency_ms: np.ndarray, versions: np.ndarray, failed: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The columns of ``inference_completed`` events."""
+    return {
+        "job_id": jobs,
+        "inference_id": inference_ids,
+        "latency_ms": np.round(latency_ms, 1),
+        "model_version": versions,
+        "status": np.where(failed, "failed", "succeeded").astype(object),
+    }
 
 
 # --- collector payloads ------------------------------------------------------------------------
@@ -481,15 +631,14 @@ def _fields(row: Any) -> dict[str, Any]:
     if kind == _TYPE.INFERENCE_REQUESTED.value:
         return {"inference_id": inference, "job_id": job or _uuid5(f"job:{row.input_id}")}
     if kind == _TYPE.INFERENCE_COMPLETED.value:
-        return {
-            "inference_id": inference,
-            "job_id": job,
+        done = {"inference_id": inference, "job_id": job, "latency_ms": float(row.latency_ms), "model_name": "lama"}
+        done["model_version"] = row.model_version
+        if getattr(row, "status", None) == "failed":
+            return done | {"status": "failed", "error": "model error"}
+        return done | {
             "status": "succeeded",
             "inference_url": f"results/{day}/{job}.png",
             "mask_url": f"masks/{day}/{job}.png",
-            "latency_ms": float(row.latency_ms),
-            "model_name": "lama",
-            "model_version": row.model_version,
         }
     if kind == _TYPE.IMAGE_SAVED.value:
         return {"job_id": job or _uuid5(f"job:{row.input_id}")}
@@ -558,7 +707,7 @@ def enriched(
     """Collector payloads (in time order) as the warehouse receives them: each device's clock off by
     Normal(0, ``skew_sigma_s``) (whole milliseconds), sent 0.05–2 s after the fact and received 20–300 ms later, one
     session per device, ``late_share`` flagged late."""
-    rng = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, _DELIVERY])
     skews: dict[str, timedelta] = {}
     sessions: dict[str, str] = {}
     out = []
@@ -686,7 +835,7 @@ def clickstream(images: int = 300, devices: int = 80, seed: int = 7, duplicate_s
     )
     payloads = collector_payloads(journeys(spec, seed))
     events = enriched(payloads, seed, late_share=0.03, sources=("web", "web", "ios"))
-    rng = np.random.default_rng([seed, 5])
+    rng = np.random.default_rng([seed, _RESEND])
     order = arrival_order(np.zeros(len(events)), rng, duplicate_share=duplicate_share, shuffle_share=1.0, within_s=1)
     return Deliveries(events=events, deliveries=[events[i] for i in order])
 
@@ -756,7 +905,7 @@ def raw_stream(
     ts_s = ((frame["event_ts"] - pd.Timestamp(start)).dt.total_seconds()).to_numpy()
     order = arrival_order(
         ts_s,
-        np.random.default_rng([seed, 4]),
+        np.random.default_rng([seed, _ORDER]),
         duplicate_share=duplicate_rate,
         shuffle_share=shuffle_rate,
         within_s=shuffle_within_s,
@@ -790,8 +939,10 @@ def _uuids(high: int, low: np.ndarray) -> pa.Array:
 def _strings(frame: pd.DataFrame, column: str) -> pa.Array:
     if column not in frame.columns:
         return pa.nulls(len(frame), pa.string())
-    values = frame[column].astype(object)
-    return pa.array(values.where(values.notna(), None).tolist(), pa.string())
+    values = frame[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pa.array(values, from_pandas=True).dictionary_decode().cast(pa.string())
+    return pa.array(values.to_numpy(object), pa.string(), from_pandas=True)
 
 
 def warehouse_rows(events: pd.DataFrame, experiment_key: str, salt: int = 0) -> pa.Table:
@@ -826,7 +977,7 @@ def warehouse_rows(events: pd.DataFrame, experiment_key: str, salt: int = 0) -> 
     else:
         tagged = seen_in.notna().to_numpy()
         offsets = np.concatenate([[0], np.cumsum(tagged)]).astype(np.int32)
-        keys = pa.array(np.full(int(tagged.sum()), experiment_key), pa.string())
+        keys = pa.array(np.full(int(tagged.sum()), experiment_key, dtype=object), pa.string())  # one chunk at any size
         items = pa.array(seen_in[tagged].astype(str).to_numpy(), pa.string())
         maps = pa.MapArray.from_arrays(pa.array(offsets), keys, items)
     if "properties" in events.columns:

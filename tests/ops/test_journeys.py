@@ -4,16 +4,21 @@ data, and each adapter keeps what the frame says."""
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
 import pandas as pd
+import pytest
 
-from funnelstream.contract import parse_event
+from funnelstream.contract import InferenceCompleted, parse_event
 from ops.journeys import (
+    CLIENTS,
+    DIMENSIONS,
     PLANTED_SAVE_LIFT,
     PLANTED_TASK_TIME_FACTOR,
+    PRE_PERIOD_DAYS,
     JourneySpec,
     clickstream,
     collector_payloads,
@@ -145,3 +150,112 @@ def test_two_seeds_of_a_preset_share_no_event_id() -> None:
     second = {e["event_id"] for e in raw_stream(300, 50, seed=2).events}
     assert not first & second
     assert not {e.event_id for e in clickstream(seed=1).events} & {e.event_id for e in clickstream(seed=2).events}
+
+
+def _exposures(frame: pd.DataFrame) -> pd.DataFrame:
+    exposed = frame[frame["event_type"] == "experiment_exposure"].sort_values("event_ts")
+    return exposed.drop_duplicates("anonymous_id").set_index("anonymous_id")
+
+
+def _task_s_per_unit(frame: pd.DataFrame) -> pd.Series:
+    """Each device's mean task time (first tool click to save) over its images in ``frame``."""
+    steps = frame.dropna(subset=["input_id"]).pivot_table(
+        index=["anonymous_id", "input_id"], columns="event_type", values="event_ts", aggfunc="min"
+    )
+    saved = steps.dropna(subset=["tool_selected", "image_saved"])
+    task_s = (saved["image_saved"] - saved["tool_selected"]).dt.total_seconds()
+    return task_s.groupby(level="anonymous_id").mean()
+
+
+def test_every_event_of_a_device_carries_its_client() -> None:
+    frame = journeys(JourneySpec(units=4000, login_rate=0.3, second_device_rate=0.3), 9)
+    per_device = frame.groupby("anonymous_id")[list(DIMENSIONS)].nunique()
+    assert (per_device == 1).all().all()
+    browsers = frame.drop_duplicates("anonymous_id")["browser"].value_counts(normalize=True)
+    expected = pd.Series([c[4] for c in CLIENTS], index=[c[0] for c in CLIENTS]).groupby(level=0).sum()
+    assert np.allclose(browsers.reindex(expected.index), expected, atol=0.03)
+
+
+def test_new_knobs_move_no_other_draw() -> None:
+    base = JourneySpec(units=300, completions=True, contaminated_share=0.05)
+    plain = journeys(base, 4)
+    richer = journeys(replace(base, pre_period_images=1.0, failure_rate=0.2, srm_in=("browser", "Safari", 0.5)), 4)
+    # The pre-period's images are new rows and a few exposures are lost; every other row is the same
+    # but the status of a failed result.
+    post = richer[~richer["input_id"].fillna("").str.contains("-b")]
+    same = ["event_type", "anonymous_id", "input_id", "event_ts", "score", "job_id", *DIMENSIONS]
+    exposure = "experiment_exposure"
+    plain_rows = plain.loc[plain["event_type"] != exposure, same].reset_index(drop=True)
+    pd.testing.assert_frame_equal(plain_rows, post.loc[post["event_type"] != exposure, same].reset_index(drop=True))
+    assert set(_exposures(richer).index) < set(_exposures(plain).index)
+
+
+def test_pre_period_images_precede_exposure_and_predict_the_unit_s_task_time() -> None:
+    spec = JourneySpec(
+        units=3000, pre_period_images=2.0, image_save_rate=0.8, unit_speed_sigma=0.8, task_sigma=0.3, completions=True
+    )
+    frame = journeys(spec, 12)
+    exposed_at = _exposures(frame)["event_ts"]
+    before = frame["input_id"].fillna("").str.contains("-b")
+    at = frame["event_ts"] - frame["anonymous_id"].map(exposed_at)
+    assert before.sum() > 3000
+    assert (at[before] < pd.Timedelta(0)).all()
+    saved = before & (frame["event_type"] == "image_saved")
+    assert (at[saved] > -pd.Timedelta(days=PRE_PERIOD_DAYS)).all()
+    pre, post = _task_s_per_unit(frame[before]), _task_s_per_unit(frame[~before])
+    both = pd.concat([np.log(pre), np.log(post)], axis=1, join="inner")
+    assert len(both) > 1000
+    assert both.corr().iloc[0, 1] > 0.5
+
+
+def test_a_save_propensity_makes_pre_and_post_saves_correlate() -> None:
+    spec = JourneySpec(units=4000, pre_period_images=3.0, images_per_unit_extra=2.0, save_propensity_sigma=2.0)
+    frame = journeys(spec, 13)
+    before = frame["input_id"].fillna("").str.contains("-b")
+    saves = frame["event_type"] == "image_saved"
+    units = frame["anonymous_id"].unique()
+    pre = frame[before & saves].groupby("anonymous_id").size().reindex(units, fill_value=0)
+    post = frame[~before & saves].groupby("anonymous_id").size().reindex(units, fill_value=0)
+    assert np.corrcoef(pre, post)[0, 1] > 0.3
+    flat = journeys(replace(spec, save_propensity_sigma=0.0), 13)
+    flat_before = flat["input_id"].fillna("").str.contains("-b")
+    flat_saves = flat["event_type"] == "image_saved"
+    pre0 = flat[flat_before & flat_saves].groupby("anonymous_id").size().reindex(units, fill_value=0)
+    post0 = flat[~flat_before & flat_saves].groupby("anonymous_id").size().reindex(units, fill_value=0)
+    assert abs(np.corrcoef(pre0, post0)[0, 1]) < 0.1
+
+
+def test_inference_failures_are_planted_per_arm() -> None:
+    spec = JourneySpec(units=6000, completions=True, failure_rate=0.05, failure_rate_lift=0.05)
+    frame = journeys(spec, 14)
+    frame["arm"] = frame["anonymous_id"].map(_exposures(frame)["variant"])
+    done = frame[frame["event_type"] == "inference_completed"]
+    assert set(done["status"]) == {"succeeded", "failed"}
+    assert frame.loc[frame["event_type"] != "inference_completed", "status"].isna().all()
+    rate = done["status"].eq("failed").groupby(done["arm"]).mean()
+    assert np.isclose(rate["control"], 0.05, atol=0.01) and np.isclose(rate["treatment"], 0.10, atol=0.012)
+    failed = [e for e in collector_payloads(frame.drop(columns="arm")) if e.get("status") == "failed"]
+    parsed = [parse_event({**e, "sent_at": NOW.isoformat()}) for e in failed]
+    assert parsed and all(isinstance(e, InferenceCompleted) and e.status == "failed" for e in parsed)
+    with pytest.raises(ValueError, match="completions"):
+        JourneySpec(failure_rate=0.1)
+
+
+def test_a_broken_client_loses_treatment_exposures_in_one_value_only() -> None:
+    spec = JourneySpec(units=20000, srm_in=("browser", "Safari", 0.4))
+    frame = journeys(spec, 15)
+    plain = journeys(replace(spec, srm_in=None), 15)
+    counts = _exposures(frame).groupby(["browser", "variant"]).size().unstack()
+    before = _exposures(plain).groupby(["browser", "variant"]).size().unstack()
+    lost = 1 - counts / before
+    assert np.isclose(lost.loc["Safari", "treatment"], 0.4, atol=0.06)
+    assert (lost.drop(index="Safari") == 0).all().all() and lost.loc["Safari", "control"] == 0
+    # The lost units' events are still sent: their devices are there, outside the experiment.
+    assert frame["anonymous_id"].nunique() == plain["anonymous_id"].nunique()
+
+
+def test_warehouse_rows_write_client_and_status() -> None:
+    events = journeys(JourneySpec(units=40, completions=True, failure_rate=0.5), 16)
+    table = warehouse_rows(events, "segmentation_tool")
+    for column in (*DIMENSIONS, "status"):
+        assert table.column(column).to_pylist() == [None if pd.isna(v) else v for v in events[column]]

@@ -213,3 +213,23 @@ def test_recent_traffic_is_one_arm_of_units(warehouse: Warehouse) -> None:
     assert "inference_completed" in set(frames.events["event_type"])
     assert sorted(frames.durations["diff_second"]) == [20.0, 45.0, 50.0, 60.0]
     assert fetch_traffic_frames(warehouse, T0 + timedelta(days=5), T0 + timedelta(days=6)).units.empty
+
+
+def test_a_simulated_run_s_clients_pre_period_and_failures_come_back(
+    warehouse: Warehouse, experiment: Experiment
+) -> None:
+    spec = JourneySpec(units=800, pre_period_images=1.0, completions=True, failure_rate=0.2, pre_exposure_share=0.0)
+    events = journeys(spec, 23)
+    load(warehouse, events)
+    frames = fetch_frames(warehouse, experiment)
+    client = events.drop_duplicates("anonymous_id").set_index("anonymous_id")[["browser", "os", "device", "source"]]
+    got = frames.dimensions.set_index("anonymous_id")
+    assert len(got) == 800
+    assert got.astype(str).equals(client.loc[got.index].astype(str))
+    before = events[events["input_id"].fillna("").str.contains("-b")]
+    completed = before[before["event_type"] == "inference_completed"]
+    pre_completed = frames.pre_events[frames.pre_events["event_type"] == "inference_completed"]
+    assert len(pre_completed) == len(completed) > 100
+    assert (pre_completed["status"] == "failed").sum() == (completed["status"] == "failed").sum()
+    post = frames.events[frames.events["event_type"] == "inference_completed"]
+    assert 0.15 < (post["status"] == "failed").mean() < 0.25
