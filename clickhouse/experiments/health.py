@@ -59,23 +59,20 @@ def health(
     variants = experiment.variant_keys
     weights = np.array(experiment.weights, dtype=float)
     clean = clean if clean is not None else members(frames.units, variants)
-    ids = clean.ids.to_numpy(object)
     arm = pd.Index(variants).get_indexer(clean.variant)
     dimensions = frames.dimensions
-    known = pd.Index(dimensions["anonymous_id"].to_numpy(object))
-    if not known.is_unique:
-        dimensions = dimensions.loc[~known.duplicated()]
-        known = pd.Index(dimensions["anonymous_id"].to_numpy(object))
-    # Each clean unit's row of the dimensions frame; -1 (no row) picks each column's trailing None.
-    row = known.get_indexer(ids)
+    # Each dimensions row's unit (-1: not a clean unit); a unit without a row keeps the missing code.
+    unit = clean.codes(dimensions["anonymous_id"])
+    mine = unit >= 0
 
     rows: list[DimensionSrm] = []
     for name in DIMENSIONS:
         column = dimensions[name] if name in dimensions.columns else pd.Series(None, index=dimensions.index)
-        # Factorized on the frame's own column (Arrow strings stay Arrow), then taken per unit.
+        # Factorized on the frame's own column (Arrow strings stay Arrow), then placed per unit.
         codes, uniques = pd.factorize(column, use_na_sentinel=False)
+        per_unit = np.full(len(clean), len(uniques))
+        per_unit[unit[mine]] = codes[mine]
         values = np.array([*uniques, None], dtype=object)
-        per_unit = np.append(codes, len(uniques))[row]
         rows += _dimension_srm(name, per_unit, values, arm, variants, weights, config)
     days, uniques = pd.factorize(clean.first_exposure.astype("datetime64[D]"), use_na_sentinel=False)
     by_day = _dimension_srm("day", days, np.asarray(uniques, dtype=object), arm, variants, weights, config)
