@@ -18,8 +18,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from scipy import stats
 
+from clickhouse.experiments.health import health, srm_chi_square
+from clickhouse.experiments.planning import progress
 from clickhouse.experiments.results import GuardrailCheck, Health, MetricTimeline, Progress
 from clickhouse.experiments.stats import (
     FIXED_HORIZON_LABEL,
@@ -347,6 +348,10 @@ def analyze(
             f"{contaminated_count} of {units_exposed} units ({share:.2%}) were seen in more than one variant "
             f"(threshold {config.contamination_threshold:.0%}); they are excluded"
         )
+    generated_at = now or datetime.now(UTC)
+    by_dimension, dimension_alerts = health(frames, experiment, config, clean)
+    alerts += dimension_alerts
+    primary = unit_values(rows[experiment.primary_metric], n_units)
     return ExperimentResults(
         experiment_key=key,
         phase=experiment.phase,
@@ -357,13 +362,15 @@ def analyze(
         alpha=config.alpha,
         analysis_start=experiment.analysis_start,
         analysis_end=experiment.end,
-        generated_at=now or datetime.now(UTC),
+        generated_at=generated_at,
         exposures=exposure_rows,
         srm=srm,
         contamination=contamination,
         conversion=conversion,
         task_duration=task_duration,
         score=score,
+        health=by_dimension,
+        progress=progress(clean, *primary, experiment, config, generated_at),
         alerts=alerts,
     )
 
@@ -397,8 +404,7 @@ def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> S
     total = observed.sum()
     if total == 0:
         return SrmCheck(chi2=None, p_value=None, threshold=config.srm_p_threshold, alert=False)
-    expected = weights / weights.sum() * total
-    chi2, p_value = stats.chisquare(observed, f_exp=expected)
+    chi2, p_value = srm_chi_square(observed, weights)
     return SrmCheck(
         chi2=finite_or_none(chi2),
         p_value=finite_or_none(p_value),
