@@ -1,10 +1,9 @@
 """Experiment analysis from the frames the warehouse computed (docs/analytics-definitions.md).
 
-Owns what is done with :class:`ExperimentFrames`: per-arm metrics, the sample-ratio check and the
-alerts. Which units, arms and events count is defined once in SQL (the experiment views), every
-formula in :mod:`clickhouse.experiments.stats`. Invariant: the units analysed are exactly the views'
-clean units; contaminated ones are counted and excluded from every metric and from the sample-ratio
-check; an arm's task-time mean is the plain mean of the view's durations (winsorization is opt-in).
+Owns what is done with :class:`ExperimentFrames`: every metric's comparisons (per-unit values from
+:mod:`~clickhouse.experiments.units`, CUPED, Bayesian reading), guardrails, roles, the sample-ratio
+check and the alerts; lift over time, health and progress come from their modules. Invariant: only
+the views' clean units are analysed, and every comparison goes through one estimator.
 """
 
 from __future__ import annotations
@@ -19,8 +18,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from clickhouse.experiments.health import health, srm_chi_square
-from clickhouse.experiments.planning import progress
+from clickhouse.experiments.bayesian import Prior, bayesian_compare
+from clickhouse.experiments.health import health as compute_health
+from clickhouse.experiments.health import srm_chi_square
+from clickhouse.experiments.planning import metric_names
+from clickhouse.experiments.planning import progress as planned_progress
+from clickhouse.experiments.regression import MetricKind, UnitValues, estimate_pair
 from clickhouse.experiments.results import GuardrailCheck, Health, MetricTimeline, Progress
 from clickhouse.experiments.stats import (
     FIXED_HORIZON_LABEL,
@@ -30,6 +33,7 @@ from clickhouse.experiments.stats import (
     adjust_comparisons,
     compare,
     finite_or_none,
+    harm_check,
     ratio_estimate,
     weighted_quantiles,
 )
@@ -38,6 +42,7 @@ from clickhouse.experiments.stats import (
 )
 from clickhouse.experiments.units import (
     FUNNEL_STEPS,
+    INFERENCE_FAILURE_RATE,
     MEAN_SCORE,
     TASK_DURATION,
     Members,
@@ -46,7 +51,7 @@ from clickhouse.experiments.units import (
     metric_rows,
     unit_values,
 )
-from funnelstream.experiments.definitions import Experiment, Metric, MetricRole
+from funnelstream.experiments.definitions import GOOD_DIRECTION, Experiment, MetricRole
 from funnelstream.experiments.errors import EventsFrameError
 
 UNIT_COLUMNS = ("anonymous_id", "variant", "first_exposure_at", "contaminated")
@@ -183,59 +188,158 @@ class ExperimentResults(Model):
     """Everything that needs a look, one line each (sample ratio, contamination, harmed guardrails, ...)."""
 
 
-def _metric(
-    name: str,
-    description: str,
-    units: Members,
-    numerator: np.ndarray,
-    denominator: np.ndarray,
-    experiment: Experiment,
-    config: AnalysisConfig,
-) -> MetricResult:
-    """``numerator`` and ``denominator`` have one value per clean unit, in ``units``' order."""
-    estimates = {}
-    for key in experiment.variant_keys:
-        arm = units.variant == key
-        estimates[key] = ratio_estimate(numerator[arm], denominator[arm])
-    arms = [
-        ArmValue(
-            variant=k, units=e.units, numerator=e.numerator, denominator=e.denominator, value=finite_or_none(e.value)
+KINDS: dict[str, MetricKind] = {f"conversion_{step}": "proportion" for step, _ in FUNNEL_STEPS}
+"""Conversions are proportions (denominator 1 per unit); every other metric is a ratio."""
+DESCRIPTIONS = {
+    **{f"conversion_{step}": f"share of exposed units with a {kind} after exposure" for step, kind in FUNNEL_STEPS},
+    TASK_DURATION: (
+        "seconds per image from first tool click to the save of an inferred result "
+        "(plain mean of the capped durations, ratio metric clustered by unit)"
+    ),
+    MEAN_SCORE: "mean score (1-5) per submitted rating",
+    INFERENCE_FAILURE_RATE: "share of completed inferences that failed (ratio metric clustered by unit)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Estimator:
+    """Every comparison of the analysis: one metric's per-unit values, the arms' units (optionally a
+    subset), CUPED when it is on."""
+
+    clean: Members
+    experiment: Experiment
+    config: AnalysisConfig
+    pre: dict[str, tuple[np.ndarray, np.ndarray]] | None
+    """Per metric: each unit's pre-period numerator and denominator; ``None`` when CUPED is off."""
+    arms: dict[str, np.ndarray]
+    prior: Prior
+
+    @property
+    def lookback_days(self) -> int:
+        return self.experiment.cuped.lookback_days if self.pre is not None else 0
+
+    def _values(self, name: str, numerator: np.ndarray, denominator: np.ndarray, arm: np.ndarray) -> UnitValues:
+        # One index array, then takes: a boolean mask per array costs several times more at a million units.
+        rows = np.flatnonzero(arm)
+        if self.pre is None:
+            return UnitValues(numerator.take(rows), denominator.take(rows))
+        pre_numerator, pre_denominator = self.pre[name]
+        return UnitValues(
+            numerator.take(rows), denominator.take(rows), pre_numerator.take(rows), pre_denominator.take(rows)
         )
-        for k, e in estimates.items()
-    ]
-    control = experiment.control
-    comparisons = [compare(estimates[control], estimates[k], control, k, config) for k in experiment.variant_keys[1:]]
-    return MetricResult(name=name, description=description, arms=arms, comparisons=comparisons)
+
+    def comparisons(
+        self,
+        name: str,
+        numerator: np.ndarray,
+        denominator: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        bayesian: bool = False,
+    ) -> list[Comparison]:
+        """Each variant against the control over the units in ``mask`` (default: all), with the
+        Bayesian reading of the same estimates when ``bayesian``."""
+        control = self.experiment.control
+        arm = {k: a if mask is None else a & mask for k, a in self.arms.items()}
+        base = self._values(name, numerator, denominator, arm[control])
+        kind = KINDS.get(name, "ratio")
+        out = []
+        for key in self.experiment.variant_keys[1:]:
+            values = self._values(name, numerator, denominator, arm[key])
+            # An arm of fewer than two units (an early point over time) has no variance to adjust.
+            adjust = self.pre is not None and min(len(base.numerator), len(values.numerator)) > 1
+            pair = estimate_pair(base, values, kind, adjust)
+            comparison = compare(*pair, control, key, self.config, lookback_days=self.lookback_days)
+            if bayesian:
+                reading = bayesian_compare(*pair, self.prior, GOOD_DIRECTION[name], self.config.alpha)
+                comparison = comparison.model_copy(update={"bayesian": reading})
+            out.append(comparison)
+        return out
+
+    def metric(self, name: str, numerator: np.ndarray, denominator: np.ndarray, description: str) -> MetricResult:
+        """``numerator`` and ``denominator`` have one value per clean unit, in the members' order."""
+        arms = []
+        for key, arm in self.arms.items():
+            e = ratio_estimate(numerator[arm], denominator[arm])
+            arms.append(
+                ArmValue(
+                    variant=key,
+                    units=e.units,
+                    numerator=e.numerator,
+                    denominator=e.denominator,
+                    value=finite_or_none(e.value),
+                )
+            )
+        comparisons = self.comparisons(name, numerator, denominator, bayesian=True)
+        return MetricResult(name=name, description=description, arms=arms, comparisons=comparisons)
 
 
-def _unit_resample_weights(
-    unit_codes: np.ndarray, n_units: int, resamples: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Per-value weights of a cluster bootstrap: each resample draws units with replacement."""
+def _unit_resample_counts(n_units: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Per resample, how often each unit is drawn: a cluster bootstrap draws units with replacement."""
     draws = rng.integers(0, n_units, size=(resamples, n_units))
     offsets = (np.arange(resamples) * n_units)[:, None]
-    counts = np.bincount((draws + offsets).ravel(), minlength=resamples * n_units).reshape(resamples, n_units)
-    return counts[:, unit_codes]
+    return np.bincount((draws + offsets).ravel(), minlength=resamples * n_units).reshape(resamples, n_units)
+
+
+@dataclass(frozen=True, slots=True)
+class _RankWindow:
+    """The sorted values' ranks [low, high) around one quantile's point rank, and each unit's count
+    of values below ``low``: a resample's cumulative weight is only needed inside the window."""
+
+    quantile: float
+    low: int
+    high: int
+    below: np.ndarray
+    codes: np.ndarray
+
+    @classmethod
+    def around(cls, quantile: float, codes: np.ndarray, n_units: int, width_sd: float = 12.0) -> _RankWindow:
+        m = len(codes)
+        rank = int(np.ceil(quantile * m)) - 1
+        # The resampled rank's spread grows with the images per unit (clustering); 12 sd is never reached in practice.
+        half = int(width_sd * math.sqrt(quantile * (1 - quantile) * m * max(1.0, m / n_units))) + 64
+        low, high = max(0, rank - half), min(m, rank + half)
+        below = np.bincount(codes[:low], minlength=n_units).astype(float)
+        return cls(quantile, low, high, below, codes[low:high])
+
+    def positions(self, counts: np.ndarray, total: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Per resample, the inverted-CDF position of :func:`weighted_quantiles` (the count of values
+        whose cumulative weight is below the target), exactly: integer weights summed in floats."""
+        base = counts.astype(float) @ self.below
+        cumulative = base[:, None] + np.cumsum(counts[:, self.codes], axis=1)
+        target = self.quantile * total
+        position = self.low + (cumulative < target[:, None]).sum(axis=1)
+        outside = np.flatnonzero(~((base < target) & (cumulative[:, -1] >= target)))
+        if len(outside):
+            full = np.cumsum(counts[outside][:, codes], axis=1)
+            position[outside] = (full < self.quantile * full[:, -1:]).sum(axis=1)
+        return np.asarray(position)
 
 
 def _arm_quantiles(
-    durations: pd.DataFrame, quantiles: Sequence[float], resamples: int, rng: np.random.Generator
+    seconds: np.ndarray, units: np.ndarray, quantiles: Sequence[float], resamples: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    ordered = durations.sort_values("duration_s", kind="stable")
-    values = ordered["duration_s"].to_numpy(float)
+    """``seconds`` of one arm's images and each image's unit code: the point quantiles and, per
+    resample of units, the same quantiles (:func:`weighted_quantiles`' rule, weights = draws)."""
+    order = np.argsort(seconds, kind="stable")
+    values = seconds[order]
     if len(values) == 0:
         return np.full(len(quantiles), np.nan), None
-    codes, uniques = pd.factorize(ordered["anonymous_id"])
+    factorized, uniques = pd.factorize(units[order])
+    codes, n_units = np.asarray(factorized), len(uniques)
     point = weighted_quantiles(values, np.ones(len(values)), quantiles)
     if resamples <= 0:
         return point, None
-    # Resamples in chunks so the weight matrix stays near BOOTSTRAP_CHUNK_CELLS whatever the size.
-    per_chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(len(values), len(uniques)))
+    per_unit = np.bincount(codes, minlength=n_units).astype(float)
+    windows = [_RankWindow.around(q, codes, n_units) for q in quantiles]
+    # Resamples in chunks so the count matrix stays near BOOTSTRAP_CHUNK_CELLS whatever the size.
+    per_chunk = max(1, BOOTSTRAP_CHUNK_CELLS // max(len(values), n_units))
     draws = []
     for start in range(0, resamples, per_chunk):
-        count = min(per_chunk, resamples - start)
-        weights = _unit_resample_weights(np.asarray(codes), len(uniques), count, rng)
-        draws.append(weighted_quantiles(values, weights, quantiles))
+        counts = _unit_resample_counts(n_units, min(per_chunk, resamples - start), rng)
+        total = counts.astype(float) @ per_unit
+        positions = np.stack([w.positions(counts, total, codes) for w in windows], axis=-1)
+        draws.append(values[np.minimum(positions, len(values) - 1)])
     return point, np.concatenate(draws)
 
 
@@ -304,41 +408,31 @@ def analyze(
         alert=share > config.contamination_threshold,
     )
 
-    conversion = []
-    if Metric.FUNNEL_CONVERSION in experiment.metrics:
-        for step, kind in FUNNEL_STEPS:
-            name = f"conversion_{step}"
-            conversion.append(
-                _metric(
-                    name,
-                    f"share of exposed units with a {kind} after exposure",
-                    clean,
-                    *unit_values(rows[name], n_units),
-                    experiment,
-                    config,
-                )
-            )
+    now = now or datetime.now(UTC)
+    adjust = config.cuped and experiment.cuped.enabled
+    cap = _winsor_cap(rows[TASK_DURATION], config)
+    analysed = metric_names(experiment)
+    post = _capped(rows, cap)
+    pre = None
+    if adjust:
+        pre_rows = _capped(metric_rows(frames.pre_events, frames.pre_durations, clean), cap)
+        pre = {name: unit_values(pre_rows[name], n_units) for name in analysed}
+    arms = {k: clean.variant == k for k in variants}
+    estimator = _Estimator(clean, experiment, config, pre, arms, Prior.from_config(config))
+    values = {name: unit_values(post[name], n_units) for name in analysed}
+    metrics = {name: estimator.metric(name, *values[name], _description(name, cap, config)) for name in analysed}
+    metrics = _with_roles(metrics, experiment, config)
 
     task_duration = None
-    if Metric.TASK_DURATION in experiment.metrics:
-        task_duration = _task_duration(frames.durations, rows[TASK_DURATION], clean, experiment, config)
-
-    score = None
-    if Metric.MEAN_SCORE in experiment.metrics:
-        score = _metric(
-            MEAN_SCORE,
-            "mean score (1-5) per submitted rating",
-            clean,
-            *unit_values(rows[MEAN_SCORE], n_units),
-            experiment,
-            config,
+    if TASK_DURATION in metrics:
+        task_duration = _task_duration(
+            frames.durations, rows[TASK_DURATION], cap, metrics[TASK_DURATION], clean, arms, experiment, config
         )
+    guardrails = _guardrails(metrics, experiment, config)
 
-    conversion, task_mean, score = _with_roles(
-        conversion, task_duration.mean if task_duration else None, score, experiment, config
-    )
-    if task_duration is not None and task_mean is not None:
-        task_duration = task_duration.model_copy(update={"mean": task_mean})
+    health, health_alerts = compute_health(frames, experiment, config, clean)
+    primary = experiment.primary_metric
+    progress = planned_progress(clean, *values[primary], experiment, config, now) if primary in values else None
 
     alerts = []
     if srm.alert:
@@ -348,10 +442,8 @@ def analyze(
             f"{contaminated_count} of {units_exposed} units ({share:.2%}) were seen in more than one variant "
             f"(threshold {config.contamination_threshold:.0%}); they are excluded"
         )
-    generated_at = now or datetime.now(UTC)
-    by_dimension, dimension_alerts = health(frames, experiment, config, clean)
-    alerts += dimension_alerts
-    primary = unit_values(rows[experiment.primary_metric], n_units)
+    alerts += [_guardrail_alert(g) for g in guardrails if g.harmed]
+    alerts += health_alerts
     return ExperimentResults(
         experiment_key=key,
         phase=experiment.phase,
@@ -362,42 +454,91 @@ def analyze(
         alpha=config.alpha,
         analysis_start=experiment.analysis_start,
         analysis_end=experiment.end,
-        generated_at=generated_at,
+        generated_at=now,
         exposures=exposure_rows,
         srm=srm,
         contamination=contamination,
-        conversion=conversion,
+        conversion=[metrics[n] for n in analysed if n.startswith("conversion_")],
         task_duration=task_duration,
-        score=score,
-        health=by_dimension,
-        progress=progress(clean, *primary, experiment, config, generated_at),
+        score=metrics.get(MEAN_SCORE),
+        inference_failures=metrics.get(INFERENCE_FAILURE_RATE),
+        guardrails=guardrails,
+        health=health,
+        progress=progress,
+        cuped_lookback_days=experiment.cuped.lookback_days if adjust else None,
+        bayesian_prior=estimator.prior.describe(),
         alerts=alerts,
     )
 
 
 def _with_roles(
-    conversion: list[MetricResult],
-    task_mean: MetricResult | None,
-    score: MetricResult | None,
-    experiment: Experiment,
-    config: AnalysisConfig,
-) -> tuple[list[MetricResult], MetricResult | None, MetricResult | None]:
+    metrics: dict[str, MetricResult], experiment: Experiment, config: AnalysisConfig
+) -> dict[str, MetricResult]:
     """Each metric with its role; the secondary metrics' comparisons adjusted as one family."""
-    metrics = [m for m in (*conversion, task_mean, score) if m is not None]
-    roled = [m.model_copy(update={"role": experiment.metric_role(m.name)}) for m in metrics]
+    roled = [m.model_copy(update={"role": experiment.metric_role(m.name)}) for m in metrics.values()]
     family = [c for m in roled if m.role == "secondary" for c in m.comparisons]
     adjusted = iter(adjust_comparisons(family, experiment.correction, config.alpha))
-    done = {
+    return {
         m.name: m.model_copy(update={"comparisons": [next(adjusted) for _ in m.comparisons]})
         if m.role == "secondary"
         else m
         for m in roled
     }
+
+
+def _guardrails(
+    metrics: dict[str, MetricResult], experiment: Experiment, config: AnalysisConfig
+) -> list[GuardrailCheck]:
+    """Each declared guardrail against each variant: harmed when significantly past its threshold."""
+    checks = []
+    for guardrail in experiment.guardrail_metrics:
+        metric = metrics.get(guardrail.metric)
+        if metric is None:
+            continue
+        harmful = guardrail.harmful_direction
+        for comparison in metric.comparisons:
+            p_value, harmed = harm_check(comparison, harmful, guardrail.threshold, config.alpha)
+            checks.append(
+                GuardrailCheck(
+                    metric=guardrail.metric,
+                    variant=comparison.variant,
+                    harmful=harmful,
+                    threshold=guardrail.threshold,
+                    relative_lift=comparison.relative_lift,
+                    p_value=p_value,
+                    harmed=harmed,
+                )
+            )
+    return checks
+
+
+def _guardrail_alert(check: GuardrailCheck) -> str:
+    lift = "n/a" if check.relative_lift is None else f"{check.relative_lift * 100:+.1f} %"
+    p_value = "n/a" if check.p_value is None else f"{check.p_value:.2g}"
     return (
-        [done[m.name] for m in conversion],
-        done[task_mean.name] if task_mean is not None else None,
-        done[score.name] if score is not None else None,
+        f"guardrail {check.metric} harmed in {check.variant}: {lift} "
+        f"(threshold {check.threshold * 100:g} %, p = {p_value})"
     )
+
+
+def _winsor_cap(images: MetricRows, config: AnalysisConfig) -> float | None:
+    """Opt-in: one cap over both arms together, so the cap cannot itself create a difference."""
+    if config.winsor_quantile is None or not len(images.numerator):
+        return None
+    return float(np.quantile(images.numerator.value, config.winsor_quantile))
+
+
+def _capped(rows: dict[str, MetricRows], cap: float | None) -> dict[str, MetricRows]:
+    """Task time winsorized at ``cap``, in the main result, its covariate and over time alike."""
+    if cap is None:
+        return rows
+    return {**rows, TASK_DURATION: rows[TASK_DURATION].capped(cap)}
+
+
+def _description(name: str, cap: float | None, config: AnalysisConfig) -> str:
+    if name == TASK_DURATION and cap is not None:
+        return DESCRIPTIONS[name] + f"; winsorized at {cap:g} s (quantile {config.winsor_quantile} of both arms)"
+    return DESCRIPTIONS[name]
 
 
 def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> SrmCheck:
@@ -414,36 +555,29 @@ def _srm(observed: np.ndarray, weights: np.ndarray, config: AnalysisConfig) -> S
 
 
 def _task_duration(
-    durations: pd.DataFrame, images: MetricRows, clean: Members, experiment: Experiment, config: AnalysisConfig
+    durations: pd.DataFrame,
+    images: MetricRows,
+    cap: float | None,
+    mean: MetricResult,
+    clean: Members,
+    arms: dict[str, np.ndarray],
+    experiment: Experiment,
+    config: AnalysisConfig,
 ) -> TaskDurationResult:
+    """``images``: the metric's rows before any cap; the quantiles are of the durations as measured."""
     # The arm is the unit's, from the units frame: one source for every metric.
     unit = clean.codes(durations["anonymous_id"])
-    started = pd.DataFrame({"variant": clean.variant[unit[unit >= 0]]})
-    counted = pd.DataFrame(
-        {
-            "anonymous_id": images.numerator.unit,
-            "variant": clean.variant[images.numerator.unit],
-            "duration_s": images.numerator.value,
-        }
-    )
-    cap = None
-    description = (
-        "seconds per image from first tool click to the save of an inferred result "
-        "(plain mean of the capped durations, ratio metric clustered by unit)"
-    )
-    if config.winsor_quantile is not None and len(counted):
-        # Opt-in: one cap over both arms together, so the cap cannot itself create a difference.
-        cap = float(np.quantile(images.numerator.value, config.winsor_quantile))
-        images = images.capped(cap)
-        description += f"; winsorized at {cap:g} s (quantile {config.winsor_quantile} of both arms)"
-    mean = _metric(TASK_DURATION, description, clean, *unit_values(images, len(clean)), experiment, config)
+    started = unit[unit >= 0]
+    counted, seconds = images.numerator.unit, images.numerator.value
     rng = np.random.default_rng(config.seed)
     qs = (0.5, 0.9)
     control = experiment.control
-    per_arm = {
-        key: _arm_quantiles(counted[counted["variant"] == key], qs, config.bootstrap_resamples, rng)
-        for key in experiment.variant_keys
-    }
+    per_arm, images_counted, images_started = {}, {}, {}
+    for key in experiment.variant_keys:
+        in_arm = arms[key][counted]
+        images_counted[key] = int(np.count_nonzero(in_arm))
+        images_started[key] = int(np.count_nonzero(arms[key][started]))
+        per_arm[key] = _arm_quantiles(seconds[in_arm], counted[in_arm], qs, config.bootstrap_resamples, rng)
     quantiles = []
     c_point, c_boot = per_arm[control]
     for key in experiment.variant_keys[1:]:
@@ -467,15 +601,11 @@ def _task_duration(
                 )
             )
 
-    def per_variant(frame: pd.DataFrame) -> dict[str, int]:
-        counts = frame["variant"].value_counts().reindex(experiment.variant_keys, fill_value=0)
-        return {k: int(v) for k, v in counts.items()}
-
     return TaskDurationResult(
         winsor_quantile=config.winsor_quantile if cap is not None else None,
         winsor_cap_s=cap,
-        images=per_variant(counted),
-        images_started=per_variant(started),
+        images=images_counted,
+        images_started=images_started,
         mean=mean,
         quantiles=quantiles,
     )

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from clickhouse.experiments.analysis import ExperimentFrames, ExperimentResults, MetricResult, analyze
-from clickhouse.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, ratio_estimate
+from clickhouse.experiments.stats import SEQUENTIAL_LABEL, AnalysisConfig, Comparison, ratio_estimate
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.errors import EventsFrameError
 from ops.journeys import JourneySpec, simulate
@@ -25,6 +25,8 @@ from tests.helpers.experiment_warehouse import analyze_events, analyze_runs
 pytestmark = pytest.mark.integration
 
 FAST = AnalysisConfig(bootstrap_resamples=0, winsor_quantile=None)
+MANY_RUNS = AnalysisConfig(bootstrap_resamples=0, winsor_quantile=None, timeline=False)
+"""Hundreds of simulated runs read the main result only; lift over time is checked on single runs."""
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
 
@@ -38,7 +40,7 @@ def metric(results: ExperimentResults, name: str) -> MetricResult:
 def test_planted_effect_is_recovered_in_at_least_90_of_100_simulations(experiment: Experiment, chdb_path: Path) -> None:
     spec = JourneySpec(task_time_factor=0.7, save_conversion_lift=0.05)
     simulated = [simulate(spec, seed) for seed in range(100)]
-    every = analyze_runs(chdb_path, [events for events, _ in simulated], experiment, FAST)
+    every = analyze_runs(chdb_path, [events for events, _ in simulated], experiment, MANY_RUNS)
     save_covered = task_covered = 0
     for results, (_, truth) in zip(every, simulated, strict=True):
         save = metric(results, "conversion_save").comparisons[0]
@@ -73,7 +75,7 @@ def test_a_a_false_positive_rate_is_near_five_percent(experiment: Experiment, ch
     runs = 200
     positives = {"conversion_save": 0, "task_duration_s": 0}
     simulated = [simulate(JourneySpec(units=1500), seed)[0] for seed in range(1000, 1000 + runs)]
-    for results in analyze_runs(chdb_path, simulated, experiment, FAST):
+    for results in analyze_runs(chdb_path, simulated, experiment, MANY_RUNS):
         for name in positives:
             p_value = metric(results, name).comparisons[0].p_value
             assert p_value is not None
@@ -362,3 +364,93 @@ def test_each_metric_has_its_role_and_secondary_p_values_are_adjusted_as_one_fam
     bh = analyze_events(chdb_path, events, make_experiment(correction="benjamini_hochberg"), FAST)
     bh_secondary = [c for m in bh.conversion if m.role == "secondary" for c in m.comparisons if c.p_value]
     assert bh_secondary and all(c.p_value_adjusted is not None for c in bh_secondary)
+
+
+def lift_width(comparison: Comparison) -> float:
+    assert comparison.lift_ci_low is not None and comparison.lift_ci_high is not None
+    return comparison.lift_ci_high - comparison.lift_ci_low
+
+
+def test_cuped_narrows_the_task_time_interval_and_still_covers_the_planted_effect(
+    experiment: Experiment, chdb_path: Path
+) -> None:
+    spec = JourneySpec(units=3000, task_time_factor=0.8, pre_period_images=3.0, save_propensity_sigma=1.0)
+    events, truth = simulate(spec, 21)
+    adjusted = analyze_events(chdb_path, events, experiment, FAST)
+    plain = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=0, cuped=False))
+    assert adjusted.cuped_lookback_days == experiment.cuped.lookback_days and plain.cuped_lookback_days is None
+    task = metric(adjusted, "task_duration_s").comparisons[0]
+    task_plain = metric(plain, "task_duration_s").comparisons[0]
+    assert task.cuped is not None and task.cuped.applied and task_plain.cuped is None
+    assert task.cuped.units_with_pre_period > 0 and task.cuped.variance_reduction is not None
+    assert lift_width(task) < lift_width(task_plain)
+    assert task.cuped.unadjusted_relative_lift == pytest.approx(task_plain.relative_lift)
+    assert task.lift_ci_low is not None and task.lift_ci_high is not None
+    assert task.lift_ci_low <= truth.task_time_relative_lift <= task.lift_ci_high
+    # The arms' values are as measured, with or without the adjustment.
+    assert task.control_value == pytest.approx(task_plain.control_value)
+    save = metric(adjusted, "conversion_save").comparisons[0]
+    assert save.cuped is not None and save.cuped.applied
+    assert lift_width(save) < lift_width(metric(plain, "conversion_save").comparisons[0])
+
+
+def test_without_pre_period_data_cuped_falls_back_to_the_unadjusted_result(
+    experiment: Experiment, chdb_path: Path
+) -> None:
+    events, _ = simulate(JourneySpec(units=800, task_time_factor=0.8, pre_exposure_share=0.0), 4)
+    adjusted = analyze_events(chdb_path, events, experiment, FAST)
+    plain = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=0, cuped=False))
+    task, task_plain = (metric(r, "task_duration_s").comparisons[0] for r in (adjusted, plain))
+    assert task.cuped is not None and not task.cuped.applied and task.cuped.units_with_pre_period == 0
+    assert task.relative_lift == task_plain.relative_lift and task.p_value == task_plain.p_value
+
+
+def test_inference_failure_rate_is_a_ratio_metric_and_a_harmed_guardrail_alerts(chdb_path: Path) -> None:
+    plan = make_experiment(guardrail_metrics=[{"metric": "inference_failure_rate"}, "conversion_save"])
+    spec = JourneySpec(units=3000, completions=True, failure_rate=0.05, failure_rate_lift=0.05)
+    events, _ = simulate(spec, 8)
+    results = analyze_events(chdb_path, events, plan, FAST)
+    failures = results.inference_failures
+    assert failures is not None and failures.role == "guardrail"
+    arms = {arm.variant: arm for arm in failures.arms}
+    completed = events[events["event_type"] == "inference_completed"]
+    assert sum(arm.denominator for arm in arms.values()) <= len(completed)
+    assert arms["control"].value == pytest.approx(0.05, abs=0.02)
+    assert arms["treatment"].value == pytest.approx(0.10, abs=0.02)
+    checks = {(g.metric, g.variant): g for g in results.guardrails}
+    harmed = checks["inference_failure_rate", "treatment"]
+    assert harmed.harmed and harmed.harmful == "increase" and harmed.p_value is not None and harmed.p_value < 0.05
+    assert not checks["conversion_save", "treatment"].harmed
+    assert any(a.startswith("guardrail inference_failure_rate harmed in treatment: +") for a in results.alerts)
+    assert not any("conversion_save" in a for a in results.alerts)
+
+
+def test_each_comparison_has_its_bayesian_reading_with_the_prior_stated(
+    experiment: Experiment, chdb_path: Path
+) -> None:
+    events, _ = simulate(JourneySpec(units=2000, task_time_factor=0.8), 5)
+    results = analyze_events(chdb_path, events, experiment, FAST)
+    assert results.bayesian_prior
+    task = metric(results, "task_duration_s").comparisons[0]
+    assert task.bayesian is not None and task.bayesian.prior == results.bayesian_prior
+    # Task time improves when it falls: a 20 % faster treatment almost surely beats control.
+    assert task.bayesian.chance_to_beat_control is not None and task.bayesian.chance_to_beat_control > 0.95
+
+
+def test_a_broken_client_shows_in_its_browser_and_alerts(experiment: Experiment, chdb_path: Path) -> None:
+    events, _ = simulate(JourneySpec(units=6000, srm_in=("browser", "Safari", 0.5)), 9)
+    results = analyze_events(chdb_path, events, experiment, FAST)
+    assert results.health is not None
+    flagged = [d for d in results.health.dimensions if d.alert]
+    assert any(d.dimension == "browser" and d.value == "Safari" for d in flagged)
+    assert any("sample ratio mismatch in browser = Safari" in a for a in results.alerts)
+
+
+def test_progress_towards_the_planned_sample_is_reported_only_with_a_plan(chdb_path: Path) -> None:
+    events, _ = simulate(JourneySpec(units=1000, task_time_factor=0.9), 10)
+    planned = analyze_events(chdb_path, events, make_experiment(plan={"mde": 0.05}), FAST)
+    assert planned.progress is not None and planned.progress.metric == "task_duration_s"
+    assert planned.progress.units == sum(e.units for e in planned.exposures)
+    assert planned.progress.required_units is not None and planned.progress.required_units > 0
+    unplanned = analyze_events(chdb_path, events, make_experiment(), FAST)
+    assert unplanned.progress is None
