@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from clickhouse.experiments.analysis import ExperimentFrames
+from clickhouse.experiments.analysis import ExperimentFrames, analyze
 from clickhouse.experiments.health import health, srm_chi_square
 from clickhouse.experiments.stats import AnalysisConfig
 from clickhouse.experiments.warehouse import fetch_frames
 from funnelstream.experiments.definitions import Experiment
 from ops.journeys import JourneySpec, simulate
+from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -212,3 +213,17 @@ def test_srm_planted_by_the_journey_generator_in_safari_is_found_in_safari(
     safari = next(r for r in browsers if r.value == "Safari")
     assert safari.p_value == min(r.p_value for r in result.dimensions if r.p_value is not None)
     assert alerts[0].startswith("sample ratio mismatch in browser = Safari: chi-square p = ")
+
+
+@pytest.mark.integration
+def test_the_analysis_reports_health_and_progress(chdb_path: Path) -> None:
+    planned = make_experiment(plan={"mde": 0.05}, start=T0)
+    events, _ = simulate(JourneySpec(units=4000, srm_in=("browser", "Safari", 0.5)), 17)
+    frames = warehouse_frames(chdb_path, events, planned)
+    results = analyze(frames, planned, AnalysisConfig(bootstrap_resamples=0), now=T0 + timedelta(days=3))
+    assert results.health is not None and results.health.dimensions
+    assert any(a.startswith("sample ratio mismatch in browser = Safari") for a in results.alerts)
+    assert results.progress is not None and results.progress.metric == planned.primary_metric
+    assert results.progress.units == sum(e.units for e in results.exposures)
+    assert results.progress.days_elapsed == pytest.approx(3)
+    assert results.progress.required_units is not None and results.progress.share is not None
