@@ -3,7 +3,7 @@
 Owns what is done with :class:`ExperimentFrames`: every metric's comparisons (per-unit values from
 :mod:`~clickhouse.experiments.units`, CUPED, Bayesian reading), guardrails, roles, the sample-ratio
 check and the alerts; lift over time, health and progress come from their modules. Invariant: only
-the views' clean units are analysed, and every comparison goes through one estimator.
+the views' clean units are analysed, and every comparison, over time too, goes through one estimator.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from clickhouse.experiments.stats import (
 from clickhouse.experiments.stats import (
     AnalysisConfig as AnalysisConfig,
 )
+from clickhouse.experiments.timeline import timeline as lift_over_time
 from clickhouse.experiments.units import (
     FUNNEL_STEPS,
     INFERENCE_FAILURE_RATE,
@@ -203,8 +204,8 @@ DESCRIPTIONS = {
 
 @dataclass(frozen=True, slots=True)
 class _Estimator:
-    """Every comparison of the analysis: one metric's per-unit values, the arms' units (optionally a
-    subset), CUPED when it is on."""
+    """Every comparison of the analysis, the main result's and each lift-over-time point's alike:
+    one metric's per-unit values, the arms' units (optionally a subset), CUPED when it is on."""
 
     clean: Members
     experiment: Experiment
@@ -430,6 +431,15 @@ def analyze(
         )
     guardrails = _guardrails(metrics, experiment, config)
 
+    timeline: list[MetricTimeline] = []
+    if config.timeline:
+        timeline = lift_over_time(
+            clean,
+            {name: post[name] for name in analysed},
+            estimator.comparisons,
+            experiment.analysis_start,
+            experiment.end,
+        )
     health, health_alerts = compute_health(frames, experiment, config, clean)
     primary = experiment.primary_metric
     progress = planned_progress(clean, *values[primary], experiment, config, now) if primary in values else None
@@ -463,6 +473,7 @@ def analyze(
         score=metrics.get(MEAN_SCORE),
         inference_failures=metrics.get(INFERENCE_FAILURE_RATE),
         guardrails=guardrails,
+        timeline=timeline,
         health=health,
         progress=progress,
         cuped_lookback_days=experiment.cuped.lookback_days if adjust else None,

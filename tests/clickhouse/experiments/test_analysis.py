@@ -437,6 +437,21 @@ def test_each_comparison_has_its_bayesian_reading_with_the_prior_stated(
     assert task.bayesian.chance_to_beat_control is not None and task.bayesian.chance_to_beat_control > 0.95
 
 
+def test_the_last_cumulative_point_of_each_metric_is_the_main_result(experiment: Experiment, chdb_path: Path) -> None:
+    events, _ = simulate(JourneySpec(units=1500, task_time_factor=0.8, pre_period_images=2.0), 6)
+    results = analyze_events(chdb_path, events, experiment, FAST)
+    main = {m.name: m for m in [*results.conversion, results.score, results.inference_failures] if m is not None}
+    assert results.task_duration is not None
+    main["task_duration_s"] = results.task_duration.mean
+    assert {t.metric for t in results.timeline} == set(main)
+    for line in results.timeline:
+        last, comparison = line.cumulative[-1], main[line.metric].comparisons[0]
+        assert last.relative_lift == pytest.approx(comparison.relative_lift, nan_ok=True), line.metric
+        assert last.p_value == pytest.approx(comparison.p_value, nan_ok=True), line.metric
+        assert sum(last.units.values()) == sum(e.units for e in results.exposures)
+        assert line.by_exposure_day and line.by_exposure_day[0].day == 0
+
+
 def test_a_broken_client_shows_in_its_browser_and_alerts(experiment: Experiment, chdb_path: Path) -> None:
     events, _ = simulate(JourneySpec(units=6000, srm_in=("browser", "Safari", 0.5)), 9)
     results = analyze_events(chdb_path, events, experiment, FAST)
