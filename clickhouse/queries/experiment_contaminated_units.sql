@@ -7,9 +7,27 @@
 -- its first exposure) and the arms of the units that share a user_id with it.
 -- user_ids: the user ids on its events in the window, sorted.
 -- The flag comes from the view, so the set of units is the view's by construction; the reasons are
--- recomputed here from the same rows and the same rules.
-WITH
-    units AS (
+-- recomputed from the same rows by the same rules. The view is read once and the window's events
+-- once, grouped by device: the arms of a person need every unit, the answer only the dirty ones.
+SELECT
+    unit_id AS anonymous_id,
+    if(length(any(own_arms)) > 1, 'device', 'user') AS reason,
+    arraySort(arrayDistinct(arrayConcat(any(own_arms), arrayFlatten(groupArray(person_arms))))) AS variants,
+    arraySort(any(user_ids)) AS user_ids
+FROM
+(
+    SELECT
+        u.unit_id AS unit_id,
+        u.dirty AS dirty,
+        arrayDistinct(arrayConcat(
+            s.exposure_arms,
+            arrayFilter((arm, at) -> arm != '' AND at >= toUnixTimestamp64Milli(u.exposed_at), s.named.1, s.named.2)
+        )) AS own_arms,
+        s.user_ids AS user_ids,
+        person,
+        if(person = '', [], groupUniqArray(u.unit_arm) OVER (PARTITION BY person)) AS person_arms
+    FROM
+    (
         SELECT anonymous_id AS unit_id, toString(variant) AS unit_arm, first_exposure_at AS exposed_at,
                contaminated AS dirty
         FROM experiment_units(
@@ -17,51 +35,26 @@ WITH
             range_start = {from:DateTime64(3, 'UTC')},
             range_end = {to:DateTime64(3, 'UTC')}
         )
-    ),
-    seen AS (
+    ) AS u
+    INNER JOIN
+    (
         SELECT
-            u.unit_id AS seen_id,
-            any(u.unit_arm) AS seen_arm,
-            any(u.dirty) AS seen_dirty,
-            arrayDistinct(arrayConcat(
-                groupUniqArrayIf(e.exposure_arm, e.exposure_arm != ''),
-                groupUniqArrayIf(e.named_arm, e.named_arm != '' AND e.event_at >= u.exposed_at)
-            )) AS device_arms,
-            groupUniqArrayIf(assumeNotNull(e.event_user_id), e.event_user_id IS NOT NULL) AS user_ids
-        FROM
-        (
-            SELECT
-                anonymous_id AS event_unit_id,
-                user_id AS event_user_id,
-                event_ts AS event_at,
-                toString(experiments[{experiment_key:String}]) AS named_arm,
-                -- The exposures experiment_units counts (same filter), and no other.
-                if(event_type = 'experiment_exposure'
-                       AND experiment_key = {experiment_key:String}
-                       AND variant IS NOT NULL
-                       AND JSONExtractString(properties, 'assignment_source') != 'forced',
-                   toString(variant), '') AS exposure_arm
-            FROM events FINAL
-            WHERE event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
-                AND anonymous_id IN (SELECT unit_id FROM units)
-        ) AS e
-        INNER JOIN units AS u ON u.unit_id = e.event_unit_id
-        GROUP BY u.unit_id
-    ),
-    people AS (
-        SELECT person_id, groupUniqArray(seen_arm) AS person_arms
-        FROM seen
-        ARRAY JOIN user_ids AS person_id
-        GROUP BY person_id
-    )
-SELECT
-    s.seen_id AS anonymous_id,
-    if(length(s.device_arms) > 1, 'device', 'user') AS reason,
-    arraySort(arrayDistinct(arrayConcat(s.device_arms, arrayFlatten(groupArray(p.person_arms))))) AS variants,
-    arraySort(s.user_ids) AS user_ids
-FROM seen AS s
-LEFT ARRAY JOIN s.user_ids AS unit_person
-LEFT JOIN people AS p ON p.person_id = unit_person
-WHERE s.seen_dirty = 1
-GROUP BY s.seen_id, s.device_arms, s.user_ids
+            anonymous_id AS seen_id,
+            -- The exposures experiment_units counts (same filter), and no other.
+            groupUniqArrayIf(
+                toString(variant),
+                event_type = 'experiment_exposure' AND experiment_key = {experiment_key:String}
+                    AND variant IS NOT NULL AND JSONExtractString(properties, 'assignment_source') != 'forced'
+            ) AS exposure_arms,
+            -- Per arm named in an experiments map, its latest time: enough for "at or after".
+            maxMap([toString(experiments[{experiment_key:String}])], [toUnixTimestamp64Milli(event_ts)]) AS named,
+            groupUniqArrayIf(assumeNotNull(user_id), user_id IS NOT NULL) AS user_ids
+        FROM events FINAL
+        WHERE event_ts >= {from:DateTime64(3, 'UTC')} AND event_ts < {to:DateTime64(3, 'UTC')}
+        GROUP BY anonymous_id
+    ) AS s ON s.seen_id = u.unit_id
+    LEFT ARRAY JOIN s.user_ids AS person
+)
+WHERE dirty = 1
+GROUP BY unit_id
 ORDER BY anonymous_id
