@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -69,6 +70,11 @@ def _query_name(sql: str) -> str:
     return "other"
 
 
+def _progress(line: str) -> None:
+    """Where a long run is, on stderr: stdout's last line stays the JSON."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+
 def shipped_experiment() -> Experiment:
     return next(e for e in load_definitions(DEFAULT_DEFINITIONS).experiments if e.key == EXPERIMENT_KEY)
 
@@ -116,6 +122,7 @@ def load(warehouse: Warehouse, units: int, chunk_units: int) -> dict[str, float]
         warehouse.insert_arrow("events", rows)
         load_s += time.perf_counter() - started
         del rows
+        _progress(f"{first + spec.units} units loaded: generate {generate_s:.1f} s, insert {load_s:.1f} s")
     return {"events": events, "images": images, "generate_s": generate_s, "load_s": load_s}
 
 
@@ -130,6 +137,7 @@ def run_size(experiment: Experiment, units: int, chunk_units: int, config: Analy
             started = time.perf_counter()
             analyze_warehouse(reads, experiment, config)
             analysis_s = time.perf_counter() - started
+            _progress(f"{units} units analysed in {analysis_s:.1f} s: {dict(reads.seconds)}")
             started = time.perf_counter()
             warehouse.query_df(CEILING_QUERY)
             group_by_s = time.perf_counter() - started
