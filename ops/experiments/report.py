@@ -32,6 +32,7 @@ BAYESIAN_NOTE = (
     "direction; expected loss: the relative loss expected if it is shipped and does not."
 )
 PROGRESS_BAR_CELLS = 30
+MAX_DAY_TICKS = 15
 
 Format = Callable[[float | None], str]
 
@@ -509,7 +510,9 @@ def _timeline_svg(points: list[TimelinePoint], label: str, x_label: str) -> str:
         parts.append(
             f'<text x="{left - 6}" y="{y(value) + 4:.1f}" font-size="10" text-anchor="end">{esc(_pct(value))}</text>'
         )
-    for day in sorted({first, last}):
+    # Every day is labelled while they fit; beyond that the first and last.
+    ticks = sorted(set(days)) if len(set(days)) <= MAX_DAY_TICKS else [first, last]
+    for day in ticks:
         parts.append(
             f'<text x="{x(day):.1f}" y="{height - bottom + 14}" font-size="10" text-anchor="middle">{day}</text>'
         )
@@ -528,9 +531,13 @@ def _timeline_html(results: ExperimentResults) -> str:
             cumulative = [p for p in timeline.cumulative if p.variant == variant]
             by_day = [p for p in timeline.by_exposure_day if p.variant == variant]
             name = f"{timeline.metric} ({variant} vs {results.control})"
-            charts.append(_timeline_svg(cumulative, f"cumulative lift of {name}", "days since the start"))
-            charts.append(_timeline_svg(by_day, f"lift by day of exposure of {name}", "days since first exposure"))
-    body = "".join(chart for chart in charts if chart)
+            pair = (
+                _timeline_svg(cumulative, f"cumulative lift of {name}", "days since the start"),
+                _timeline_svg(by_day, f"lift by day of exposure of {name}", "days since first exposure"),
+            )
+            if any(pair):
+                charts.append(f'<div class="pair">{"".join(pair)}</div>')
+    body = "".join(charts)
     if not body:
         return ""
     return (
@@ -600,12 +607,14 @@ def _health_html(results: ExperimentResults) -> str:
         reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(health.contaminated_by_reason.items())) or "none"
         parts.append(f"<h3>Units seen in several arms</h3><p>By reason: {html.escape(reasons)}.")
         if health.contaminated_units:
-            parts.append(f" The first {health.contaminated_units_listed_limit:,} at most are listed.</p>")
+            parts.append("</p>")
             rows = [
                 [u.anonymous_id, u.reason, ", ".join(u.variants), ", ".join(u.user_ids)]
                 for u in health.contaminated_units
             ]
-            parts.append(_table_html(["anonymous_id", "reason", "variants", "user ids"], rows))
+            listed = f"{len(rows):,} listed (at most {health.contaminated_units_listed_limit:,})"
+            table = _table_html(["anonymous_id", "reason", "variants", "user ids"], rows)
+            parts.append(f"<details><summary>{listed}</summary>{table}</details>")
         else:
             parts.append("</p>")
     return "".join(parts)
@@ -719,6 +728,7 @@ th {{ background: #f4f4f4; }}
 tr.significant td {{ color: {SIGNIFICANT_COLOUR}; font-weight: bold; }}
 tr.harmed td {{ background: #fdecea; color: {SIGNIFICANT_COLOUR}; font-weight: bold; }}
 svg {{ max-width: 100%; border: 1px solid #eee; margin: 1rem 0; }}
+.pair {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }}
 </style></head><body>
 <h1>Experiment {esc(results.experiment_key)} — phase {esc(str(results.phase))}</h1>
 <p class="mode">{esc(results.mode_label)}</p>

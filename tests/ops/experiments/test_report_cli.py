@@ -43,7 +43,15 @@ def test_html_report_has_charts_and_escapes(experiment: Experiment, chdb_path: P
     events, _ = simulate(JourneySpec(units=800), 3)
     results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=50, sequential=True))
     page = render_html(results)
-    assert page.count("<svg") == 2 and "conversion per funnel step" in page
+    assert "conversion per funnel step" in page and "relative lift with intervals" in page
+    # Lift over time: a chart per timeline (cumulative, by exposure day) with a lift to draw.
+    charts = sum(
+        any(p.relative_lift is not None for p in points)
+        for t in results.timeline
+        for points in (t.cumulative, t.by_exposure_day)
+    )
+    assert charts and page.count("<svg") == 2 + charts
+    assert 'aria-label="cumulative lift of task_duration_s (treatment vs control)"' in page
     assert "confidence sequence" in page
     assert "<script" not in page
 
