@@ -303,10 +303,11 @@ class _RankWindow:
         below = np.bincount(codes[:low], minlength=n_units).astype(float)
         return cls(quantile, low, high, below, codes[low:high])
 
-    def positions(self, counts: np.ndarray, total: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    def positions(self, counts: np.ndarray, weights: np.ndarray, total: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Per resample, the inverted-CDF position of :func:`weighted_quantiles` (the count of values
-        whose cumulative weight is below the target), exactly: integer weights summed in floats."""
-        base = counts.astype(float) @ self.below
+        whose cumulative weight is below the target), exactly: integer weights summed in floats.
+        ``weights``: ``counts`` as floats."""
+        base = weights @ self.below
         cumulative = base[:, None] + np.cumsum(counts[:, self.codes], axis=1)
         target = self.quantile * total
         position = self.low + (cumulative < target[:, None]).sum(axis=1)
@@ -338,8 +339,9 @@ def _arm_quantiles(
     draws = []
     for start in range(0, resamples, per_chunk):
         counts = _unit_resample_counts(n_units, min(per_chunk, resamples - start), rng)
-        total = counts.astype(float) @ per_unit
-        positions = np.stack([w.positions(counts, total, codes) for w in windows], axis=-1)
+        weights = counts.astype(float)
+        total = weights @ per_unit
+        positions = np.stack([w.positions(counts, weights, total, codes) for w in windows], axis=-1)
         draws.append(values[np.minimum(positions, len(values) - 1)])
     return point, np.concatenate(draws)
 

@@ -63,7 +63,7 @@ class Members:
 
     def sums(self, codes: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """Per unit: the sum of ``values`` (default: the count) over rows with that code."""
-        return np.bincount(codes, weights=values, minlength=len(self.ids)).astype(float)
+        return np.bincount(codes, weights=values, minlength=len(self.ids)).astype(float, copy=False)
 
 
 def strings(column: pd.Series) -> pa.Array:
@@ -195,8 +195,8 @@ def _mask(part: Rows, until: Bound, since: Bound) -> np.ndarray | None:
 
 def _sums(part: Rows, n_units: int, mask: np.ndarray | None) -> np.ndarray:
     if mask is None:
-        return np.bincount(part.unit, weights=part.value, minlength=n_units).astype(float)
-    return np.bincount(part.unit[mask], weights=part.value[mask], minlength=n_units).astype(float)
+        return np.bincount(part.unit, weights=part.value, minlength=n_units).astype(float, copy=False)
+    return np.bincount(part.unit[mask], weights=part.value[mask], minlength=n_units).astype(float, copy=False)
 
 
 def finish(
@@ -241,5 +241,5 @@ def binned_sums(
         out = []
         for unit, value, bounds in split:
             lo, hi = bounds[b], bounds[b + 1]
-            out.append(np.bincount(unit[lo:hi], weights=value[lo:hi], minlength=n_units).astype(float))
+            out.append(np.bincount(unit[lo:hi], weights=value[lo:hi], minlength=n_units).astype(float, copy=False))
         yield out[0], out[1] if len(out) > 1 else None
