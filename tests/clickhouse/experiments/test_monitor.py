@@ -135,7 +135,17 @@ def served(chdb_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
     """The warehouse API over a simulated run of the shipped experiment, evaluating every ``interval`` s."""
     monkeypatch.setenv("FS_EXPERIMENTS__DEFINITIONS_PATH", str(DEFAULT_DEFINITIONS))
     monkeypatch.setenv("FS_EXPERIMENTS__BOOTSTRAP_RESAMPLES", "0")
-    events, _ = simulate(JourneySpec(units=1500, contaminated_share=0.03), 5)
+    # Contaminated units, inference failures doubled in treatment (a harmed guardrail) and a client
+    # that loses half of Safari's treatment exposures: three kinds of alert.
+    spec = JourneySpec(
+        units=3000,
+        contaminated_share=0.03,
+        completions=True,
+        failure_rate=0.05,
+        failure_rate_lift=0.05,
+        srm_in=("browser", "Safari", 0.5),
+    )
+    events, _ = simulate(spec, 5)
     with ExitStack() as stack:
         warehouse = stack.enter_context(experiment_warehouse(chdb_path))
         load(warehouse, [events], "segmentation_tool")
@@ -156,7 +166,9 @@ def test_the_warehouse_api_serves_the_gauges_of_the_results_it_computed(served: 
     results = ExperimentResults.model_validate(body)
     parsed = samples(client.get("/metrics").text)
     key = (("experiment", "segmentation_tool"),)
-    assert parsed[("funnelstream_experiment_alerts", key)] == len(alert_lines(results)) >= 1  # contamination
+    alerts = alert_lines(results)
+    assert parsed[("funnelstream_experiment_alerts", key)] == len(alerts) >= 3
+    assert any("more than one variant" in a for a in alerts) and any("browser = Safari" in a for a in alerts)
     assert parsed[("funnelstream_experiment_srm_p_value", key)] == pytest.approx(results.srm.p_value)
     harmed = {
         (labels[1][1], labels[2][1]): value
@@ -164,6 +176,8 @@ def test_the_warehouse_api_serves_the_gauges_of_the_results_it_computed(served: 
         if name == "funnelstream_experiment_guardrail_harmed"
     }
     assert harmed == {(g.metric, g.variant): int(g.harmed) for g in results.guardrails}
+    assert len(harmed) == 3  # the shipped experiment's three guardrails, against its one variant
+    assert harmed[("inference_failure_rate", "treatment")] == 1
 
 
 def test_the_warehouse_api_evaluates_running_experiments_on_its_own(served: Callable[[float], TestClient]) -> None:
