@@ -2,12 +2,13 @@
 
     python -m ops.bench.experiments [--units 1000000] [--small-units 100000] [--assignments 200000]
 
-Each size runs as in production: simulated journeys (three images per unit on average) are
-inserted chunk by chunk into a scratch embedded warehouse (chdb) of its own, and the shipped
-experiment is analysed through ``analyze_warehouse`` (its named queries, every metric, CUPED,
-bootstrap quantiles, lift over time). Beside it, in the same warehouse, the ceiling: one plain
-GROUP BY per unit over the same events, and a numpy sort of as many durations as there are images.
-Memory stays bounded by the chunk size. The last line printed is one JSON object.
+Each size runs as in production: simulated journeys (three images per unit on average after
+exposure, one before it, inference failures) are inserted chunk by chunk into a scratch embedded
+warehouse (chdb) of its own, and the shipped experiment is analysed through ``analyze_warehouse``
+(its named queries, every metric, CUPED, bootstrap quantiles, lift over time). Beside it, in the
+same warehouse, the ceiling: one plain GROUP BY per unit over the same events, and a numpy sort of
+as many durations as there are images. Memory stays bounded by the chunk size. The last line
+printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from ops.journeys import JourneySpec, simulate, warehouse_rows
 
 EXPERIMENT_KEY = "segmentation_tool"
 IMAGES_PER_UNIT_EXTRA = 2.0
-"""Each unit edits 1 + Poisson(2) images: three million images for a million units."""
+"""Each unit edits 1 + Poisson(2) images after its exposure: three million images for a million units."""
+PRE_PERIOD_IMAGES = 1.0
+"""And Poisson(1) images before it, at its own speed and save propensity: CUPED's covariate."""
 CEILING_QUERY = """
 SELECT anonymous_id, count() AS events, countIf(event_type = 'image_saved') AS saves, sum(score) AS scores
 FROM events
@@ -111,6 +114,9 @@ def load(warehouse: Warehouse, units: int, chunk_units: int) -> dict[str, float]
             task_time_factor=0.7,
             save_conversion_lift=0.05,
             completions=True,
+            pre_period_images=PRE_PERIOD_IMAGES,
+            save_propensity_sigma=0.5,
+            failure_rate=0.02,
         )
         frame, _ = simulate(spec, 1 + chunk)
         rows = warehouse_rows(frame, EXPERIMENT_KEY, salt=chunk)
