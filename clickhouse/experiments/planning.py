@@ -118,7 +118,9 @@ def progress(
 
     ``numerator`` and ``denominator``: the primary metric's unadjusted per-unit values over ``clean``.
     The required sample comes from the variance so far, pooled over arms, so it settles as units come
-    in. Days elapsed run from the analysis start (else the first exposure) to ``now`` or the end.
+    in; units per day are :func:`plan`'s (units over the days between the first and the last first
+    exposure), so the report's days to go and the plan's days agree. Days elapsed run from the
+    analysis start (else the first exposure) to ``now`` or the end.
     """
     if experiment.plan is None:
         return None
@@ -127,7 +129,8 @@ def progress(
     needed = required_units(variance, mean, mde, config.alpha, power, experiment.weights)
     units = len(clean)
     elapsed = _days_elapsed(clean, experiment, now)
-    per_day = units / elapsed if elapsed > 0 and units else None
+    span = observed_days(clean.first_exposure)
+    per_day = units / span if span else None
     remaining = None
     if needed is not None and per_day is not None:
         remaining = max(0.0, (needed - units) / per_day)

@@ -156,11 +156,13 @@ def test_progress_counts_units_and_days_towards_the_planned_sample() -> None:
     assert result is not None
     assert result.metric == "conversion_save" and result.mde == 0.05 and result.power == 0.8
     assert result.units == 6000 and result.days_elapsed == pytest.approx(4)
-    assert result.units_per_day == pytest.approx(1500)
     planned = plan(frames, experiment, mde=0.05, power=0.8, alpha=0.05, days=14, source="experiment")
+    # One arrival rate for the plan and the progress: new units over the span of first exposures.
+    span = observed_days(clean.first_exposure)
+    assert span is not None and result.units_per_day == pytest.approx(6000 / span) == planned.units_per_day
     assert result.required_units == next(m for m in planned.metrics if m.metric == "conversion_save").required_units
     assert result.required_units is not None and result.share == pytest.approx(6000 / result.required_units)
-    assert result.days_remaining == pytest.approx((result.required_units - 6000) / 1500)
+    assert result.days_remaining == pytest.approx((result.required_units - 6000) / result.units_per_day)
     # Past its end the clock stops at the end.
     ended = make_experiment(
         metrics=["funnel_conversion"],
