@@ -2,7 +2,7 @@
 -- events and inference results, status on inference_completed) for each clean unit
 -- (experiment_units, contaminated = 0), over the lookback_days before its first exposure:
 -- [first_exposure_at - lookback_days, first_exposure_at) (docs/analytics-definitions.md,
--- "Experiment units"). A unit without such events has no row; its pre-period value is 0.
+-- "Experiment engine", CUPED). A unit without such events has no row; its pre-period value is 0.
 SELECT
     e.anonymous_id AS anonymous_id,
     u.arm AS variant,

@@ -1,7 +1,8 @@
 -- CUPED's pre-period task times of one experiment: the columns of experiment_task_durations, from
 -- task_durations (docs/analytics-definitions.md, "Task time"), for the images of each clean unit
 -- (experiment_units, contaminated = 0) first clicked in the lookback_days before the unit's first
--- exposure: [first_exposure_at - lookback_days, first_exposure_at).
+-- exposure: [first_exposure_at - lookback_days, first_exposure_at) (docs/analytics-definitions.md,
+-- "Experiment engine", CUPED).
 -- diff_second is NULL for an image without a counted save (none, or one past the cap).
 SELECT
     toString(d.input_id) AS input_id,

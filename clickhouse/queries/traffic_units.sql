@@ -1,5 +1,5 @@
 -- Recent traffic as the units of a planned experiment's single arm (docs/analytics-definitions.md,
--- "Experiment units", read for planning): one row per device with a funnel step (upload, tool,
+-- "Experiment engine", planning): one row per device with a funnel step (upload, tool,
 -- inference request, save, score) in [from, to), in the arm control_key, first "exposed" at its
 -- first such event, never contaminated. The same columns as experiment_units.
 SELECT
