@@ -8,8 +8,6 @@ warehouse's own session, so no client can hold them up.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import threading
@@ -18,9 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 import orjson
 from fastapi import Body, FastAPI, HTTPException, Query, Request
@@ -52,45 +48,24 @@ from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
+from clickhouse.workspace.answers import OutputFormat, csv_text, json_bytes
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
 
 log = logging.getLogger("funnelstream.warehouse.api")
-OutputFormat = Literal["json", "csv"]
 # Module level: FastAPI resolves these annotations from the module's globals.
 FromQuery = Annotated[datetime | None, Query(alias="from", description="start, inclusive (UTC)")]
 ToQuery = Annotated[datetime | None, Query(alias="to", description="end, exclusive (UTC)")]
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, UUID | Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        # As analyst answers do: bytes that are not UTF-8 become U+FFFD.
-        return value.decode(errors="replace")
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    return buffer.getvalue()
 
 
 def respond(rows: list[dict[str, Any]], output: OutputFormat, started: float, **extra: Any) -> Response:
     if output == "csv":
         # A CSV body has no room for the answer's fields; whether it is final goes in a header.
         headers = {"X-Complete": str(extra["complete"]).lower()} if "complete" in extra else None
-        return Response(_csv(rows), media_type="text/csv", headers=headers)
+        return Response(csv_text(rows), media_type="text/csv", headers=headers)
     body = {"rows": rows, "row_count": len(rows), "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
     body.update(extra)
-    return Response(orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS), media_type="application/json")
+    return Response(json_bytes(body), media_type="application/json")
 
 
 def respond_result(result: AnalystResult, output: OutputFormat, started: float, **extra: Any) -> Response:

@@ -75,10 +75,10 @@ def _literal(value: Any) -> str:
         return "[" + ",".join(_literal(item) for item in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{_literal(k)}:{_literal(v)}" for k, v in value.items()) + "}"
-    return "'" + _escape(_parameter_text(value)) + "'"
+    return "'" + _escape(parameter_text(value)) + "'"
 
 
-def _parameter_text(value: Any) -> str:
+def parameter_text(value: Any) -> str:
     """A query parameter as the text ClickHouse parses for ``{name:Type}`` (the HTTP form)."""
     if value is None:
         return "\\N"
@@ -100,7 +100,7 @@ def _parameter_text(value: Any) -> str:
 def _wire_text(value: Any) -> str:
     """A parameter as chdb takes it: ClickHouse reads a value in its escaped (TSV) text form, so a
     scalar's backslashes and line breaks are escaped; an array or map is already in quoted form."""
-    text = _parameter_text(value)
+    text = parameter_text(value)
     if text == "\\N" or isinstance(value, list | tuple | set | frozenset | Mapping):
         return text
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from clickhouse import queries
-from clickhouse.backend import Warehouse, _parameter_text, arrow_to_pandas, open_warehouse
+from clickhouse.backend import Warehouse, arrow_to_pandas, open_warehouse, parameter_text
 from clickhouse.errors import QueryError, ReadOnlyViolation, WarehouseUnavailable
 from clickhouse.settings import WarehouseSettings, read_key_headers
 from funnelstream.errors import ConfigurationError
@@ -70,7 +70,7 @@ class ApiReader:
     @staticmethod
     def _wire(parameters: dict[str, Any] | None) -> dict[str, Any]:
         # ClickHouse's text form, so datetimes and arrays parse the same on either engine.
-        return {name: _parameter_text(value) for name, value in (parameters or {}).items()}
+        return {name: parameter_text(value) for name, value in (parameters or {}).items()}
 
     def _post(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         try:

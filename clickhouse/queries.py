@@ -21,7 +21,7 @@ from clickhouse.errors import UnknownQuery
 from funnelstream.contract import EventType
 
 QUERIES_DIR = Path(__file__).parent / "queries"
-_PARAMETER = re.compile(r"\{(\w+):([^{}]+?)\}")
+PARAMETER = re.compile(r"\{(\w+):([^{}]+?)\}")
 
 DEFAULT_STEPS: tuple[str, ...] = (
     EventType.IMAGE_UPLOADED,
@@ -67,7 +67,7 @@ def names() -> list[str]:
 
 def parameters_of(sql: str) -> dict[str, str]:
     """The ``{name:Type}`` parameters a statement declares."""
-    return {match.group(1): match.group(2).strip() for match in _PARAMETER.finditer(sql)}
+    return {match.group(1): match.group(2).strip() for match in PARAMETER.finditer(sql)}
 
 
 def run(warehouse: WarehouseReads, name: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
