@@ -56,7 +56,7 @@ _NAMESPACE = uuid.UUID("0b5a3c1e-2f1d-4c55-9a43-5d2f5e0c7a10")
 _TYPE = EventType
 # Seeded streams beside the funnel's: a new knob draws from its own, so turning it on moves no
 # other draw, and a seed without it keeps its data.
-_PEOPLE, _DELIVERY, _EXTRA, _ORDER, _RESEND, _CLIENT, _PRE, _FAILURE, _SRM, _PROPENSITY = range(1, 11)
+_PEOPLE, _DELIVERY, _EXTRA, _ORDER, _RESEND, _CLIENT, _PRE, _FAILURE, _SRM, _PROPENSITY, _TOOL_SAVE = range(1, 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +134,17 @@ class JourneySpec:
     srm_in: tuple[str, str, float] | None = None
     """(dimension, value, share): that share of treatment devices with that client value (a
     :data:`DIMENSIONS` name) lose their exposure, as a broken client would; their events stay."""
+    tool_save_factors: tuple[tuple[int, float], ...] = ()
+    """(tool id, factor ≤ 1) pairs: images edited with that tool are saved (and scored) at that
+    factor times their arm's rate, e.g. ``((2, 0.5),)`` plants brush users who save half as often."""
 
     def __post_init__(self) -> None:
         if (self.failure_rate or self.failure_rate_lift) and not self.completions:
             raise ValueError("inference failures need completions=True")
         if self.srm_in is not None and self.srm_in[0] not in DIMENSIONS:
             raise ValueError(f"srm_in: dimension must be one of {DIMENSIONS}, not {self.srm_in[0]!r}")
+        if any(not 0.0 <= factor <= 1.0 for _, factor in self.tool_save_factors):
+            raise ValueError("tool_save_factors: each factor must be between 0 and 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +281,9 @@ def journeys(
     if spec.late_save_share:
         save_s = save_s + np.where(extra.random(m) < spec.late_save_share, extra.uniform(3700, 9000, m), 0.0)
     tool_ids = _tools(spec, extra, treated[owner])
+    if spec.tool_save_factors:
+        kept = _tool_save_kept(spec, seed, tool_ids)
+        save, scored = save & kept, scored & kept
     inference_ids = extra.choice([1, 2, 3], size=m, p=list(spec.inference_weights))
     versions = np.array(spec.model_versions)[extra.integers(0, len(spec.model_versions), m)]
     failure = np.where(treated[owner], spec.failure_rate + spec.failure_rate_lift, spec.failure_rate)
@@ -336,6 +344,15 @@ def _unit_rate(rate: float | np.ndarray, odds: np.ndarray | None) -> float | np.
     logit = np.log(rate) - np.log1p(-np.minimum(rate, 1 - 1e-12))
     moved: np.ndarray = 1.0 / (1.0 + np.exp(-(logit + odds)))
     return moved
+
+
+def _tool_save_kept(spec: JourneySpec, seed: int, tool_ids: np.ndarray) -> np.ndarray:
+    """Per image, whether its save survives its tool's factor (always, for a tool without one)."""
+    factor = np.ones(len(tool_ids))
+    for tool_id, tool_factor in spec.tool_save_factors:
+        factor[tool_ids == tool_id] = tool_factor
+    kept: np.ndarray = np.random.default_rng([seed, _TOOL_SAVE]).random(len(tool_ids)) < factor
+    return kept
 
 
 def _lost_exposures(spec: JourneySpec, seed: int, client: np.ndarray, treated: np.ndarray) -> np.ndarray:

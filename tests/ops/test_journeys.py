@@ -259,3 +259,25 @@ def test_warehouse_rows_write_client_and_status() -> None:
     table = warehouse_rows(events, "segmentation_tool")
     for column in (*DIMENSIONS, "status"):
         assert table.column(column).to_pylist() == [None if pd.isna(v) else v for v in events[column]]
+
+
+def test_a_tool_s_users_save_at_its_factor_of_the_rate() -> None:
+    spec = JourneySpec(units=6000, image_save_rate=0.6, control_tools=(1, 2), treatment_tools=(1, 2))
+    frame = journeys(replace(spec, tool_save_factors=((2, 0.5),)), 17)
+    tools = frame[frame["event_type"] == "tool_selected"].set_index("input_id")["tool_id"]
+    asked = frame.loc[frame["event_type"] == "inference_requested", "input_id"]
+    saved = set(frame.loc[frame["event_type"] == "image_saved", "input_id"])
+    scored = set(frame.loc[frame["event_type"] == "score_submitted", "input_id"])
+    rate = asked.isin(saved).groupby(asked.map(tools).to_numpy()).mean()
+    assert np.isclose(rate[1], 0.6, atol=0.03) and np.isclose(rate[2], 0.3, atol=0.03)
+    assert scored <= saved
+    # Only saves and scores of the tool's images go; every other event is the plain spec's.
+    plain = journeys(spec, 17)
+    kept = ~plain["event_type"].isin(["image_saved", "score_submitted"])
+    same = ["event_type", "anonymous_id", "input_id", "event_ts", "tool_id"]
+    richer = frame[~frame["event_type"].isin(["image_saved", "score_submitted"])]
+    pd.testing.assert_frame_equal(plain.loc[kept, same].reset_index(drop=True), richer[same].reset_index(drop=True))
+    lost = set(plain.loc[plain["event_type"] == "image_saved", "input_id"]) - saved
+    assert lost and {tools[image] for image in lost} == {2}
+    with pytest.raises(ValueError, match="tool_save_factors"):
+        JourneySpec(tool_save_factors=((2, 1.5),))
