@@ -48,6 +48,7 @@ from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
+from clickhouse.workspace import pages
 from clickhouse.workspace.answers import OutputFormat, csv_text, json_bytes
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
@@ -401,6 +402,7 @@ def create_app(
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(_experiment_results_router(app))
+    app.include_router(pages.router)
     return app
 
 

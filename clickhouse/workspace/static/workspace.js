@@ -1,0 +1,1 @@
+// Workspace pages: draws each panel from its API route.
