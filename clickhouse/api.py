@@ -49,7 +49,7 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
 from clickhouse.workspace import pages
-from clickhouse.workspace.answers import OutputFormat, csv_text, json_bytes
+from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
 
@@ -294,12 +294,14 @@ def create_app(
         experiment: str = "",
         exclude: str = "",
         format: OutputFormat = "json",
+        chart: bool = False,
     ) -> Response:
         started = time.perf_counter()
         engine = state_of(request).reader
         funnel_spec = funnel_request(engine, start, end, steps, window, unit, mode, breakdown, experiment, exclude)
-        rows = queries.funnel(engine, funnel_spec)
-        return respond(rows, format, started, query=funnel_spec.query_name(), **_completeness(funnel_spec))
+        name = funnel_spec.query_name()
+        result = answer(engine, name, funnel_spec.parameters(), query=name, **_completeness(funnel_spec))
+        return respond_answer(result, format, started, chart=chart)
 
     @app.get("/v1/time-to-convert")
     def time_to_convert(
@@ -313,13 +315,15 @@ def create_app(
         experiment: str = "",
         exclude: str = "",
         format: OutputFormat = "json",
+        chart: bool = False,
     ) -> Response:
         started = time.perf_counter()
         engine = state_of(request).reader
         spec = funnel_request(
             engine, start, end, steps, window, unit, FunnelMode.ORDERED, breakdown, experiment, exclude
         )
-        return respond(queries.time_to_convert(engine, spec), format, started, **_completeness(spec))
+        result = answer(engine, "time_to_convert", spec.parameters(), **_completeness(spec))
+        return respond_answer(result, format, started, chart=chart)
 
     @app.get("/v1/task-times")
     def task_times(
