@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from clickhouse.workspace.answers import Figure
+from clickhouse.workspace.answers import Figure, Rows
 
 Trace = dict[str, Any]
 
@@ -330,3 +330,228 @@ def embed(chart: Figure, div_id: str) -> str:
         f"<script>(function(){{var f={script_json(chart)};"
         f"Plotly.newPlot({script_json(div_id)},f.data,f.layout,f.config);}})();</script>"
     )
+
+
+# Panels of the workspace: one per kind, from the rows of the route behind it.
+
+
+def _grouped(rows: Rows, key: Callable[[dict[str, Any]], Any]) -> dict[Any, Rows]:
+    groups: dict[Any, Rows] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return groups
+
+
+def _step_label(row: dict[str, Any]) -> str:
+    return f"{row['step']}. {row['step_name']}"
+
+
+def _seconds(value: Any) -> str:
+    seconds = number(value)
+    if seconds is None:
+        return "–"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
+
+
+def empty(title: str, message: str = "No rows for this selection.") -> Figure:
+    """A blank chart saying why, so a panel without rows is not mistaken for one still loading."""
+    blank = layout(title)
+    blank["xaxis"] |= {"visible": False}
+    blank["yaxis"] |= {"visible": False}
+    blank["annotations"] = [
+        {"text": text(message), "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False}
+    ]
+    return figure([], blank)
+
+
+def funnel_steps(rows: Rows) -> Figure:
+    """Conversion from the first step, a bar per step per breakdown value (rows of funnel.sql)."""
+    title = "Conversion by step"
+    if not rows:
+        return empty(title)
+    labels = list(dict.fromkeys(_step_label(row) for row in rows))
+    traces = []
+    for index, (value, group) in enumerate(_grouped(rows, lambda row: row.get("breakdown", "")).items()):
+        by_label = {_step_label(row): row for row in group}
+        picked = [by_label.get(label) for label in labels]
+        traces.append(
+            bar_trace(
+                value or "all",
+                labels,
+                [row["conversion"] if row else None for row in picked],
+                index=index,
+                percent=True,
+                hover=[f"{int(number(row['units']) or 0):,} units" if row else "" for row in picked],
+            )
+        )
+    chart_layout = layout(title, y_title="conversion from the first step", y_percent=True, x_type="category")
+    chart_layout.update(barmode="group", showlegend=len(traces) > 1)
+    return figure(traces, chart_layout)
+
+
+def funnel_over_time(rows: Rows) -> Figure:
+    """Conversion per entry bucket, a line per step; buckets whose steps may still come are dashed
+    and shaded (rows of funnel_over_time.sql: bucket, step, step_name, units, conversion, complete)."""
+    title = "Conversion over time"
+    if not rows:
+        return empty(title)
+    traces: list[Trace] = []
+    first_incomplete: str | None = None
+    for index, group in enumerate(_grouped(rows, _step_label).values()):
+        ordered = sorted(group, key=lambda row: moment(row["bucket"]))
+        name = _step_label(ordered[0])
+        x = [moment(row["bucket"]) for row in ordered]
+        done = [bool(row.get("complete", True)) for row in ordered]
+        values = [row["conversion"] for row in ordered]
+        solid = [value if complete else None for value, complete in zip(values, done, strict=True)]
+        traces.append(line_trace(name, x, solid, index=index, percent=True))
+        if not all(done):
+            start = done.index(False)
+            first_incomplete = min(first_incomplete or x[start], x[start])
+            # The dashed part starts at the last complete bucket so the line stays joined.
+            dashed = [value if position >= max(start - 1, 0) else None for position, value in enumerate(values)]
+            trace = line_trace(
+                f"{name} (incomplete)", x, dashed, index=index, percent=True, dash="dash", show_legend=False, group=name
+            )
+            trace["marker"]["symbol"] = "circle-open"
+            traces.append(trace)
+    chart_layout = layout(title, y_title="conversion from the first step", y_percent=True, x_type="date")
+    if first_incomplete is not None:
+        chart_layout["shapes"] = [
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": first_incomplete,
+                "x1": max(trace["x"][-1] for trace in traces),
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": "rgba(0,0,0,0.06)",
+                "line": {"width": 0},
+                "layer": "below",
+                "label": {"text": "incomplete: steps may still come", "textposition": "top center"},
+            }
+        ]
+    return figure(traces, chart_layout)
+
+
+def _bin_label(start: Any, end: Any) -> str:
+    return f"{_seconds(start)} – {_seconds(end)}"
+
+
+def _bin_position(seconds: float, bins: list[tuple[float, float]]) -> float | None:
+    """Where ``seconds`` falls on a category axis of ``bins`` (index ± 0.5 across a bin, log-spaced)."""
+    for index, (start, end) in enumerate(bins):
+        if start <= seconds < end or (index == len(bins) - 1 and seconds == end):
+            if start > 0 and end > start:
+                fraction = (math.log(seconds) - math.log(start)) / (math.log(end) - math.log(start))
+            else:
+                fraction = seconds / end if end else 0.0
+            return index - 0.5 + min(max(fraction, 0.0), 1.0)
+    return None
+
+
+def _log2_bin(index: int) -> tuple[float, float]:
+    """funnel_ttc_histogram.sql's bins: 0 is [0, 1) s, b >= 1 is [2^(b-1), 2^b) s."""
+    return (0.0 if index == 0 else float(2 ** (index - 1)), float(2**index))
+
+
+def ttc_histogram(rows: Rows, percentiles: Rows | None = None) -> Figure:
+    """Time from the previous step, a bar series per step over log-spaced bins (rows of
+    funnel_ttc_histogram.sql; empty bins between filled ones drawn as 0), with P50/P90 lines from
+    the rows' p50_s/p90_s or from ``percentiles`` (rows of time_to_convert.sql)."""
+    title = "Time to convert, from the previous step"
+    if not rows:
+        return empty(title)
+    indexes = [int(row["bin"]) for row in rows]
+    bins = [_log2_bin(index) for index in range(min(indexes), max(indexes) + 1)]
+    labels = [_bin_label(start, end) for start, end in bins]
+    traces = []
+    steps = _grouped(rows, _step_label)
+    for index, (name, group) in enumerate(steps.items()):
+        units = {int(row["bin"]): row["units"] for row in group}
+        counts = [units.get(bin_index, 0) for bin_index in range(min(indexes), max(indexes) + 1)]
+        traces.append(bar_trace(name, labels, counts, index=index))
+    shapes = []
+    for row in _first_per_step(rows if percentiles is None else percentiles):
+        name = _step_label(row)
+        index = list(steps).index(name) if name in steps else 0
+        for key, dash in (("p50_s", "dot"), ("p90_s", "dash")):
+            seconds = number(row.get(key))
+            position = None if seconds is None else _bin_position(seconds, bins)
+            if seconds is None or position is None:
+                continue
+            shape = reference_line(position, label=f"{key[:3].upper()} {name}: {_seconds(seconds)}", dash=dash)
+            shape["line"]["color"] = color(index)
+            shapes.append(shape)
+    chart_layout = layout(title, x_title="time from the previous step", y_title="units", x_type="category")
+    chart_layout.update(barmode="group", shapes=shapes)
+    return figure(traces, chart_layout)
+
+
+def _first_per_step(rows: Rows) -> Rows:
+    """One row per step: the overall one ('(none)' or no breakdown) when there, else the first."""
+    picked: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        if row["step"] not in picked or row.get("breakdown") in ("", "(none)", None):
+            picked[row["step"]] = row
+    return list(picked.values())
+
+
+def correlation(rows: Rows) -> Figure:
+    """What goes with dropping off: log odds ratio of converting per property, top first; blue
+    converts more, vermillion less, pale is not significant (rows of the correlation route)."""
+    title = "What goes with converting (log odds ratio)"
+    if not rows:
+        return empty(title, "No property passes the minimum count.")
+    labels, values, colours, hovers, marks = [], [], [], [], []
+    for row in rows:
+        ratio = number(row.get("odds_ratio"))
+        label = f"{row['property']} = {row['value']}" if row.get("kind") == "dimension" else f"did {row['value']}"
+        labels.append(text(label))
+        log_ratio = math.log(ratio) if ratio is not None and ratio > 0 else None
+        values.append(log_ratio)
+        significant = bool(row.get("significant"))
+        base = PALETTE[0] if (log_ratio or 0) >= 0 else PALETTE[5]
+        colours.append(base if significant else _translucent(base, 0.35))
+        marks.append("significant" if significant else "")
+        p_value = number(row.get("p_value"))
+        hovers.append(
+            f"odds ratio {ratio if ratio is None else f'{ratio:.3g}'}; converted {row['converted']:,} / dropped "
+            f"{row['dropped']:,} with, {row['converted_without']:,} / {row['dropped_without']:,} without; "
+            f"p = {'–' if p_value is None else f'{p_value:.3g}'}"
+        )
+    trace: Trace = {
+        "type": "bar",
+        "orientation": "h",
+        "name": "log odds ratio",
+        "y": labels,
+        "x": values,
+        "marker": {"color": colours},
+        "text": marks,
+        "textposition": "auto",
+        "customdata": [text(hover) for hover in hovers],
+        "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra></extra>",
+    }
+    chart_layout = layout(title, x_title="log odds ratio of converting (0: no difference)", y_type="category")
+    chart_layout["yaxis"]["autorange"] = "reversed"
+    chart_layout.update(showlegend=False, shapes=[reference_line(0.0)], height=max(300, 28 * len(rows) + 120))
+    return figure([trace], chart_layout)
+
+
+def paths(rows: Rows) -> Figure:
+    """The most common next events after dropping off, most units first (rows: path, units, share)."""
+    title = "What they did instead"
+    if not rows:
+        return empty(title)
+    chart = bar([row["path"] for row in rows], {"units": [row["units"] for row in rows]}, horizontal=True, title=title)
+    trace = chart["data"][0]
+    trace["customdata"] = [f"{(number(row.get('share')) or 0):.1%} of the units that dropped" for row in rows]
+    trace["hovertemplate"] = "%{y}: %{x:,} units<br>%{customdata}<extra></extra>"
+    chart["layout"]["xaxis"]["title"]["text"] = "units"
+    chart["layout"]["height"] = max(300, 28 * len(rows) + 120)
+    return chart

@@ -73,3 +73,91 @@ def test_plotly_js_is_the_bundled_library() -> None:
     source = charts.plotly_js()
     assert len(source) > 1_000_000
     assert "plotly.js" in source[:2000].lower()
+
+
+def funnel_rows(breakdown: str = "(none)") -> list[dict[str, object]]:
+    return [
+        {"breakdown": breakdown, "step": 1, "step_name": "image_uploaded", "units": 100, "conversion": 1.0},
+        {"breakdown": breakdown, "step": 2, "step_name": HOSTILE, "units": 40, "conversion": 0.4},
+    ]
+
+
+def test_funnel_steps_draws_conversion_per_breakdown() -> None:
+    figure = charts.funnel_steps(funnel_rows("control") + funnel_rows(HOSTILE))
+    assert [trace["name"] for trace in figure["data"]] == ["control", ESCAPED]
+    assert figure["data"][0]["y"] == [1.0, 0.4]
+    assert figure["data"][0]["x"] == ["1. image_uploaded", f"2. {ESCAPED}"]
+    assert HOSTILE not in dumped(figure)
+
+
+def test_funnel_over_time_dashes_incomplete_buckets() -> None:
+    day = [datetime(2026, 3, d, tzinfo=UTC) for d in (1, 2, 3)]
+    rows = [
+        {"bucket": b, "step": 2, "step_name": "image_saved", "units": u, "conversion": c, "complete": done}
+        for b, u, c, done in zip(day, [5, 6, 7], [0.5, 0.6, 0.7], [True, True, False], strict=True)
+    ]
+    figure = charts.funnel_over_time(rows)
+    solid, dashed = figure["data"]
+    assert solid["y"] == [0.5, 0.6, None]
+    assert dashed["y"] == [None, 0.6, 0.7] and dashed["line"]["dash"] == "dash"
+    assert figure["layout"]["shapes"][0]["x0"] == "2026-03-03 00:00:00"
+    dumped(figure)
+
+
+def test_ttc_histogram_fills_empty_bins_and_marks_percentiles() -> None:
+    rows = [
+        {
+            "step": 2,
+            "step_name": "s",
+            "bin": b,
+            "bin_start_s": lo,
+            "bin_end_s": hi,
+            "units": n,
+            "p50_s": 3.0,
+            "p90_s": 9,
+        }
+        for b, lo, hi, n in ((1, 1, 2, 4), (3, 4, 8, 2), (4, 8, 16, 1))
+    ]
+    figure = charts.ttc_histogram(rows)
+    assert figure["data"][0]["y"] == [4, 0, 2, 1]
+    positions = [shape["x0"] for shape in figure["layout"]["shapes"]]
+    assert 0.5 < positions[0] < 1.5 and 2.5 < positions[1] < 3.5
+    assert charts.ttc_histogram([])["data"] == []
+
+
+def test_correlation_and_paths_keep_their_order_and_escape_values() -> None:
+    rows = [
+        {
+            "kind": "dimension",
+            "property": "variant",
+            "value": HOSTILE,
+            "converted": 10,
+            "dropped": 40,
+            "converted_without": 50,
+            "dropped_without": 50,
+            "odds_ratio": 0.25,
+            "p_value": 0.001,
+            "significant": True,
+        },
+        {
+            "kind": "event",
+            "property": "event_type",
+            "value": "zoom",
+            "converted": 5,
+            "dropped": 5,
+            "converted_without": 55,
+            "dropped_without": 85,
+            "odds_ratio": 1.5,
+            "p_value": 0.4,
+            "significant": False,
+        },
+    ]
+    figure = charts.correlation(rows)
+    trace = figure["data"][0]
+    assert trace["y"] == [f"variant = {ESCAPED}", "did zoom"]
+    assert abs(trace["x"][0] - np.log(0.25)) < 1e-12
+    assert trace["text"] == ["significant", ""]
+    path_figure = charts.paths([{"path": f"{HOSTILE} → (end)", "units": 7, "share": 0.7}])
+    assert path_figure["data"][0]["x"] == [7]
+    for chart in (figure, path_figure):
+        assert HOSTILE not in dumped(chart)
