@@ -555,3 +555,252 @@ def paths(rows: Rows) -> Figure:
     chart["layout"]["xaxis"]["title"]["text"] = "units"
     chart["layout"]["height"] = max(300, 28 * len(rows) + 120)
     return chart
+
+
+def _series_x(row: dict[str, Any]) -> Any:
+    """A timeline point's x: its date when it has one, else its day number."""
+    return row["date"] if row.get("date") is not None else row["day"]
+
+
+def _pct_text(value: Any) -> str:
+    share = number(value)
+    return "–" if share is None else f"{share:.1%}"
+
+
+def _p_text(value: Any) -> str:
+    p = number(value)
+    return "–" if p is None else f"{p:.3g}"
+
+
+def task_time_histogram(rows: Rows) -> Figure:
+    """Task time per image, an overlaid bar series per tool or variant over log-spaced bins (rows:
+    dimension, group, bin, bin_start_s, bin_end_s, images; bins as funnel_ttc_histogram.sql's)."""
+    title = "Task time per image"
+    if not rows:
+        return empty(title)
+    indexes = [int(row["bin"]) for row in rows]
+    span = range(min(indexes), max(indexes) + 1)
+    labels = [_bin_label(*_log2_bin(index)) for index in span]
+    traces = []
+    groups = _grouped(rows, lambda row: f"{row.get('dimension', 'group')}: {row['group']}")
+    for index, (name, group) in enumerate(groups.items()):
+        images = {int(row["bin"]): row["images"] for row in group}
+        trace = bar_trace(name, labels, [images.get(bin_index, 0) for bin_index in span], index=index)
+        trace["opacity"] = 0.6 if len(groups) > 1 else 1.0
+        traces.append(trace)
+    chart_layout = layout(title, x_title="first tool click to save", y_title="images", x_type="category")
+    chart_layout.update(barmode="overlay")
+    return figure(traces, chart_layout)
+
+
+def task_time_trend(rows: Rows) -> Figure:
+    """P50 (solid) and P90 (dashed) task time per day, a pair of lines per group (rows: day, group,
+    p50_s, p90_s, images)."""
+    title = "Task time by day"
+    if not rows:
+        return empty(title)
+    traces = []
+    for index, (name, group) in enumerate(_grouped(rows, lambda row: row.get("group", "all")).items()):
+        ordered = sorted(group, key=lambda row: moment(row["day"]))
+        days = [row["day"] for row in ordered]
+        traces.append(line_trace(f"{name} P50", days, [row["p50_s"] for row in ordered], index=index, group=text(name)))
+        traces.append(
+            line_trace(
+                f"{name} P90", days, [row["p90_s"] for row in ordered], index=index, dash="dash", group=text(name)
+            )
+        )
+    return figure(traces, layout(title, y_title="seconds", x_type="date"))
+
+
+def image_timeline(rows: Rows) -> Figure:
+    """One image's events on a time axis, a row per event type (rows: event_ts, event_type, and any
+    of tool_name, inference_type, source shown on hover)."""
+    title = "Events of the image"
+    if not rows:
+        return empty(title)
+    ordered = sorted(rows, key=lambda row: moment(row["event_ts"]))
+    details = [
+        "; ".join(f"{key} {row[key]}" for key in ("tool_name", "inference_type", "source") if row.get(key))
+        for row in ordered
+    ]
+    trace: Trace = {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": "events",
+        "x": [moment(row["event_ts"]) for row in ordered],
+        "y": [text(row["event_type"]) for row in ordered],
+        "line": {"color": "#bbb", "width": 1},
+        "marker": {"color": color(0), "size": 10},
+        "customdata": [text(detail) for detail in details],
+        "hovertemplate": "%{x}: %{y}<br>%{customdata}<extra></extra>",
+    }
+    chart_layout = layout(title, x_type="date", y_type="category")
+    chart_layout.update(showlegend=False, height=max(260, 30 * len({row["event_type"] for row in rows}) + 140))
+    return figure([trace], chart_layout)
+
+
+def metric_intervals(rows: Rows) -> Figure:
+    """Relative lift of every metric with its deciding interval (a forest plot, a series per variant);
+    the dotted line is no effect; significant points are filled, others open (rows: metric, variant,
+    control, relative_lift, lift_ci_low, lift_ci_high, p_value, p_value_adjusted, significant)."""
+    title = "Relative lift with its interval"
+    if not rows:
+        return empty(title)
+    traces = []
+    for index, (variant, group) in enumerate(_grouped(rows, lambda row: row["variant"]).items()):
+        hover = [
+            f"vs {row.get('control', 'control')}: [{_pct_text(row['lift_ci_low'])}, {_pct_text(row['lift_ci_high'])}], "
+            f"p = {_p_text(row.get('p_value'))}, adjusted p = {_p_text(row.get('p_value_adjusted'))}"
+            + (", significant" if row.get("significant") else "")
+            for row in group
+        ]
+        trace = interval(
+            variant,
+            [row["metric"] for row in group],
+            [row["relative_lift"] for row in group],
+            [row["lift_ci_low"] for row in group],
+            [row["lift_ci_high"] for row in group],
+            index=index,
+            percent=True,
+            hover=hover,
+        )
+        trace["marker"]["symbol"] = ["circle" if row.get("significant") else "circle-open" for row in group]
+        traces.append(trace)
+    chart_layout = layout(title, x_title="relative lift", x_percent=True, y_type="category")
+    chart_layout["yaxis"]["autorange"] = "reversed"
+    metrics = len({row["metric"] for row in rows})
+    chart_layout.update(shapes=[reference_line(0.0)], height=max(260, 34 * metrics + 140))
+    return figure(traces, chart_layout)
+
+
+def lift_timeline(rows: Rows, x_title: str = "date") -> Figure:
+    """Lift over time, a line per metric and variant with its interval as a band; the dotted line is
+    no effect, significant days are filled points (rows: metric, variant, day, date (optional),
+    relative_lift, lift_ci_low, lift_ci_high, significant, p_value)."""
+    title = "Lift over time"
+    if not rows:
+        return empty(title)
+    traces: list[Trace] = []
+    for index, (name, group) in enumerate(_grouped(rows, lambda row: f"{row['metric']} ({row['variant']})").items()):
+        ordered = sorted(group, key=lambda row: row["day"])
+        x = [_series_x(row) for row in ordered]
+        banded = [row for row in ordered if row.get("lift_ci_low") is not None and row.get("lift_ci_high") is not None]
+        if banded:
+            traces.extend(
+                band(
+                    name,
+                    [_series_x(row) for row in banded],
+                    [row["lift_ci_low"] for row in banded],
+                    [row["lift_ci_high"] for row in banded],
+                    index=index,
+                    percent=True,
+                )
+            )
+        line = line_trace(name, x, [row["relative_lift"] for row in ordered], index=index, percent=True)
+        line["marker"]["symbol"] = ["circle" if row.get("significant") else "circle-open" for row in ordered]
+        line["customdata"] = [
+            f"[{_pct_text(row.get('lift_ci_low'))}, {_pct_text(row.get('lift_ci_high'))}], "
+            f"p = {_p_text(row.get('p_value'))}" + (", significant" if row.get("significant") else "")
+            for row in ordered
+        ]
+        line["hovertemplate"] = f"%{{x}}: %{{y:.1%}} %{{customdata}}<extra>{text(name)}</extra>"
+        traces.append(line)
+    dated = all(row.get("date") is not None for row in rows)
+    chart_layout = layout(
+        title, x_title=x_title, y_title="relative lift", y_percent=True, x_type="date" if dated else None
+    )
+    chart_layout["shapes"] = [reference_line(0.0, axis="y")]
+    return figure(traces, chart_layout)
+
+
+def exposures_by_day(rows: Rows) -> Figure:
+    """Units first exposed per day, a stacked bar per variant (rows: date, variant, units)."""
+    title = "Units first exposed per day"
+    if not rows:
+        return empty(title)
+    days = sorted({moment(row["date"]) for row in rows})
+    traces = []
+    for index, (variant, group) in enumerate(_grouped(rows, lambda row: row["variant"]).items()):
+        units = {moment(row["date"]): row["units"] for row in group}
+        trace = bar_trace(variant, days, [units.get(day, 0) for day in days], index=index)
+        trace["x"] = days
+        traces.append(trace)
+    chart_layout = layout(title, y_title="units", x_type="date")
+    chart_layout.update(barmode="stack")
+    return figure(traces, chart_layout)
+
+
+def srm_by_dimension(rows: Rows) -> Figure:
+    """Each arm's share of the units per dimension value, stacked to 100 %, with the expected split
+    as dotted lines; a mismatched value is marked (rows: dimension, value, variant, units, share,
+    expected_share (optional), p_value, alert)."""
+    title = "Sample ratio per dimension value"
+    if not rows:
+        return empty(title)
+    labels = list(dict.fromkeys(f"{row['dimension']} = {row['value']}" for row in rows))
+    checks = {f"{row['dimension']} = {row['value']}": row for row in rows}
+    shown = [(label + "  ⚠ mismatch") if checks[label].get("alert") else label for label in labels]
+    traces = []
+    expected: list[float] = []
+    for index, (variant, group) in enumerate(_grouped(rows, lambda row: row["variant"]).items()):
+        by_label = {f"{row['dimension']} = {row['value']}": row for row in group}
+        picked = [by_label.get(label) for label in labels]
+        traces.append(
+            bar_trace(
+                variant,
+                shown,
+                [row["share"] if row else None for row in picked],
+                index=index,
+                horizontal=True,
+                percent=True,
+                hover=[
+                    f"{int(number(row['units']) or 0):,} units, p = {_p_text(row.get('p_value'))}" if row else ""
+                    for row in picked
+                ],
+            )
+        )
+        share = number(group[0].get("expected_share"))
+        if share is not None:
+            expected.append(share)
+    # The expected split as cumulative boundaries between the stacked arms.
+    boundaries = [sum(expected[: i + 1]) for i in range(len(expected) - 1)]
+    chart_layout = layout(title, x_title="share of the units", x_percent=True, y_type="category")
+    chart_layout["yaxis"]["autorange"] = "reversed"
+    chart_layout.update(
+        barmode="stack",
+        shapes=[reference_line(boundary, label="expected") for boundary in boundaries],
+        height=max(260, 30 * len(labels) + 140),
+    )
+    return figure(traces, chart_layout)
+
+
+def pipeline_lag(rows: Rows) -> Figure:
+    """P50/P90/P99 lag per pipeline stage and source (rows: stage, source, p50_ms, p90_ms, p99_ms)."""
+    title = "Lag per stage"
+    if not rows:
+        return empty(title)
+    labels = [f"{row['stage']} · {row['source']}" if row.get("source") else str(row["stage"]) for row in rows]
+    series = {
+        name: [(number(row.get(key)) or 0.0) / 1000 if row.get(key) is not None else None for row in rows]
+        for name, key in (("P50", "p50_ms"), ("P90", "p90_ms"), ("P99", "p99_ms"))
+    }
+    chart = bar(labels, series, title=title, horizontal=True, value_title="seconds")
+    chart["layout"]["height"] = max(260, 60 * len(rows) + 120)
+    return chart
+
+
+def freshness(rows: Rows) -> Figure:
+    """How old the newest data of each source or stage is (rows: source, age_s, last_seen_at)."""
+    title = "Freshness: age of the newest data"
+    if not rows:
+        return empty(title)
+    chart = bar(
+        [row["source"] for row in rows],
+        {"age": [row["age_s"] for row in rows]},
+        title=title,
+        horizontal=True,
+        value_title="seconds since the newest event",
+    )
+    chart["data"][0]["customdata"] = [f"newest {moment(row.get('last_seen_at'))}" for row in rows]
+    chart["data"][0]["hovertemplate"] = "%{y}: %{x:,.1f} s<br>%{customdata}<extra></extra>"
+    return chart

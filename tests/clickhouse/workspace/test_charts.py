@@ -161,3 +161,73 @@ def test_correlation_and_paths_keep_their_order_and_escape_values() -> None:
     assert path_figure["data"][0]["x"] == [7]
     for chart in (figure, path_figure):
         assert HOSTILE not in dumped(chart)
+
+
+def test_task_time_panels_hold_the_numbers() -> None:
+    histogram = charts.task_time_histogram(
+        [
+            {"dimension": "tool", "group": HOSTILE, "bin": 2, "bin_start_s": 2, "bin_end_s": 4, "images": 3},
+            {"dimension": "tool", "group": HOSTILE, "bin": 4, "bin_start_s": 8, "bin_end_s": 16, "images": 1},
+            {"dimension": "variant", "group": "control", "bin": 3, "bin_start_s": 4, "bin_end_s": 8, "images": 2},
+        ]
+    )
+    assert [trace["y"] for trace in histogram["data"]] == [[3, 0, 1], [0, 2, 0]]
+    trend = charts.task_time_trend(
+        [{"day": date(2026, 3, d), "group": HOSTILE, "p50_s": d, "p90_s": 2 * d, "images": 5} for d in (2, 1)]
+    )
+    assert trend["data"][0]["y"] == [1.0, 2.0] and trend["data"][1]["y"] == [2.0, 4.0]
+    timeline = charts.image_timeline(
+        [
+            {"event_ts": datetime(2026, 3, 1, 0, 0, 5, tzinfo=UTC), "event_type": "image_saved"},
+            {"event_ts": datetime(2026, 3, 1, tzinfo=UTC), "event_type": "tool_selected", "tool_name": HOSTILE},
+        ]
+    )
+    assert timeline["data"][0]["y"] == ["tool_selected", "image_saved"]
+    for chart in (histogram, trend, timeline):
+        assert HOSTILE not in dumped(chart)
+
+
+def test_experiment_panels_hold_the_numbers() -> None:
+    comparison = {
+        "metric": HOSTILE,
+        "variant": HOSTILE,
+        "control": "control",
+        "relative_lift": 0.1,
+        "lift_ci_low": -0.02,
+        "lift_ci_high": 0.22,
+        "p_value": 0.1,
+        "p_value_adjusted": 0.2,
+        "significant": False,
+    }
+    forest = charts.metric_intervals([comparison])
+    assert forest["data"][0]["x"] == [0.1] and forest["data"][0]["marker"]["symbol"] == ["circle-open"]
+    timeline = charts.lift_timeline(
+        [comparison | {"day": d, "date": date(2026, 3, d), "significant": d == 2} for d in (1, 2)]
+    )
+    low, high, line = timeline["data"]
+    assert line["y"] == [0.1, 0.1] and low["y"] == [-0.02, -0.02] and high["y"] == [0.22, 0.22]
+    assert line["marker"]["symbol"] == ["circle-open", "circle"]
+    exposures = charts.exposures_by_day(
+        [{"date": date(2026, 3, 1), "variant": v, "units": n} for v, n in (("control", 10), (HOSTILE, 12))]
+    )
+    assert [trace["y"] for trace in exposures["data"]] == [[10], [12]]
+    srm = charts.srm_by_dimension(
+        [
+            {"dimension": "browser", "value": HOSTILE, "variant": v, "units": n, "share": s, "expected_share": 0.5}
+            | {"p_value": 0.001, "alert": True}
+            for v, n, s in (("control", 30, 0.3), ("treatment", 70, 0.7))
+        ]
+    )
+    assert [trace["x"] for trace in srm["data"]] == [[0.3], [0.7]]
+    assert srm["layout"]["shapes"][0]["x0"] == 0.5
+    for chart in (forest, timeline, exposures, srm):
+        assert HOSTILE not in dumped(chart)
+
+
+def test_pipeline_panels_hold_the_numbers() -> None:
+    lag = charts.pipeline_lag([{"stage": "collector→stream", "source": HOSTILE, "p50_ms": 1500, "p90_ms": 3000}])
+    assert [trace["x"] for trace in lag["data"]] == [[1.5], [3.0], [None]]
+    fresh = charts.freshness([{"source": HOSTILE, "age_s": 4.5, "last_seen_at": datetime(2026, 3, 1, tzinfo=UTC)}])
+    assert fresh["data"][0]["x"] == [4.5]
+    for chart in (lag, fresh):
+        assert HOSTILE not in dumped(chart)
