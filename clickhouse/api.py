@@ -447,6 +447,9 @@ def _experiment_results_router(app: FastAPI) -> Any:
     last = LastResults()
     results = last.recording(compute)
     app.state.experiment_results = last
+    # The workspace's experiment panels compute through the same recording function as the route.
+    app.state.experiment_definitions = definitions
+    app.state.experiment_compute = results
     app.state.experiment_evaluator = Evaluator(experiments.evaluate_interval_s, definitions, results)
     return results_router(definitions, results, plan)
 
