@@ -11,11 +11,27 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import Response
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
-router = APIRouter()
+from clickhouse.access import LOGIN_PATH, PAGES_HOME, safe_next
+from clickhouse.workspace import views
+from clickhouse.workspace.panels import PanelLink
+
+router = APIRouter(include_in_schema=False)
+
+NAV = (
+    ("funnel", "Funnel", "/ui/funnel"),
+    ("task-time", "Task time", "/ui/task-time"),
+    ("experiments", "Experiments", "/ui/experiments"),
+    ("pipeline", "Pipeline", "/ui/pipeline"),
+)
+_TEMPLATES = Environment(
+    loader=PackageLoader("clickhouse.workspace", "templates"), autoescape=True, undefined=StrictUndefined
+)
 
 _MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
@@ -41,7 +57,7 @@ def static_file(name: str) -> StaticFile:
     return StaticFile(body, media_type, hashlib.sha256(body).hexdigest()[:16])
 
 
-@router.get("/ui/static/{name}", include_in_schema=False)
+@router.get("/ui/static/{name}")
 def static(name: str) -> Response:
     try:
         found = static_file(name)
@@ -49,3 +65,65 @@ def static(name: str) -> Response:
         raise HTTPException(status_code=404, detail="no such file") from None
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
     return Response(found.body, media_type=found.media_type, headers=headers)
+
+
+def render(template: str, **context: Any) -> HTMLResponse:
+    versions = {name: static_file(name).version for name in ("plotly.min.js", "workspace.js", "workspace.css")}
+    html = _TEMPLATES.get_template(template).render(nav=NAV, versions=versions, **context)
+    # A page is its state's view now; the browser keeps no copy of a read key's page.
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def page(request: Request, current: str, title: str, panels: list[PanelLink], template: str = "page.html",
+         **context: Any) -> HTMLResponse:  # fmt: skip
+    return render(
+        template,
+        current=current,
+        title=title,
+        panels=panels,
+        panels_json=[panel.as_json() for panel in panels],
+        live=request.query_params.get("live") == "1",
+        state=request.query_params,
+        **context,
+    )
+
+
+@router.get("/ui")
+def home() -> RedirectResponse:
+    return RedirectResponse(PAGES_HOME, status_code=303)
+
+
+@router.get("/ui/funnel")
+def funnel_page(request: Request) -> HTMLResponse:
+    state = request.query_params
+    return page(
+        request, "funnel", "Funnel", views.funnel_panels(state), "funnel.html", controls=views.funnel_controls(state)
+    )
+
+
+@router.get("/ui/task-time")
+def task_time_page(request: Request) -> HTMLResponse:
+    return page(request, "task-time", "Task time", [])
+
+
+@router.get("/ui/experiments")
+def experiments_page(request: Request) -> HTMLResponse:
+    return page(request, "experiments", "Experiments", [])
+
+
+@router.get("/ui/experiments/{key}")
+def experiment_page(request: Request, key: Annotated[str, Path(max_length=200)]) -> HTMLResponse:
+    return page(request, "experiments", f"Experiment {key}", [], experiment=key)
+
+
+@router.get("/ui/pipeline")
+def pipeline_page(request: Request) -> HTMLResponse:
+    return page(request, "pipeline", "Pipeline", [])
+
+
+@router.get(LOGIN_PATH)
+def login_form(request: Request) -> HTMLResponse:
+    """The form; its POST is answered by the read-key gate, which alone holds the keys and the throttle."""
+    target = safe_next(request.query_params.get("next", ""))
+    failed = request.query_params.get("failed") == "1"
+    return render("login.html", title="Log in", current="", target=target, failed=failed)

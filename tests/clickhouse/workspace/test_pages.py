@@ -1,0 +1,141 @@
+"""The workspace's pages render their controls and panel lists, and serve the files they load."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clickhouse.api import create_app
+from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
+from clickhouse.workspace import views
+from clickhouse.workspace.pages import static_file
+from clickhouse.workspace.panels import PanelLink, route
+
+KEY = {"Authorization": f"Bearer {DEV_READ_KEY}"}
+
+
+class Form(HTMLParser):
+    """The page's form fields: name -> selected/typed values, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, list[str]] = {}
+        self.select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "select":
+            self.select = found["name"] or ""
+            self.values.setdefault(self.select, [])
+        elif tag == "option" and self.select is not None and "selected" in found:
+            self.values[self.select].append(found.get("value") or "")
+        elif tag == "input" and found.get("name") and (found.get("type") != "checkbox" or "checked" in found):
+            self.values.setdefault(found["name"] or "", []).append(found.get("value") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self.select = None
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    # No lifespan: a page queries nothing, its panels do, from the browser.
+    return TestClient(create_app(WarehouseSettings(), run_loader=False), headers=KEY, follow_redirects=False)
+
+
+def form_of(html: str) -> dict[str, list[str]]:
+    parser = Form()
+    parser.feed(html)
+    return parser.values
+
+
+def panels_of(html: str) -> list[dict[str, str]]:
+    found = re.search(r'<script type="application/json" id="panels">(.*?)</script>', html, re.S)
+    assert found
+    panels: list[dict[str, str]] = json.loads(found.group(1))
+    return panels
+
+
+def test_the_funnel_page_lists_its_panels_and_holds_the_state_in_its_form(client: TestClient) -> None:
+    state = {
+        "steps": "image_uploaded,tool_selected,image_saved",
+        "unit": "anonymous_id",
+        "mode": "strict",
+        "tool": "brush",
+        "size": "large",
+        "step": "3",
+        "interval": "hour",
+        "exclude": "score_submitted",
+        "live": "1",
+    }
+    response = client.get("/ui/funnel", params=state)
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    assert panels_of(response.text) == [panel.as_json() for panel in views.funnel_panels(state)]
+    assert [panel["id"] for panel in panels_of(response.text)][:1] == ["steps"]
+    form = form_of(response.text)
+    assert form["steps"] == ["image_uploaded", "tool_selected", "image_saved"]
+    for name in ("unit", "mode", "tool", "size", "step", "interval", "exclude", "live"):
+        assert form[name] == [state[name]], name
+    assert {name for name, _ in views.FILTERS} <= set(form)
+    assert {"from", "to", "window", "breakdown", "experiment", "min_count"} <= set(form)
+    assert 'data-panel="correlation"' in response.text and "data as of" in response.text
+
+
+def test_the_funnel_page_defaults_to_the_standard_steps(client: TestClient) -> None:
+    form = form_of(client.get("/ui/funnel").text)
+    assert form["steps"] == ["image_uploaded", "tool_selected", "inference_requested", "image_saved", "score_submitted"]
+    assert form["unit"] == ["input_id"] and form["step"] == ["2"] and "live" not in form
+
+
+def test_an_unknown_value_selects_nothing_and_is_escaped_in_text_fields(client: TestClient) -> None:
+    response = client.get("/ui/funnel", params={"unit": "<b>x</b>", "source": "<b>x</b>", "steps": "nope,<i>"})
+    form = form_of(response.text)
+    assert form["unit"] == [] and form["source"] == ["<b>x</b>"]
+    assert "<b>" not in response.text and "<i>" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "title", "current"),
+    [
+        ("/ui/task-time", "Task time", "/ui/task-time"),
+        ("/ui/experiments", "Experiments", "/ui/experiments"),
+        ("/ui/experiments/new_tool", "Experiment new_tool", "/ui/experiments"),
+        ("/ui/pipeline", "Pipeline", "/ui/pipeline"),
+    ],
+)
+def test_each_page_has_the_navigation_banner_and_range(client: TestClient, path: str, title: str, current: str) -> None:
+    response = client.get(path, params={"from": "2026-01-01T00:00"})
+    assert response.status_code == 200
+    assert f"<h1>{title}</h1>" in response.text
+    assert f'<a href="{current}" aria-current="page">' in response.text
+    assert form_of(response.text)["from"] == ["2026-01-01T00:00"]
+    assert isinstance(panels_of(response.text), list)
+
+
+def test_ui_goes_to_the_funnel(client: TestClient) -> None:
+    response = client.get("/ui")
+    assert response.status_code == 303 and response.headers["location"] == "/ui/funnel"
+
+
+@pytest.mark.parametrize("name", ["plotly.min.js", "workspace.js", "workspace.css"])
+def test_static_files_are_served_for_a_long_cache_under_their_version(client: TestClient, name: str) -> None:
+    response = client.get(f"/ui/static/{name}")
+    assert response.status_code == 200 and "immutable" in response.headers["cache-control"]
+    assert response.content == static_file(name).body
+    assert f"/ui/static/{name}?v={static_file(name).version}" in client.get("/ui/funnel").text
+
+
+def test_plotly_is_the_installed_library_and_nothing_else_is_served(client: TestClient) -> None:
+    assert b"plotly" in static_file("plotly.min.js").body[:2000].lower()
+    for name in ("../pages.py", "answers.py", "plotly.js", "%2e%2e%2fpages.py"):
+        assert client.get(f"/ui/static/{name}").status_code == 404
+
+
+def test_a_panel_route_carries_its_fixed_parameters() -> None:
+    assert route("/v1/funnel/dropped", step=3, limit="") == "/v1/funnel/dropped?step=3"
+    assert route("/v1/x", key="a b&c") == "/v1/x?key=a+b%26c"
+    assert PanelLink("a", "A", "/v1/a").as_json() == {"id": "a", "title": "A", "route": "/v1/a"}
