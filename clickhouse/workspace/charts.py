@@ -12,9 +12,10 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -323,11 +324,14 @@ def plotly_script() -> str:
 
 
 def embed(chart: Figure, div_id: str) -> str:
-    """A ``<div>`` and the inline script drawing ``chart`` into it (needs ``plotly_script`` earlier)."""
+    """A ``<div>``, its figure as inert JSON and the inline script drawing it (needs ``plotly_script``
+    earlier in the page); the JSON block is ``<div id>-figure``, so a test or a reader can take it back."""
     target = html.escape(div_id, quote=True)
+    source = script_json(f"{div_id}-figure")
     return (
         f'<div id="{target}" class="chart"></div>\n'
-        f"<script>(function(){{var f={script_json(chart)};"
+        f'<script type="application/json" id="{target}-figure">{script_json(chart)}</script>\n'
+        f"<script>(function(){{var f=JSON.parse(document.getElementById({source}).textContent);"
         f"Plotly.newPlot({script_json(div_id)},f.data,f.layout,f.config);}})();</script>"
     )
 
@@ -393,6 +397,67 @@ def funnel_steps(rows: Rows) -> Figure:
     return figure(traces, chart_layout)
 
 
+def incomplete_lines(
+    name: Any,
+    x: Sequence[Any],
+    values: Sequence[Any],
+    complete: Sequence[bool],
+    *,
+    index: int = 0,
+    percent: bool = True,
+) -> list[Trace]:
+    """A line whose final points may still change: solid while complete, then dashed with open markers."""
+    done = [bool(flag) for flag in complete]
+    solid = [value if flag else None for value, flag in zip(values, done, strict=True)]
+    traces = [line_trace(name, x, solid, index=index, percent=percent)]
+    if not all(done):
+        start = done.index(False)
+        # The dashed part starts at the last complete point so the line stays joined.
+        dashed = [value if position >= max(start - 1, 0) else None for position, value in enumerate(values)]
+        trace = line_trace(
+            f"{name} (incomplete)", x, dashed, index=index, percent=percent, dash="dash", show_legend=False
+        )
+        trace["legendgroup"] = text(name)
+        trace["marker"]["symbol"] = "circle-open"
+        traces.append(trace)
+    return traces
+
+
+def _when(value: Any) -> datetime:
+    """A bucket start as a UTC datetime (a date is its midnight)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def incomplete_shade(buckets: Sequence[Any], complete: Sequence[bool]) -> list[dict[str, Any]]:
+    """A shaded span over the buckets (starts, ascending) whose numbers may still change, to the end
+    of the last one; none when all are complete."""
+    pending = [_when(bucket) for bucket, done in zip(buckets, complete, strict=True) if not done]
+    if not pending:
+        return []
+    starts = sorted({_when(bucket) for bucket in buckets})
+    steps = [later - earlier for earlier, later in pairwise(starts)]
+    width = min(steps) if steps else timedelta(days=1)
+    return [
+        {
+            "type": "rect",
+            "xref": "x",
+            "yref": "paper",
+            "x0": moment(min(pending)),
+            "x1": moment(starts[-1] + width),
+            "y0": 0,
+            "y1": 1,
+            "fillcolor": "rgba(0,0,0,0.06)",
+            "line": {"width": 0},
+            "layer": "below",
+            "label": {"text": "incomplete: steps may still come", "textposition": "top center", "font": {"size": 11}},
+        }
+    ]
+
+
 def funnel_over_time(rows: Rows) -> Figure:
     """Conversion per entry bucket, a line per step; buckets whose steps may still come are dashed
     and shaded (rows of funnel_over_time.sql: bucket, step, step_name, units, conversion, complete)."""
@@ -400,42 +465,17 @@ def funnel_over_time(rows: Rows) -> Figure:
     if not rows:
         return empty(title)
     traces: list[Trace] = []
-    first_incomplete: str | None = None
     for index, group in enumerate(_grouped(rows, _step_label).values()):
         ordered = sorted(group, key=lambda row: moment(row["bucket"]))
-        name = _step_label(ordered[0])
         x = [moment(row["bucket"]) for row in ordered]
-        done = [bool(row.get("complete", True)) for row in ordered]
-        values = [row["conversion"] for row in ordered]
-        solid = [value if complete else None for value, complete in zip(values, done, strict=True)]
-        traces.append(line_trace(name, x, solid, index=index, percent=True))
-        if not all(done):
-            start = done.index(False)
-            first_incomplete = min(first_incomplete or x[start], x[start])
-            # The dashed part starts at the last complete bucket so the line stays joined.
-            dashed = [value if position >= max(start - 1, 0) else None for position, value in enumerate(values)]
-            trace = line_trace(
-                f"{name} (incomplete)", x, dashed, index=index, percent=True, dash="dash", show_legend=False, group=name
-            )
-            trace["marker"]["symbol"] = "circle-open"
-            traces.append(trace)
+        complete = [bool(row.get("complete", True)) for row in ordered]
+        traces += incomplete_lines(
+            _step_label(ordered[0]), x, [row["conversion"] for row in ordered], complete, index=index
+        )
     chart_layout = layout(title, y_title="conversion from the first step", y_percent=True, x_type="date")
-    if first_incomplete is not None:
-        chart_layout["shapes"] = [
-            {
-                "type": "rect",
-                "xref": "x",
-                "yref": "paper",
-                "x0": first_incomplete,
-                "x1": max(trace["x"][-1] for trace in traces),
-                "y0": 0,
-                "y1": 1,
-                "fillcolor": "rgba(0,0,0,0.06)",
-                "line": {"width": 0},
-                "layer": "below",
-                "label": {"text": "incomplete: steps may still come", "textposition": "top center"},
-            }
-        ]
+    chart_layout["shapes"] = incomplete_shade(
+        [row["bucket"] for row in rows], [bool(row.get("complete", True)) for row in rows]
+    )
     return figure(traces, chart_layout)
 
 

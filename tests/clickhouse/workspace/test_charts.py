@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from clickhouse.workspace import charts
+from tests.helpers.figures import embedded_figures
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
@@ -63,10 +64,12 @@ def test_numpy_values_become_plain_floats() -> None:
 
 
 def test_embed_cannot_be_closed_by_data() -> None:
-    figure = charts.bar(["</script><script>alert(1)</script>"], {"n": [1]})
+    hostile = "</script><script>alert(1)</script>"
+    figure = charts.bar([hostile], {"n": [1]})
     snippet = charts.embed(figure, "chart-1")
-    assert snippet.count("</script>") == 1
+    assert snippet.count("</script>") == 2
     assert 'id="chart-1"' in snippet
+    assert embedded_figures(snippet) == {"chart-1": figure}
 
 
 def test_plotly_js_is_the_bundled_library() -> None:
