@@ -48,7 +48,7 @@ from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
-from clickhouse.workspace import pages
+from clickhouse.workspace import charts, pages, pipeline
 from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
@@ -301,7 +301,7 @@ def create_app(
         funnel_spec = funnel_request(engine, start, end, steps, window, unit, mode, breakdown, experiment, exclude)
         name = funnel_spec.query_name()
         result = answer(engine, name, funnel_spec.parameters(), query=name, **_completeness(funnel_spec))
-        return respond_answer(result, format, started, chart=chart)
+        return respond_answer(result, format, started, charts.funnel_steps, chart=chart)
 
     @app.get("/v1/time-to-convert")
     def time_to_convert(
@@ -323,7 +323,7 @@ def create_app(
             engine, start, end, steps, window, unit, FunnelMode.ORDERED, breakdown, experiment, exclude
         )
         result = answer(engine, "time_to_convert", spec.parameters(), **_completeness(spec))
-        return respond_answer(result, format, started, chart=chart)
+        return respond_answer(result, format, started, _time_to_convert_chart, chart=chart)
 
     @app.get("/v1/task-times")
     def task_times(
@@ -406,8 +406,16 @@ def create_app(
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(_experiment_results_router(app))
+    app.include_router(pipeline.router)
     app.include_router(pages.router)
     return app
+
+
+def _time_to_convert_chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """P50/P90/P99 of each step's time from the previous one, per breakdown value when there is one."""
+    labels = [f"{row['step_name']} · {row['breakdown']}" if row.get("breakdown") else row["step_name"] for row in rows]
+    quantiles = {name: [row[f"{name.lower()}_s"] for row in rows] for name in ("P50", "P90", "P99")}
+    return charts.bar(labels, quantiles, title="Time from the previous step", value_title="seconds")
 
 
 def _completeness(spec: FunnelRequest) -> dict[str, Any]:
