@@ -12,20 +12,27 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from clickhouse.backend import WarehouseReads
 from clickhouse.qa.settings import QASettings
 from clickhouse.workspace import charts
 from clickhouse.workspace.answers import Answer, Figure, OutputFormat, Rows, answer, respond_answer
+from clickhouse.workspace.panels import PanelLink
 
 AS_OF_QUERY = "qa_heartbeat_freshness"
 """The heartbeat freshness ``funnelstream status`` and the heartbeat's gauges read: one definition."""
 
+LAG_QUERY = "pipeline_lag"
+QA_QUERY = "qa_latest"
+QA_STATUSES = ("error", "fail", "pass")
+MAX_LAG_MINUTES = 7 * 24 * 60
+
 router = APIRouter()
+Minutes = Annotated[int, Query(ge=1, le=MAX_LAG_MINUTES, description="The last this many minutes of insertions")]
 
 
 @cache
@@ -100,3 +107,41 @@ def as_of(
     row = fresh.as_row()
     shown = Answer([row], result.sql, row)
     return respond_answer(shown, format, started, _freshness_chart, chart=chart)
+
+
+def lag(reader: WarehouseReads, minutes: int = 60, now: datetime | None = None) -> Answer:
+    """P50/P90/P99 of each stage's lag per source (and '(all)'), over the last ``minutes`` before ``now``."""
+    if not 1 <= minutes <= MAX_LAG_MINUTES:
+        raise ValueError(f"minutes: must be within 1..{MAX_LAG_MINUTES}, not {minutes}")
+    return answer(reader, LAG_QUERY, {"now": now or datetime.now(UTC), "minutes": minutes}, minutes=minutes)
+
+
+def qa_latest(reader: WarehouseReads, now: datetime | None = None) -> Answer:
+    """Every QA check's latest recorded result, errors and failures first."""
+    return answer(reader, QA_QUERY, {"now": now or datetime.now(UTC)})
+
+
+def _qa_chart(rows: Rows) -> Figure:
+    counts = [sum(1 for row in rows if row["status"] == status) for status in QA_STATUSES]
+    return charts.bar(list(QA_STATUSES), {"checks": counts}, title="Latest QA results", value_title="checks")
+
+
+@router.get("/v1/pipeline/lag")
+def lag_route(request: Request, minutes: Minutes = 60, format: OutputFormat = "json", chart: bool = False) -> Response:
+    started = time.perf_counter()
+    return respond_answer(lag(_reader(request), minutes), format, started, charts.pipeline_lag, chart=chart)
+
+
+@router.get("/v1/pipeline/qa")
+def qa_route(request: Request, format: OutputFormat = "json", chart: bool = False) -> Response:
+    started = time.perf_counter()
+    return respond_answer(qa_latest(_reader(request)), format, started, _qa_chart, chart=chart)
+
+
+def pipeline_panels() -> list[PanelLink]:
+    """The pipeline page: freshness (data as of), each stage's lag, the latest QA results."""
+    return [
+        PanelLink("freshness", "Data as of: the newest heartbeat through the whole pipeline", "/v1/pipeline/as-of"),
+        PanelLink("lag", "Lag per stage and source, last hour", "/v1/pipeline/lag"),
+        PanelLink("qa", "Latest QA results", "/v1/pipeline/qa"),
+    ]
