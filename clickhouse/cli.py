@@ -54,10 +54,15 @@ def warehouse_serve(
     settings = WarehouseSettings()
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings, run_loader=loader)
+    listen_host, listen_port = host or settings.warehouse.host, port or settings.warehouse.port
+    # A wildcard address is not one a browser can open; this machine's loopback is.
+    shown = "127.0.0.1" if listen_host in ("0.0.0.0", "::", "") else listen_host  # noqa: S104
+    shown = f"[{shown}]" if ":" in shown else shown
+    typer.echo(f"workspace: http://{shown}:{listen_port}/ui (log in with the read key)")
     uvicorn.run(
         app,
-        host=host or settings.warehouse.host,
-        port=port or settings.warehouse.port,
+        host=listen_host,
+        port=listen_port,
         log_config=None,
         **uvicorn_options(settings.connection_limits),
     )

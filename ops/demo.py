@@ -99,6 +99,7 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
             _wait_for_warehouse(console, sent, options.timeout_s)
             _show_results(console, options, sent, job_ids)
             console.print(f"[bold]demo page[/]: http://127.0.0.1:{INGEST_PORT}/demo")
+            console.print(f"[bold]workspace[/]: http://127.0.0.1:{WAREHOUSE_PORT}/ui (log in with the read key)")
             console.print(f"finished in {time.monotonic() - started:.0f}s")
             if options.serve:
                 console.print("serving; Ctrl-C (or SIGTERM) stops everything")

@@ -119,18 +119,24 @@
     return Promise.all([...document.querySelectorAll("[data-panel]")].map((panel) => draw(panel, state)));
   }
 
+  // The newest heartbeat through the whole pipeline, so late data is never mistaken for missing.
   async function showAsOf() {
     const banner = document.getElementById("as-of");
     if (!banner) return;
     try {
       const response = await fetch(banner.dataset.route, { credentials: "same-origin" });
       const body = response.ok ? await response.json() : null;
-      const row = body && Array.isArray(body.rows) ? body.rows[0] : body;
-      const at = row && row.as_of;
-      banner.textContent = at ? `data as of ${at}` : "data as of: no heartbeat yet";
-      if (row && row.lag_s !== undefined && row.lag_s !== null) banner.textContent += ` (${row.lag_s} s behind)`;
+      if (!body || !body.as_of) {
+        banner.textContent = "data as of: no heartbeat yet";
+        banner.dataset.stale = "true";
+        return;
+      }
+      const age = typeof body.age_s === "number" ? ` (${Math.round(body.age_s)} s ago)` : "";
+      banner.textContent = `data as of ${body.as_of}${age}${body.stale ? " · behind" : ""}`;
+      banner.dataset.stale = String(Boolean(body.stale));
     } catch {
       banner.textContent = "data as of: no heartbeat yet";
+      banner.dataset.stale = "true";
     }
   }
 

@@ -7,9 +7,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from clickhouse.api import create_app
+from clickhouse.cli import warehouse_app
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
 from clickhouse.workspace import views
 from clickhouse.workspace.pages import static_file
@@ -139,3 +142,13 @@ def test_a_panel_route_carries_its_fixed_parameters() -> None:
     assert route("/v1/funnel/dropped", step=3, limit="") == "/v1/funnel/dropped?step=3"
     assert route("/v1/x", key="a b&c") == "/v1/x?key=a+b%26c"
     assert PanelLink("a", "A", "/v1/a").as_json() == {"id": "a", "title": "A", "route": "/v1/a"}
+
+
+@pytest.mark.parametrize(("host", "shown"), [("0.0.0.0", "127.0.0.1"), ("10.1.2.3", "10.1.2.3"), ("::1", "[::1]")])
+def test_warehouse_serve_prints_the_workspace_url(monkeypatch: pytest.MonkeyPatch, host: str, shown: str) -> None:
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options))
+    result = CliRunner().invoke(warehouse_app, ["serve", "--host", host, "--port", "8123", "--no-loader"])
+    assert result.exit_code == 0, result.output
+    assert f"workspace: http://{shown}:8123/ui" in result.output
+    assert served["host"] == host and served["port"] == 8123
