@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from clickhouse.api import create_app
@@ -30,18 +29,11 @@ from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 EMITTED = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def _with_pipeline_routes(app: FastAPI) -> FastAPI:
-    # The warehouse app includes these routes itself once the pipeline page is wired in.
-    if not any(getattr(r, "path", "") == "/v1/pipeline/as-of" for r in app.routes):
-        app.include_router(pipeline.router)
-    return app
-
-
 @pytest.fixture
 def client(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
     warehouse, config = open_test_warehouse("chdb", shared_chdb_path)
     settings = WarehouseSettings(clickhouse=config)
-    app = _with_pipeline_routes(create_app(settings, warehouse=warehouse, run_loader=False))
+    app = create_app(settings, warehouse=warehouse, run_loader=False)
     with TestClient(app, headers=settings.read_headers) as test_client:
         yield test_client, warehouse
     drop_and_close(warehouse)
