@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from clickhouse.access import LOGIN_PATH, PAGES_HOME, safe_next
 from clickhouse.workspace import views
 from clickhouse.workspace.panels import PanelLink
+from clickhouse.workspace.pipeline import pipeline_panels
 
 router = APIRouter(include_in_schema=False)
 
@@ -84,6 +85,7 @@ def page(request: Request, current: str, title: str, panels: list[PanelLink], te
         panels_json=[panel.as_json() for panel in panels],
         live=request.query_params.get("live") == "1",
         state=request.query_params,
+        with_range=context.pop("with_range", True),
         **context,
     )
 
@@ -118,7 +120,8 @@ def experiment_page(request: Request, key: Annotated[str, Path(max_length=200)])
 
 @router.get("/ui/pipeline")
 def pipeline_page(request: Request) -> HTMLResponse:
-    return page(request, "pipeline", "Pipeline", [])
+    # Its panels look back from now, so the page's only control is live.
+    return page(request, "pipeline", "Pipeline", pipeline_panels(), with_range=False)
 
 
 @router.get(LOGIN_PATH)

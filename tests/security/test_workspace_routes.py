@@ -200,7 +200,8 @@ def test_hostile_values_in_a_page_url_are_shown_as_text(client: TestClient) -> N
         response = logged_in(client).get(path, params=params)
         assert response.status_code == 200
         assert XSS not in response.text and '"><script>' not in response.text and "<img" not in response.text
-        assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+        if path != "/ui/pipeline":  # the one page without a range field to show it in
+            assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
         assert re.search(r"<script(?![^>]*\bsrc=\"/ui/static/)(?![^>]*application/json)", response.text) is None
     experiment = client.get("/ui/experiments/" + quote('"><img src=x onerror=alert(1)>', safe=""))
     assert experiment.status_code == 200 and "<img" not in experiment.text

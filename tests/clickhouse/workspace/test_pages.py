@@ -17,6 +17,7 @@ from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
 from clickhouse.workspace import views
 from clickhouse.workspace.pages import static_file
 from clickhouse.workspace.panels import PanelLink, route
+from clickhouse.workspace.pipeline import pipeline_panels
 
 KEY = {"Authorization": f"Bearer {DEV_READ_KEY}"}
 
@@ -107,7 +108,6 @@ def test_an_unknown_value_selects_nothing_and_is_escaped_in_text_fields(client: 
         ("/ui/task-time", "Task time", "/ui/task-time"),
         ("/ui/experiments", "Experiments", "/ui/experiments"),
         ("/ui/experiments/new_tool", "Experiment new_tool", "/ui/experiments"),
-        ("/ui/pipeline", "Pipeline", "/ui/pipeline"),
     ],
 )
 def test_each_page_has_the_navigation_banner_and_range(client: TestClient, path: str, title: str, current: str) -> None:
@@ -117,6 +117,13 @@ def test_each_page_has_the_navigation_banner_and_range(client: TestClient, path:
     assert f'<a href="{current}" aria-current="page">' in response.text
     assert form_of(response.text)["from"] == ["2026-01-01T00:00"]
     assert isinstance(panels_of(response.text), list)
+
+
+def test_the_pipeline_page_lists_its_panels_and_follows_now(client: TestClient) -> None:
+    response = client.get("/ui/pipeline", params={"live": "1"})
+    assert panels_of(response.text) == [panel.as_json() for panel in pipeline_panels()]
+    assert '<a href="/ui/pipeline" aria-current="page">' in response.text
+    assert form_of(response.text) == {"live": ["1"]}
 
 
 def test_ui_goes_to_the_funnel(client: TestClient) -> None:
