@@ -1,12 +1,14 @@
 """``make bench``'s table: figures found in each benchmark's JSON, set against ceilings and targets;
-the experiments benchmark as a smoke run at a few hundred units."""
+the experiments benchmark as a smoke run at a few hundred units, the workspace benchmark at a few thousand events."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from ops.bench import experiments
+import pytest
+
+from ops.bench import experiments, workspace
 from ops.bench.suite import README_END, README_START, Benchmark, Figure, markdown, table_rows, update_readme
 
 HOST = {"cpu": "Test CPU", "cores": 2, "memory_gib": 24.0, "python": "3.11", "system": "Linux"}
@@ -77,3 +79,14 @@ def test_the_experiments_benchmark_reports_both_sizes_beside_their_ceiling() -> 
     assert figures["ceiling_s_1m"] == large["ceiling_s"] > 0
     assert {"experiment_units", "experiment_events", "experiment_task_durations"} <= set(large["query_s"])
     assert {"hash_assignments_per_s", "sticky_assignments_per_s", "load_s", "peak_rss_mib"} <= set(figures)
+
+
+def test_the_workspace_benchmark_times_every_served_panel_route_beside_the_funnel() -> None:
+    figures = workspace.main(["--events", "3000", "--repeats", "3"])
+    assert figures["funnel_ms"] > 0 and figures["rows"]["funnel_ms"] == 5
+    assert figures["dataset_events"] >= 3000
+    timed = [figure for figure in workspace.ROUTES if figure not in figures["missing"]]
+    assert timed[0] == "funnel_ms"
+    for figure in timed[1:]:
+        ratio = figures[f"{figure.removesuffix('_ms')}_ratio"]
+        assert ratio == pytest.approx(figures[figure] / figures["funnel_ms"], abs=0.011)
