@@ -16,6 +16,7 @@ export FS_PATHS__DATA_DIR ?= $(CURDIR)/.stack
 .PHONY: bench-experiments
 .PHONY: bench-qa
 .PHONY: bench-warehouse
+.PHONY: bench-workspace
 .PHONY: bench-ingest
 .PHONY: bench-stream
 .PHONY: bench chaos load
@@ -83,6 +84,9 @@ bench-qa: install ## QA: every check over 2M synthetic events on chdb, a day's a
 
 bench-warehouse: up ## Warehouse: loader rows/s on one core, funnel over 10M events, end-to-end freshness (last line JSON)
 	$(PY) -m ops.bench.warehouse
+
+bench-workspace: install ## Workspace: each funnel panel's route (over time, time-to-convert histogram, correlation, paths) beside the plain funnel over 10M events, through the API (EVENTS; last line JSON)
+	$(PY) -m ops.bench.workspace --events $(or $(EVENTS),10000000)
 
 bench-ingest: up tools ## Collector: events/s in 500-event batches, single requests/s, p99 at 5k req/s, RSS, Kafka ceiling (needs wrk; last line JSON)
 	$(PY) -m ops.bench.ingest
