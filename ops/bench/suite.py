@@ -87,6 +87,18 @@ def benchmarks(load_rate: float, load_duration_s: float) -> list[Benchmark]:
             ),
         ),
         Benchmark(
+            "workspace",
+            _module("ops.bench.workspace"),
+            (
+                Figure("funnel_ms", "workspace: plain 5-step funnel, 10M events, via API (ms)"),
+                Figure("over_time_ratio", "workspace: conversion over time, × the funnel", None, ("<=", 2)),
+                Figure("ttc_distribution_ratio", "workspace: time-to-convert histogram, × the funnel", None,
+                       ("<=", 2)),
+                Figure("correlation_ratio", "workspace: drop-off correlation, × the funnel", None, ("<=", 2)),
+                Figure("paths_ratio", "workspace: paths after drop-off, × the funnel", None, ("<=", 2)),
+            ),
+        ),
+        Benchmark(
             "load",
             _module("ops.cli", "load", "--local", "--rate", f"{load_rate:g}", "--duration",
                     f"{load_duration_s:g}", "--batch-size", "100"),
