@@ -90,8 +90,9 @@ def layout(
         "colorway": list(PALETTE),
         "xaxis": x_axis | {"gridcolor": "#e5e5e5"},
         "yaxis": y_axis | {"gridcolor": "#e5e5e5"},
-        "legend": {"orientation": "h", "y": -0.2},
-        "margin": {"l": 60, "r": 20, "t": 50 if title else 20, "b": 60},
+        # Below everything, so a long legend never covers the x axis title.
+        "legend": {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom"},
+        "margin": {"l": 60, "r": 20, "t": 50 if title else 20, "b": 90},
         "hoverlabel": {"namelength": -1},
     }
     if height is not None:
@@ -713,11 +714,10 @@ def metric_intervals(rows: Rows) -> Figure:
     return figure(traces, chart_layout)
 
 
-def lift_timeline(rows: Rows, x_title: str = "date") -> Figure:
+def lift_timeline(rows: Rows, x_title: str = "date", title: str = "Lift over time") -> Figure:
     """Lift over time, a line per metric and variant with its interval as a band; the dotted line is
     no effect, significant days are filled points (rows: metric, variant, day, date (optional),
     relative_lift, lift_ci_low, lift_ci_high, significant, p_value)."""
-    title = "Lift over time"
     if not rows:
         return empty(title)
     traces: list[Trace] = []
@@ -749,6 +749,8 @@ def lift_timeline(rows: Rows, x_title: str = "date") -> Figure:
     chart_layout = layout(
         title, x_title=x_title, y_title="relative lift", y_percent=True, x_type="date" if dated else None
     )
+    if not dated and len({row["day"] for row in rows}) <= 15:
+        chart_layout["xaxis"]["dtick"] = 1
     chart_layout["shapes"] = [reference_line(0.0, axis="y")]
     return figure(traces, chart_layout)
 

@@ -1,8 +1,9 @@
 """Rendering of :class:`ExperimentResults`: narrow terminal tables (rich, 80 columns) and a
-self-contained HTML page with inline SVG charts (funnel, lifts, lift over time) and health tables.
+self-contained HTML page (works offline: Plotly inline once) with the workspace's charts (funnel,
+lifts, lift over time, exposures, sample ratio) and health tables.
 
 Invariant: what is shown as deciding is what decided: lift interval, p and "significant" are the
-comparison's deciding numbers, and a row or chart point is coloured only when ``significant``,
+comparison's deciding numbers; a row is coloured and a chart point filled only when ``significant``,
 which never holds while its lift interval covers zero. Every value in the HTML is escaped.
 """
 
@@ -19,20 +20,18 @@ from clickhouse.experiments.analysis import ExperimentResults, MetricResult
 from clickhouse.experiments.monitor import alert_lines
 from clickhouse.experiments.results import Health, Progress, TimelinePoint
 from clickhouse.experiments.stats import Comparison
+from clickhouse.workspace import charts
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948")
 SIGNIFICANT_STYLE = "bold green"
 HARMED_STYLE = "bold red"
 SIGNIFICANT_COLOUR = "#c0392b"
-PLAIN_COLOUR = "#555"
-BAND_COLOUR = "#d6e4f0"
 FLOOR_NOTE = "* the lift interval stops at -100 % (a metric cannot fall below zero)"
 BAYESIAN_NOTE = (
     "Chance to win: posterior probability that the variant beats the control in the metric's good "
     "direction; expected loss: the relative loss expected if it is shipped and does not."
 )
 PROGRESS_BAR_CELLS = 30
-MAX_DAY_TICKS = 15
 
 Format = Callable[[float | None], str]
 
@@ -388,156 +387,91 @@ def _table_html(headers: Sequence[str], rows: Iterable[Sequence[object]], classe
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _funnel_svg(results: ExperimentResults) -> str:
+def _funnel_chart(results: ExperimentResults) -> str:
     steps = results.conversion
     if not steps:
         return ""
-    width, height, pad = 640, 260, 40
-    group = (width - 2 * pad) / len(steps)
-    bar = group / (len(results.variants) + 1)
-    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="conversion per funnel step">']
-    for i, metric in enumerate(steps):
-        for j, arm in enumerate(metric.arms):
-            value = arm.value or 0.0
-            h = value * (height - 2 * pad)
-            x = pad + i * group + j * bar
-            y = height - pad - h
-            colour = PALETTE[j % len(PALETTE)]
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" fill="{colour}">'
-                f"<title>{html.escape(arm.variant)} {html.escape(metric.name)}: {_pct(arm.value)}</title></rect>"
-            )
-        label = html.escape(metric.name.removeprefix("conversion_"))
-        parts.append(
-            f'<text x="{pad + i * group + group / 2 - bar / 2:.1f}" y="{height - pad + 16}" '
-            f'text-anchor="middle" font-size="12">{label}</text>'
-        )
-    for j, variant in enumerate(results.variants):
-        parts.append(
-            f'<rect x="{pad + j * 110}" y="8" width="12" height="12" fill="{PALETTE[j % len(PALETTE)]}"/>'
-            f'<text x="{pad + j * 110 + 16}" y="19" font-size="12">{html.escape(variant)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    values = [{arm.variant: arm.value for arm in metric.arms} for metric in steps]
+    figure = charts.bar(
+        [metric.name.removeprefix("conversion_") for metric in steps],
+        {variant: [step.get(variant) for step in values] for variant in results.variants},
+        title="Conversion per funnel step",
+        percent=True,
+        value_title="conversion",
+    )
+    return charts.embed(figure, "experiment-funnel")
 
 
-def _lift_svg(results: ExperimentResults) -> str:
-    """Relative lift of every metric with its deciding interval; the zero line is 'no effect'.
-    Only a significant comparison is coloured, and its interval then excludes zero."""
-    items = []
-    for metric in _all_metrics(results):
-        for c in metric.comparisons:
-            low, high = c.lift_ci_low, c.lift_ci_high
-            if c.relative_lift is not None and low is not None and high is not None:
-                items.append((f"{metric.name} ({c.variant})", c.relative_lift, low, high, c.significant))
-    if not items:
-        return ""
-    span = max(max(abs(low), abs(high)) for _, _, low, high, _ in items) or 1.0
-    width, row, left = 640, 26, 230
-    height = row * len(items) + 30
-    scale = (width - left - 20) / (2 * span)
-    zero = left + span * scale
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="relative lift with intervals">',
-        f'<line x1="{zero:.1f}" y1="0" x2="{zero:.1f}" y2="{height - 20}" stroke="#999" stroke-dasharray="4"/>',
+def _lift_chart(results: ExperimentResults) -> str:
+    """Relative lift of every metric with its deciding interval; the dotted line is 'no effect'.
+    Only a significant comparison is a filled point, and its interval then excludes zero."""
+    rows = [
+        {
+            "metric": metric.name,
+            "variant": c.variant,
+            "control": c.control,
+            "relative_lift": c.relative_lift,
+            "lift_ci_low": c.lift_ci_low,
+            "lift_ci_high": c.lift_ci_high,
+            "p_value": c.p_value,
+            "p_value_adjusted": c.p_value_adjusted,
+            "significant": c.significant,
+        }
+        for metric in _all_metrics(results)
+        for c in metric.comparisons
+        if c.relative_lift is not None and c.lift_ci_low is not None and c.lift_ci_high is not None
     ]
-    for i, (label, lift, low, high, significant) in enumerate(items):
-        y = 16 + i * row
-        colour = SIGNIFICANT_COLOUR if significant else PLAIN_COLOUR
-        parts.append(f'<text x="4" y="{y + 4}" font-size="12">{html.escape(label)}</text>')
-        parts.append(
-            f'<line x1="{left + (low + span) * scale:.1f}" y1="{y}" x2="{left + (high + span) * scale:.1f}" '
-            f'y2="{y}" stroke="{colour}" stroke-width="2"/>'
-        )
-        parts.append(
-            f'<circle cx="{left + (lift + span) * scale:.1f}" cy="{y}" r="4" fill="{colour}">'
-            f"<title>{_pct(lift)} [{_pct(low)}, {_pct(high)}]</title></circle>"
-        )
-    parts.append(
-        f'<text x="{zero:.1f}" y="{height - 6}" font-size="11" text-anchor="middle">0 (±{_pct(span, 0)} shown)</text>'
-    )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _timeline_svg(points: list[TimelinePoint], label: str, x_label: str) -> str:
-    """The lift per day with its interval as a band; the dashed line is zero (no effect). A point is
-    coloured only when significant on that day."""
-    drawn = [p for p in points if p.relative_lift is not None]
-    if not drawn:
+    if not rows:
         return ""
-    banded = [p for p in drawn if p.lift_ci_low is not None and p.lift_ci_high is not None]
-    values = [0.0, *(p.relative_lift for p in drawn if p.relative_lift is not None)]
-    values += [v for p in banded for v in (p.lift_ci_low, p.lift_ci_high) if v is not None]
-    low, high = min(values), max(values)
-    if high - low < 1e-12:
-        low, high = low - 0.01, high + 0.01
-    width, height, left, right, top, bottom = 640, 200, 56, 16, 24, 30
-    days = [p.day for p in drawn]
-    first, last = min(days), max(days)
-    x_span = max(last - first, 1)
+    return charts.embed(charts.metric_intervals(rows), "experiment-lift")
 
-    def x(day: int) -> float:
-        return left + (day - first) / x_span * (width - left - right)
 
-    def y(value: float) -> float:
-        return top + (high - value) / (high - low) * (height - top - bottom)
-
-    esc = html.escape
-    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{esc(label)}">']
-    parts.append(f'<text x="{left}" y="16" font-size="12">{esc(label)}</text>')
-    if banded:
-        upper = [f"{x(p.day):.1f},{y(p.lift_ci_high or 0.0):.1f}" for p in banded]
-        lower = [f"{x(p.day):.1f},{y(p.lift_ci_low or 0.0):.1f}" for p in reversed(banded)]
-        parts.append(f'<polygon points="{" ".join(upper + lower)}" fill="{BAND_COLOUR}" stroke="none"/>')
-    zero = y(0.0)
-    parts.append(
-        f'<line x1="{left}" y1="{zero:.1f}" x2="{width - right}" y2="{zero:.1f}" stroke="#999" stroke-dasharray="4"/>'
-    )
-    line = " ".join(f"{x(p.day):.1f},{y(p.relative_lift or 0.0):.1f}" for p in drawn)
-    parts.append(f'<polyline points="{line}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>')
-    for p in drawn:
-        colour = SIGNIFICANT_COLOUR if p.significant else PLAIN_COLOUR
-        when = f"{p.date} (day {p.day})" if p.date is not None else f"day {p.day}"
-        units = ", ".join(f"{arm} {count:,}" for arm, count in p.units.items())
-        interval = _interval(p.lift_ci_low, p.lift_ci_high, _pct)
-        tip = f"{when}: {_pct(p.relative_lift)} {interval}, p = {_p(p.p_value)}; {units}"
-        parts.append(
-            f'<circle cx="{x(p.day):.1f}" cy="{y(p.relative_lift or 0.0):.1f}" r="3" fill="{colour}">'
-            f"<title>{esc(tip)}</title></circle>"
-        )
-    for value in (high, 0.0, low):
-        parts.append(
-            f'<text x="{left - 6}" y="{y(value) + 4:.1f}" font-size="10" text-anchor="end">{esc(_pct(value))}</text>'
-        )
-    # Every day is labelled while they fit; beyond that the first and last.
-    ticks = sorted(set(days)) if len(set(days)) <= MAX_DAY_TICKS else [first, last]
-    for day in ticks:
-        parts.append(
-            f'<text x="{x(day):.1f}" y="{height - bottom + 14}" font-size="10" text-anchor="middle">{day}</text>'
-        )
-    parts.append(
-        f'<text x="{(left + width - right) / 2:.1f}" y="{height - 4}" font-size="10" text-anchor="middle">'
-        f"{esc(x_label)}</text>"
-    )
-    parts.append("</svg>")
-    return "".join(parts)
+def _timeline_chart(points: list[TimelinePoint], metric: str, title: str, x_title: str, div_id: str) -> str:
+    """The lift per day with its interval as a band; the dotted line is zero (no effect). A point is
+    filled only when significant on that day."""
+    rows = [
+        {
+            "metric": metric,
+            "variant": p.variant,
+            "day": p.day,
+            "date": p.date,
+            "relative_lift": p.relative_lift,
+            "lift_ci_low": p.lift_ci_low,
+            "lift_ci_high": p.lift_ci_high,
+            "significant": p.significant,
+            "p_value": p.p_value,
+        }
+        for p in points
+        if p.relative_lift is not None
+    ]
+    if not rows:
+        return ""
+    return charts.embed(charts.lift_timeline(rows, x_title=x_title, title=title), div_id)
 
 
 def _timeline_html(results: ExperimentResults) -> str:
-    charts = []
-    for timeline in results.timeline:
+    pairs = []
+    for index, timeline in enumerate(results.timeline):
         for variant in results.variants[1:]:
             cumulative = [p for p in timeline.cumulative if p.variant == variant]
             by_day = [p for p in timeline.by_exposure_day if p.variant == variant]
             name = f"{timeline.metric} ({variant} vs {results.control})"
+            div_id = f"lift-{index}-{results.variants.index(variant)}"
             pair = (
-                _timeline_svg(cumulative, f"cumulative lift of {name}", "days since the start"),
-                _timeline_svg(by_day, f"lift by day of exposure of {name}", "days since first exposure"),
+                _timeline_chart(
+                    cumulative, timeline.metric, f"cumulative lift of {name}", "date", f"{div_id}-cumulative"
+                ),
+                _timeline_chart(
+                    by_day,
+                    timeline.metric,
+                    f"lift by day of exposure of {name}",
+                    "days since first exposure",
+                    f"{div_id}-by-day",
+                ),
             )
             if any(pair):
-                charts.append(f'<div class="pair">{"".join(pair)}</div>')
-    body = "".join(charts)
+                pairs.append(f'<div class="pair">{"".join(pair)}</div>')
+    body = "".join(pairs)
     if not body:
         return ""
     return (
@@ -599,10 +533,31 @@ def _health_html(results: ExperimentResults) -> str:
         ]
         classes = ["harmed" if d.alert else "" for d in health.dimensions]
         headers = ["dimension", "value", *(f"{v} units (share)" for v in variants), "chi-square", "p", "check"]
-        parts.append("<h3>Sample ratio per dimension value</h3>" + _table_html(headers, rows, classes))
+        srm_rows = [
+            {
+                "dimension": d.dimension,
+                "value": d.value,
+                "variant": v,
+                "units": d.units.get(v, 0),
+                "share": d.shares.get(v),
+                "expected_share": d.expected_shares.get(v),
+                "p_value": d.p_value,
+                "alert": d.alert,
+            }
+            for d in health.dimensions
+            for v in variants
+        ]
+        chart = charts.embed(charts.srm_by_dimension(srm_rows), "experiment-srm")
+        parts.append("<h3>Sample ratio per dimension value</h3>" + chart + _table_html(headers, rows, classes))
     if health.exposures_per_day:
         rows = [[str(day.date), *(f"{day.units.get(v, 0):,}" for v in variants)] for day in health.exposures_per_day]
-        parts.append("<h3>Units first exposed per day</h3>" + _table_html(["date", *variants], rows))
+        exposure_rows = [
+            {"date": day.date, "variant": v, "units": day.units.get(v, 0)}
+            for day in health.exposures_per_day
+            for v in variants
+        ]
+        chart = charts.embed(charts.exposures_by_day(exposure_rows), "experiment-exposures")
+        parts.append("<h3>Units first exposed per day</h3>" + chart + _table_html(["date", *variants], rows))
     if health.contaminated_by_reason or health.contaminated_units:
         reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(health.contaminated_by_reason.items())) or "none"
         parts.append(f"<h3>Units seen in several arms</h3><p>By reason: {html.escape(reasons)}.")
@@ -727,9 +682,12 @@ th {{ background: #f4f4f4; }}
 .bar div {{ background: {PALETTE[2]}; height: 100%; }}
 tr.significant td {{ color: {SIGNIFICANT_COLOUR}; font-weight: bold; }}
 tr.harmed td {{ background: #fdecea; color: {SIGNIFICANT_COLOUR}; font-weight: bold; }}
-svg {{ max-width: 100%; border: 1px solid #eee; margin: 1rem 0; }}
+.chart {{ min-height: 320px; border: 1px solid #eee; margin: 1rem 0; }}
 .pair {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }}
-</style></head><body>
+.pair .chart {{ min-width: 0; }}
+</style>
+{charts.plotly_script()}
+</head><body>
 <h1>Experiment {esc(results.experiment_key)} — phase {esc(str(results.phase))}</h1>
 <p class="mode">{esc(results.mode_label)}</p>
 <p class="decision">{esc(_decision_note(results))}</p>
@@ -745,9 +703,9 @@ excluded.</p>
 {_health_html(results)}
 {_guardrails_html(results)}
 <h2>Conversion per funnel step</h2>
-{_funnel_svg(results)}
+{_funnel_chart(results)}
 <h2>Relative lift</h2>
-{_lift_svg(results)}
+{_lift_chart(results)}
 {_timeline_html(results)}
 {cap}
 <h2>Metrics</h2>

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from clickhouse.experiments.analysis import AnalysisConfig
 from clickhouse.experiments.stats import adjust_comparisons
+from clickhouse.workspace.charts import plotly_script
 from funnelstream.experiments.definitions import Experiment
 from funnelstream.experiments.settings import DEFAULT_DEFINITIONS
 from ops.experiments.cli import app
@@ -18,6 +19,7 @@ from ops.experiments.report import FLOOR_NOTE, render_html, render_terminal
 from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_results import conversion, full_results, results, with_comparisons
 from tests.helpers.experiment_warehouse import analyze_events
+from tests.helpers.figures import embedded_figures, without_charts
 
 
 @pytest.fixture(autouse=True)
@@ -43,17 +45,24 @@ def test_html_report_has_charts_and_escapes(experiment: Experiment, chdb_path: P
     events, _ = simulate(JourneySpec(units=800), 3)
     results = analyze_events(chdb_path, events, experiment, AnalysisConfig(bootstrap_resamples=50, sequential=True))
     page = render_html(results)
-    assert "conversion per funnel step" in page and "relative lift with intervals" in page
+    figures = embedded_figures(page)
+    funnel = figures["experiment-funnel"]["data"]
+    assert [trace["name"] for trace in funnel] == results.variants
+    assert funnel[0]["y"] == [metric.arms[0].value for metric in results.conversion]
+    assert figures["experiment-lift"]["data"]
     # Lift over time: a chart per timeline (cumulative, by exposure day) with a lift to draw.
-    charts = sum(
+    timelines = sum(
         any(p.relative_lift is not None for p in points)
         for t in results.timeline
         for points in (t.cumulative, t.by_exposure_day)
     )
-    assert charts and page.count("<svg") == 2 + charts
-    assert 'aria-label="cumulative lift of task_duration_s (treatment vs control)"' in page
+    assert timelines and len([key for key in figures if key.startswith("lift-")]) == timelines
+    titles = [figure["layout"]["title"]["text"] for figure in figures.values()]
+    assert "cumulative lift of task_duration_s (treatment vs control)" in titles
     assert "confidence sequence" in page
-    assert "<script" not in page
+    # The library once, inline; no other script and nothing drawn by hand.
+    assert page.count(plotly_script()) == 1
+    assert "<script" not in without_charts(page) and "<svg" not in without_charts(page)
 
 
 def test_cli_report_from_an_events_export(tmp_path: Path) -> None:
@@ -77,7 +86,7 @@ def test_cli_report_from_an_events_export(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Experiment segmentation_tool" in result.output and "task_duration_s" in result.output
-    assert "<svg" in html.read_text()
+    assert embedded_figures(html.read_text())["experiment-funnel"]["data"]
 
 
 def test_cli_report_unknown_key_exits_2(tmp_path: Path) -> None:
@@ -157,11 +166,15 @@ def test_a_lift_interval_covering_zero_is_never_shown_significant() -> None:
     page = render_html(page_results)
     assert re.search(r"<tr><td>conversion_save</td><td>primary</td>.*?<td>no</td>", page)
     assert re.search(r'<tr class="significant"><td>conversion_tool</td>', page)
-    chart = page[page.index('aria-label="relative lift with intervals"') :]
-    save_line = re.search(r"conversion_save \(treatment\)</text><line [^>]*stroke=\"([^\"]+)\"", chart)
-    tool_line = re.search(r"conversion_tool \(treatment\)</text><line [^>]*stroke=\"([^\"]+)\"", chart)
-    assert save_line is not None and tool_line is not None
-    assert save_line.group(1) == "#555" and tool_line.group(1) == "#c0392b"
+    (forest,) = embedded_figures(page)["experiment-lift"]["data"]
+    # Only the significant comparison is a filled point; both keep their deciding interval.
+    assert dict(zip(forest["y"], forest["marker"]["symbol"], strict=True)) == {
+        "conversion_save": "circle-open",
+        "conversion_tool": "circle",
+    }
+    assert forest["x"] == [save.relative_lift, tool.relative_lift]
+    assert save.lift_ci_low is not None and save.relative_lift is not None
+    assert forest["error_x"]["arrayminus"][0] == pytest.approx(save.relative_lift - save.lift_ci_low)
 
 
 def test_each_metric_shows_its_role_and_raw_and_adjusted_p() -> None:
@@ -241,27 +254,32 @@ def test_the_terminal_styles_a_harmed_guardrail_and_keeps_80_columns_in_colour()
 def test_html_report_shows_lift_over_time_health_bayesian_cuped_guardrails_and_progress() -> None:
     page = render_html(full_results())
     # Lift over time: cumulative with its band, and by day of exposure, for the metric with a timeline.
-    assert 'aria-label="cumulative lift of conversion_save (treatment vs control)"' in page
-    assert 'aria-label="lift by day of exposure of conversion_save (treatment vs control)"' in page
-    cumulative = page[page.index("cumulative lift of conversion_save") :]
-    cumulative = cumulative[: cumulative.index("</svg>")]
-    assert "<polygon" in cumulative and "<polyline" in cumulative and cumulative.count("<circle") == 4
-    assert "2026-11-04 (day 3): 36.0% [16.0%, 56.0%]" in cumulative
+    figures = {figure["layout"]["title"]["text"]: figure for figure in embedded_figures(page).values()}
+    assert "lift by day of exposure of conversion_save (treatment vs control)" in figures
+    low, high, line = figures["cumulative lift of conversion_save (treatment vs control)"]["data"]
+    assert high["fill"] == "tonexty" and len(line["y"]) == 4
+    day = line["x"].index("2026-11-04")
+    assert (line["y"][day], low["y"][day], high["y"][day]) == pytest.approx((0.36, 0.16, 0.56))
+    # Exposures per day and the sample ratio per dimension value are drawn beside their tables.
+    exposures = figures["Units first exposed per day"]["data"]
+    assert exposures[0]["x"][-1] == "2026-11-07" and [trace["y"][-1] for trace in exposures] == [140, 130]
+    assert "Sample ratio per dimension value" in figures
     # Health tables.
     assert re.search(r'<tr class="harmed"><td>browser</td><td>Safari</td><td>500 \(56\.8%\)</td>', page)
     assert "<td>2026-11-07</td><td>140</td><td>130</td>" in page
     assert "By reason: device: 3, user: 2." in page
     # Every value escaped: a device id and a user id with markup in them.
     assert "<td>device-&lt;b&gt;&amp;1</td><td>user</td><td>control, treatment</td><td>u&lt;1&gt;</td>" in page
-    assert "<b>" not in page and "u<1>" not in page
+    assert "<b>" not in without_charts(page) and "u<1>" not in without_charts(page)
     # Bayesian, CUPED, guardrails, progress.
     assert "<th>chance to beat control</th>" in page and "<td>99.8%</td>" in page
     assert "Prior: flat (improper) prior on the relative lift." in page
     assert "<td>36.0%</td><td>20.0%</td>" in page and "no (no pre-period data)" in page
     assert re.search(r'<tr class="harmed"><td>inference_failure_rate</td><td>treatment</td>.*?<td>HARMED</td>', page)
     assert 'role="progressbar"' in page and 'aria-valuenow="25"' in page and "2,000 of 8,000 units" in page
-    # Self-contained: nothing fetched, nothing run.
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+    # Self-contained: nothing fetched, nothing run but the inline library drawing the figures.
+    rest = without_charts(page)
+    assert "<script" not in rest and "http://" not in rest and "https://" not in rest
 
 
 def test_html_report_escapes_an_experiment_key_and_metric_values() -> None:
@@ -269,5 +287,5 @@ def test_html_report_escapes_an_experiment_key_and_metric_values() -> None:
         update={"experiment_key": "<script>x</script>", "alerts": ['"><img src=x onerror=alert(1)>']}
     )
     page = render_html(hostile)
-    assert "<script" not in page and "<img" not in page
+    assert "<script" not in without_charts(page) and "<img" not in without_charts(page)
     assert "&lt;script&gt;x&lt;/script&gt;" in page
