@@ -119,7 +119,7 @@ def bar_trace(
     """One series of bars; ``categories`` are data (escaped), ``hover`` extra data text per bar."""
     labels = [text(category) for category in categories]
     numbers = [number(value) for value in values]
-    value_format = ".1%" if percent else ",.4~g"
+    value_format = ".1%" if percent else ",.3~f"
     axis_value, axis_label = ("x", "y") if horizontal else ("y", "x")
     trace: Trace = {
         "type": "bar",
@@ -178,7 +178,7 @@ def line_trace(
     group: str | None = None,
 ) -> Trace:
     """One line with markers; ``x`` times or numbers, ``y`` numbers (None leaves a gap)."""
-    value_format = ".1%" if percent else ",.4~g"
+    value_format = ".1%" if percent else ",.3~f"
     return {
         "type": "scatter",
         "mode": "lines+markers",
@@ -214,7 +214,7 @@ def band(
 ) -> list[Trace]:
     """A shaded interval between ``low`` and ``high`` (two traces: the lower edge, then the fill to it)."""
     xs = [moment(value) if isinstance(value, date) else _plain(value) for value in x]
-    value_format = ".1%" if percent else ",.4~g"
+    value_format = ".1%" if percent else ",.3~f"
     edge: Trace = {
         "type": "scatter",
         "mode": "lines",
@@ -253,7 +253,7 @@ def interval(
     points = [number(value) for value in estimates]
     plus = [_gap(high, point, upper=True) for high, point in zip(highs, points, strict=True)]
     minus = [_gap(low, point, upper=False) for low, point in zip(lows, points, strict=True)]
-    value_format = ".1%" if percent else ",.4~g"
+    value_format = ".1%" if percent else ",.3~f"
     trace: Trace = {
         "type": "scatter",
         "mode": "markers",
@@ -562,7 +562,7 @@ def correlation(rows: Rows) -> Figure:
         marks.append("significant" if significant else "")
         p_value = number(row.get("p_value"))
         hovers.append(
-            f"odds ratio {ratio if ratio is None else f'{ratio:.3g}'}; converted {row['converted']:,} / dropped "
+            f"odds ratio {'–' if ratio is None else f'{ratio:.3g}'}; converted {row['converted']:,} / dropped "
             f"{row['dropped']:,} with, {row['converted_without']:,} / {row['dropped_without']:,} without; "
             f"p = {'–' if p_value is None else f'{p_value:.3g}'}"
         )
