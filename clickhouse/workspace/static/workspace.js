@@ -99,7 +99,6 @@
         figure.hidden = true;
       }
       fillTable(panel.querySelector("table"), rows);
-      panel.querySelector(".rows").open = !body.figure;
       const shown = rows.length > MAX_TABLE_ROWS ? ` (table shows the first ${MAX_TABLE_ROWS})` : "";
       status.textContent = rows.length ? `${rows.length} rows${shown}` : "no rows for this state";
       if (body.complete === false) status.textContent += " · not final yet: late events may still change it";
@@ -110,6 +109,7 @@
       panel.dataset.state = "drawn";
     } catch (error) {
       status.textContent = `could not draw: ${error.message}`;
+      panel.querySelector(".figure").hidden = true;
       panel.dataset.state = "error";
     }
   }
