@@ -12,6 +12,11 @@
   const AS_OF_REFRESH_MS = 30000;
   const MAX_TABLE_ROWS = 500;
   const ANSWER_ONLY = new Set(["chart", "format"]);
+  // The warehouse runs few analyst queries at once (FS_SQL__MAX_CONCURRENT) and answers 429 beyond:
+  // a page asks a few at a time, and waits and asks again when told to.
+  const PANELS_AT_ONCE = 3;
+  const BUSY_TRIES = 6;
+  const BUSY_WAIT_MAX_MS = 5000;
 
   const live = () => new URLSearchParams(window.location.search).get("live") === "1";
 
@@ -82,12 +87,23 @@
     }
   }
 
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function fetchWhenFree(url) {
+    for (let attempt = 1; ; attempt += 1) {
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.status !== 429 || attempt >= BUSY_TRIES) return response;
+      const told = Number(response.headers.get("Retry-After")) * 1000;
+      await pause(Math.min(told > 0 ? told : 500 * attempt, BUSY_WAIT_MAX_MS) + Math.random() * 250);
+    }
+  }
+
   async function draw(panel, state) {
     const route = panel.dataset.route;
     const status = panel.querySelector(".status");
     const url = panelUrl(route, state, { chart: "1" });
     try {
-      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const response = await fetchWhenFree(url);
       const body = await response.json().catch(() => null);
       if (!response.ok || body === null) throw new Error(problem(body, response));
       const rows = Array.isArray(body.rows) ? body.rows : [];
@@ -114,9 +130,13 @@
     }
   }
 
-  function drawAll() {
+  async function drawAll() {
     const state = pageState();
-    return Promise.all([...document.querySelectorAll("[data-panel]")].map((panel) => draw(panel, state)));
+    const waiting = [...document.querySelectorAll("[data-panel]")];
+    const worker = async () => {
+      for (let panel = waiting.shift(); panel; panel = waiting.shift()) await draw(panel, state);
+    };
+    await Promise.all(Array.from({ length: PANELS_AT_ONCE }, worker));
   }
 
   // The newest heartbeat through the whole pipeline, so late data is never mistaken for missing.
@@ -124,7 +144,7 @@
     const banner = document.getElementById("as-of");
     if (!banner) return;
     try {
-      const response = await fetch(banner.dataset.route, { credentials: "same-origin" });
+      const response = await fetchWhenFree(banner.dataset.route);
       const body = response.ok ? await response.json() : null;
       if (!body || !body.as_of) {
         banner.textContent = "data as of: no heartbeat yet";
