@@ -21,6 +21,7 @@ from clickhouse.access import LOGIN_PATH, PAGES_HOME, safe_next
 from clickhouse.workspace import views
 from clickhouse.workspace.panels import PanelLink
 from clickhouse.workspace.pipeline import pipeline_panels
+from funnelstream.experiments.errors import DefinitionError
 
 router = APIRouter(include_in_schema=False)
 
@@ -110,7 +111,13 @@ def task_time_page(request: Request) -> HTMLResponse:
 
 @router.get("/ui/experiments")
 def experiments_page(request: Request) -> HTMLResponse:
-    return page(request, "experiments", "Experiments", [])
+    try:
+        defined = request.app.state.experiment_definitions().experiments
+        problem = ""
+    except DefinitionError as exc:
+        defined, problem = [], str(exc)
+    links = [(experiment.key, experiment.name or "", str(experiment.status)) for experiment in defined]
+    return page(request, "experiments", "Experiments", [], experiments=links, problem=problem)
 
 
 @router.get("/ui/experiments/{key}")

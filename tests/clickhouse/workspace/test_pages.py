@@ -18,6 +18,9 @@ from clickhouse.workspace import views
 from clickhouse.workspace.pages import static_file
 from clickhouse.workspace.panels import PanelLink, route
 from clickhouse.workspace.pipeline import pipeline_panels
+from funnelstream.errors import FieldError
+from funnelstream.experiments.definitions import Definitions, Experiment, Status, Variant
+from funnelstream.experiments.errors import DefinitionError
 
 KEY = {"Authorization": f"Bearer {DEV_READ_KEY}"}
 
@@ -159,3 +162,28 @@ def test_warehouse_serve_prints_the_workspace_url(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.output
     assert f"workspace: http://{shown}:8123/ui" in result.output
     assert served["host"] == host and served["port"] == 8123
+
+
+def test_the_experiments_page_links_each_definition_and_shows_its_name_as_text() -> None:
+    app = create_app(WarehouseSettings(), run_loader=False)
+    hostile = Experiment(
+        key="new_tool", name="<script>alert(1)</script>", status=Status.RUNNING,
+        variants=[Variant(key="control", weight=0.5), Variant(key="treatment", weight=0.5)],
+    )  # fmt: skip
+    app.state.experiment_definitions = lambda: Definitions(version=1, experiments=[hostile])
+    response = TestClient(app, headers=KEY).get("/ui/experiments")
+    assert '<a href="/ui/experiments/new_tool">new_tool</a>' in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text and "<script>alert" not in response.text
+
+
+def test_the_experiments_page_says_when_the_definitions_cannot_be_read() -> None:
+    app = create_app(WarehouseSettings(), run_loader=False)
+
+    def unreadable() -> Definitions:
+        raise DefinitionError("/no/such/file.yaml", [FieldError("file", "cannot read: No such file")])
+
+    app.state.experiment_definitions = unreadable
+    response = TestClient(app, headers=KEY).get("/ui/experiments")
+    assert (
+        response.status_code == 200 and "cannot be read" in response.text and "No experiments defined" in response.text
+    )
