@@ -329,8 +329,10 @@ def embed(chart: Figure, div_id: str) -> str:
     earlier in the page); the JSON block is ``<div id>-figure``, so a test or a reader can take it back."""
     target = html.escape(div_id, quote=True)
     source = script_json(f"{div_id}-figure")
+    # The title is already escaped for Plotly; undone once, then escaped for the attribute.
+    title = html.escape(html.unescape(str(chart.get("layout", {}).get("title", {}).get("text", ""))), quote=True)
     return (
-        f'<div id="{target}" class="chart"></div>\n'
+        f'<div id="{target}" class="chart" aria-label="{title}"></div>\n'
         f'<script type="application/json" id="{target}-figure">{script_json(chart)}</script>\n'
         f"<script>(function(){{var f=JSON.parse(document.getElementById({source}).textContent);"
         f"Plotly.newPlot({script_json(div_id)},f.data,f.layout,f.config);}})();</script>"

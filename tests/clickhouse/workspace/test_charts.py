@@ -69,6 +69,8 @@ def test_embed_cannot_be_closed_by_data() -> None:
     snippet = charts.embed(figure, "chart-1")
     assert snippet.count("</script>") == 2
     assert 'id="chart-1"' in snippet
+    titled = charts.embed(charts.bar(["a"], {"n": [1]}, title='5 < 6 & "x"'), "chart-2")
+    assert 'aria-label="5 &lt; 6 &amp; &quot;x&quot;"' in titled
     assert embedded_figures(snippet) == {"chart-1": figure}
 
 
