@@ -57,6 +57,10 @@ PARAMETERS: dict[str, Any] = {
     "min_score": None,
     "inference_type": None,
     "model_version": None,
+    "dimension": "tool",
+    "tool": "",
+    "variant": "",
+    "input_id": uuid.UUID(int=1),
 }
 # A second look where a parameter makes a query read other events: the variant breakdown reads
 # the experiment's units, the tool breakdown a value of a step, the device unit all of a device's
@@ -64,6 +68,7 @@ PARAMETERS: dict[str, Any] = {
 VARIATIONS: dict[str, list[dict[str, Any]]] = {
     "breakdown": [{"breakdown": "variant"}, {"breakdown": "tool"}],
     "unit": [{"unit": "anonymous_id"}],
+    "dimension": [{"dimension": "variant"}],
 }
 # Measures copies that a merge has not collapsed yet: by design only until the merge.
 UNMERGED_COPIES = "same event_id stored more than once"
