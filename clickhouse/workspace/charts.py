@@ -682,11 +682,11 @@ def image_timeline(rows: Rows) -> Figure:
     return figure([trace], chart_layout)
 
 
-def metric_intervals(rows: Rows) -> Figure:
+def metric_intervals(rows: Rows, title: str = "Relative lift with its interval") -> Figure:
     """Relative lift of every metric with its deciding interval (a forest plot, a series per variant);
     the dotted line is no effect; significant points are filled, others open (rows: metric, variant,
-    control, relative_lift, lift_ci_low, lift_ci_high, p_value, p_value_adjusted, significant)."""
-    title = "Relative lift with its interval"
+    control, relative_lift, lift_ci_low, lift_ci_high, p_value, p_value_adjusted, significant, and
+    optionally mark: the word a filled point's hover says, 'significant' by default)."""
     if not rows:
         return empty(title)
     traces = []
@@ -694,7 +694,7 @@ def metric_intervals(rows: Rows) -> Figure:
         hover = [
             f"vs {row.get('control', 'control')}: [{_pct_text(row['lift_ci_low'])}, {_pct_text(row['lift_ci_high'])}], "
             f"p = {_p_text(row.get('p_value'))}, adjusted p = {_p_text(row.get('p_value_adjusted'))}"
-            + (", significant" if row.get("significant") else "")
+            + (f", {row.get('mark', 'significant')}" if row.get("significant") else "")
             for row in group
         ]
         trace = interval(

@@ -236,3 +236,10 @@ def test_pipeline_panels_hold_the_numbers() -> None:
     assert fresh["data"][0]["x"] == [4.5]
     for chart in (lag, fresh):
         assert HOSTILE not in dumped(chart)
+
+
+def test_a_forest_plot_can_name_what_a_filled_point_means() -> None:
+    row = {"metric": "failures", "variant": "t", "relative_lift": 0.8, "lift_ci_low": 0.2, "lift_ci_high": 1.4}
+    figure = charts.metric_intervals([row | {"significant": True, "mark": "harmed"}], title="Guardrails")
+    assert figure["layout"]["title"]["text"] == "Guardrails"
+    assert figure["data"][0]["customdata"][0].endswith(", harmed")
