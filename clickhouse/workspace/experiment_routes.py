@@ -3,7 +3,8 @@ experiment its exposures, sample ratio, contamination, metrics, lift over time a
 
 Every panel is rows taken from the ``ExperimentResults`` that ``GET /v1/experiments/{key}/results``
 returns, computed by the same function (``app.state.experiment_compute``), shared by the panels of
-a page for a few seconds. Invariant: a panel never computes a figure of its own; it reshapes.
+a page for a few seconds; its SQL is the per-unit query behind it. Invariant: a panel never computes
+a figure of its own; it reshapes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
+from clickhouse import queries
 from clickhouse.experiments.analysis import ExperimentResults, MetricResult
 from clickhouse.experiments.monitor import alert_lines
 from clickhouse.experiments.routes import RETRY_AFTER_S
+from clickhouse.experiments.warehouse import CONTAMINATED_QUERY, EVENTS_QUERY, UNITS_QUERY, query_parameters
 from clickhouse.workspace import charts
-from clickhouse.workspace.answers import Answer, Figure, Rows
+from clickhouse.workspace.answers import Answer, Figure, Rows, inline_sql
 from clickhouse.workspace.panels import PanelLink, route
 from clickhouse.workspace.task_time_routes import Out
 from funnelstream.errors import TransientError
@@ -356,13 +359,26 @@ def panel_route(
     metric: MetricName = "",
     series: Series = "cumulative",
 ) -> Response:
-    """One panel of the experiment's page, from the results route's results: rows, figure, no SQL
-    (the results come from several queries and the analysis in Python)."""
+    """One panel of the experiment's page, from the results route's results: rows, figure, and the
+    SQL of the per-unit query the panel's figures are computed from (inlined, runnable as is)."""
     results = results_of(request, experiment, sequential)
     rows, chart_of = _PANELS[panel](results, metric, series)
-    return out.respond(Answer(rows, "", {"experiment": experiment.key, "generated_at": results.generated_at}), chart_of)
+    sql = inline_sql(queries.load(_SOURCE[panel]), query_parameters(experiment))
+    return out.respond(
+        Answer(rows, sql, {"experiment": experiment.key, "generated_at": results.generated_at}), chart_of
+    )
 
 
+_SOURCE = {
+    "exposures": UNITS_QUERY,
+    "srm": UNITS_QUERY,
+    "contamination": CONTAMINATED_QUERY,
+    "contaminated-units": CONTAMINATED_QUERY,
+    "metrics": EVENTS_QUERY,
+    "lift": EVENTS_QUERY,
+    "guardrails": EVENTS_QUERY,
+}
+"""The query whose rows (units, or their events) each panel's figures come from."""
 PanelRows = Callable[[ExperimentResults, str, Series], tuple[Rows, Callable[[Rows], Figure]]]
 _PANELS: dict[str, PanelRows] = {
     "exposures": lambda r, _m, _s: (exposure_rows(r), charts.exposures_by_day),

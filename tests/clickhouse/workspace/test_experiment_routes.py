@@ -190,4 +190,10 @@ def test_panels_equal_the_results_of_a_simulated_experiment(shared_chdb_path: Pa
         load(warehouse, [events], KEY)
         client = make_client(definitions, results_from(warehouse, AnalysisConfig(bootstrap_resamples=50)))
         assert_panels_equal_results(client)
-        assert sum(r["units"] for r in panel(client, "srm")["rows"] if r["dimension"] == "all") == 1500
+        srm = panel(client, "srm")
+        assert sum(r["units"] for r in srm["rows"] if r["dimension"] == "all") == 1500
+        # The SQL shown runs as is: the experiment's units, which the sample ratio counts.
+        assert len(warehouse.query_rows(srm["sql"])) == 1500
+        assert len(warehouse.query_rows(panel(client, "contaminated-units")["sql"])) == len(
+            panel(client, "contaminated-units")["rows"]
+        )
