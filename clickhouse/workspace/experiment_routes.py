@@ -308,7 +308,8 @@ def _contaminated_units_chart(rows: Rows) -> Figure:
 
 
 def _guardrail_chart(rows: Rows) -> Figure:
-    return charts.metric_intervals([{**row, "significant": row["harmed"], "p_value_adjusted": None} for row in rows])
+    marked = [{**row, "significant": row["harmed"], "mark": "harmed", "p_value_adjusted": None} for row in rows]
+    return charts.metric_intervals(marked, title="Guardrails")
 
 
 def _lift_chart(series: Series) -> Callable[[Rows], Figure]:
