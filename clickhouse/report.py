@@ -36,6 +36,7 @@ def _trend_chart(trend_rows: list[dict[str, Any]]) -> Figure:
     chart_layout = charts.layout(
         "Upload to save, by day of upload", y_title="conversion", y_percent=True, x_type="date"
     )
+    charts.day_ticks(chart_layout, [row["day"] for row in trend_rows])
     chart_layout["shapes"] = charts.incomplete_shade([row["day"] for row in trend_rows], complete)
     return charts.figure(traces, chart_layout)
 

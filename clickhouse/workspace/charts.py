@@ -435,6 +435,14 @@ def _when(value: Any) -> datetime:
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
+def day_ticks(chart_layout: dict[str, Any], buckets: Sequence[Any]) -> None:
+    """One tick per day on a date axis of whole-day buckets (Plotly would tick every few hours)."""
+    starts = sorted({_when(bucket) for bucket in buckets})
+    midnights = all(start == start.replace(hour=0, minute=0, second=0, microsecond=0) for start in starts)
+    if starts and len(starts) <= 31 and midnights:
+        chart_layout["xaxis"] |= {"dtick": 86_400_000, "tickformat": "%b %d"}
+
+
 def incomplete_shade(buckets: Sequence[Any], complete: Sequence[bool]) -> list[dict[str, Any]]:
     """A shaded span over the buckets (starts, ascending) whose numbers may still change, to the end
     of the last one; none when all are complete."""
@@ -476,6 +484,7 @@ def funnel_over_time(rows: Rows) -> Figure:
             _step_label(ordered[0]), x, [row["conversion"] for row in ordered], complete, index=index
         )
     chart_layout = layout(title, y_title="conversion from the first step", y_percent=True, x_type="date")
+    day_ticks(chart_layout, [row["bucket"] for row in rows])
     chart_layout["shapes"] = incomplete_shade(
         [row["bucket"] for row in rows], [bool(row.get("complete", True)) for row in rows]
     )
@@ -652,7 +661,9 @@ def task_time_trend(rows: Rows) -> Figure:
                 f"{name} P90", days, [row["p90_s"] for row in ordered], index=index, dash="dash", group=text(name)
             )
         )
-    return figure(traces, layout(title, y_title="seconds", x_type="date"))
+    trend_layout = layout(title, y_title="seconds", x_type="date")
+    day_ticks(trend_layout, [row["day"] for row in rows])
+    return figure(traces, trend_layout)
 
 
 def image_timeline(rows: Rows) -> Figure:
