@@ -13,18 +13,22 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from clickhouse.api import create_app
 from clickhouse.experiments.analysis import AnalysisConfig, ExperimentResults
 from clickhouse.experiments.routes import results_router
 from clickhouse.experiments.warehouse import results_from
+from clickhouse.settings import WarehouseSettings
 from clickhouse.workspace import experiment_routes
 from clickhouse.workspace.experiment_routes import experiment_list_panels, experiment_panels
 from funnelstream.experiments.definitions import Definitions, Experiment
+from funnelstream.settings import ClickHouseConfig
 from ops.journeys import JourneySpec, simulate
 from tests.helpers.experiment_fixtures import make_experiment
 from tests.helpers.experiment_results import full_results
 from tests.helpers.experiment_warehouse import experiment_warehouse, load
 
 KEY = "segmentation_tool"
+READ_KEY = {"Authorization": "Bearer fs-dev-read-key"}
 PANELS = f"/v1/experiments/{KEY}/panels"
 COMPARED = ("relative_lift", "lift_ci_low", "lift_ci_high", "p_value", "significant")
 
@@ -197,3 +201,25 @@ def test_panels_equal_the_results_of_a_simulated_experiment(shared_chdb_path: Pa
         assert len(warehouse.query_rows(panel(client, "contaminated-units")["sql"])) == len(
             panel(client, "contaminated-units")["rows"]
         )
+
+
+def test_the_warehouse_app_serves_the_panels_from_its_own_results(shared_chdb_path: Path) -> None:
+    """On the real app (read key, its definitions file, its results function): the list and a panel
+    answer, and an unknown experiment is a 404, on an empty warehouse."""
+    with experiment_warehouse(shared_chdb_path) as warehouse:
+        app = create_app(
+            WarehouseSettings(clickhouse=ClickHouseConfig(database=warehouse.database)),
+            warehouse=warehouse,
+            run_loader=False,
+        )
+        if not any(getattr(r, "path", "") == "/v1/experiments/overview" for r in app.routes):
+            app.include_router(experiment_routes.router)
+        with TestClient(app) as client:
+            assert client.get("/v1/experiments/overview").status_code == 401
+            listed = client.get("/v1/experiments/overview", headers=READ_KEY)
+            assert listed.status_code == 200, listed.text
+            keys = [row["key"] for row in listed.json()["rows"]]
+            assert keys and keys == [e.key for e in app.state.experiment_definitions().experiments]
+            metrics = client.get(f"/v1/experiments/{keys[0]}/panels/metrics", headers=READ_KEY, params={"chart": 1})
+            assert metrics.status_code == 200, metrics.text
+            assert client.get("/v1/experiments/nope/panels/metrics", headers=READ_KEY).status_code == 404

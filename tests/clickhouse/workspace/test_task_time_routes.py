@@ -16,9 +16,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, note, settings
 
+from clickhouse.api import create_app
 from clickhouse.backend import Warehouse
+from clickhouse.settings import WarehouseSettings
 from clickhouse.workspace import task_time_routes
 from clickhouse.workspace.task_time_routes import Dimension, TaskTimeRange, TrendDimension, task_time_panels
+from funnelstream.settings import ClickHouseConfig
 from tests.helpers import reference_task_time as ref
 from tests.helpers.adversarial_events import EXPERIMENT, FROM, TO, Dataset, datasets, describe, input_id_of, load
 from tests.helpers.adversarial_events import truncate_all as empty
@@ -33,6 +36,7 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
 SPAN = TaskTimeRange(FROM, TO, EXPERIMENT)
+READ_KEY = {"Authorization": "Bearer fs-dev-read-key"}
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +156,22 @@ def test_panels_name_the_routes_and_quote_an_image_id() -> None:
     assert panels[1].route == "/v1/task-time/histogram?dimension=variant"
     hostile = task_time_panels({"input_id": "../../v1/sql?x=1"})[-1]
     assert hostile.id == "tt-timeline" and hostile.route == "/v1/images/..%2F..%2Fv1%2Fsql%3Fx%3D1/timeline"
+
+
+def test_the_warehouse_app_serves_the_task_time_routes(warehouse: Warehouse) -> None:
+    """On the real app (read key, its 422 handler, its analyst reader)."""
+    app = create_app(
+        WarehouseSettings(clickhouse=ClickHouseConfig(database=warehouse.database)),
+        warehouse=warehouse,
+        run_loader=False,
+    )
+    if not any(getattr(r, "path", "") == "/v1/task-time/histogram" for r in app.routes):
+        app.include_router(task_time_routes.router)
+    with TestClient(app) as client:
+        assert client.get("/v1/task-time/histogram").status_code == 401
+        for path in ("/v1/task-time/histogram", "/v1/task-time/daily", "/v1/task-time/slowest"):
+            response = client.get(path, headers=READ_KEY, params={"chart": 1})
+            assert response.status_code == 200, response.text
+        bad = client.get("/v1/images/<script>/timeline", headers=READ_KEY)
+        assert bad.status_code == 422 and "input_id" in bad.text
+        assert bad.headers["content-type"] == "application/json"
