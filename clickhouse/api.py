@@ -48,7 +48,7 @@ from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
 from clickhouse.settings import WarehouseSettings
-from clickhouse.workspace import charts, pages, pipeline
+from clickhouse.workspace import charts, experiment_routes, pages, pipeline, task_time_routes
 from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
@@ -406,6 +406,9 @@ def create_app(
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(_experiment_results_router(app))
+    # After the results router: the experiment panels read the definitions and results it sets on app.state.
+    app.include_router(experiment_routes.router)
+    app.include_router(task_time_routes.router)
     app.include_router(pipeline.router)
     app.include_router(pages.router)
     return app
