@@ -18,10 +18,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from clickhouse.access import LOGIN_PATH, PAGES_HOME, safe_next
+from clickhouse.experiments.planning import metric_names
 from clickhouse.workspace import views
+from clickhouse.workspace.experiment_routes import experiment_list_panels, experiment_panels
 from clickhouse.workspace.panels import PanelLink
 from clickhouse.workspace.pipeline import pipeline_panels
-from funnelstream.experiments.errors import DefinitionError
+from clickhouse.workspace.task_time_routes import task_time_panels
+from funnelstream.experiments.errors import DefinitionError, UnknownExperimentError
 
 router = APIRouter(include_in_schema=False)
 
@@ -87,6 +90,7 @@ def page(request: Request, current: str, title: str, panels: list[PanelLink], te
         live=request.query_params.get("live") == "1",
         state=request.query_params,
         with_range=context.pop("with_range", True),
+        fields=[(name, label, request.query_params.get(name, "")) for name, label in context.pop("fields", [])],
         **context,
     )
 
@@ -106,7 +110,8 @@ def funnel_page(request: Request) -> HTMLResponse:
 
 @router.get("/ui/task-time")
 def task_time_page(request: Request) -> HTMLResponse:
-    return page(request, "task-time", "Task time", [])
+    fields = [("experiment", "Experiment (its arms are the variants)"), ("input_id", "Image (input_id) to follow")]
+    return page(request, "task-time", "Task time", task_time_panels(request.query_params), fields=fields)
 
 
 @router.get("/ui/experiments")
@@ -117,12 +122,19 @@ def experiments_page(request: Request) -> HTMLResponse:
     except DefinitionError as exc:
         defined, problem = [], str(exc)
     links = [(experiment.key, experiment.name or "", str(experiment.status)) for experiment in defined]
-    return page(request, "experiments", "Experiments", [], experiments=links, problem=problem)
+    return page(request, "experiments", "Experiments", experiment_list_panels(), experiments=links, problem=problem)
 
 
 @router.get("/ui/experiments/{key}")
 def experiment_page(request: Request, key: Annotated[str, Path(max_length=200)]) -> HTMLResponse:
-    return page(request, "experiments", f"Experiment {key}", [], experiment=key)
+    try:
+        experiment = request.app.state.experiment_definitions().get(key)
+    except UnknownExperimentError:
+        raise HTTPException(status_code=404, detail="no such experiment") from None
+    except DefinitionError:
+        # The panels' routes say why; the page still lists them, with one lift panel for all metrics.
+        return page(request, "experiments", f"Experiment {key}", experiment_panels(key))
+    return page(request, "experiments", f"Experiment {key}", experiment_panels(key, metric_names(experiment)))
 
 
 @router.get("/ui/pipeline")

@@ -15,9 +15,11 @@ from clickhouse.api import create_app
 from clickhouse.cli import warehouse_app
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
 from clickhouse.workspace import views
+from clickhouse.workspace.experiment_routes import experiment_list_panels
 from clickhouse.workspace.pages import static_file
 from clickhouse.workspace.panels import PanelLink, route
 from clickhouse.workspace.pipeline import pipeline_panels
+from clickhouse.workspace.task_time_routes import task_time_panels
 from funnelstream.errors import FieldError
 from funnelstream.experiments.definitions import Definitions, Experiment, Status, Variant
 from funnelstream.experiments.errors import DefinitionError
@@ -110,7 +112,7 @@ def test_an_unknown_value_selects_nothing_and_is_escaped_in_text_fields(client: 
     [
         ("/ui/task-time", "Task time", "/ui/task-time"),
         ("/ui/experiments", "Experiments", "/ui/experiments"),
-        ("/ui/experiments/new_tool", "Experiment new_tool", "/ui/experiments"),
+        ("/ui/experiments/segmentation_tool", "Experiment segmentation_tool", "/ui/experiments"),
     ],
 )
 def test_each_page_has_the_navigation_banner_and_range(client: TestClient, path: str, title: str, current: str) -> None:
@@ -120,6 +122,18 @@ def test_each_page_has_the_navigation_banner_and_range(client: TestClient, path:
     assert f'<a href="{current}" aria-current="page">' in response.text
     assert form_of(response.text)["from"] == ["2026-01-01T00:00"]
     assert isinstance(panels_of(response.text), list)
+
+
+def test_the_task_time_and_experiment_pages_list_their_owners_panels(client: TestClient) -> None:
+    state = {"input_id": "8d3c4f1e-0000-4000-8000-000000000001", "experiment": "segmentation_tool"}
+    response = client.get("/ui/task-time", params=state)
+    assert panels_of(response.text) == [panel.as_json() for panel in task_time_panels(state)]
+    assert form_of(response.text)["input_id"] == [state["input_id"]]
+    listed = client.get("/ui/experiments")
+    assert panels_of(listed.text) == [panel.as_json() for panel in experiment_list_panels()]
+    page = client.get("/ui/experiments/segmentation_tool")
+    assert [panel["id"] for panel in panels_of(page.text)][:2] == ["metrics", "lift-0"]
+    assert client.get("/ui/experiments/no_such_experiment").status_code == 404
 
 
 def test_the_pipeline_page_lists_its_panels_and_follows_now(client: TestClient) -> None:
