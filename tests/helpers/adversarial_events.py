@@ -71,6 +71,11 @@ JOURNEY_TYPES = (
 TOOLS = ("brush", "rectangle", "segmentation")
 INFERENCE_TYPES = ("deblurring", "inpainting")
 SOURCES = ("web", "ios", "")
+BROWSERS = (None, "Chrome", "Firefox")
+OPERATING_SYSTEMS = (None, "Linux", "iOS")
+DEVICE_TYPES = (None, "Other", "iPhone")
+# Upload sides on the size buckets' bounds: just under 1 MP, exactly 1 MP, just under and exactly 4 MP.
+IMAGE_SIDES = ((999, 1000), (1000, 1000), (1999, 2000), (2000, 2000))
 SHARED_USER = "u-shared"
 
 
@@ -109,6 +114,18 @@ def _type_fields(kind: EventType, draw: st.DrawFn) -> dict[str, Any]:
     if kind == EventType.SCORE_SUBMITTED:
         return {"score": draw(st.integers(1, 5))}
     return {}
+
+
+def _client_fields(draw: st.DrawFn, event: EnrichedEvent) -> dict[str, Any]:
+    """Browser, OS and device type (each possibly missing), and an upload's sides."""
+    fields: dict[str, Any] = {
+        "browser": draw(st.sampled_from(BROWSERS)),
+        "os": draw(st.sampled_from(OPERATING_SYSTEMS)),
+        "device": draw(st.sampled_from(DEVICE_TYPES)),
+    }
+    if event.event_type == EventType.IMAGE_UPLOADED:
+        fields["width"], fields["height"] = draw(st.sampled_from(IMAGE_SIDES))
+    return fields
 
 
 def _experiment_maps(arm: str) -> tuple[dict[str, str], ...]:
@@ -220,7 +237,11 @@ def datasets(draw: st.DrawFn, max_images: int = 6, max_devices: int = 3) -> Data
         first = draw(st.integers(0, batch_count - 1))
         for offset, event in enumerate([original, *resends]):
             batches[(first + offset) % batch_count].append(event)
-    return Dataset(batches=[batch for batch in batches if batch])
+    # Drawn last, so the draws above (and the datasets a derandomized search finds) stay as they were.
+    client = {original.event_id: _client_fields(draw, original) for original, _ in builder.events}
+    return Dataset(
+        batches=[[event.model_copy(update=client[event.event_id]) for event in batch] for batch in batches if batch]
+    )
 
 
 def load(warehouse: Warehouse, dataset: Dataset) -> None:
