@@ -46,6 +46,24 @@ class Breakdown(StrEnum):
     VARIANT = "variant"
     DAY = "day"
     SOURCE = "source"
+    BROWSER = "browser"
+    OS = "os"
+    DEVICE = "device"
+    SIZE = "size"
+
+
+# Image size buckets of an upload's width x height, lowest first: (name, pixels from, pixels to);
+# the same bounds as migration 0011's size_bucket (1 MP = 1_000_000 pixels).
+SIZE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("small", 0, 1_000_000),
+    ("medium", 1_000_000, 4_000_000),
+    ("large", 4_000_000, None),
+)
+
+
+def size_bucket(width: int, height: int) -> str:
+    pixels = width * height
+    return next(name for name, low, high in SIZE_BUCKETS if low <= pixels and (high is None or pixels < high))
 
 
 class FunnelMode(StrEnum):
@@ -75,6 +93,34 @@ def run(warehouse: WarehouseReads, name: str, parameters: dict[str, Any]) -> lis
 
 
 @dataclass(frozen=True, slots=True)
+class FunnelFilters:
+    """Event filters of a funnel, '' = any: an event that carries the dimension (non-NULL) must have
+    the value, an event without it passes; ``variant`` keeps only the devices that are clean units
+    of the request's experiment in that arm, from their first exposure on."""
+
+    tool: str = ""
+    inference_type: str = ""
+    variant: str = ""
+    source: str = ""
+    browser: str = ""
+    os: str = ""
+    device: str = ""
+    size: str = ""
+
+    def parameters(self) -> dict[str, str]:
+        return {
+            "filter_tool": self.tool,
+            "filter_inference_type": self.inference_type,
+            "filter_variant": self.variant,
+            "filter_source": self.source,
+            "filter_browser": self.browser,
+            "filter_os": self.os,
+            "filter_device": self.device,
+            "filter_size": self.size,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class FunnelRequest:
     start: datetime
     end: datetime
@@ -85,6 +131,7 @@ class FunnelRequest:
     breakdown: Breakdown = Breakdown.NONE
     experiment: str = ""
     exclude: str = ""
+    filters: FunnelFilters = FunnelFilters()
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.steps) <= MAX_STEPS:
@@ -101,6 +148,11 @@ class FunnelRequest:
             raise ValueError(
                 "experiment: required with breakdown=variant (the experiment key whose variants to compare)"
             )
+        if self.filters.variant and not self.experiment:
+            raise ValueError("experiment: required with a variant filter (the experiment key whose arm to keep)")
+        sizes = [name for name, _, _ in SIZE_BUCKETS]
+        if self.filters.size and self.filters.size not in sizes:
+            raise ValueError(f"size: unknown size bucket {self.filters.size!r}; expected one of {', '.join(sizes)}")
 
     @property
     def complete_at(self) -> datetime:
@@ -124,6 +176,8 @@ class FunnelRequest:
             "breakdown": str(self.breakdown),
             "experiment": self.experiment,
             "exclude": self.exclude,
+            "mode": str(self.mode),
+            **self.filters.parameters(),
         }
 
 

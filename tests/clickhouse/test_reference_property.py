@@ -12,6 +12,7 @@ derandomized, so CI sees the same examples every run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,12 +24,19 @@ from hypothesis import strategies as st
 
 from clickhouse import queries
 from clickhouse.backend import Warehouse
-from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
+from clickhouse.queries import SIZE_BUCKETS, Breakdown, FunnelFilters, FunnelMode, FunnelRequest, Unit
 from tests.helpers import reference
 from tests.helpers.adversarial_events import (
+    BROWSERS,
+    DEVICE_TYPES,
     EXPERIMENT,
     FROM,
+    INFERENCE_TYPES,
+    OPERATING_SYSTEMS,
+    SOURCES,
     TO,
+    TOOLS,
+    VARIANTS,
     WINDOW_S,
     Dataset,
     datasets,
@@ -81,6 +89,27 @@ def check(warehouse: Warehouse, dataset: Dataset, ask: Callable[[], T], expected
     assert after == expected
 
 
+# Per filter, the values the datasets hold and one they do not.
+FILTER_VALUES: dict[str, tuple[str, ...]] = {
+    "tool": (*TOOLS, "absent"),
+    "inference_type": (*INFERENCE_TYPES, "absent"),
+    "variant": (*VARIANTS, "absent"),
+    "source": (*(source for source in SOURCES if source), "absent"),
+    "browser": (*(value for value in BROWSERS if value), "absent"),
+    "os": (*(value for value in OPERATING_SYSTEMS if value), "absent"),
+    "device": (*(value for value in DEVICE_TYPES if value), "absent"),
+    "size": tuple(name for name, _, _ in SIZE_BUCKETS),
+}
+
+
+@st.composite
+def funnel_filters(draw: st.DrawFn) -> FunnelFilters:
+    """Half the time no filter; else one or two filters."""
+    chosen = draw(st.sampled_from((0, 0, 1, 2)))
+    dimensions = draw(st.lists(st.sampled_from(sorted(FILTER_VALUES)), min_size=chosen, max_size=chosen, unique=True))
+    return FunnelFilters(**{name: draw(st.sampled_from(FILTER_VALUES[name])) for name in dimensions})
+
+
 @st.composite
 def funnel_requests(draw: st.DrawFn, mode: FunnelMode) -> FunnelRequest:
     steps = draw(st.sampled_from(STEP_LISTS))
@@ -95,6 +124,7 @@ def funnel_requests(draw: st.DrawFn, mode: FunnelMode) -> FunnelRequest:
         breakdown=draw(st.sampled_from(list(Breakdown))),
         experiment=EXPERIMENT,
         exclude=exclude,
+        filters=draw(funnel_filters()),
     )
 
 
@@ -121,6 +151,7 @@ def expected_funnel(dataset: Dataset, request: FunnelRequest) -> dict[tuple[str,
         request.exclude,
         request.experiment,
         strict=request.mode is FunnelMode.STRICT,
+        filters=dataclasses.asdict(request.filters),
     )
     return {key: units for key, units in counts.items() if units}
 
@@ -179,6 +210,7 @@ def expected_time_to_convert(dataset: Dataset, request: FunnelRequest) -> dict[t
         request.exclude,
         str(request.breakdown),
         request.experiment,
+        filters=dataclasses.asdict(request.filters),
     )
     out = {}
     for (value, step), seconds in groups.items():

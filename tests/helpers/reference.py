@@ -12,7 +12,7 @@ the definitions page.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from fractions import Fraction
@@ -25,11 +25,21 @@ from funnelstream.contract import EnrichedEvent, EventType
 
 TASK_TIME_CAP_S = 3600
 NONE_VALUE = "(none)"
+# Image size buckets (docs: "Image size bucket"): an upload's width x height, 1 MP = 1_000_000 pixels.
+MEGAPIXEL = 1_000_000
 DAILY_STEPS = ("image_uploaded", "tool_selected", "inference_requested", "image_saved", "score_submitted")
 
 
 def _ms(value: datetime) -> int:
     return round(value.timestamp() * 1000)
+
+
+def size_bucket(width: int | None, height: int | None) -> str | None:
+    """small under 1 MP, medium from 1 MP to under 4 MP, large from 4 MP; None without both sides."""
+    if width is None or height is None:
+        return None
+    pixels = width * height
+    return "small" if pixels < MEGAPIXEL else "medium" if pixels < 4 * MEGAPIXEL else "large"
 
 
 def frame(events: Iterable[EnrichedEvent]) -> pd.DataFrame:
@@ -49,6 +59,10 @@ def frame(events: Iterable[EnrichedEvent]) -> pd.DataFrame:
                 "tool_name": event.tool_name,
                 "inference_type": event.inference_type,
                 "source": event.source,
+                "browser": event.browser,
+                "os": event.os,
+                "device": event.device,
+                "size": size_bucket(event.width, event.height),
                 "experiment_key": event.experiment_key,
                 "variant": event.variant,
                 "experiments": dict(event.experiments),
@@ -195,7 +209,7 @@ def unit_paths(
 
 
 def _smallest(values: Iterable[Any]) -> str:
-    present = sorted(str(value) for value in values if value is not None and str(value) != "")
+    present = sorted(str(value) for value in values if not pd.isna(value) and str(value) != "")
     return present[0] if present else NONE_VALUE
 
 
@@ -212,11 +226,12 @@ def breakdown_value(
     entry = path.rows[0]
     if breakdown == "day":
         return str(pd.Timestamp(path.times[0], unit="ms", tz="UTC").date())
-    if breakdown == "source":
-        return _smallest(entry.source)
+    if breakdown in ("source", "browser", "os", "device"):
+        return _smallest(entry[breakdown])
     column, kind = {
         "tool": ("tool_name", "tool_selected"),
         "inference_type": ("inference_type", "inference_requested"),
+        "size": ("size", "image_uploaded"),
     }[breakdown]
     if kind in steps:
         index = steps.index(kind)
@@ -237,6 +252,30 @@ def _device_of(df: pd.DataFrame, unit: str) -> dict[str, str]:
     return {str(row[0]): str(row[1]) for row in pairs.itertuples(index=False)}
 
 
+def filtered(
+    df: pd.DataFrame, filters: Mapping[str, str], experiment: str, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """The events a funnel's filters keep (docs: "Funnel filters"): an event that carries the
+    dimension (not None) must have the chosen value, an event without it passes; a variant keeps
+    only the events of devices that are clean units of the experiment in that arm, from their
+    first exposure on (units of the unfiltered events)."""
+    keep = pd.Series(True, index=df.index)
+    for dimension in ("tool", "inference_type", "source", "browser", "os", "device", "size"):
+        chosen = filters.get(dimension, "")
+        if chosen:
+            column = df["tool_name" if dimension == "tool" else dimension]
+            keep &= column.isna() | (column == chosen)
+    if filters.get("variant", ""):
+        units = experiment_units_frame(df, experiment, start, end)
+        arm = units.loc[~units.contaminated.astype(bool) & (units.variant == filters["variant"])]
+        first = dict(zip(arm.anonymous_id, arm.first_exposure_ms, strict=True))
+        keep &= pd.Series(
+            [device in first and ts >= first[device] for device, ts in zip(df.anonymous_id, df.ts, strict=True)],
+            index=df.index,
+        )
+    return df[keep].reset_index(drop=True)
+
+
 def funnel_units(
     events: Iterable[EnrichedEvent],
     steps: list[str],
@@ -248,15 +287,21 @@ def funnel_units(
     exclude: str = "",
     experiment: str = "",
     strict: bool = False,
+    filters: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[str, Path]]:
-    """unit -> (breakdown value, conversion path) for every unit the funnel counts."""
+    """unit -> (breakdown value, conversion path) for every unit the funnel counts. ``filters``:
+    dimension (tool, inference_type, variant, source, browser, os, device, size) -> value, '' = any."""
     df = frame(events)
+    if df.empty:
+        return {}
+    every = df
+    df = filtered(df, filters or {}, experiment, start, end)
     if df.empty:
         return {}
     entries_from: dict[str, int] | None = None
     arm_of_unit: dict[str, str] = {}
     if breakdown == "variant":
-        units = experiment_units_frame(df, experiment, start, end)
+        units = experiment_units_frame(every, experiment, start, end)
         clean = units.loc[~units.contaminated.astype(bool)]
         arm = dict(zip(clean.anonymous_id, clean.variant, strict=True))
         first = dict(zip(clean.anonymous_id, clean.first_exposure_ms, strict=True))
@@ -285,10 +330,11 @@ def funnel(
     exclude: str = "",
     experiment: str = "",
     strict: bool = False,
+    filters: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, int], int]:
     """(breakdown value, step) -> units with level >= step. Every step of a breakdown value that
     has an entered unit is present, zero included."""
-    units = funnel_units(events, steps, start, end, window_s, unit, breakdown, exclude, experiment, strict)
+    units = funnel_units(events, steps, start, end, window_s, unit, breakdown, exclude, experiment, strict, filters)
     result: dict[tuple[str, int], int] = {}
     for value, path in units.values():
         for step in range(1, len(steps) + 1):
@@ -317,11 +363,12 @@ def time_to_convert(
     exclude: str = "",
     breakdown: str = "none",
     experiment: str = "",
+    filters: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, int], dict[str, list[float]]]:
     """(breakdown value, step k >= 2) -> {"from_previous": t_k - t_{k-1}, "from_entry": t_k - t_1}
     in seconds, one value per unit with level >= k, along its conversion path: the units and
     breakdown values the funnel counts."""
-    units = funnel_units(events, steps, start, end, window_s, unit, breakdown, exclude, experiment)
+    units = funnel_units(events, steps, start, end, window_s, unit, breakdown, exclude, experiment, filters=filters)
     out: dict[tuple[str, int], dict[str, list[float]]] = {}
     for value, path in units.values():
         for k in range(2, path.level + 1):
