@@ -18,9 +18,11 @@ from rich.table import Table
 
 from clickhouse.experiments.analysis import ExperimentResults, MetricResult
 from clickhouse.experiments.monitor import alert_lines
-from clickhouse.experiments.results import Health, Progress, TimelinePoint
+from clickhouse.experiments.results import Health, Progress
 from clickhouse.experiments.stats import Comparison
 from clickhouse.workspace import charts
+from clickhouse.workspace.answers import Rows
+from clickhouse.workspace.experiment_routes import exposure_rows, lift_rows, metric_rows, srm_rows
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948")
 SIGNIFICANT_STYLE = "bold green"
@@ -406,64 +408,37 @@ def _lift_chart(results: ExperimentResults) -> str:
     """Relative lift of every metric with its deciding interval; the dotted line is 'no effect'.
     Only a significant comparison is a filled point, and its interval then excludes zero."""
     rows = [
-        {
-            "metric": metric.name,
-            "variant": c.variant,
-            "control": c.control,
-            "relative_lift": c.relative_lift,
-            "lift_ci_low": c.lift_ci_low,
-            "lift_ci_high": c.lift_ci_high,
-            "p_value": c.p_value,
-            "p_value_adjusted": c.p_value_adjusted,
-            "significant": c.significant,
-        }
-        for metric in _all_metrics(results)
-        for c in metric.comparisons
-        if c.relative_lift is not None and c.lift_ci_low is not None and c.lift_ci_high is not None
+        row
+        for row in metric_rows(results)
+        if row["relative_lift"] is not None and row["lift_ci_low"] is not None and row["lift_ci_high"] is not None
     ]
-    if not rows:
-        return ""
-    return charts.embed(charts.metric_intervals(rows), "experiment-lift")
+    return charts.embed(charts.metric_intervals(rows), "experiment-lift") if rows else ""
 
 
-def _timeline_chart(points: list[TimelinePoint], metric: str, title: str, x_title: str, div_id: str) -> str:
+def _timeline_chart(rows: Rows, title: str, x_title: str, div_id: str) -> str:
     """The lift per day with its interval as a band; the dotted line is zero (no effect). A point is
     filled only when significant on that day."""
-    rows = [
-        {
-            "metric": metric,
-            "variant": p.variant,
-            "day": p.day,
-            "date": p.date,
-            "relative_lift": p.relative_lift,
-            "lift_ci_low": p.lift_ci_low,
-            "lift_ci_high": p.lift_ci_high,
-            "significant": p.significant,
-            "p_value": p.p_value,
-        }
-        for p in points
-        if p.relative_lift is not None
-    ]
-    if not rows:
-        return ""
-    return charts.embed(charts.lift_timeline(rows, x_title=x_title, title=title), div_id)
+    drawn = [row for row in rows if row["relative_lift"] is not None]
+    return charts.embed(charts.lift_timeline(drawn, x_title=x_title, title=title), div_id) if drawn else ""
 
 
 def _timeline_html(results: ExperimentResults) -> str:
     pairs = []
     for index, timeline in enumerate(results.timeline):
-        for variant in results.variants[1:]:
-            cumulative = [p for p in timeline.cumulative if p.variant == variant]
-            by_day = [p for p in timeline.by_exposure_day if p.variant == variant]
+        cumulative = lift_rows(results, timeline.metric, "cumulative")
+        by_day = lift_rows(results, timeline.metric, "exposure_day")
+        for position, variant in enumerate(results.variants[1:], start=1):
             name = f"{timeline.metric} ({variant} vs {results.control})"
-            div_id = f"lift-{index}-{results.variants.index(variant)}"
+            div_id = f"lift-{index}-{position}"
             pair = (
                 _timeline_chart(
-                    cumulative, timeline.metric, f"cumulative lift of {name}", "date", f"{div_id}-cumulative"
+                    [row for row in cumulative if row["variant"] == variant],
+                    f"cumulative lift of {name}",
+                    "date",
+                    f"{div_id}-cumulative",
                 ),
                 _timeline_chart(
-                    by_day,
-                    timeline.metric,
+                    [row for row in by_day if row["variant"] == variant],
                     f"lift by day of exposure of {name}",
                     "days since first exposure",
                     f"{div_id}-by-day",
@@ -533,30 +508,11 @@ def _health_html(results: ExperimentResults) -> str:
         ]
         classes = ["harmed" if d.alert else "" for d in health.dimensions]
         headers = ["dimension", "value", *(f"{v} units (share)" for v in variants), "chi-square", "p", "check"]
-        srm_rows = [
-            {
-                "dimension": d.dimension,
-                "value": d.value,
-                "variant": v,
-                "units": d.units.get(v, 0),
-                "share": d.shares.get(v),
-                "expected_share": d.expected_shares.get(v),
-                "p_value": d.p_value,
-                "alert": d.alert,
-            }
-            for d in health.dimensions
-            for v in variants
-        ]
-        chart = charts.embed(charts.srm_by_dimension(srm_rows), "experiment-srm")
+        chart = charts.embed(charts.srm_by_dimension(srm_rows(results)), "experiment-srm")
         parts.append("<h3>Sample ratio per dimension value</h3>" + chart + _table_html(headers, rows, classes))
     if health.exposures_per_day:
         rows = [[str(day.date), *(f"{day.units.get(v, 0):,}" for v in variants)] for day in health.exposures_per_day]
-        exposure_rows = [
-            {"date": day.date, "variant": v, "units": day.units.get(v, 0)}
-            for day in health.exposures_per_day
-            for v in variants
-        ]
-        chart = charts.embed(charts.exposures_by_day(exposure_rows), "experiment-exposures")
+        chart = charts.embed(charts.exposures_by_day(exposure_rows(results)), "experiment-exposures")
         parts.append("<h3>Units first exposed per day</h3>" + chart + _table_html(["date", *variants], rows))
     if health.contaminated_by_reason or health.contaminated_units:
         reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(health.contaminated_by_reason.items())) or "none"
