@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from scipy.stats import fisher_exact
@@ -20,6 +23,7 @@ from scipy.stats import fisher_exact
 from clickhouse import funnel_analysis
 from clickhouse.backend import Warehouse
 from clickhouse.queries import Breakdown, FunnelFilters, FunnelMode, FunnelRequest, Unit
+from clickhouse.workspace import funnel_routes
 from funnelstream.contract import EventType
 from ops.journeys import JourneySpec, collector_payloads, enriched, journeys
 from tests.helpers import reference_dropoff
@@ -245,3 +249,79 @@ def test_statistics_are_smoothed_odds_fisher_and_benjamini_hochberg() -> None:
     # BH at 5 % over three: a (p ~ 1e-5) passes 0.05/3; c (p ~ 0.06) fails 0.1 and 0.05; b fails.
     assert [row["significant"] for row in out] == [False, True, False]
     assert funnel_analysis.correlation_statistics([]) == []
+
+
+@pytest.fixture
+def client(warehouse: Warehouse) -> Iterator[TestClient]:
+    """The drop-off routes on a bare app whose analyst reader is the test warehouse."""
+    app = FastAPI()
+    app.include_router(funnel_routes.router)
+    app.state.warehouse = SimpleNamespace(reader=warehouse)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+RANGE = {"from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"}
+ROUTES = (
+    "/v1/funnel/over-time",
+    "/v1/funnel/time-to-convert/histogram",
+    "/v1/funnel/dropped",
+    "/v1/funnel/paths-after-dropoff",
+    "/v1/funnel/correlation",
+)
+HOSTILE = (
+    ("/v1/funnel/dropped", "step", "1"),
+    ("/v1/funnel/dropped", "step", "6"),
+    ("/v1/funnel/correlation", "step", "2; DROP TABLE events"),
+    ("/v1/funnel/paths-after-dropoff", "depth", "0"),
+    ("/v1/funnel/paths-after-dropoff", "depth", "6"),
+    ("/v1/funnel/paths-after-dropoff", "limit", "0"),
+    ("/v1/funnel/dropped", "limit", "100001"),
+    ("/v1/funnel/correlation", "min_count", "-1"),
+    ("/v1/funnel/over-time", "interval", "week"),
+    ("/v1/funnel/over-time", "format", "xml"),
+    ("/v1/funnel/time-to-convert/histogram", "chart", "perhaps"),
+)
+
+
+@pytest.mark.parametrize(("route", "name", "value"), HOSTILE)
+def test_a_hostile_parameter_is_a_422_naming_it(client: TestClient, route: str, name: str, value: str) -> None:
+    response = client.get(route, params={**RANGE, name: value})
+    assert response.status_code == 422, response.text
+    assert name in response.text
+
+
+def test_a_step_beyond_the_funnel_is_a_422_naming_it(client: TestClient) -> None:
+    response = client.get(
+        "/v1/funnel/correlation", params={**RANGE, "steps": "image_uploaded,tool_selected", "step": 3}
+    )
+    assert response.status_code == 422, response.text
+    assert "step" in response.text
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_each_route_answers_rows_sql_figure_and_the_same_csv(client: TestClient, route: str) -> None:
+    empty_tables(client.app.state.warehouse.reader)  # type: ignore[attr-defined]
+    at = datetime(2026, 11, 21, 10, tzinfo=UTC)
+    image = "00000000-0000-0000-0000-000000000007"
+    load_events(
+        client.app.state.warehouse.reader,  # type: ignore[attr-defined]
+        [
+            event_at(EventType.IMAGE_UPLOADED, at, "d1", input_id=image, width=800, height=600),
+            event_at(
+                EventType.TOOL_SELECTED, at + timedelta(seconds=3), "d1", input_id=image, tool_id=2, tool_name="brush"
+            ),
+            event_at(EventType.SEGMENTS_PROPOSED, at + timedelta(seconds=4), "d1", input_id=image),
+        ],
+    )
+    params = {**RANGE, "steps": "image_uploaded,tool_selected,inference_requested", "step": 3, "min_count": 0}
+    answer = client.get(route, params={**params, "chart": 1})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["rows"] and body["row_count"] == len(body["rows"])
+    assert "FROM funnel_units(" in body["sql"] and "{" not in body["sql"].split("FROM funnel_units(")[1][:40]
+    assert ("figure" in body) is (route != "/v1/funnel/dropped")
+    csv_answer = client.get(route, params={**params, "format": "csv"})
+    assert csv_answer.status_code == 200
+    assert csv_answer.text.splitlines()[0].split(",") == list(body["rows"][0])
+    assert len(csv_answer.text.splitlines()) == 1 + len(body["rows"])
