@@ -14,7 +14,7 @@ FROM
     (
         SELECT
             dropped.unit AS unit,
-            arraySlice(arrayMap(e -> e.2, arraySort(groupArrayIf(
+            arraySlice(arrayMap(e -> toString(e.2), arraySort(groupArrayIf(
                 (later.ts, later.event_type), later.ts > dropped.last_at AND later.ts <= dropped.until))),
                 1, {depth:UInt8}) AS next
         FROM
@@ -24,7 +24,7 @@ FROM
                     + if({unit:String} = 'session_id', cityHash64(session_id), 0)
                     + if({unit:String} NOT IN ('input_id', 'session_id'), cityHash64(anonymous_id), 0) AS unit,
                 toUInt64(toUnixTimestamp64Milli(event_ts)) AS ts,
-                toString(event_type) AS event_type
+                event_type
             FROM events FINAL
             WHERE event_ts >= {from:DateTime64(3, 'UTC')}
               AND event_ts < {to:DateTime64(3, 'UTC')} + toIntervalSecond({window_s:UInt64})
