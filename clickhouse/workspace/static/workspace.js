@@ -10,7 +10,7 @@
   const LIVE_REFRESH_MS = 5000;
   const LIVE_SPAN_MS = 3600 * 1000;
   const AS_OF_REFRESH_MS = 30000;
-  const MAX_TABLE_ROWS = 500;
+  const MAX_TABLE_ROWS = 10000;
   const ANSWER_ONLY = new Set(["chart", "format"]);
   // The warehouse runs few analyst queries at once (FS_SQL__MAX_CONCURRENT) and answers 429 beyond:
   // a page asks a few at a time, and waits and asks again when told to.
