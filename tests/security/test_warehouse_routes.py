@@ -75,7 +75,7 @@ def observer(engine: Warehouse) -> Iterator[Callable[[], int]]:
 
     def running() -> int:
         query = (
-            "SELECT count() FROM system.processes WHERE query LIKE '%windowFunnel%' "
+            "SELECT count() FROM system.processes WHERE query LIKE '%funnel_units(%' "
             "AND query NOT LIKE '%system.processes%'"
         )
         return int(session.check(query)[0])
