@@ -45,7 +45,8 @@ def panels(page: Any) -> list[dict[str, str]]:
 
 
 def wait_drawn(page: Any, timeout_ms: int = DRAWN_TIMEOUT_MS) -> list[dict[str, str]]:
-    """Until every panel is drawn (its marker, and a Plotly chart with its svg); returns the panels.
+    """Until every panel is drawn (its marker, and a Plotly chart with its svg unless its answer has no
+    figure: a table alone); returns the panels.
 
     A panel that could not draw fails at once, with what it says."""
     shown = panels(page)
@@ -56,7 +57,7 @@ def wait_drawn(page: Any, timeout_ms: int = DRAWN_TIMEOUT_MS) -> list[dict[str, 
     states: list[dict[str, Any]] = page.evaluate(
         """() => [...document.querySelectorAll('[data-panel]')].map((p) => ({
                id: p.dataset.panel, state: p.dataset.state, status: p.querySelector('.status').textContent,
-               chart: p.querySelector('.js-plotly-plot svg') !== null}))"""
+               chart: p.querySelector('.js-plotly-plot svg') !== null || p.querySelector('.figure').hidden}))"""
     )
     broken = [s for s in states if s["state"] != "drawn" or not s["chart"]]
     assert not broken, f"{page.url}: panels not drawn: {broken}"

@@ -62,7 +62,7 @@ PAGES = {
     "pipeline": "/ui/pipeline",
 }
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d")
-TABLE_ROWS = 500
+TABLE_ROWS = 10_000
 """A panel's table shows at most this many of its answer's rows."""
 SAVE_STEP = 4
 """image_saved among the default steps (upload, tool, inference, save, score)."""
@@ -159,7 +159,10 @@ def test_a_page_shows_the_api_s_numbers(page: Any, workspace: Workspace, name: s
         where = f"{name}/{panel['id']}"
         table = panel_table(page, panel["id"])
         # What the page drew is its route's answer, to the digit ...
-        _assert_table_is(table, _drawn_answer(fetched, panel["route"])["rows"], where)
+        drawn = _drawn_answer(fetched, panel["route"])
+        _assert_table_is(table, drawn["rows"], where)
+        if drawn.get("figure"):
+            assert page.locator(f"[data-panel='{panel['id']}'] .js-plotly-plot svg").count(), where
         # ... and the API asked again for the same state answers the same; the pipeline page looks
         # back from now, so there only what names its rows (stages, sources, checks) must stay.
         answer = _answer(workspace, panel["route"], page.url).json()
@@ -265,6 +268,8 @@ def _same(cell: str, value: Any) -> bool:
         decimals = len(text.partition(".")[2]) if "e" not in text.lower() else 15
         shown, number = float(text), float(value) * (100 if share else 1)
         return bool(abs(shown - number) <= 0.5 * 10.0**-decimals + 1e-9 * abs(number))
+    if cell in ("true", "false"):
+        return str(value).lower() == cell  # a CSV spells a boolean as Python does
     return _plain_time(cell) == _plain_time(str(value)) or cell == str(value)
 
 
