@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from clickhouse import queries
 from clickhouse.access import ReadKeyGate
 from clickhouse.analyst import AnalystPool, AnalystReader, AnalystResult
-from clickhouse.backend import AnalystEngine, AnalystLimits, Warehouse, WarehouseReads, open_warehouse
+from clickhouse.backend import AnalystEngine, AnalystLimits, Warehouse, open_warehouse
 from clickhouse.errors import (
     AnalystBusy,
     LimitExceeded,
@@ -46,10 +46,11 @@ from clickhouse.experiments.service import analysis_config, plan_warehouse
 from clickhouse.experiments.warehouse import analyze_warehouse
 from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
-from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest, Unit
+from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest
 from clickhouse.settings import WarehouseSettings
-from clickhouse.workspace import charts, experiment_routes, pages, pipeline, task_time_routes
+from clickhouse.workspace import charts, experiment_routes, funnel_routes, pages, pipeline, task_time_routes
 from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
+from clickhouse.workspace.params import FunnelParams
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
 
@@ -256,49 +257,16 @@ def create_app(
                 return JSONResponse({**body, "status": "loader_failed"}, status_code=503)
         return JSONResponse(body)
 
-    def funnel_request(
-        engine: WarehouseReads,
-        start: datetime | None,
-        end: datetime | None,
-        steps: str | None,
-        window: int,
-        unit: Unit,
-        mode: FunnelMode,
-        breakdown: Breakdown,
-        experiment: str,
-        exclude: str,
-    ) -> FunnelRequest:
-        first, last = _default_range(start, end)
-        chosen = tuple(s.strip() for s in steps.split(",") if s.strip()) if steps else queries.DEFAULT_STEPS
-        if breakdown is Breakdown.VARIANT and not experiment:
-            top = queries.run(engine, "top_experiment", {"from": first, "to": last})
-            experiment = str(top[0]["experiment_key"]) if top else ""
-        try:
-            return FunnelRequest(
-                start=first, end=last, steps=chosen, window_s=window, unit=unit, mode=mode,
-                breakdown=breakdown, experiment=experiment, exclude=exclude,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
-
     @app.get("/v1/funnel")
     def funnel(
         request: Request,
-        start: FromQuery = None,
-        end: ToQuery = None,
-        steps: Annotated[str | None, Query(description="comma-separated event types, 1 to 5")] = None,
-        window: Annotated[int, Query(gt=0, description="seconds")] = 3600,
-        unit: Unit = Unit.IMAGE,
-        mode: FunnelMode = FunnelMode.ORDERED,
-        breakdown: Breakdown = Breakdown.NONE,
-        experiment: str = "",
-        exclude: str = "",
+        params: Annotated[FunnelParams, Depends()],
         format: OutputFormat = "json",
         chart: bool = False,
     ) -> Response:
         started = time.perf_counter()
         engine = state_of(request).reader
-        funnel_spec = funnel_request(engine, start, end, steps, window, unit, mode, breakdown, experiment, exclude)
+        funnel_spec = params.funnel_request(engine)
         name = funnel_spec.query_name()
         result = answer(engine, name, funnel_spec.parameters(), query=name, **_completeness(funnel_spec))
         return respond_answer(result, format, started, charts.funnel_steps, chart=chart)
@@ -306,22 +274,14 @@ def create_app(
     @app.get("/v1/time-to-convert")
     def time_to_convert(
         request: Request,
-        start: FromQuery = None,
-        end: ToQuery = None,
-        steps: str | None = None,
-        window: Annotated[int, Query(gt=0)] = 3600,
-        unit: Unit = Unit.IMAGE,
-        breakdown: Breakdown = Breakdown.NONE,
-        experiment: str = "",
-        exclude: str = "",
+        params: Annotated[FunnelParams, Depends()],
         format: OutputFormat = "json",
         chart: bool = False,
     ) -> Response:
         started = time.perf_counter()
         engine = state_of(request).reader
-        spec = funnel_request(
-            engine, start, end, steps, window, unit, FunnelMode.ORDERED, breakdown, experiment, exclude
-        )
+        # Time to convert follows the ordered conversion path, whatever mode the page's funnel has.
+        spec = params.funnel_request(engine, mode=FunnelMode.ORDERED)
         result = answer(engine, "time_to_convert", spec.parameters(), **_completeness(spec))
         return respond_answer(result, format, started, _time_to_convert_chart, chart=chart)
 
@@ -408,6 +368,7 @@ def create_app(
     app.include_router(_experiment_results_router(app))
     # After the results router: the experiment panels read the definitions and results it sets on app.state.
     app.include_router(experiment_routes.router)
+    app.include_router(funnel_routes.router)
     app.include_router(task_time_routes.router)
     app.include_router(pipeline.router)
     app.include_router(pages.router)
