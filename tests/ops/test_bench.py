@@ -84,7 +84,7 @@ def test_the_experiments_benchmark_reports_both_sizes_beside_their_ceiling() -> 
 def test_the_workspace_benchmark_times_every_served_panel_route_beside_the_funnel() -> None:
     figures = workspace.main(["--events", "3000", "--repeats", "3"])
     assert figures["funnel_ms"] > 0 and figures["rows"]["funnel_ms"] == 5
-    assert figures["dataset_events"] >= 3000
+    assert figures["dataset_events"] >= 3000 and figures["errors"] == {}
     timed = [figure for figure in workspace.ROUTES if figure not in figures["missing"]]
     assert timed[0] == "funnel_ms"
     for figure in timed[1:]:
