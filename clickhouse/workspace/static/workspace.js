@@ -89,9 +89,18 @@
 
   const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  // A GET is safe to send again: after a 429, and after a network failure (a keep-alive connection
+  // the server closed just as the browser reused it fails the fetch without an answer).
   async function fetchWhenFree(url) {
     for (let attempt = 1; ; attempt += 1) {
-      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      let response;
+      try {
+        response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      } catch (error) {
+        if (attempt >= BUSY_TRIES) throw error;
+        await pause(250 * attempt);
+        continue;
+      }
       if (response.status !== 429 || attempt >= BUSY_TRIES) return response;
       const told = Number(response.headers.get("Retry-After")) * 1000;
       await pause(Math.min(told > 0 ? told : 500 * attempt, BUSY_WAIT_MAX_MS) + Math.random() * 250);
