@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -12,7 +14,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from clickhouse.api import create_app
+from clickhouse.backend import Warehouse
 from clickhouse.cli import warehouse_app
+from clickhouse.loader import Message, decode_events
 from clickhouse.settings import DEV_READ_KEY, WarehouseSettings
 from clickhouse.workspace import views
 from clickhouse.workspace.experiment_routes import experiment_list_panels
@@ -23,6 +27,8 @@ from clickhouse.workspace.task_time_routes import task_time_panels
 from funnelstream.errors import FieldError
 from funnelstream.experiments.definitions import Definitions, Experiment, Status, Variant
 from funnelstream.experiments.errors import DefinitionError
+from ops.journeys import clickstream
+from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 KEY = {"Authorization": f"Bearer {DEV_READ_KEY}"}
 
@@ -201,3 +207,35 @@ def test_the_experiments_page_says_when_the_definitions_cannot_be_read() -> None
     assert (
         response.status_code == 200 and "cannot be read" in response.text and "No experiments defined" in response.text
     )
+
+
+@pytest.fixture(scope="module")
+def loaded(shared_chdb_path: Path) -> Iterator[tuple[TestClient, Warehouse]]:
+    warehouse, config = open_test_warehouse("chdb", shared_chdb_path)
+    data = clickstream(images=120, devices=30, seed=3)
+    messages = [Message("e", 0, i, None, e.model_dump_json().encode()) for i, e in enumerate(data.deliveries)]
+    warehouse.insert_arrow("events", decode_events(messages)[0])
+    settings = WarehouseSettings(clickhouse=config)
+    with TestClient(create_app(settings, warehouse=warehouse, run_loader=False), headers=settings.read_headers) as c:
+        yield c, warehouse
+    drop_and_close(warehouse)
+
+
+def test_every_funnel_panel_answers_its_rows_with_the_sql_that_ran_and_a_figure(
+    loaded: tuple[TestClient, Warehouse],
+) -> None:
+    client, warehouse = loaded
+    state = {"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z", "step": "4", "min_count": "1"}
+    page = client.get("/ui/funnel", params=state)
+    for panel in panels_of(page.text):
+        answer = client.get(panel["route"], params={**state, "chart": "1"})
+        assert answer.status_code == 200, (panel, answer.text)
+        body = answer.json()
+        assert body["rows"], panel
+        assert body["sql"] and ("figure" in body or panel["id"] == "dropped"), panel
+        if panel["id"] in ("steps", "time-to-convert"):
+            # The SQL shown runs as is and gives the very rows the panel draws.
+            assert warehouse.query_rows(body["sql"]) == client.get(panel["route"], params=state).json()["rows"]
+        csv = client.get(panel["route"], params={**state, "format": "csv"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert len(csv.text.strip().splitlines()) == len(body["rows"]) + 1, panel
