@@ -134,14 +134,28 @@ def send(ingest_url: str, events: Iterable[dict[str, Any]], timeout_s: float = 6
     return accepted
 
 
-def sql(warehouse_url: str, read_key: str, statement: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    response = httpx.post(
-        f"{warehouse_url}/v1/sql",
-        json={"sql": statement, "parameters": parameters},
-        headers=read_key_headers(read_key),
-        timeout=30,
-    )
+def busy_retried(request: Callable[[], httpx.Response], tries: int = 20) -> httpx.Response:
+    """``request``'s answer, asked again while the warehouse runs as many analyst queries as it allows (429)."""
+    for _ in range(tries - 1):
+        response = request()
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.headers.get("Retry-After", 1)))
+    else:
+        response = request()
     response.raise_for_status()
+    return response
+
+
+def sql(warehouse_url: str, read_key: str, statement: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    response = busy_retried(
+        lambda: httpx.post(
+            f"{warehouse_url}/v1/sql",
+            json={"sql": statement, "parameters": parameters},
+            headers=read_key_headers(read_key),
+            timeout=30,
+        )
+    )
     return list(response.json()["rows"])
 
 

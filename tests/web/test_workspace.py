@@ -38,6 +38,7 @@ from tests.helpers.workspace_browser import (
 )
 from tests.helpers.workspace_data import (
     PLANTED_TOOL,
+    busy_retried,
     heartbeats,
     planted_events,
     send,
@@ -52,10 +53,12 @@ SCREENSHOTS = (
     if os.environ.get("FS_UPDATE_SCREENSHOTS")
     else Path(tempfile.gettempdir()) / "funnelstream-screenshots"
 )
-INGEST, WAREHOUSE, INFERENCE, STREAM_WEB = 8030, 8130, 8230, 6096
+INGEST, WAREHOUSE, INFERENCE, STREAM_WEB = 18_630, 18_631, 18_632, 18_633
 EXPERIMENT = "segmentation_tool"
+SAVE_STEP = 4
+"""image_saved among the default steps (upload, tool, inference, save, score)."""
 PAGES = {
-    "funnel": "/ui/funnel",
+    "funnel": f"/ui/funnel?step={SAVE_STEP}",
     "task-time": "/ui/task-time",
     "experiments": "/ui/experiments",
     "experiment": f"/ui/experiments/{EXPERIMENT}",
@@ -64,8 +67,6 @@ PAGES = {
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d")
 TABLE_ROWS = 10_000
 """A panel's table shows at most this many of its answer's rows."""
-SAVE_STEP = 4
-"""image_saved among the default steps (upload, tool, inference, save, score)."""
 
 pytestmark = [
     pytest.mark.integration,
@@ -82,11 +83,8 @@ class Workspace:
     prefix: str
 
     def api(self, route: str, params: Any = None) -> httpx.Response:
-        response = httpx.get(
-            f"{self.warehouse}{route}", params=params, headers=read_key_headers(self.read_key), timeout=60
-        )
-        response.raise_for_status()
-        return response
+        headers = read_key_headers(self.read_key)
+        return busy_retried(lambda: httpx.get(f"{self.warehouse}{route}", params=params, headers=headers, timeout=60))
 
 
 @pytest.fixture(scope="module")
