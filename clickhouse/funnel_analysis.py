@@ -66,20 +66,29 @@ def paths_after_dropoff(reader: WarehouseReads, request: FunnelRequest, step: in
 def correlation(reader: WarehouseReads, request: FunnelRequest, step: int, min_count: int) -> Answer:
     """Per property of the units that reached ``step - 1``: its counts, odds ratio of converting,
     p-value and significance mark, the strongest first."""
-    check_step(request, step)
-    counted = answer(reader, "funnel_correlation", _parameters(request, step=step, min_count=min_count))
+    counted = correlation_counts(reader, request, step, min_count)
     return Answer(correlation_statistics(counted.rows), counted.sql, _completeness(request))
+
+
+def correlation_counts(reader: WarehouseReads, request: FunnelRequest, step: int, min_count: int) -> Answer:
+    """The counts of ``funnel_correlation.sql`` per property, every property included."""
+    check_step(request, step)
+    return answer(reader, "funnel_correlation", _parameters(request, step=step, min_count=min_count))
 
 
 def correlation_statistics(rows: Rows, level: float = SIGNIFICANCE_LEVEL) -> Rows:
     """Rows with ``converted, dropped, converted_without, dropped_without`` gain ``odds_ratio``
     (odds of converting with the property over without, each count + 1), ``p_value`` (two-sided
     Fisher exact test of the 2x2 table) and ``significant`` (Benjamini-Hochberg at ``level`` over
-    these rows); sorted by |log odds ratio|, largest first, then property and value."""
+    these rows); sorted by |log odds ratio|, largest first, then property and value. A property that
+    every unit has, or none has, says nothing about converting and is left out: smoothing would
+    otherwise give it an odds ratio far from 1 and put it at the top."""
     out = []
     for row in rows:
         converted, dropped = int(row["converted"]), int(row["dropped"])
         converted_without, dropped_without = int(row["converted_without"]), int(row["dropped_without"])
+        if converted + dropped == 0 or converted_without + dropped_without == 0:
+            continue
         odds_ratio = ((converted + SMOOTHING) / (dropped + SMOOTHING)) / (
             (converted_without + SMOOTHING) / (dropped_without + SMOOTHING)
         )

@@ -91,7 +91,7 @@ def answers(warehouse: Warehouse, request: FunnelRequest, step: int) -> dict[str
     histogram = funnel_analysis.ttc_histogram(warehouse, request).rows
     dropped = funnel_analysis.dropped_units(warehouse, request, step, 100_000).rows
     paths = funnel_analysis.paths_after_dropoff(warehouse, request, step, 2, 100_000).rows
-    counts = funnel_analysis.correlation(warehouse, request, step, 0).rows
+    counts = funnel_analysis.correlation_counts(warehouse, request, step, 0).rows
     for row in histogram:
         assert (row["bin_start_s"], row["bin_end_s"]) == (
             (0 if row["bin"] == 0 else 2 ** (row["bin"] - 1)),
@@ -236,6 +236,15 @@ def test_statistics_are_smoothed_odds_fisher_and_benjamini_hochberg() -> None:
             "dropped_without": 69,
         },
         {"property": "os", "value": "c", "converted": 0, "dropped": 5, "converted_without": 100, "dropped_without": 95},
+        # Every unit has it: nothing to compare with, whatever smoothing would make of it.
+        {
+            "property": "source",
+            "value": "web",
+            "converted": 100,
+            "dropped": 100,
+            "converted_without": 0,
+            "dropped_without": 0,
+        },
     ]
     out = funnel_analysis.correlation_statistics(rows)
     by_value = {row["value"]: row for row in out}
@@ -244,6 +253,7 @@ def test_statistics_are_smoothed_odds_fisher_and_benjamini_hochberg() -> None:
     for row in out:
         table = [[row["converted"], row["dropped"]], [row["converted_without"], row["dropped_without"]]]
         assert row["p_value"] == pytest.approx(fisher_exact(table).pvalue)
+    assert "web" not in by_value
     # Sorted by |log odds ratio|: c (1/6.3) before a (1/5.6), b last.
     assert [row["value"] for row in out] == ["c", "a", "b"]
     # BH at 5 % over three: a (p ~ 1e-5) passes 0.05/3; c (p ~ 0.06) fails 0.1 and 0.05; b fails.
@@ -304,6 +314,7 @@ def test_each_route_answers_rows_sql_figure_and_the_same_csv(client: TestClient,
     empty_tables(client.app.state.warehouse.reader)  # type: ignore[attr-defined]
     at = datetime(2026, 11, 21, 10, tzinfo=UTC)
     image = "00000000-0000-0000-0000-000000000007"
+    other = "00000000-0000-0000-0000-000000000008"
     load_events(
         client.app.state.warehouse.reader,  # type: ignore[attr-defined]
         [
@@ -312,6 +323,17 @@ def test_each_route_answers_rows_sql_figure_and_the_same_csv(client: TestClient,
                 EventType.TOOL_SELECTED, at + timedelta(seconds=3), "d1", input_id=image, tool_id=2, tool_name="brush"
             ),
             event_at(EventType.SEGMENTS_PROPOSED, at + timedelta(seconds=4), "d1", input_id=image),
+            # A second image, so that some property is not on every unit (the correlation has rows).
+            event_at(EventType.IMAGE_UPLOADED, at, "d2", input_id=other, width=800, height=600),
+            event_at(
+                EventType.TOOL_SELECTED,
+                at + timedelta(seconds=2),
+                "d2",
+                input_id=other,
+                tool_id=1,
+                tool_name="rectangle",
+            ),
+            event_at(EventType.INFERENCE_REQUESTED, at + timedelta(seconds=5), "d2", input_id=other),
         ],
     )
     params = {**RANGE, "steps": "image_uploaded,tool_selected,inference_requested", "step": 3, "min_count": 0}
