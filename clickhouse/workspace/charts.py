@@ -522,24 +522,30 @@ def ttc_histogram(rows: Rows, percentiles: Rows | None = None) -> Figure:
     indexes = [int(row["bin"]) for row in rows]
     bins = [_log2_bin(index) for index in range(min(indexes), max(indexes) + 1)]
     labels = [_bin_label(start, end) for start, end in bins]
-    traces = []
     steps = _grouped(rows, _step_label)
-    for index, (name, group) in enumerate(steps.items()):
-        units = {int(row["bin"]): row["units"] for row in group}
-        counts = [units.get(bin_index, 0) for bin_index in range(min(indexes), max(indexes) + 1)]
-        traces.append(bar_trace(name, labels, counts, index=index))
+    # The percentiles are named in the legend, beside their step: labels on the lines overlap.
+    legend = {name: name for name in steps}
     shapes = []
     for row in _first_per_step(rows if percentiles is None else percentiles):
         name = _step_label(row)
         index = list(steps).index(name) if name in steps else 0
+        named = []
         for key, dash in (("p50_s", "dot"), ("p90_s", "dash")):
             seconds = number(row.get(key))
             position = None if seconds is None else _bin_position(seconds, bins)
             if seconds is None or position is None:
                 continue
-            shape = reference_line(position, label=f"{key[:3].upper()} {name}: {_seconds(seconds)}", dash=dash)
+            named.append(f"{key[:3].upper()} {_seconds(seconds)}")
+            shape = reference_line(position, dash=dash)
             shape["line"]["color"] = color(index)
             shapes.append(shape)
+        if named and name in legend:
+            legend[name] = f"{name} ({', '.join(named)}; P50 dotted, P90 dashed)"
+    traces = []
+    for index, (name, group) in enumerate(steps.items()):
+        units = {int(row["bin"]): row["units"] for row in group}
+        counts = [units.get(bin_index, 0) for bin_index in range(min(indexes), max(indexes) + 1)]
+        traces.append(bar_trace(legend[name], labels, counts, index=index))
     chart_layout = layout(title, x_title="time from the previous step", y_title="units", x_type="category")
     chart_layout.update(barmode="group", shapes=shapes)
     return figure(traces, chart_layout)
