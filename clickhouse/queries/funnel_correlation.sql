@@ -11,9 +11,7 @@
 -- The statistics (odds ratio, p-value, significance) are computed from these counts in Python.
 -- Events are read once (FINAL) and probed against the units; the unit key is the view's.
 WITH
-    [{step1:String}, {step2:String}, {step3:String}, {step4:String}, {step5:String}] AS steps,
-    -- The unit's observation span: from its entry, to its step-{step} time or past its window.
-    seen.ts >= reached.entered_at AND seen.ts < reached.until AS in_span
+    [{step1:String}, {step2:String}, {step3:String}, {step4:String}, {step5:String}] AS steps
 SELECT
     kind,
     property,
@@ -25,41 +23,45 @@ SELECT
 FROM
 (
     SELECT
-        property_of.1 AS kind,
-        property_of.2 AS property,
-        property_of.3 AS value,
-        countIf(is_converted) AS converted,
-        countIf(NOT is_converted) AS dropped,
-        any(total_converted) AS all_converted,
-        any(total_dropped) AS all_dropped
+        kind,
+        property,
+        value,
+        converted,
+        dropped,
+        -- The row of kind '' counts every unit at the step: each joined row carries it.
+        anyIf(converted, kind = '') OVER () AS all_converted,
+        anyIf(dropped, kind = '') OVER () AS all_dropped
     FROM
     (
+        -- Distinct units per property, not distinct properties per unit: one set of unit keys per
+        -- property holds far less than a set of values per unit, so a month of events fits the
+        -- analyst sessions' memory limit.
         SELECT
-            properties,
-            is_converted,
-            countIf(is_converted) OVER () AS total_converted,
-            countIf(NOT is_converted) OVER () AS total_dropped
+            property_of.1 AS kind,
+            property_of.2 AS property,
+            property_of.3 AS value,
+            uniqExactIf(unit, is_converted) AS converted,
+            uniqExactIf(unit, NOT is_converted) AS dropped
         FROM
         (
             SELECT
                 reached.unit AS unit,
-                any(reached.converted) AS is_converted,
-                -- Per column the unit's distinct values in its span (NULL and '' are no value), one
-                -- small set each; the (kind, property, value) triples are built once per unit.
-                arrayConcat(
-                    arrayMap(v -> ('dimension', 'tool', toString(v)), groupUniqArrayIf(seen.tool_name, in_span)),
-                    arrayMap(v -> ('dimension', 'inference_type', toString(v)),
-                             groupUniqArrayIf(seen.inference_type, in_span)),
-                    arrayMap(v -> ('dimension', 'source', toString(v)),
-                             groupUniqArrayIf(seen.source, in_span AND seen.source != '')),
-                    arrayMap(v -> ('dimension', 'browser', toString(v)), groupUniqArrayIf(seen.browser, in_span)),
-                    arrayMap(v -> ('dimension', 'os', toString(v)), groupUniqArrayIf(seen.os, in_span)),
-                    arrayMap(v -> ('dimension', 'device', toString(v)), groupUniqArrayIf(seen.device, in_span)),
-                    arrayMap(v -> ('dimension', 'size', v), groupUniqArrayIf(seen.size, in_span AND seen.size != '')),
-                    arrayMap(v -> ('dimension', 'variant', v), groupUniqArrayIf(seen.arm, in_span AND seen.arm != '')),
-                    arrayMap(v -> ('event', 'event_type', toString(v)),
-                             groupUniqArrayIf(seen.event_type, in_span AND NOT has(steps, seen.event_type)))
-                ) AS properties
+                reached.converted AS is_converted,
+                -- The unit's observation span: from its entry, to its step-{step} time or past its window.
+                seen.ts >= reached.entered_at AND seen.ts < reached.until AS in_span,
+                -- The event's properties (NULL and '' are no value), after the row that counts the unit.
+                arrayConcat([('', '', '')], if(in_span, arrayMap(p -> (p.1, p.2, p.3), arrayFilter(p -> p.4, [
+                    ('dimension', 'tool', toString(ifNull(seen.tool_name, '')), seen.tool_name IS NOT NULL),
+                    ('dimension', 'inference_type', toString(ifNull(seen.inference_type, '')),
+                     seen.inference_type IS NOT NULL),
+                    ('dimension', 'source', toString(seen.source), seen.source != ''),
+                    ('dimension', 'browser', toString(ifNull(seen.browser, '')), seen.browser IS NOT NULL),
+                    ('dimension', 'os', toString(ifNull(seen.os, '')), seen.os IS NOT NULL),
+                    ('dimension', 'device', toString(ifNull(seen.device, '')), seen.device IS NOT NULL),
+                    ('dimension', 'size', seen.size, seen.size != ''),
+                    ('dimension', 'variant', seen.arm, seen.arm != ''),
+                    ('event', 'event_type', toString(seen.event_type), NOT has(steps, seen.event_type))
+                ])), [])) AS properties
             FROM
             (
                 SELECT
@@ -104,11 +106,10 @@ FROM
                     filter_size = {filter_size:String})
                 WHERE level >= {step:UInt8} - 1
             ) AS reached ON seen.unit = reached.unit
-            GROUP BY reached.unit
         )
+        ARRAY JOIN properties AS property_of
+        GROUP BY kind, property, value
     )
-    ARRAY JOIN properties AS property_of
-    GROUP BY kind, property, value
-    HAVING converted + dropped >= {min_count:UInt64}
 )
+WHERE kind != '' AND converted + dropped >= {min_count:UInt64}
 ORDER BY kind, property, value
