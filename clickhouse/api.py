@@ -50,7 +50,7 @@ from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest
 from clickhouse.settings import WarehouseSettings
 from clickhouse.workspace import charts, experiment_routes, funnel_routes, pages, pipeline, task_time_routes
 from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
-from clickhouse.workspace.params import FunnelParams
+from clickhouse.workspace.params import FunnelParams, default_range
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
 
@@ -77,16 +77,6 @@ def respond_result(result: AnalystResult, output: OutputFormat, started: float, 
     meta = {"row_count": result.rows, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
     meta.update(extra, truncated=result.truncated)
     return Response(b'{"rows":' + result.body + b"," + orjson.dumps(meta)[1:], media_type="application/json")
-
-
-def _default_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = end or datetime.now(UTC)
-    start = start or end - timedelta(days=7)
-    return _utc(start), _utc(end)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 ParameterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -297,7 +287,7 @@ def create_app(
         format: OutputFormat = "json",
     ) -> Response:
         started = time.perf_counter()
-        first, last = _default_range(start, end)
+        first, last = default_range(start, end)
         engine = state_of(request).reader
         if view == "summary":
             if breakdown is Breakdown.VARIANT and not experiment:
@@ -320,7 +310,7 @@ def create_app(
         format: OutputFormat = "json",
     ) -> Response:
         started = time.perf_counter()
-        first, last = _default_range(start, end)
+        first, last = default_range(start, end)
         rows = queries.daily_conversion(state_of(request).reader, first, last, window)
         # Each day says whether it is final (its end + window is past); the answer is when all are.
         complete_at = last + timedelta(seconds=window)
@@ -332,7 +322,7 @@ def create_app(
         request: Request, start: FromQuery = None, end: ToQuery = None, format: OutputFormat = "json"
     ) -> Response:
         started = time.perf_counter()
-        first, last = _default_range(start, end)
+        first, last = default_range(start, end)
         return respond(queries.scores_by_model(state_of(request).reader, first, last), format, started)
 
     @app.get("/v1/freshness")

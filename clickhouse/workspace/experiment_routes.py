@@ -27,7 +27,7 @@ from clickhouse.experiments.warehouse import CONTAMINATED_QUERY, EVENTS_QUERY, U
 from clickhouse.workspace import charts
 from clickhouse.workspace.answers import Answer, Figure, Rows, inline_sql
 from clickhouse.workspace.panels import PanelLink, route
-from clickhouse.workspace.task_time_routes import Out
+from clickhouse.workspace.params import Out
 from funnelstream.errors import TransientError
 from funnelstream.experiments.definitions import Definitions, Experiment, Status
 from funnelstream.experiments.errors import UnknownExperimentError, WarehouseUnavailableError

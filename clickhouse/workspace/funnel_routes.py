@@ -21,7 +21,7 @@ from clickhouse.funnel_analysis import Interval
 from clickhouse.queries import FunnelMode, FunnelRequest
 from clickhouse.workspace import charts
 from clickhouse.workspace.answers import Answer, ChartOf, OutputFormat, respond_answer
-from clickhouse.workspace.params import FunnelParams
+from clickhouse.workspace.params import FunnelParams, reader_of
 
 router = APIRouter(tags=["workspace"])
 
@@ -29,11 +29,6 @@ Step = Annotated[int, Query(ge=2, le=5, description="the step dropped at: reache
 Depth = Annotated[int, Query(ge=1, le=5, description="how many next events")]
 MinCount = Annotated[int, Query(ge=0, le=1_000_000_000, description="fewest units (converted + dropped) shown")]
 Params = Annotated[FunnelParams, Depends()]
-
-
-def _reader(request: Request) -> WarehouseReads:
-    reader: WarehouseReads = request.app.state.warehouse.reader
-    return reader
 
 
 def _respond(
@@ -46,7 +41,7 @@ def _respond(
     mode: FunnelMode | None = None,
 ) -> Response:
     started = time.perf_counter()
-    reader = _reader(request)
+    reader = reader_of(request)
     try:
         result = run(reader, params.funnel_request(reader, mode=mode))
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""The query parameters of every funnel route, as one FastAPI dependency (``FunnelParams``).
+"""The query parameters of the analysis routes: every funnel route's (``FunnelParams``), the default
+range, the reader a route queries through and how it answers (``Out``: format and chart).
 
 Owns how a funnel's URL state (range, steps, window, unit, mode, breakdown, experiment, exclusion
 step and the filters) becomes a ``FunnelRequest``. Invariant: every parameter is validated before
@@ -8,24 +9,60 @@ to ClickHouse as query parameters.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import HTTPException, Query
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 
 from clickhouse import queries
 from clickhouse.backend import WarehouseReads
 from clickhouse.queries import Breakdown, FunnelFilters, FunnelMode, FunnelRequest, Unit
+from clickhouse.workspace.answers import Answer, ChartOf, OutputFormat, respond_answer
 
 MAX_TEXT = 200
-DEFAULT_DAYS = 7
+DEFAULT_RANGE = timedelta(days=7)
 
 Text = Annotated[str, Query(max_length=MAX_TEXT)]
 SizeBucket = Literal["", "small", "medium", "large"]
 
 
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
+    """A client's time in UTC; one without a zone is taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def default_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """``[from, to)`` in UTC; without ``to`` up to now, without ``from`` the seven days before ``to``."""
+    last = utc(end) if end else datetime.now(UTC)
+    return (utc(start) if start else last - DEFAULT_RANGE), last
+
+
+def reader_of(request: Request) -> WarehouseReads:
+    """The analyst pool's reader of the running warehouse app: every client query runs within its limits."""
+    reader: WarehouseReads = request.app.state.warehouse.reader
+    return reader
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """How a route answers (``format``, ``chart``) and when its work started."""
+
+    format: OutputFormat
+    chart: bool
+    started: float
+
+    def respond(self, result: Answer, chart_of: ChartOf | None = None) -> Response:
+        return respond_answer(result, self.format, self.started, chart_of, chart=self.chart)
+
+
+def output(format: OutputFormat = "json", chart: bool = False) -> Output:
+    return Output(format, chart, time.perf_counter())
+
+
+Out = Annotated[Output, Depends(output)]
 
 
 class FunnelParams:
@@ -79,9 +116,7 @@ class FunnelParams:
         )
 
     def range(self) -> tuple[datetime, datetime]:
-        end = _utc(self.end or datetime.now(UTC))
-        start = _utc(self.start) if self.start else end - timedelta(days=DEFAULT_DAYS)
-        return start, end
+        return default_range(self.start, self.end)
 
     def funnel_request(self, reader: WarehouseReads, *, mode: FunnelMode | None = None) -> FunnelRequest:
         """The request these parameters describe; ``mode`` overrides the URL's (time to convert is

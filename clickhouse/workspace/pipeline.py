@@ -22,6 +22,7 @@ from clickhouse.qa.settings import QASettings
 from clickhouse.workspace import charts
 from clickhouse.workspace.answers import Answer, Figure, OutputFormat, Rows, answer, respond_answer
 from clickhouse.workspace.panels import PanelLink
+from clickhouse.workspace.params import reader_of
 
 AS_OF_QUERY = "qa_heartbeat_freshness"
 """The heartbeat freshness ``funnelstream status`` and the heartbeat's gauges read: one definition."""
@@ -91,11 +92,6 @@ def _freshness_chart(rows: Rows) -> Figure:
     )
 
 
-def _reader(request: Request) -> WarehouseReads:
-    reader: WarehouseReads = request.app.state.warehouse.reader
-    return reader
-
-
 @router.get("/v1/pipeline/as-of")
 def as_of(
     request: Request,
@@ -103,7 +99,7 @@ def as_of(
     chart: bool = False,
 ) -> Response:
     started = time.perf_counter()
-    fresh, result = _as_of_answer(_reader(request), None)
+    fresh, result = _as_of_answer(reader_of(request), None)
     row = fresh.as_row()
     shown = Answer([row], result.sql, row)
     return respond_answer(shown, format, started, _freshness_chart, chart=chart)
@@ -129,13 +125,13 @@ def _qa_chart(rows: Rows) -> Figure:
 @router.get("/v1/pipeline/lag")
 def lag_route(request: Request, minutes: Minutes = 60, format: OutputFormat = "json", chart: bool = False) -> Response:
     started = time.perf_counter()
-    return respond_answer(lag(_reader(request), minutes), format, started, charts.pipeline_lag, chart=chart)
+    return respond_answer(lag(reader_of(request), minutes), format, started, charts.pipeline_lag, chart=chart)
 
 
 @router.get("/v1/pipeline/qa")
 def qa_route(request: Request, format: OutputFormat = "json", chart: bool = False) -> Response:
     started = time.perf_counter()
-    return respond_answer(qa_latest(_reader(request)), format, started, _qa_chart, chart=chart)
+    return respond_answer(qa_latest(reader_of(request)), format, started, _qa_chart, chart=chart)
 
 
 def pipeline_panels() -> list[PanelLink]:

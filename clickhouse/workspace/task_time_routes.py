@@ -8,9 +8,8 @@ the one asked for or else the range's top experiment, as ``/v1/task-times`` pick
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 from uuid import UUID
@@ -21,12 +20,12 @@ from fastapi.responses import Response
 from clickhouse import queries
 from clickhouse.backend import WarehouseReads
 from clickhouse.workspace import charts
-from clickhouse.workspace.answers import Answer, ChartOf, Figure, OutputFormat, Rows, answer, respond_answer
+from clickhouse.workspace.answers import Answer, Figure, Rows, answer
 from clickhouse.workspace.panels import PageState, PanelLink, route
+from clickhouse.workspace.params import Out, default_range, reader_of
 
 router = APIRouter(tags=["workspace"])
 
-DEFAULT_RANGE = timedelta(days=7)
 Dimension = Literal["tool", "variant"]
 TrendDimension = Literal["none", "tool", "variant"]
 Bounded = Annotated[str, Query(max_length=200)]
@@ -51,18 +50,8 @@ def task_time_range(
     ] = "",
 ) -> TaskTimeRange:
     """The images whose first tool click is in [from, to) (default: the last 7 days)."""
-    last = _utc(end) if end else datetime.now(UTC)
-    first = _utc(start) if start else last - DEFAULT_RANGE
+    first, last = default_range(start, end)
     return TaskTimeRange(first, last, experiment)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def reader_of(request: Request) -> WarehouseReads:
-    reader: WarehouseReads = request.app.state.warehouse.reader
-    return reader
 
 
 def resolved(reader: WarehouseReads, span: TaskTimeRange) -> TaskTimeRange:
@@ -97,25 +86,6 @@ def slowest(reader: WarehouseReads, span: TaskTimeRange, limit: int, tool: str =
 
 def image_timeline(reader: WarehouseReads, input_id: UUID, limit: int) -> Answer:
     return answer(reader, "image_timeline", {"input_id": input_id, "limit": limit}, input_id=str(input_id))
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """How a route answers (``format``, ``chart``) and when its work started."""
-
-    format: OutputFormat
-    chart: bool
-    started: float
-
-    def respond(self, result: Answer, chart_of: ChartOf | None = None) -> Response:
-        return respond_answer(result, self.format, self.started, chart_of, chart=self.chart)
-
-
-def output(format: OutputFormat = "json", chart: bool = False) -> Output:
-    return Output(format, chart, time.perf_counter())
-
-
-Out = Annotated[Output, Depends(output)]
 
 
 @router.get("/v1/task-time/histogram")
