@@ -46,7 +46,7 @@ from clickhouse.experiments.service import analysis_config, plan_warehouse
 from clickhouse.experiments.warehouse import analyze_warehouse
 from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
-from clickhouse.queries import Breakdown, FunnelMode, FunnelRequest
+from clickhouse.queries import Breakdown, FunnelMode
 from clickhouse.settings import WarehouseSettings
 from clickhouse.workspace import charts, experiment_routes, funnel_routes, pages, pipeline, task_time_routes
 from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
@@ -258,7 +258,7 @@ def create_app(
         engine = state_of(request).reader
         funnel_spec = params.funnel_request(engine)
         name = funnel_spec.query_name()
-        result = answer(engine, name, funnel_spec.parameters(), query=name, **_completeness(funnel_spec))
+        result = answer(engine, name, funnel_spec.parameters(), query=name, **funnel_spec.completeness())
         return respond_answer(result, format, started, charts.funnel_steps, chart=chart)
 
     @app.get("/v1/time-to-convert")
@@ -272,7 +272,7 @@ def create_app(
         engine = state_of(request).reader
         # Time to convert follows the ordered conversion path, whatever mode the page's funnel has.
         spec = params.funnel_request(engine, mode=FunnelMode.ORDERED)
-        result = answer(engine, "time_to_convert", spec.parameters(), **_completeness(spec))
+        result = answer(engine, "time_to_convert", spec.parameters(), **spec.completeness())
         return respond_answer(result, format, started, _time_to_convert_chart, chart=chart)
 
     @app.get("/v1/task-times")
@@ -291,8 +291,7 @@ def create_app(
         engine = state_of(request).reader
         if view == "summary":
             if breakdown is Breakdown.VARIANT and not experiment:
-                top = queries.run(engine, "top_experiment", {"from": first, "to": last})
-                experiment = str(top[0]["experiment_key"]) if top else ""
+                experiment = queries.top_experiment(engine, first, last)
             try:
                 rows = queries.task_time_summary(engine, first, last, breakdown, experiment)
             except ValueError as exc:
@@ -370,11 +369,6 @@ def _time_to_convert_chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
     labels = [f"{row['step_name']} · {row['breakdown']}" if row.get("breakdown") else row["step_name"] for row in rows]
     quantiles = {name: [row[f"{name.lower()}_s"] for row in rows] for name in ("P50", "P90", "P99")}
     return charts.bar(labels, quantiles, title="Time from the previous step", value_title="seconds")
-
-
-def _completeness(spec: FunnelRequest) -> dict[str, Any]:
-    """``complete``: ``to + window`` is past, so no late step can still change the answer."""
-    return {"complete": spec.complete(), "complete_at": spec.complete_at.isoformat()}
 
 
 def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:

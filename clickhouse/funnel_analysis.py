@@ -28,10 +28,6 @@ def _parameters(request: FunnelRequest, **more: Any) -> dict[str, Any]:
     return {**request.parameters(), **more}
 
 
-def _completeness(request: FunnelRequest) -> dict[str, Any]:
-    return {"complete": request.complete(), "complete_at": request.complete_at.isoformat()}
-
-
 def check_step(request: FunnelRequest, step: int) -> None:
     """A drop-off step is a step of the funnel after the first."""
     if not 2 <= step <= len(request.steps):
@@ -40,19 +36,19 @@ def check_step(request: FunnelRequest, step: int) -> None:
 
 def over_time(reader: WarehouseReads, request: FunnelRequest, interval: Interval) -> Answer:
     """Per bucket of entry and step: units, conversion from the bucket's entries, complete."""
-    return answer(reader, "funnel_over_time", _parameters(request, interval=interval), **_completeness(request))
+    return answer(reader, "funnel_over_time", _parameters(request, interval=interval), **request.completeness())
 
 
 def ttc_histogram(reader: WarehouseReads, request: FunnelRequest) -> Answer:
     """Per step from the second: units per log2 bin of seconds from the previous step, P50/P90."""
-    return answer(reader, "funnel_ttc_histogram", _parameters(request), **_completeness(request))
+    return answer(reader, "funnel_ttc_histogram", _parameters(request), **request.completeness())
 
 
 def dropped_units(reader: WarehouseReads, request: FunnelRequest, step: int, limit: int) -> Answer:
     """The units that reached ``step - 1`` and not ``step``, earliest entries first."""
     check_step(request, step)
     return answer(
-        reader, "funnel_dropped_units", _parameters(request, step=step, limit=limit), **_completeness(request)
+        reader, "funnel_dropped_units", _parameters(request, step=step, limit=limit), **request.completeness()
     )
 
 
@@ -60,14 +56,14 @@ def paths_after_dropoff(reader: WarehouseReads, request: FunnelRequest, step: in
     """The most common sequences of the next ``depth`` event types of the units that dropped at ``step``."""
     check_step(request, step)
     parameters = _parameters(request, step=step, depth=depth, limit=limit)
-    return answer(reader, "funnel_paths_after_dropoff", parameters, **_completeness(request))
+    return answer(reader, "funnel_paths_after_dropoff", parameters, **request.completeness())
 
 
 def correlation(reader: WarehouseReads, request: FunnelRequest, step: int, min_count: int) -> Answer:
     """Per property of the units that reached ``step - 1``: its counts, odds ratio of converting,
     p-value and significance mark, the strongest first."""
     counted = correlation_counts(reader, request, step, min_count)
-    return Answer(correlation_statistics(counted.rows), counted.sql, _completeness(request))
+    return Answer(correlation_statistics(counted.rows), counted.sql, request.completeness())
 
 
 def correlation_counts(reader: WarehouseReads, request: FunnelRequest, step: int, min_count: int) -> Answer:

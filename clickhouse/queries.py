@@ -162,6 +162,10 @@ class FunnelRequest:
     def complete(self, now: datetime | None = None) -> bool:
         return self.complete_at <= (now or datetime.now(UTC))
 
+    def completeness(self) -> dict[str, Any]:
+        """The answer's ``complete`` (``to + window`` is past: no late step can change it) and ``complete_at``."""
+        return {"complete": self.complete(), "complete_at": self.complete_at.isoformat()}
+
     def query_name(self) -> str:
         return "funnel_strict" if self.mode is FunnelMode.STRICT else "funnel"
 
@@ -187,6 +191,12 @@ def funnel(warehouse: WarehouseReads, request: FunnelRequest) -> list[dict[str, 
 
 def time_to_convert(warehouse: WarehouseReads, request: FunnelRequest) -> list[dict[str, Any]]:
     return run(warehouse, "time_to_convert", request.parameters())
+
+
+def top_experiment(warehouse: WarehouseReads, start: datetime, end: datetime) -> str:
+    """The experiment a variant breakdown compares when none is named: the range's top one ('' if none)."""
+    top = run(warehouse, "top_experiment", {"from": start, "to": end})
+    return str(top[0]["experiment_key"]) if top else ""
 
 
 def task_times(warehouse: WarehouseReads, start: datetime, end: datetime, limit: int = 10_000) -> list[dict[str, Any]]:

@@ -125,8 +125,7 @@ class FunnelParams:
         chosen = tuple(s.strip() for s in self.steps.split(",") if s.strip()) if self.steps else queries.DEFAULT_STEPS
         experiment = self.experiment
         if self.breakdown is Breakdown.VARIANT and not experiment:
-            top = queries.run(reader, "top_experiment", {"from": first, "to": last})
-            experiment = str(top[0]["experiment_key"]) if top else ""
+            experiment = queries.top_experiment(reader, first, last)
         try:
             return FunnelRequest(
                 start=first,

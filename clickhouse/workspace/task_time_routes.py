@@ -58,8 +58,7 @@ def resolved(reader: WarehouseReads, span: TaskTimeRange) -> TaskTimeRange:
     """``span`` with its experiment: the one asked for, else the range's top experiment ('' if none)."""
     if span.experiment:
         return span
-    top = queries.run(reader, "top_experiment", {"from": span.start, "to": span.end})
-    return TaskTimeRange(span.start, span.end, str(top[0]["experiment_key"]) if top else "")
+    return TaskTimeRange(span.start, span.end, queries.top_experiment(reader, span.start, span.end))
 
 
 Range = Annotated[TaskTimeRange, Depends(task_time_range)]
