@@ -273,7 +273,7 @@ def create_app(
         # Time to convert follows the ordered conversion path, whatever mode the page's funnel has.
         spec = params.funnel_request(engine, mode=FunnelMode.ORDERED)
         result = answer(engine, "time_to_convert", spec.parameters(), **spec.completeness())
-        return respond_answer(result, format, started, _time_to_convert_chart, chart=chart)
+        return respond_answer(result, format, started, charts.time_to_convert, chart=chart)
 
     @app.get("/v1/task-times")
     def task_times(
@@ -362,13 +362,6 @@ def create_app(
     app.include_router(pipeline.router)
     app.include_router(pages.router)
     return app
-
-
-def _time_to_convert_chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """P50/P90/P99 of each step's time from the previous one, per breakdown value when there is one."""
-    labels = [f"{row['step_name']} · {row['breakdown']}" if row.get("breakdown") else row["step_name"] for row in rows]
-    quantiles = {name: [row[f"{name.lower()}_s"] for row in rows] for name in ("P50", "P90", "P99")}
-    return charts.bar(labels, quantiles, title="Time from the previous step", value_title="seconds")
 
 
 def analyst_limits(settings: WarehouseSettings) -> AnalystLimits:

@@ -512,6 +512,14 @@ def _log2_bin(index: int) -> tuple[float, float]:
     return (0.0 if index == 0 else float(2 ** (index - 1)), float(2**index))
 
 
+def time_to_convert(rows: Rows) -> Figure:
+    """P50/P90/P99 of each step's time from the previous one, per breakdown value when there is one
+    (rows of time_to_convert.sql)."""
+    labels = [f"{row['step_name']} · {row['breakdown']}" if row.get("breakdown") else row["step_name"] for row in rows]
+    quantiles = {name: [row[f"{name.lower()}_s"] for row in rows] for name in ("P50", "P90", "P99")}
+    return bar(labels, quantiles, title="Time from the previous step", value_title="seconds")
+
+
 def ttc_histogram(rows: Rows, percentiles: Rows | None = None) -> Figure:
     """Time from the previous step, a bar series per step over log-spaced bins (rows of
     funnel_ttc_histogram.sql; empty bins between filled ones drawn as 0), with P50/P90 lines from
