@@ -85,10 +85,7 @@ class ReadKeyGate:
             return
         if path not in OPEN_PATHS and not (path == LOGIN_PATH and method in COOKIE_METHODS):
             client = _client(scope)
-            wait_s = self.throttle.wait_s(client)
-            if wait_s > 0:
-                retry_after = (b"retry-after", str(math.ceil(wait_s)).encode())
-                await _refuse(send, 429, "rate_limited", "too many wrong read keys from this address", retry_after)
+            if await self.refused_as_throttled(client, send):
                 return
             key = _bearer(scope)
             from_cookie = key is None and method in COOKIE_METHODS
@@ -115,13 +112,19 @@ class ReadKeyGate:
             return
         await self.app(scope, _replay(body, receive), send)
 
+    async def refused_as_throttled(self, client: str, send: Send) -> bool:
+        """A 429 while ``client`` has spent its wrong keys, whatever key it sends now; True if refused."""
+        wait_s = self.throttle.wait_s(client)
+        if wait_s <= 0:
+            return False
+        retry_after = (b"retry-after", str(math.ceil(wait_s)).encode())
+        await _refuse(send, 429, "rate_limited", "too many wrong read keys from this address", retry_after)
+        return True
+
     async def login(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The login form's POST: a known key sets the cookie and goes on to ``next``; a wrong one is charged."""
         client = _client(scope)
-        wait_s = self.throttle.wait_s(client)
-        if wait_s > 0:
-            retry_after = (b"retry-after", str(math.ceil(wait_s)).encode())
-            await _refuse(send, 429, "rate_limited", "too many wrong read keys from this address", retry_after)
+        if await self.refused_as_throttled(client, send):
             return
         try:
             body = await _read_body(scope, receive, LOGIN_BODY_BYTES)
