@@ -49,7 +49,7 @@ from clickhouse.migrate import migrate
 from clickhouse.queries import Breakdown, FunnelMode
 from clickhouse.settings import WarehouseSettings
 from clickhouse.workspace import charts, experiment_routes, funnel_routes, pages, pipeline, task_time_routes
-from clickhouse.workspace.answers import OutputFormat, answer, csv_text, json_bytes, respond_answer
+from clickhouse.workspace.answers import OutputFormat, answer, respond, respond_answer
 from clickhouse.workspace.params import FunnelParams, default_range
 from funnelstream.experiments.definitions import Definitions, Experiment, load_definitions
 from funnelstream.experiments.settings import ExperimentSettings
@@ -58,16 +58,6 @@ log = logging.getLogger("funnelstream.warehouse.api")
 # Module level: FastAPI resolves these annotations from the module's globals.
 FromQuery = Annotated[datetime | None, Query(alias="from", description="start, inclusive (UTC)")]
 ToQuery = Annotated[datetime | None, Query(alias="to", description="end, exclusive (UTC)")]
-
-
-def respond(rows: list[dict[str, Any]], output: OutputFormat, started: float, **extra: Any) -> Response:
-    if output == "csv":
-        # A CSV body has no room for the answer's fields; whether it is final goes in a header.
-        headers = {"X-Complete": str(extra["complete"]).lower()} if "complete" in extra else None
-        return Response(csv_text(rows), media_type="text/csv", headers=headers)
-    body = {"rows": rows, "row_count": len(rows), "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
-    body.update(extra)
-    return Response(json_bytes(body), media_type="application/json")
 
 
 def respond_result(result: AnalystResult, output: OutputFormat, started: float, **extra: Any) -> Response:

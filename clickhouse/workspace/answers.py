@@ -103,20 +103,20 @@ def json_bytes(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+def respond(rows: Rows, output: OutputFormat, started: float, **extra: Any) -> Response:
+    """Rows as CSV, or as JSON ``{rows, row_count, elapsed_ms, **extra}``."""
+    if output == "csv":
+        # A CSV body has no room for the answer's fields; whether it is final goes in a header.
+        headers = {"X-Complete": str(extra["complete"]).lower()} if "complete" in extra else None
+        return Response(csv_text(rows), media_type="text/csv", headers=headers)
+    body = {"rows": rows, "row_count": len(rows), "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+    body.update(extra)
+    return Response(json_bytes(body), media_type="application/json")
+
+
 def respond_answer(
     result: Answer, output: OutputFormat, started: float, chart_of: ChartOf | None = None, *, chart: bool = False
 ) -> Response:
     """The route's answer: CSV of the rows, or JSON with the SQL, and the figure when ``chart``."""
-    if output == "csv":
-        headers = {"X-Complete": str(result.extra["complete"]).lower()} if "complete" in result.extra else None
-        return Response(csv_text(result.rows), media_type="text/csv", headers=headers)
-    body: dict[str, Any] = {
-        "rows": result.rows,
-        "row_count": len(result.rows),
-        "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
-        "sql": result.sql,
-    }
-    body.update(result.extra)
-    if chart and chart_of is not None:
-        body["figure"] = chart_of(result.rows)
-    return Response(json_bytes(body), media_type="application/json")
+    figure = {"figure": chart_of(result.rows)} if chart and chart_of is not None and output == "json" else {}
+    return respond(result.rows, output, started, sql=result.sql, **result.extra, **figure)
