@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import optimize
 
+from funnelstream.blocks import Block, blocks_by_partition
 from funnelstream.clock import correct_event_ts
 from funnelstream.contract import FUNNEL_STEP_OF, EnrichedEvent, EventType, SessionSummary, parse_event
+from ingest.pipeline import event_bytes
 
 EXPERIMENT_KEY = "segmentation_tool"
 TOOLS = {1: ("rectangle", "manual"), 2: ("brush", "manual"), 3: ("segmentation", "ai_assist")}
@@ -56,7 +59,9 @@ _NAMESPACE = uuid.UUID("0b5a3c1e-2f1d-4c55-9a43-5d2f5e0c7a10")
 _TYPE = EventType
 # Seeded streams beside the funnel's: a new knob draws from its own, so turning it on moves no
 # other draw, and a seed without it keeps its data.
-_PEOPLE, _DELIVERY, _EXTRA, _ORDER, _RESEND, _CLIENT, _PRE, _FAILURE, _SRM, _PROPENSITY, _TOOL_SAVE = range(1, 12)
+_PEOPLE, _DELIVERY, _EXTRA, _ORDER, _RESEND, _CLIENT, _PRE, _FAILURE, _SRM, _PROPENSITY, _TOOL_SAVE, _REQUESTS = range(
+    1, 13
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -930,6 +935,45 @@ def raw_stream(
     values = [orjson.dumps(event) for event in stream.events]
     stream.messages = [(stream.events[i]["anonymous_id"].encode(), values[i]) for i in order]
     return stream
+
+
+TRACKER_BATCH_EVENTS = (5, 20)
+"""Events in a browser tracker's request: it flushes a few at a time."""
+SDK_BATCH_EVENTS = 500
+"""Events in a server SDK's request: a full batch of the collector's limit."""
+
+
+def raw_blocks(stream: RawStream, partitions: int, *, sdk_share: float = 0.5, seed: int = 7) -> list[Block]:
+    """The stream's messages as the collector writes them from realistic requests, the events in
+    the collector's own bytes. About ``sdk_share`` of the devices are a server SDK's: their events
+    go out in requests of 500, many devices each; the others' through a browser tracker, in
+    requests of 5 to 20 events of one device. Each request becomes one block per partition. A
+    request leaves when it is full, so a device's events keep their arrival order."""
+    canonical: dict[bytes, bytes] = {}
+    rng = np.random.default_rng([seed, _REQUESTS])
+    low, high = TRACKER_BATCH_EVENTS
+    blocks: list[Block] = []
+    sdk_request: list[tuple[bytes, bytes]] = []
+    tracker_requests: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
+    for key, value in stream.messages:
+        document = canonical.get(value)
+        if document is None:
+            document = canonical[value] = event_bytes(parse_event(orjson.loads(value)).__dict__)
+        if (zlib.crc32(key) % 1000) < sdk_share * 1000:
+            sdk_request.append((key, document))
+            if len(sdk_request) == SDK_BATCH_EVENTS:
+                blocks += blocks_by_partition(sdk_request, partitions)
+                sdk_request = []
+            continue
+        size, request = tracker_requests.setdefault(key, (int(rng.integers(low, high + 1)), []))
+        request.append((key, document))
+        if len(request) == size:
+            blocks += blocks_by_partition(request, partitions)
+            del tracker_requests[key]
+    for _, request in tracker_requests.values():
+        blocks += blocks_by_partition(request, partitions)
+    blocks += blocks_by_partition(sdk_request, partitions)
+    return [block for block in blocks if block.count]
 
 
 # --- warehouse rows ----------------------------------------------------------------------------

@@ -12,19 +12,23 @@ import orjson
 import pandas as pd
 import pytest
 
+from funnelstream.blocks import partition_for, split_block
 from funnelstream.contract import InferenceCompleted, parse_event
+from ingest.pipeline import event_bytes
 from ops.journeys import (
     CLIENTS,
     DIMENSIONS,
     PLANTED_SAVE_LIFT,
     PLANTED_TASK_TIME_FACTOR,
     PRE_PERIOD_DAYS,
+    SDK_BATCH_EVENTS,
     JourneySpec,
     clickstream,
     collector_payloads,
     devices,
     journeys,
     live_spec,
+    raw_blocks,
     raw_stream,
     simulate,
     warehouse_rows,
@@ -281,3 +285,21 @@ def test_a_tool_s_users_save_at_its_factor_of_the_rate() -> None:
     assert lost and {tools[image] for image in lost} == {2}
     with pytest.raises(ValueError, match="tool_save_factors"):
         JourneySpec(tool_save_factors=((2, 1.5),))
+
+
+def test_raw_blocks_carry_every_message_in_the_collectors_bytes_and_keep_each_devices_order() -> None:
+    stream = raw_stream(3000, 400, seed=3, start=NOW)
+    blocks = raw_blocks(stream, partitions=4, sdk_share=0.5)
+    documents = [(block.partition, line) for block in blocks for line in split_block(block.value)]
+    assert len(documents) == len(stream.messages)
+    assert any(block.count == SDK_BATCH_EVENTS // 4 or block.count > 50 for block in blocks)
+    per_device: dict[str, list[str]] = {}
+    for partition, line in documents:
+        event = orjson.loads(line)
+        assert partition_for(event["anonymous_id"].encode(), 4) == partition
+        assert line == event_bytes(parse_event(event).__dict__)
+        per_device.setdefault(event["anonymous_id"], []).append(event["event_id"])
+    arrived: dict[str, list[str]] = {}
+    for key, value in stream.messages:
+        arrived.setdefault(key.decode(), []).append(orjson.loads(value)["event_id"])
+    assert per_device == arrived
