@@ -5,7 +5,7 @@ dead letters (``deadletters``) → commit (``commit``), driven by the batch loop
 Offsets are committed only after the insert; a replay collapses on each table's dedup key.
 """
 
-from clickhouse.loader.consumer import Loader, LoaderStats, flush_deadline
+from clickhouse.loader.consumer import Loader, LoaderStats, flush_deadline, record_boundary
 from clickhouse.loader.decode import (
     Decoded,
     FastPathRefused,
@@ -15,7 +15,7 @@ from clickhouse.loader.decode import (
     decode_events_fast,
 )
 from clickhouse.loader.insert import INSERT_SETTINGS, Backpressure, Inserted, insert_table, is_transient
-from clickhouse.loader.messages import Message, Rejected
+from clickhouse.loader.messages import Message, Rejected, record_messages
 from clickhouse.loader.schema import DLQ_SCHEMA, EVENT_SCHEMA, INFERENCE_SCHEMA, SESSION_SCHEMA, TOOL_SCHEMA
 
 __all__ = [
@@ -40,4 +40,6 @@ __all__ = [
     "flush_deadline",
     "insert_table",
     "is_transient",
+    "record_boundary",
+    "record_messages",
 ]

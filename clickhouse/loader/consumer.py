@@ -1,8 +1,10 @@
 """The loader's consumer: one group member that batches messages and runs them through the steps.
 
-Owns the batch/deadline loop, backpressure (pause, wait, retry) and the statistics. Invariant: a
+Owns the batch/deadline loop, backpressure (pause, wait, retry) and the statistics. A record of
+the events topic marked as a block (``funnelstream.blocks``) is one message per row. Invariants: a
 batch's offsets are committed only after its rows are inserted and its rejects acknowledged by
-the DLQ topic, so a crash replays rather than loses; replayed rows collapse on each table's key.
+the DLQ topic, so a crash replays rather than loses; replayed rows collapse on each table's key; a
+batch holds all of a record's rows or none, so no record is committed half loaded.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from clickhouse.loader.commit import commit_batch
 from clickhouse.loader.deadletters import send_dead_letters
 from clickhouse.loader.decode import decode_batch
 from clickhouse.loader.insert import Backpressure, insert_table
-from clickhouse.loader.messages import Message
+from clickhouse.loader.messages import Message, record_messages
 from clickhouse.settings import WarehouseSettings
+from funnelstream.blocks import block_version
 from funnelstream.kafka import make_consumer, make_producer, wait_for_broker
 
 log = logging.getLogger("funnelstream.warehouse.loader")
@@ -41,6 +44,27 @@ def flush_deadline(now_monotonic: float, now_wall: float, produced_at_ms: int | 
     """
     age = 0.0 if produced_at_ms is None else now_wall - produced_at_ms / 1000
     return now_monotonic + batch_seconds - min(max(age, 0.0), batch_seconds)
+
+
+def record_boundary(batch: list[Message], limit: int) -> int:
+    """The length of the longest head of ``batch`` of at most ``limit`` messages that ends with a
+    whole record (a block's rows share topic, partition and offset and sit together); when the
+    first record alone is longer, that record."""
+    cut = min(limit, len(batch))
+    if cut == len(batch):
+        return cut
+
+    def same_record(a: Message, b: Message) -> bool:
+        return a.offset == b.offset and a.partition == b.partition and a.topic == b.topic
+
+    head = cut
+    while head > 0 and same_record(batch[head - 1], batch[head]):
+        head -= 1
+    if head:
+        return head
+    while cut < len(batch) and same_record(batch[cut - 1], batch[cut]):
+        cut += 1
+    return cut
 
 
 @dataclass
@@ -71,6 +95,8 @@ class Loader:
         self._batch: list[Message] = []
         self._deadline = math.inf
         """When the open batch is due: its oldest message's time is up then."""
+        self._rows_per_record = 1.0
+        """Rows per record in the last consume: how many records to ask for to fill a batch."""
         self._topic_kind = {
             settings.loader.events_topic: "events",
             settings.loader.sessions_topic: "sessions",
@@ -121,21 +147,26 @@ class Loader:
     def run(self) -> None:
         """Consume into a batch until it is full or due, then :meth:`process` it; repeat until
         stopped, flushing the last batch first. A batch is due ``loader_batch_seconds`` after its
-        oldest message was produced (:func:`flush_deadline`)."""
+        oldest message was produced (:func:`flush_deadline`). A block of the events topic adds a
+        message per row, so the records asked for are the rows wanted over the rows per record
+        of the last consume; what passes ``batch_rows`` waits for the next batch."""
         assert self._consumer is not None, "call setup() first"
         batch_seconds = self.settings.loader.batch_seconds
+        events_topic = self.settings.loader.events_topic
         while not self.stop.is_set():
             wanted = self.settings.loader.batch_rows - len(self._batch)
             if self._batch:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0 or wanted <= 0:
-                    self._flush()
+                    self._flush(everything=remaining <= 0)
                     continue
                 timeout = min(remaining, 0.5)
             else:
                 timeout = 0.5
-            messages = self._consumer.consume(num_messages=max(1, wanted), timeout=timeout)
+            records = max(1, math.ceil(wanted / self._rows_per_record))
+            messages = self._consumer.consume(num_messages=records, timeout=timeout)
             now_monotonic, now_wall = time.monotonic(), time.time()
+            held = len(self._batch)
             for raw in messages:
                 error = raw.error()
                 if error is not None:
@@ -145,18 +176,34 @@ class Loader:
                     continue
                 kind, stamp = raw.timestamp()
                 produced_at_ms = stamp if kind != TIMESTAMP_NOT_AVAILABLE else None
-                self._batch.append(
-                    Message(raw.topic(), raw.partition(), raw.offset(), raw.key(), raw.value() or b"", produced_at_ms)
-                )
+                topic, value = raw.topic(), raw.value() or b""
+                if topic == events_topic and block_version(raw.headers()) is not None:
+                    self._batch.extend(
+                        record_messages(
+                            topic, raw.partition(), raw.offset(), raw.key(), value, produced_at_ms, block=True
+                        )
+                    )
+                else:
+                    self._batch.append(Message(topic, raw.partition(), raw.offset(), raw.key(), value, produced_at_ms))
                 self._deadline = min(
                     self._deadline, flush_deadline(now_monotonic, now_wall, produced_at_ms, batch_seconds)
                 )
+            if messages:
+                self._rows_per_record = max(1.0, (len(self._batch) - held) / len(messages))
         self._flush()
 
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        self._deadline = math.inf
-        if batch:
+    def _flush(self, *, everything: bool = True) -> None:
+        """Process the open batch in batches of at most ``batch_rows`` rows (more only for one
+        record that alone is longer), each ending with a whole record; ``everything=False`` keeps
+        a last part shorter than ``batch_rows`` open. Cutting the consume order at a record keeps
+        each partition's records in offset order across batches, so each commit covers only
+        records already loaded."""
+        limit = self.settings.loader.batch_rows
+        while self._batch and (everything or len(self._batch) >= limit):
+            cut = record_boundary(self._batch, limit)
+            batch, self._batch = self._batch[:cut], self._batch[cut:]
+            if not self._batch:
+                self._deadline = math.inf
             self.process(batch)
 
     def _on_revoke(self, _consumer: Any, _partitions: Any) -> None:

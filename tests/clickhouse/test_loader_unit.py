@@ -1,4 +1,5 @@
-"""The loader's batch pipeline without a broker: decoding paths and the transient-error pause."""
+"""The loader's batch pipeline without a broker: decoding paths, the transient-error pause, and
+records that are blocks of rows beside plain one-row records."""
 
 from __future__ import annotations
 
@@ -23,9 +24,14 @@ from clickhouse.loader import (
     decode_events_fast,
     flush_deadline,
     insert_table,
+    record_boundary,
+    record_messages,
 )
 from clickhouse.loader.schema import EVENT_DEFAULTS, JSON_READER_SCHEMA, REQUIRED_EVENT_COLUMNS
 from clickhouse.settings import LoaderConfig, WarehouseSettings
+from funnelstream.blocks import BLOCK_HEADERS, join_documents
+from funnelstream.contract import DeadLetter
+from funnelstream.deadletter import decode_payload
 from ops.journeys import clickstream
 
 
@@ -179,8 +185,18 @@ def test_the_batch_time_counts_from_when_a_message_was_produced() -> None:
 
 
 class _RawMessage:
-    def __init__(self, value: bytes, offset: int, produced_at_ms: int) -> None:
+    """A consumed record as confluent-kafka hands it out."""
+
+    def __init__(
+        self,
+        value: bytes,
+        offset: int,
+        produced_at_ms: int,
+        partition: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._value, self._offset, self._produced_at_ms = value, offset, produced_at_ms
+        self._partition, self._headers = partition, headers
 
     def error(self) -> None:
         return None
@@ -192,7 +208,7 @@ class _RawMessage:
         return "events.enriched"
 
     def partition(self) -> int:
-        return 0
+        return self._partition
 
     def offset(self) -> int:
         return self._offset
@@ -202,6 +218,9 @@ class _RawMessage:
 
     def value(self) -> bytes:
         return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
 
 class ScriptedConsumer(RecordingConsumer):
@@ -233,3 +252,172 @@ def test_a_message_that_waited_in_the_broker_is_loaded_within_the_batch_time_of_
     assert consumer.timeouts[0] == 0.5
     assert consumer.timeouts[1] <= 0.1 + 1e-6
     assert consumer.committed == [("events.enriched", 0, 101)]
+
+
+# --- blocks of rows ---------------------------------------------------------------------------------
+
+
+def _event_documents(count: int) -> list[bytes]:
+    events = clickstream(images=120, devices=10, seed=4).events
+    assert len(events) >= count
+    return [e.model_dump_json().encode() for e in events[:count]]
+
+
+def test_a_block_is_a_message_per_row_and_a_plain_record_one_message_even_with_newlines() -> None:
+    rows = _event_documents(3)
+    block = record_messages("events.enriched", 2, 41, b"device", join_documents(rows), 1234, block=True)
+    assert [m.value for m in block] == rows
+    assert {(m.topic, m.partition, m.offset, m.key, m.produced_at_ms) for m in block} == {
+        ("events.enriched", 2, 41, b"device", 1234)
+    }
+    pretty = orjson.dumps(orjson.loads(rows[0]), option=orjson.OPT_INDENT_2)
+    assert b"\n" in pretty
+    [plain] = record_messages("events.enriched", 2, 42, None, pretty, block=False)
+    assert plain.value == pretty
+    # A plain record spread over lines is still its one event.
+    table, rejected = decode_events([plain])
+    assert rejected == [] and table.column("event_id").to_pylist() == [orjson.loads(rows[0])["event_id"]]
+
+
+def test_a_batch_is_cut_after_a_whole_record() -> None:
+    def batch(*records: tuple[int, int]) -> list[Message]:
+        return [Message("t", 0, offset, None, b"") for offset, rows in records for _ in range(rows)]
+
+    assert record_boundary(batch((1, 3), (2, 3), (3, 3)), 7) == 6  # not inside offset 3's rows
+    assert record_boundary(batch((1, 3), (2, 3)), 6) == 6
+    assert record_boundary(batch((1, 3), (2, 3)), 10) == 6
+    assert record_boundary(batch((1, 5), (2, 1)), 3) == 5  # a record longer than the limit goes whole
+    # The same offset in another partition is another record.
+    other = [Message("t", 0, 1, None, b""), Message("t", 1, 1, None, b"")]
+    assert record_boundary(other, 1) == 1
+
+
+class RecordingWarehouse(FlakyWarehouse):
+    """Takes everything and keeps each insert's event ids."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.batches: list[list[str]] = []
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
+        self.batches.append([str(value) for value in data.column("event_id").to_pylist()])
+        return super().insert_arrow(table, data, settings)
+
+
+class QueueConsumer(RecordingConsumer):
+    """Hands out queued records, at most the number asked for, and stops the loader once they are
+    all out; checks at every commit that every record below the committed offsets was inserted."""
+
+    def __init__(self, records: list[_RawMessage], warehouse: RecordingWarehouse, events: dict[int, list[str]]) -> None:
+        super().__init__()
+        self.pending = list(records)
+        self.warehouse = warehouse
+        self.events = events
+        """The event ids of each record, by (partition, offset) packed as partition * 10_000 + offset."""
+        self.asked: list[int] = []
+        self.loader: Loader | None = None
+
+    def consume(self, num_messages: int, timeout: float) -> list[_RawMessage]:
+        self.asked.append(num_messages)
+        out, self.pending = self.pending[:num_messages], self.pending[num_messages:]
+        if not out and self.loader is not None:
+            self.loader.stop.set()
+        return out
+
+    def commit(self, offsets: Any, asynchronous: bool) -> None:
+        inserted = {event_id for batch in self.warehouse.batches for event_id in batch}
+        for tp in offsets:
+            for packed, ids in self.events.items():
+                if packed // 10_000 == tp.partition and packed % 10_000 < tp.offset:
+                    assert set(ids) <= inserted, f"committed past record {packed} before loading it"
+        super().commit(offsets, asynchronous)
+
+
+def test_blocks_and_plain_records_mixed_load_every_row_once_in_batches_of_whole_records() -> None:
+    sizes = [1, 4, 1, 7, 2, 15, 1, 3, 5, 1, 6, 9, 1, 2, 1, 8, 3, 1, 4, 1, 10, 1, 2, 5, 1, 3, 1, 2, 4, 2]
+    documents = _event_documents(sum(sizes))
+    now_ms = int(time.time() * 1000)
+    records: list[_RawMessage] = []
+    events: dict[int, list[str]] = {}
+    offsets = {0: 0, 1: 0}
+    taken = 0
+    for number, size in enumerate(sizes):
+        rows = documents[taken : taken + size]
+        taken += size
+        partition = number % 2
+        offset = offsets[partition]
+        offsets[partition] += 1
+        # Every other one-row record is plain (the old shape); the rest, a one-row block included, have the header.
+        plain = size == 1 and number % 4 == 0
+        headers = None if plain else BLOCK_HEADERS
+        records.append(_RawMessage(join_documents(rows), offset, now_ms, partition, headers))
+        events[partition * 10_000 + offset] = [orjson.loads(row)["event_id"] for row in rows]
+    assert taken == len(documents)
+    warehouse = RecordingWarehouse()
+    consumer = QueueConsumer(records, warehouse, events)
+    settings = WarehouseSettings(loader=LoaderConfig(batch_rows=10, batch_seconds=30.0))
+    loader = Loader(settings, warehouse, consumer=consumer)  # type: ignore[arg-type]
+    consumer.loader = loader
+    loader.run()
+
+    loaded = [event_id for batch in warehouse.batches for event_id in batch]
+    assert sorted(loaded) == sorted(orjson.loads(d)["event_id"] for d in documents)  # each once
+    for ids in events.values():  # never half a record in one batch and the rest in another
+        assert any(set(ids) <= set(batch) for batch in warehouse.batches)
+    for batch in warehouse.batches:  # at most batch_rows, unless one record alone is longer
+        assert len(batch) <= 10 or any(set(batch) == set(ids) for ids in events.values())
+    assert len(warehouse.batches) > 1
+    final = {p: max(o for t, q, o in consumer.committed if q == p) for p in (0, 1)}
+    assert final == {0: offsets[0], 1: offsets[1]}
+    assert loader.stats.rows_inserted["events"] == len(documents) and loader.stats.rejected == 0
+    # After records of several rows, fewer records are asked for than rows wanted.
+    assert min(consumer.asked[1:]) < 10
+
+
+class AcknowledgingProducer:
+    """Acknowledges every message at once and keeps them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any, **_: Any) -> None:
+        self.sent.append((topic, value))
+        on_delivery(None, self)
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return len(self.sent)
+
+    def poll(self, _: float) -> int:
+        return 0
+
+    def flush(self, _: float) -> int:
+        return 0
+
+
+def test_one_bad_row_of_a_block_is_dead_lettered_alone_and_its_neighbours_load() -> None:
+    rows = _event_documents(5)
+    bad_event = orjson.loads(rows[2])
+    del bad_event["session_id"]
+    bad = orjson.dumps(bad_event)
+    block = record_messages(
+        "events.enriched", 1, 77, b"device", join_documents([*rows[:2], bad, *rows[3:]]), block=True
+    )
+    warehouse = FlakyWarehouse(failures=0)
+    consumer = RecordingConsumer()
+    loader = Loader(WarehouseSettings(), warehouse, consumer=consumer)  # type: ignore[arg-type]
+    producer = AcknowledgingProducer()
+    loader._producer = producer  # type: ignore[assignment]
+    loader.process(block)
+
+    assert warehouse.inserted == {"events": 4} and loader.stats.rejected == 1
+    [(topic, value)] = producer.sent
+    letter = DeadLetter.model_validate_json(value)
+    assert topic == loader.settings.loader.dlq_topic
+    assert decode_payload(letter.payload, letter.payload_encoding) == bad  # the row, not the block
+    assert (letter.partition, letter.offset, str(letter.event_id)) == (1, 77, bad_event["event_id"])
+    assert "session_id" in letter.reason
+    # The dead letter is acknowledged before the record's offset is committed.
+    assert consumer.committed == [("events.enriched", 1, 78)]
