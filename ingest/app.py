@@ -91,6 +91,9 @@ def create_app(
         metrics = IngestMetrics()
         producer = CollectorProducer(producer_factory(settings), settings.ingest)
         producer.start()
+        # Bounded by the readiness timeout; a broker away at start leaves plain records until the
+        # background refresh learns the count.
+        await producer.learn_partitions()
         cache = ResultCache(settings.ingest.results_cache_size)
         follower = None
         if settings.ingest.results_consumer:

@@ -377,7 +377,11 @@ def test_full_producer_queue_is_503(client: TestClient, fake_producer: FakeProdu
     assert "retry-after" in response.headers
 
 
-def test_queue_depth_bound_refuses_before_producing(make_client: Callable[..., TestClient]) -> None:
+def test_queue_depth_bound_refuses_before_producing(
+    make_client: Callable[..., TestClient], fake_producer: FakeProducer
+) -> None:
+    # The bound counts records; without a partition count each event is one, as in a plain topic.
+    fake_producer.partitions = None
     client = make_client(unit_settings(producer_queue_max_messages=1000))
     events = [example("image_saved") for _ in range(400)]
     producer_state = client.app.state.ingest.producer  # type: ignore[attr-defined]
