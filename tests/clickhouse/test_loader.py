@@ -1,5 +1,6 @@
-"""The loader against the real broker and chdb: every table, poison messages to the DLQ, and a
-kill -9 in the middle of a batch that loses nothing and duplicates nothing."""
+"""The loader against the real broker and chdb: every table, poison messages to the DLQ, a topic of
+blocks of rows beside plain records, and a kill -9 in the middle of a batch that loses nothing and
+duplicates nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,19 +21,20 @@ from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Loader
 from clickhouse.migrate import migrate
 from clickhouse.settings import LoaderConfig, WarehouseSettings
+from funnelstream.blocks import join_documents
 from funnelstream.contract import SessionSummary
 from funnelstream.settings import ClickHouseConfig, KafkaConfig
 from ops.journeys import clickstream
-from tests.helpers.loader import run_loader_until
+from tests.helpers.loader import Record, block_headers, mixed_records, run_loader_until
 from tests.helpers.warehouse_backends import drop_and_close, open_test_warehouse
 
 
-def _produce(kafka: KafkaConfig, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
+def _produce(kafka: KafkaConfig, topic: str, values: Sequence[tuple[bytes | None, bytes] | Record]) -> None:
     producer = Producer({**kafka.client_config(), "linger.ms": 5, "enable.idempotence": True})
-    for key, value in values:
+    for key, value, *headers in values:
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                producer.produce(topic, value=value, key=key, headers=headers[0] if headers else None)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -95,6 +97,51 @@ def test_loader_fills_every_table_and_dead_letters_poison(
         drop_and_close(warehouse)
 
 
+def test_blocks_and_plain_records_load_every_row_once_and_a_bad_row_of_a_block_alone(
+    kafka: KafkaConfig, kafka_topic: Callable[..., str], shared_chdb_path: Path
+) -> None:
+    warehouse, config = open_test_warehouse("chdb", shared_chdb_path)
+    topics = _topics(kafka_topic)
+    settings = WarehouseSettings(
+        kafka=kafka, clickhouse=config,
+        loader=LoaderConfig(group_id=f"test-loader-{uuid.uuid4().hex[:8]}", batch_rows=200, batch_seconds=0.3,
+                            **topics),
+    )  # fmt: skip
+    data = clickstream(images=80, devices=20, seed=11)
+    rows = [(e.anonymous_id.encode(), e.model_dump_json().encode()) for e in data.deliveries]
+    records = mixed_records(rows)
+    assert {headers is None for _, _, headers in records} == {True, False}
+    # A block whose middle row misses a required field; its neighbours are new events.
+    good_before, bad, good_after = (orjson.loads(rows[i][1]) for i in range(3))
+    for event in (good_before, bad, good_after):
+        event["event_id"] = str(uuid.uuid4())
+    del bad["session_id"]
+    block = [orjson.dumps(event) for event in (good_before, bad, good_after)]
+    records.insert(len(records) // 2, (b"mixed", join_documents(block), block_headers()))
+    _produce(kafka, topics["events_topic"], records)
+
+    expected = len({e.event_id for e in data.deliveries}) + 2
+    loader = Loader(settings, warehouse)
+    inserted = loader.stats.rows_inserted
+    run_loader_until(loader, lambda: inserted.get("dlq_events", 0) >= 1 and inserted.get("events", 0) >= len(rows) + 2)
+    try:
+        # Every row once: each delivery (resends included) and the bad block's two good rows.
+        assert loader.stats.rows_inserted["events"] == len(rows) + 2
+        counted = warehouse.query_rows("SELECT count() AS n, uniqExact(event_id) AS d FROM events FINAL")
+        assert counted == [{"n": expected, "d": expected}]
+        neighbours = warehouse.query_rows(
+            "SELECT count() AS n FROM events FINAL WHERE event_id IN {ids:Array(String)}",
+            {"ids": [good_before["event_id"], good_after["event_id"], bad["event_id"]]},
+        )
+        assert neighbours == [{"n": 2}]
+        letters = warehouse.query_rows("SELECT reason, payload, event_id FROM dlq_events FINAL")
+        assert len(letters) == 1 and "session_id" in letters[0]["reason"]
+        assert letters[0]["payload"] == block[1].decode() and str(letters[0]["event_id"]) == bad["event_id"]
+        assert loader.stats.rejected == 1
+    finally:
+        drop_and_close(warehouse)
+
+
 def _lag(kafka: KafkaConfig, group: str, topic: str, partitions: int) -> int:
     consumer = Consumer({**kafka.client_config(), "group.id": group, "enable.auto.commit": False})
     try:
@@ -114,11 +161,9 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
     topics = _topics(kafka_topic, partitions=2)
     group = f"test-loader-kill-{uuid.uuid4().hex[:8]}"
     data = clickstream(images=2500, devices=300, seed=9, duplicate_share=0.2)
-    _produce(
-        kafka,
-        topics["events_topic"],
-        [(e.anonymous_id.encode(), e.model_dump_json().encode()) for e in data.deliveries],
-    )
+    # Blocks of rows and plain records on the same topic: a restart replays whole records.
+    records = mixed_records([(e.anonymous_id.encode(), e.model_dump_json().encode()) for e in data.deliveries])
+    _produce(kafka, topics["events_topic"], records)
     env = {
         **os.environ,
         "FS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -133,7 +178,7 @@ def test_kill_minus_nine_mid_batch_loses_and_duplicates_nothing(
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # Wait until some batches are committed but not all: then it is between or inside batches.
     deadline = time.monotonic() + 90
-    total = len(data.deliveries)
+    total = len(records)
     while time.monotonic() < deadline:
         remaining = _lag(kafka, group, topics["events_topic"], 2)
         if remaining < total:
