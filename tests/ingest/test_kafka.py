@@ -17,14 +17,16 @@ import uvicorn
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
+from funnelstream.blocks import BLOCK_VERSION, block_version, partition_for
 from funnelstream.contract import DeadLetter, InferenceResult, JobKind, JobStatus, parse_event_json
 from funnelstream.settings import KafkaConfig, ObjectStoreConfig
 from ingest.app import create_app
+from ingest.producer import collector_producer_config
 from ingest.sdk import Client
 from ingest.settings import IngestSettings, hash_write_key
 from ops.sample_images import sample_png
 from tests.helpers.examples import example
-from tests.helpers.kafka_topics import read_topic
+from tests.helpers.kafka_topics import read_events, read_records, read_topic
 
 KEY = "integration-key"
 
@@ -67,9 +69,10 @@ def test_accepted_events_are_in_kafka_keyed_by_device_and_invalid_ones_in_the_dl
     )
     assert response.status_code == 202
     assert response.json()["accepted"] == 50
-    stored = read_topic(kafka, topics["events_topic"], expect=50)
+    stored = read_events(kafka, topics["events_topic"], expect=50)
     assert sorted(str(parse_event_json(v).event_id) for _, v in stored) == sorted(e["event_id"] for e in good)
-    assert all(key == parse_event_json(value).anonymous_id.encode() for key, value in stored)
+    # Blocks mixing devices carry no key; one device's block carries the device.
+    assert all(key in (None, parse_event_json(value).anonymous_id.encode()) for key, value in stored)
     [(_, letter_bytes)] = read_topic(kafka, topics["dlq_topic"], expect=1)
     letter = DeadLetter.model_validate_json(letter_bytes)
     assert letter.event_id == bad["event_id"] and "score" in letter.reason and letter.source == "backend"
@@ -144,7 +147,61 @@ def test_sdk_through_a_real_server_stores_every_event_once(kafka: KafkaConfig, t
         server.should_exit = True
         thread.join(timeout=20)
     stored = Counter(
-        str(parse_event_json(v).event_id) for _, v in read_topic(kafka, topics["events_topic"], expect=1000)
+        str(parse_event_json(v).event_id) for _, v in read_events(kafka, topics["events_topic"], expect=1000)
     )
     assert set(stored) == set(ids)
     assert max(stored.values()) == 1
+
+
+def test_partition_for_agrees_with_librdkafkas_default_partitioner(
+    kafka: KafkaConfig, topics: dict[str, str], kafka_topic: Callable[..., str]
+) -> None:
+    """Older collectors, the inference service and the heartbeat let librdkafka choose; the
+    collector chooses itself: a device's events must land in the same partition either way."""
+    topic = kafka_topic("ingest.partitioner", partitions=7)
+    settings = settings_for(kafka, topics)
+    producer = Producer(collector_producer_config(settings.kafka, settings.ingest))
+    keys = [f"device-{uuid.uuid4()}".encode() for _ in range(300)] + [b"a", b"device-1", "é".encode()]
+    for key in keys:
+        producer.produce(topic, key, key)
+    assert producer.flush(10) == 0
+    records = read_records(kafka, topic, expect=len(keys))
+    assert len(records) == len(keys)
+    assert {r.key: r.partition for r in records} == {key: partition_for(key, 7) for key in keys}
+
+
+def test_a_requests_events_arrive_as_blocks_in_their_devices_partitions_in_order(
+    live_client: TestClient, kafka: KafkaConfig, topics: dict[str, str]
+) -> None:
+    devices = [f"device-{n}" for n in range(9)]
+    first = [example("tool_selected", anonymous_id=devices[n % 9]) for n in range(45)]
+    # A client's retry in another request: the same events again, plus one new.
+    resent = [*first[:5], example("image_saved", anonymous_id=devices[0])]
+    for batch in (first, resent):
+        answer = live_client.post("/v1/batch", content=orjson.dumps({"batch": batch}), headers={"X-Write-Key": KEY})
+        assert answer.status_code == 202 and answer.json()["accepted"] == len(batch)
+    records = read_records(kafka, topics["events_topic"], expect=len(first) + len(resent))
+    assert all(block_version(r.headers) == BLOCK_VERSION for r in records)
+    # One record per partition each request's devices go to: not one per event.
+    partitions_of = [{partition_for(e["anonymous_id"].encode(), 4) for e in batch} for batch in (first, resent)]
+    assert len(records) == sum(len(p) for p in partitions_of)
+    seen: dict[int, list[str]] = {}
+    for record in records:
+        events = [parse_event_json(document) for document in record.documents()]
+        assert {partition_for(e.anonymous_id.encode(), 4) for e in events} == {record.partition}
+        devices_in = {e.anonymous_id for e in events}
+        assert record.key == (events[0].anonymous_id.encode() if len(devices_in) == 1 else None)
+        # Each event keeps its own id and its own stamps.
+        assert all(e.received_at is not None and e.event_ts is not None and e.source == "backend" for e in events)
+        seen.setdefault(record.partition, []).extend(str(e.event_id) for e in events)
+    for partition, ids in seen.items():
+        expected = [
+            e["event_id"]
+            for batch in (first, resent)
+            for e in batch
+            if partition_for(e["anonymous_id"].encode(), 4) == partition
+        ]
+        assert ids == expected, "a partition's events are in the order they were accepted"
+    # Resends in another request stay separate events (the stream's dedup collapses them).
+    ids = Counter(i for ids in seen.values() for i in ids)
+    assert {i for i, n in ids.items() if n == 2} == {e["event_id"] for e in first[:5]}
