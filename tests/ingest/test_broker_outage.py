@@ -25,7 +25,7 @@ from infra.stack import InfraSettings, down, up
 from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
 from tests.helpers.examples import example
-from tests.helpers.kafka_topics import read_topic
+from tests.helpers.kafka_topics import read_events
 
 KEY = "outage-key"
 SENDERS = 4
@@ -127,7 +127,7 @@ def test_broker_outage_gives_503_and_every_202_is_stored_once(private_kafka: Inf
     assert out.accepted_after_restart >= RECOVERED_AFTER, f"the collector did not recover after the restart; {summary}"
     stored = Counter(
         str(parse_event_json(value).event_id)
-        for _, value in read_topic(private_kafka.kafka, str(Topic.EVENTS_RAW), timeout_s=60)
+        for _, value in read_events(private_kafka.kafka, str(Topic.EVENTS_RAW), timeout_s=60)
     )
     missing = [event_id for event_id in out.accepted if event_id not in stored]
     duplicated = [event_id for event_id in out.accepted if stored[event_id] > 1]

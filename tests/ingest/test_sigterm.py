@@ -20,7 +20,7 @@ from funnelstream.contract import parse_event_json
 from funnelstream.settings import KafkaConfig
 from ingest.settings import hash_write_key
 from tests.helpers.examples import example
-from tests.helpers.kafka_topics import read_topic
+from tests.helpers.kafka_topics import read_events
 
 KEY = "sigterm-key"
 
@@ -88,5 +88,5 @@ def test_sigterm_drains_in_flight_requests_and_flushes(kafka: KafkaConfig, kafka
     assert accepted, stderr[-2000:]
     assert "collector stopped" in stderr
     assert "unconfirmed" not in stderr
-    stored = Counter(str(parse_event_json(v).event_id) for _, v in read_topic(kafka, topic, expect=len(accepted)))
+    stored = Counter(str(parse_event_json(v).event_id) for _, v in read_events(kafka, topic, expect=len(accepted)))
     assert all(stored[event_id] == 1 for event_id in accepted)

@@ -29,7 +29,7 @@ from ingest.app import create_app
 from ingest.settings import IngestSettings, hash_write_key
 from tests.helpers import raw_http
 from tests.helpers.examples import example
-from tests.helpers.kafka_topics import read_topic
+from tests.helpers.kafka_topics import read_events, read_topic
 
 WRITE_KEY = "abuse-test-write-key"
 READ_KEY = "abuse-test-read-key"
@@ -81,7 +81,7 @@ def _with_nested_properties(event: dict[str, Any], levels: int) -> bytes:
 
 
 def _stored_events(kafka: KafkaConfig, topic: str, expect: int) -> set[str]:
-    return {str(parse_event_json(value).event_id) for _, value in read_topic(kafka, topic, expect=expect)}
+    return {str(parse_event_json(value).event_id) for _, value in read_events(kafka, topic, expect=expect)}
 
 
 def _dead_letters(kafka: KafkaConfig, topic: str, expect: int) -> list[tuple[bytes | None, bytes]]:
@@ -204,7 +204,7 @@ def test_the_token_bucket_charges_each_event_and_cannot_be_set_below_a_batch(
     assert answers[0].status_code == 202
     assert [a.status_code for a in answers[1:]] == [429] * 5
     assert all(int(a.headers["retry-after"]) >= 1 for a in answers[1:])
-    assert len(read_topic(kafka, topics["events_topic"])) == 500
+    assert len(read_events(kafka, topics["events_topic"])) == 500
 
 
 def test_each_client_address_has_its_own_bucket(kafka: KafkaConfig, topics: dict[str, str]) -> None:

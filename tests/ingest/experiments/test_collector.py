@@ -15,7 +15,7 @@ from ingest.experiments.assignment import hash_assignment
 from ingest.experiments.routes import collector_router
 from ingest.settings import DEV_WRITE_KEY, IngestSettings
 from tests.helpers.experiment_fixtures import make_experiment
-from tests.helpers.kafka_topics import read_topic
+from tests.helpers.kafka_topics import read_events
 
 DEFINITIONS = """
 version: {version}
@@ -65,7 +65,7 @@ def test_collector_serves_assignments_and_produces_each_exposure_once(
         assert body == {"anonymous_id": device, "definitions_version": 2, "variants": {}, "assignments": []}
 
     # Everything on the topic, to its end: a duplicate exposure would be read too.
-    messages = read_topic(kafka, topic)
+    messages = read_events(kafka, topic)
     assert sorted(key for key, _ in messages) == sorted(d.encode() for d in exposed)
     for _, value in messages:
         event = parse_event_json(value)
