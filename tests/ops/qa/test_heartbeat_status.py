@@ -35,6 +35,7 @@ from stream_processors.dimensions import DimensionStore
 from stream_processors.enrich import Enricher, UserAgentParser
 from stream_processors.processor import MemoryStateStore, RawRecord, StreamProcessor
 from tests.helpers.heartbeats import enriched
+from tests.helpers.kafka_topics import read_events
 from tests.helpers.qa_warehouse import load_events, open_warehouse
 
 pytestmark = pytest.mark.integration
@@ -315,15 +316,9 @@ def test_heartbeats_can_enter_through_the_collector(kafka, kafka_topic) -> None:
         with pytest.raises(HeartbeatRejected) as refused:
             HeartbeatEmitter(QASettings(kafka=kafka, qa=wrong_key), http=client).beat()
         assert refused.value.status == 401
-    consumer = _consumer(kafka, f"qa-ingest-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([raw])
-    received = None
-    deadline = time.monotonic() + 20
-    while received is None and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is not None and message.error() is None:
-            received = parse_event_json(message.value())
-    consumer.close()
+    # The collector writes a block of events; a heartbeat is the one event of its block.
+    [(_, document)] = read_events(kafka, raw, expect=1, timeout_s=20)
+    received = parse_event_json(document)
     assert isinstance(received, PipelineHeartbeat)
     assert received.event_id == sent.event_id
     # Stamped by the collector, not by the emitter.
