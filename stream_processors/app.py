@@ -18,6 +18,7 @@ import orjson
 from confluent_kafka import Producer
 from faust.types import TP
 
+from funnelstream.blocks import BLOCK_HEADERS, SEPARATOR, block_version
 from funnelstream.errors import DeliveryError
 from funnelstream.kafka import (
     DeliveryReport,
@@ -34,9 +35,8 @@ from stream_processors.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 STATE_TABLE = "state"
-# With one batch read ahead, Faust's flow control paused a partition each time its buffer filled
-# and resumed it late, and the stage fell behind in stretches; four cost no measurable memory.
-READ_AHEAD_BATCHES = 4
+ENRICHED_HEADERS: list[tuple[str, str | bytes | None]] = list(BLOCK_HEADERS)
+"""An ``events.enriched`` message is a block of rows, as the loader reads it."""
 
 
 class TableStateStore:
@@ -139,11 +139,11 @@ class Runtime:
         assert self.producer is not None
         stream = self.settings.stream
         report = CountingReport()
-        for topic, messages in (
-            (stream.enriched_topic, out.enriched),
-            (stream.sessions_topic, out.sessions),
-            (stream.dlq_topic, out.dead_letters),
-        ):
+        # Each enriched message is the block of rows of one input record.
+        for row_key, rows in out.enriched:
+            produce(self.producer, stream.enriched_topic, rows, row_key, report, headers=ENRICHED_HEADERS)
+        self.producer.poll(0)
+        for topic, messages in ((stream.sessions_topic, out.sessions), (stream.dlq_topic, out.dead_letters)):
             for key, value in messages:
                 produce(self.producer, topic, value, key, report)
             self.producer.poll(0)
@@ -184,15 +184,27 @@ class Runtime:
                 continue
             if generation is not None and message.generation_id != generation:
                 continue
-            records.append(RawRecord(message.partition, message.offset, message.key, message.value, message.topic))
-        out = self.processor.process(records)
-        progress = dict(out.progress)
-        gaps = dict(out.gaps)
-        await self.deliver(out)
-        self.batches += 1
-        if consumer is not None:
-            if progress:
+            records.append(
+                RawRecord(
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message.topic,
+                    block_version(message.headers),
+                )
+            )
+        gaps: dict[int, tuple[int, int]] = {}
+        for part in sub_batches(records, self.settings.stream.batch_events):
+            out = self.processor.process(part)
+            progress = dict(out.progress)
+            for partition, gap in out.gaps.items():
+                gaps.setdefault(partition, gap)
+            await self.deliver(out)
+            self.batches += 1
+            if consumer is not None and progress:
                 await consumer.commit(progress)
+        if consumer is not None:
             for partition, gap in gaps.items():
                 await self.resume_at(consumer, partition, gap)
 
@@ -249,6 +261,25 @@ class Runtime:
             "open_sessions": self.processor.open_sessions(),
             "watermarks": {str(p): w for p, w in sorted(self.processor.watermarks.items())},
         }
+
+
+def sub_batches(records: list[RawRecord], events: int) -> list[list[RawRecord]]:
+    """Whole records in runs of about ``events`` events each (a run ends with the record that
+    reaches it): what one take holds can be hundreds of thousands of events, processed, delivered
+    and committed a run at a time so that a batch's output and state stay bounded."""
+    runs: list[list[RawRecord]] = []
+    run: list[RawRecord] = []
+    count = 0
+    for record in records:
+        run.append(record)
+        value = record.value
+        count += value.count(SEPARATOR) + 1 if record.block is not None and value else 1
+        if count >= events:
+            runs.append(run)
+            run, count = [], 0
+    if run or not runs:
+        runs.append(run)
+    return runs
 
 
 GAP_SEEKS_BEFORE_SKIP = 5
@@ -335,10 +366,11 @@ def reading_options(settings: StreamSettings) -> dict[str, Any]:
     return {
         "broker": [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         "consumer_auto_offset_reset": "earliest",
-        # A few batches ahead, not Faust's default of 4,096 buffered events plus whatever one poll
-        # returns: what waits in buffers is memory.
-        "stream_buffer_maxsize": READ_AHEAD_BATCHES * stream.batch_size,
+        # A few takes ahead, not Faust's default of 4,096 buffered records plus whatever one poll
+        # returns: what waits in buffers is memory, and a record can be a block of 500 events.
+        "stream_buffer_maxsize": stream.read_ahead_records,
         "broker_max_poll_records": stream.batch_size,
+        "consumer_max_fetch_size": stream.fetch_max_bytes,
         "key_serializer": "raw",
         "value_serializer": "raw",
         # The project's topics are made by `funnelstream setup`; Faust declares only its changelog.

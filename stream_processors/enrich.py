@@ -1,8 +1,9 @@
-"""Turn a validated event into one ``events.enriched`` row (:class:`EnrichedEvent`).
+"""Turn an event into one ``events.enriched`` row (:class:`EnrichedEvent`).
 
-The row is built as a plain dict and serialized with orjson: validating a pydantic model per
-output row would cost as much as the rest of the pipeline. The unit tests validate every kind of
-row against :class:`EnrichedEvent`, so the dict cannot drift from the contract unnoticed.
+An event comes in the form the collector writes it (a dict of JSON values; optional fields may
+be absent), the row goes out as a plain dict serialized with orjson: validating a pydantic model
+per output row would cost as much as the rest of the pipeline. The unit tests validate every
+kind of row against :class:`EnrichedEvent`, so the dict cannot drift from the contract unnoticed.
 """
 
 from __future__ import annotations
@@ -14,29 +15,9 @@ from typing import Any
 
 import ua_parser
 
-from funnelstream.contract import FUNNEL_STEP_OF, Envelope, TimestampFlag
+from funnelstream.contract import EVENT_ADAPTER, FUNNEL_STEP_OF, Envelope
 from stream_processors.dimensions import DimensionStore, DimensionValue
 
-# Fields that exist on some event types and have a column of the same name in EnrichedEvent.
-_EVENT_FIELDS = (
-    "job_id",
-    "input_url",
-    "mask_url",
-    "inference_url",
-    "width",
-    "height",
-    "size_bytes",
-    "content_type",
-    "proposal_count",
-    "status",
-    "latency_ms",
-    "model_name",
-    "model_version",
-    "error",
-    "score",
-    "experiment_key",
-    "variant",
-)
 _CONTEXT_FIELDS = (
     "page_url",
     "referrer",
@@ -48,6 +29,8 @@ _CONTEXT_FIELDS = (
     "ip",
 )
 _BOT_FAMILIES = frozenset({"Spider"})
+STEP_OF: dict[str, int] = {str(kind): int(step) for kind, step in FUNNEL_STEP_OF.items()}
+"""Funnel step of an event type, by its name."""
 _TOOL_COLUMNS = ("tool_id", "tool_name", "tool_type")
 _INFERENCE_COLUMNS = ("inference_id", "inference_name", "inference_type")
 
@@ -111,56 +94,62 @@ class Enricher:
 
     def enrich(
         self,
-        event: Envelope,
+        event: Envelope | dict[str, Any],
         *,
-        event_ts: datetime,
-        received_at: datetime,
         session_id: str,
         is_late: bool,
         enriched_at: datetime,
+        event_ts: datetime | None = None,
+        received_at: datetime | None = None,
     ) -> dict[str, Any]:
-        attrs = event.__dict__
-        event_type = attrs["event_type"]
-        row: dict[str, Any] = {
-            "event_id": attrs["event_id"],
-            "event_type": event_type,
-            "schema_version": attrs["schema_version"],
-            "anonymous_id": attrs["anonymous_id"],
-            "user_id": attrs["user_id"],
-            "input_id": attrs["input_id"],
-            "session_id": session_id,
-            "client_ts": attrs["client_ts"],
-            "sent_at": attrs["sent_at"],
-            "received_at": received_at,
-            "event_ts": event_ts,
-            "timestamp_flag": attrs["timestamp_flag"] or TimestampFlag.OK,
-            "is_late": is_late,
-            "source": attrs["source"] or "",
-            "funnel_step": int(FUNNEL_STEP_OF.get(event_type, 0)),
-            "experiments": attrs["experiments"],
-            "properties": attrs["properties"],
-            "enriched_at": enriched_at,
-        }
-        for name in _EVENT_FIELDS:
-            value = attrs.get(name)
-            if value is not None:
-                row[name] = value
-        unknown_tool = _copy_dimension(row, attrs.get("tool_id"), self.dimensions.tools, _TOOL_COLUMNS)
-        unknown_inference = _copy_dimension(
-            row, attrs.get("inference_id"), self.dimensions.inferences, _INFERENCE_COLUMNS
-        )
-        self.counters.unknown_tool += unknown_tool
-        self.counters.unknown_inference += unknown_inference
+        """The row of an event (a contract model or its JSON form) in a session."""
+        fields = event if isinstance(event, dict) else EVENT_ADAPTER.dump_python(event, mode="json")  # type: ignore[arg-type]
+        row = self.row(fields, is_late=is_late, enriched_at=enriched_at)
+        row["session_id"] = session_id
+        if event_ts is not None:
+            row["event_ts"] = event_ts
+        if received_at is not None:
+            row["received_at"] = received_at
+        return row
+
+    def row(self, event: dict[str, Any], *, is_late: bool, enriched_at: datetime) -> dict[str, Any]:
+        """The row of an event in the collector's form, all but its session id. Raises on values
+        of the wrong type (a forged document); the caller dead-letters the event.
+
+        Every field of the contract but ``context`` (flattened) and the heartbeat's
+        ``emitted_by`` is a column of the same name, so the row starts as a copy of the event;
+        optional fields keep their nulls, which the row's model reads as absent."""
+        row = event.copy()
+        context = row.pop("context", None)
+        row.pop("emitted_by", None)
+        if row.get("timestamp_flag") is None:
+            row["timestamp_flag"] = "ok"
+        if row.get("source") is None:
+            row["source"] = ""
+        if row.get("experiments") is None:
+            row["experiments"] = {}
+        if row.get("properties") is None:
+            row["properties"] = {}
+        row["is_late"] = is_late
+        row["funnel_step"] = STEP_OF.get(row["event_type"], 0)
+        row["enriched_at"] = enriched_at
+        dimensions = self.dimensions
+        unknown_tool = _copy_dimension(row, row.get("tool_id"), dimensions.tools, _TOOL_COLUMNS)
+        unknown_inference = _copy_dimension(row, row.get("inference_id"), dimensions.inferences, _INFERENCE_COLUMNS)
+        counters = self.counters
+        counters.unknown_tool += unknown_tool
+        counters.unknown_inference += unknown_inference
         row["unknown_dimension"] = unknown_tool or unknown_inference
-        context = attrs["context"].__dict__
-        for name in _CONTEXT_FIELDS:
-            value = context.get(name)
-            if value is not None:
-                row[name] = value
-        info = self.user_agents.parse(context.get("user_agent"))
-        if info is not None:
-            row["browser"] = info.browser
-            row["os"] = info.os
-            row["device"] = info.device
-            row["is_bot"] = info.is_bot
+        if context:
+            context_get = context.get
+            for name in _CONTEXT_FIELDS:
+                value = context_get(name)
+                if value is not None:
+                    row[name] = value
+            info = self.user_agents.parse(context_get("user_agent"))
+            if info is not None:
+                row["browser"] = info.browser
+                row["os"] = info.os
+                row["device"] = info.device
+                row["is_bot"] = info.is_bot
         return row

@@ -1,6 +1,10 @@
 """The processing core: dedup, enrichment and sessionization of one batch of raw records.
 
 Plain Python, tested in memory; the Faust agents only feed batches in and write the outputs.
+A record is a block of events (the collector's, marked by the block header: trusted for shape,
+checked for a known schema version and the collector's stamps) or one event of any other
+producer (validated in full by the contract); every event is brought to one dict form. Each
+event that cannot be processed dead-letters alone; nothing a document holds stops its neighbours.
 Owns the state layout (``a:<anonymous_id>`` sessions of a device, ``b:<partition>:<first_offset>``
 a batch's admitted ids and watermark, ``o:<partition>`` the partition's progress), all keyed by the
 ``events.raw`` partition they came from. Invariant: replaying a partition gives the same sessions
@@ -20,10 +24,17 @@ from uuid import UUID
 import orjson
 from pydantic import ValidationError
 
-from funnelstream.contract import EVENT_ADAPTER, FUNNEL_STEP_OF, FunnelStep, parse_event_json
+from funnelstream.blocks import BLOCK_VERSION, SEPARATOR
+from funnelstream.contract import (
+    EVENT_ADAPTER,
+    SCHEMA_VERSION,
+    EventType,
+    FunnelStep,
+    parse_event_json,
+)
 from funnelstream.deadletter import dead_letter
 from funnelstream.errors import ContractError, FieldError
-from stream_processors.enrich import Enricher
+from stream_processors.enrich import STEP_OF, Enricher
 from stream_processors.errors import PoisonMessage
 
 DLQ_STAGE = "stream"
@@ -33,6 +44,9 @@ SID, START, LAST, COUNT, LATE, INPUTS, DEEPEST, EXPERIMENTS, USER, VERSION = ran
 # Where the sessions start in a device's list, after its partition and applied offset.
 SESSIONS = 2
 _STEP_NAMES = {int(step): step.name.lower() for step in FunnelStep}
+_EVENT_TYPES = frozenset(str(kind) for kind in EventType)
+_UUID_LENGTH = 36
+_UUID_DIGITS = 32
 
 
 class StateStore(Protocol):
@@ -87,6 +101,9 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     topic: str = ""
+    block: bytes | None = None
+    """The block header's version (``block_version`` of the record's headers); None for a
+    record without it, which holds one event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +227,153 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+# --- reading events -------------------------------------------------------------------------------
+
+_STAMPS = ("event_ts", "received_at")
+
+
+def _text_id(event: Any) -> str | None:
+    """The event id a dead letter names, when the document has a readable one."""
+    event_id = event.get("event_id") if isinstance(event, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def _trusted(document: bytes) -> dict[str, Any]:
+    """A document of a collector's block: validated and stamped by the collector with this very
+    contract, so only what the worker relies on is checked (a known schema version, the type of
+    the event, the device, the stamps). Raises :class:`PoisonMessage` naming what is wrong."""
+    try:
+        event = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"invalid JSON: {exc}", [FieldError("event", f"invalid JSON: {exc}")]) from None
+    if type(event) is not dict:
+        reason = f"expected a JSON object, got {type(event).__name__}"
+        raise PoisonMessage(reason, [FieldError("event", reason)])
+    version = event.get("schema_version")
+    if (
+        type(version) is not int
+        or not 1 <= version <= SCHEMA_VERSION
+        or event.get("event_type") not in _EVENT_TYPES
+        or type(event.get("anonymous_id")) is not str
+        or type(event.get("event_ts")) is not str
+        or type(event.get("received_at")) is not str
+        or type(event.get("client_ts")) is not str
+    ):
+        errors = _trust_errors(event)
+        raise PoisonMessage(
+            "not an event as the collector writes it: " + "; ".join(str(error) for error in errors),
+            errors,
+            event_id=_text_id(event),
+        )
+    return event
+
+
+def _trust_errors(event: dict[str, Any]) -> list[FieldError]:
+    errors = []
+    version = event.get("schema_version")
+    if type(version) is not int or not 1 <= version <= SCHEMA_VERSION:
+        errors.append(FieldError("schema_version", f"{version!r} is not a schema version this worker knows"))
+    event_type = event.get("event_type")
+    if event_type not in _EVENT_TYPES:
+        errors.append(FieldError("event_type", f"unknown event type {str(event_type)[:64]!r}"))
+    if type(event.get("anonymous_id")) is not str:
+        errors.append(FieldError("anonymous_id", "expected a string"))
+    if type(event.get("client_ts")) is not str:
+        errors.append(FieldError("client_ts", "expected a time"))
+    for name in _STAMPS:
+        if event.get(name) is None:
+            errors.append(FieldError(name, "required on events.raw; set by ingest"))
+        elif type(event.get(name)) is not str:
+            errors.append(FieldError(name, "expected a time"))
+    return errors
+
+
+def _validated(document: bytes) -> dict[str, Any]:
+    """An event of any other producer (or of an unknown block version), validated in full by the
+    contract and brought to the form the collector writes (JSON types)."""
+    try:
+        # Validating the bytes directly skips building a dict first. Anything it refuses (an
+        # unknown field that belongs in properties, a real error) takes the contract's own path.
+        event = EVENT_ADAPTER.validate_json(document)
+    except ValidationError:
+        try:
+            event = parse_event_json(document)
+        except ContractError as exc:
+            raise PoisonMessage(f"contract violation: {exc}", exc.errors) from None
+    missing = [name for name in _STAMPS if getattr(event, name) is None]
+    if missing:
+        raise PoisonMessage(
+            "not stamped by the collector",
+            [FieldError(name, "required on events.raw; set by ingest") for name in missing],
+            event_id=str(event.event_id),
+        )
+    fields: dict[str, Any] = EVENT_ADAPTER.dump_python(event, mode="json")
+    return fields
+
+
+def _event_id(event: dict[str, Any]) -> int:
+    """The event id as the UUID's integer: half the size of its text in the dedup index. Reads
+    the canonical text (8-4-4-4-12 hex digits) directly; anything else goes through ``UUID``."""
+    text = event.get("event_id")
+    if type(text) is str and len(text) == _UUID_LENGTH:
+        digits = text.replace("-", "")
+        if len(digits) == _UUID_DIGITS and digits.isalnum() and text[8] == "-" and text[23] == "-":
+            try:
+                return int(digits, 16)
+            except ValueError:
+                pass
+    raise PoisonMessage("event_id: expected a UUID", [FieldError("event_id", "expected a UUID")], _text_id(event))
+
+
+def _session_fields(event: dict[str, Any]) -> tuple[int, str, str | None, dict[str, str] | None, str | None]:
+    """(event time in ms, device, input id, experiments, user id): what sessions keep of an
+    event, checked so that a forged document cannot leave a session half changed."""
+    try:
+        ts = (datetime.fromisoformat(event["event_ts"]) - _EPOCH) // _ONE_MS
+    except (TypeError, ValueError, OverflowError):
+        raise PoisonMessage(
+            "event_ts: not a time with its UTC offset", [FieldError("event_ts", "expected an ISO 8601 time")]
+        ) from None
+    input_id = event.get("input_id")
+    if input_id is not None and (type(input_id) is not str or len(input_id) != _UUID_LENGTH):
+        raise PoisonMessage("input_id: expected a UUID", [FieldError("input_id", "expected a UUID")])
+    user_id = event.get("user_id")
+    if user_id is not None and type(user_id) is not str:
+        raise PoisonMessage("user_id: expected a string", [FieldError("user_id", "expected a string")])
+    experiments = event.get("experiments")
+    if experiments:
+        if type(experiments) is not dict or not all(type(variant) is str for variant in experiments.values()):
+            reason = "expected an object of experiment keys and variants"
+            raise PoisonMessage(f"experiments: {reason}", [FieldError("experiments", reason)])
+    else:
+        experiments = None
+    return ts, event["anonymous_id"], input_id, experiments, user_id
+
+
+def _apply(
+    session: list[Any],
+    ts: int,
+    input_id: str | None,
+    step: int,
+    experiments: dict[str, str] | None,
+    user_id: str | None,
+) -> None:
+    if ts < session[START]:
+        session[START] = ts
+    if ts > session[LAST]:
+        session[LAST] = ts
+    session[COUNT] += 1
+    if input_id is not None and input_id not in session[INPUTS]:
+        session[INPUTS] = (*session[INPUTS], input_id)
+    if step > session[DEEPEST]:
+        session[DEEPEST] = step
+    if experiments:
+        session[EXPERIMENTS] = _merged_experiments(session[EXPERIMENTS], experiments)
+    if user_id is not None:
+        session[USER] = user_id
+    session[VERSION] += 1
+
+
 class StreamProcessor:
     def __init__(
         self,
@@ -286,16 +450,25 @@ class StreamProcessor:
     # --- the batch ----------------------------------------------------------------------------------
 
     def process(self, records: Iterable[RawRecord]) -> Output:
+        """Process whole records: every event of a record is in this batch's output or in none."""
         out = Output()
         now = self.clock()
-        changed_actors: dict[str, tuple[int, list[Any]]] = {}
+        changed_actors: dict[str, tuple[int, list[Any], int]] = {}
+        """device key -> (partition, the device's record changed on a copy, its applied offset
+        before this batch): several events of one record share its offset, so only the offset
+        from before the batch tells an event applied before a crash from one applied just now."""
         changed_sessions: dict[str, tuple[str, list[Any]]] = {}
         new_ids: dict[int, list[Any]] = {}
         batch_seen: set[int] = set()
         rules = self.rules
+        lateness_ms = rules.lateness_ms
         progress = out.progress
         gaps = out.gaps
         watermarks = out.watermarks
+        counters = self.counters
+        store_get = self.store.get
+        row_of = self.enricher.row
+        enriched = out.enriched
         for record in records:
             partition = record.partition
             seen = self._seen.get(partition)
@@ -308,86 +481,102 @@ class StreamProcessor:
                 expected = self.next_offsets.get(partition)
             if expected is not None and offset != expected:
                 if offset < expected:
-                    self.counters.redelivered += 1
+                    counters.redelivered += 1
                 elif partition not in gaps:
-                    self.counters.gaps += 1
+                    counters.gaps += 1
                     gaps[partition] = (expected, offset)
                 continue
             progress[partition] = offset + 1
-            try:
-                event, event_ts, received_at = self._decode(record)
-            except PoisonMessage as exc:
-                self.counters.dead_letters += 1
-                out.dead_letters.append(self._dead_letter(record, exc))
+            value = record.value
+            if value is None:
+                counters.dead_letters += 1
+                out.dead_letters.append(
+                    self._dead_letter(record, b"", PoisonMessage("empty value (tombstone) on the events topic"))
+                )
                 continue
-            # The UUID's own integer: no new object, and half the size of the id as text.
-            event_id = event.event_id.int
-            if event_id in seen or event_id in batch_seen:
-                self.counters.duplicates += 1
-                continue
-            batch_seen.add(event_id)
-            batch = new_ids.get(partition)
-            if batch is None:
-                batch = new_ids[partition] = [record.offset, record.offset, []]
-            batch[1] = record.offset
-            batch[2].append(event_id)
+            trusted = record.block == BLOCK_VERSION
+            # A record without the header holds one event, whatever its bytes; a block of an
+            # unknown version is split and each of its documents validated in full.
+            documents = value.split(SEPARATOR) if record.block is not None else (value,)
+            rows: list[bytes] = []
+            for document in documents:
+                try:
+                    event = _trusted(document) if trusted else _validated(document)
+                    event_id = _event_id(event)
+                except PoisonMessage as exc:
+                    counters.dead_letters += 1
+                    out.dead_letters.append(self._dead_letter(record, document, exc))
+                    continue
+                if event_id in seen or event_id in batch_seen:
+                    counters.duplicates += 1
+                    continue
+                watermark = watermarks.get(partition)
+                if watermark is None:
+                    watermark = self.watermarks[partition]
+                # Everything a document's content can fail is done before any state changes:
+                # the checks of the fields sessions use, the row and its bytes (the session id,
+                # known only after the session logic, is written in front of them).
+                try:
+                    ts, anonymous_id, input_id, experiments, user_id = _session_fields(event)
+                    is_late = ts < watermark - lateness_ms
+                    body = orjson.dumps(row_of(event, is_late=is_late, enriched_at=now))
+                except Exception as exc:  # anything in a document costs that event only
+                    counters.dead_letters += 1
+                    reason = exc.reason if isinstance(exc, PoisonMessage) else f"unprocessable event: {exc!r}"
+                    errors = exc.errors if isinstance(exc, PoisonMessage) else None
+                    letter = PoisonMessage(reason, errors, event_id=str(event.get("event_id")))
+                    out.dead_letters.append(self._dead_letter(record, document, letter))
+                    continue
 
-            ts = _ms(event_ts)
-            watermark = watermarks.get(partition)
-            if watermark is None:
-                watermark = self.watermarks[partition]
-            is_late = ts < watermark - rules.lateness_ms
-            if ts > watermark:
-                watermarks[partition] = ts
-            anonymous_id = event.anonymous_id
-            actor_key = "a:" + anonymous_id
-            pending = changed_actors.get(actor_key)
-            actor: list[Any] | None
-            if pending is not None:
-                actor = pending[1]
-            else:
-                stored = self.store.get(actor_key)
-                # Changed on a copy: the stored state stays as it was until the batch commits.
-                actor = None if stored is None else _copy_actor(stored)
-            if actor is None:
-                actor = [partition, -1]
-            if record.offset <= actor[1]:
-                # Already applied before a crash; only the output may be missing downstream.
-                self.counters.replayed += 1
-                session = self._covering(actor[SESSIONS:], ts)
-                session_id = session[SID] if session is not None else session_id_for(anonymous_id, ts)
-            else:
-                actor[1] = record.offset
-                if is_late:
-                    self.counters.late += 1
+                batch_seen.add(event_id)
+                batch = new_ids.get(partition)
+                if batch is None:
+                    batch = new_ids[partition] = [offset, offset, []]
+                batch[1] = offset
+                batch[2].append(event_id)
+                if ts > watermark:
+                    watermarks[partition] = ts
+                actor_key = "a:" + anonymous_id
+                pending = changed_actors.get(actor_key)
+                if pending is not None:
+                    actor, applied = pending[1], pending[2]
+                else:
+                    stored = store_get(actor_key)
+                    # Changed on a copy: the stored state stays as it was until the batch commits.
+                    actor = [partition, -1] if stored is None else _copy_actor(stored)
+                    applied = actor[1]
+                if offset <= applied:
+                    # Already applied before a crash; only the output may be missing downstream.
+                    counters.replayed += 1
                     session = self._covering(actor[SESSIONS:], ts)
-                    if session is None:
-                        session_id = session_id_for(anonymous_id, ts)
+                    session_id = session[SID] if session is not None else session_id_for(anonymous_id, ts)
+                else:
+                    actor[1] = offset
+                    if is_late:
+                        counters.late += 1
+                        session = self._covering(actor[SESSIONS:], ts)
+                        if session is None:
+                            session_id = session_id_for(anonymous_id, ts)
+                        else:
+                            session[LATE] += 1
+                            session[VERSION] += 1
+                            session_id = session[SID]
+                            changed_sessions[session_id] = (anonymous_id, session)
                     else:
-                        session[LATE] += 1
-                        session[VERSION] += 1
+                        sessions = actor[SESSIONS:]
+                        session = self._assign(anonymous_id, sessions, ts, out, now)
+                        actor[SESSIONS:] = sessions
+                        _apply(session, ts, input_id, STEP_OF.get(event["event_type"], 0), experiments, user_id)
                         session_id = session[SID]
                         changed_sessions[session_id] = (anonymous_id, session)
-                else:
-                    sessions = actor[SESSIONS:]
-                    session = self._assign(anonymous_id, sessions, ts, out, now)
-                    actor[SESSIONS:] = sessions
-                    self._apply(session, event, ts)
-                    session_id = session[SID]
-                    changed_sessions[session_id] = (anonymous_id, session)
-                changed_actors[actor_key] = (partition, actor)
-            self.counters.accepted += 1
-            row = self.enricher.enrich(
-                event,
-                event_ts=event_ts,
-                received_at=received_at,
-                session_id=session_id,
-                is_late=is_late,
-                enriched_at=now,
-            )
-            out.enriched.append((anonymous_id.encode(), orjson.dumps(row)))
+                    changed_actors[actor_key] = (partition, actor, applied)
+                counters.accepted += 1
+                rows.append(b'{"session_id":"' + session_id.encode() + b'",' + body[1:])
+            if rows:
+                key = record.key or orjson.loads(rows[0])["anonymous_id"].encode()
+                enriched.append((key, SEPARATOR.join(rows)))
 
-        for actor_key, (partition, actor) in changed_actors.items():
+        for actor_key, (partition, actor, _) in changed_actors.items():
             out.state_writes.append((partition, actor_key, actor))
         for partition, (first, last, ids) in new_ids.items():
             batch_key = f"b:{partition}:{first}"
@@ -402,36 +591,11 @@ class StreamProcessor:
                 out.sessions.append(self._summary(anonymous_id, session, now, closed=False))
         return out
 
-    # --- decode -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _decode(record: RawRecord) -> tuple[Any, datetime, datetime]:
-        if record.value is None:
-            raise PoisonMessage("empty value (tombstone) on the events topic")
-        try:
-            # The collector wrote these events from validated models: validating the bytes
-            # directly skips building a dict first. Anything it refuses (an unknown field that
-            # belongs in properties, a real error) takes the contract's own path, which decides.
-            event = EVENT_ADAPTER.validate_json(record.value)
-        except ValidationError:
-            try:
-                event = parse_event_json(record.value)
-            except ContractError as exc:
-                raise PoisonMessage(f"contract violation: {exc}", exc.errors) from None
-        missing = [name for name in ("event_ts", "received_at") if getattr(event, name) is None]
-        if missing:
-            raise PoisonMessage(
-                "not stamped by the collector",
-                [FieldError(name, "required on events.raw; set by ingest") for name in missing],
-                event_id=str(event.event_id),
-            )
-        return event, event.event_ts, event.received_at  # type: ignore[return-value]
-
-    def _dead_letter(self, record: RawRecord, exc: PoisonMessage) -> tuple[bytes | None, bytes]:
+    def _dead_letter(self, record: RawRecord, document: bytes, exc: PoisonMessage) -> tuple[bytes | None, bytes]:
         letter = dead_letter(
             stage=DLQ_STAGE,
             reason=exc.reason,
-            payload=record.value or b"",
+            payload=document,
             errors=exc.errors,
             original_key=record.key,
             topic=record.topic or None,
@@ -497,27 +661,6 @@ class StreamProcessor:
             out.sessions.append(self._summary(anonymous_id, retired, now, closed=True))
             out.retired.add(other[SID])
         return keep
-
-    @staticmethod
-    def _apply(session: list[Any], event: Any, ts: int) -> None:
-        if ts < session[START]:
-            session[START] = ts
-        if ts > session[LAST]:
-            session[LAST] = ts
-        session[COUNT] += 1
-        input_id = event.input_id
-        if input_id is not None:
-            text = str(input_id)
-            if text not in session[INPUTS]:
-                session[INPUTS] = (*session[INPUTS], text)
-        step = int(FUNNEL_STEP_OF.get(event.event_type, 0))
-        if step > session[DEEPEST]:
-            session[DEEPEST] = step
-        if event.experiments:
-            session[EXPERIMENTS] = _merged_experiments(session[EXPERIMENTS], event.experiments)
-        if event.user_id is not None:
-            session[USER] = event.user_id
-        session[VERSION] += 1
 
     def _summary(self, anonymous_id: str, session: list[Any], now: datetime, *, closed: bool) -> tuple[bytes, bytes]:
         summary = {

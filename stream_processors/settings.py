@@ -26,9 +26,22 @@ class StreamConfig(BaseModel):
     session_gap_s: float = Field(default=30 * 60, gt=0)
     session_max_s: float = Field(default=24 * 3600, gt=0)
     allowed_lateness_s: float = Field(default=5 * 60, ge=0)
-    batch_size: int = Field(default=1000, ge=1, le=100_000)
-    """Events per batch, and how far the consumer reads ahead. Larger batches were not faster in
-    ``make bench-stream`` (Faust's per-message delivery dominates) and hold more in memory."""
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    """Records per take from the stream. A record is one event or a collector's block of up to
+    500, so a take is split into runs of ``batch_events`` events, each processed, delivered and
+    committed on its own."""
+    batch_events: int = Field(default=5000, ge=1, le=1_000_000)
+    """Events per processed run (whole records; a run ends with the record that reaches it):
+    bounds a batch's output and state changes held in memory."""
+    read_ahead_records: int = Field(default=1000, ge=1, le=100_000)
+    """Records Faust buffers ahead of the agent (its ``stream_buffer_maxsize``). What waits in
+    buffers is memory: up to (read_ahead_records + batch_size) records, typically a few KB each
+    (a tracker's request), at most a block's limit (900 kB) for a server SDK's. With one take
+    ahead Faust's flow control paused and resumed partitions late and the stage fell behind in
+    stretches; two takes ahead it keeps up."""
+    fetch_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Most data one fetch returns per partition (Faust's ``consumer_max_fetch_size``; its default
+    is 4 MiB): fetched records wait in the consumer until the stream buffer takes them."""
     batch_within_s: float = Field(default=0.2, gt=0)
     timer_interval_s: float = Field(default=5.0, gt=0)
     """How often idle sessions are closed and expired dedup records dropped."""
