@@ -95,8 +95,10 @@ class Loader:
         self._batch: list[Message] = []
         self._deadline = math.inf
         """When the open batch is due: its oldest message's time is up then."""
-        self._rows_per_record = 1.0
-        """Rows per record in the last consume: how many records to ask for to fill a batch."""
+        self._rows_per_record = float(settings.loader.batch_rows)
+        """Rows per record in the last consume: how many records to ask for to fill a batch. It
+        starts as if a record could fill a batch, so the first consume asks for one record rather
+        than ``batch_rows`` blocks of up to hundreds of rows each."""
         self._topic_kind = {
             settings.loader.events_topic: "events",
             settings.loader.sessions_topic: "sessions",
