@@ -1,9 +1,13 @@
 """``make bench-stream``: throughput of one stream worker against two ceilings, on the local Kafka.
 
-Each run uses its own topics and app id and deletes them at the end. The worker runs pinned to one
-core; its rate is enriched events over the span of their broker timestamps. The ceilings: a bare
-confluent-kafka consume-to-produce passthrough of the same input, and a Faust agent with the
-worker's loop and batches that does nothing. The last line of the output is one JSON object.
+The input is a raw stream as the collector writes it from realistic requests (``raw_blocks``):
+blocks of a tracker's 5-20 events of one device and of an SDK's 500 events, one record per target
+partition, with the collector's block header. Each run uses its own topics and app id and deletes
+them at the end. The worker runs pinned to one core; its rate is enriched events (rows, counted in
+the blocks it writes) over the span of their broker timestamps. The ceilings: a bare confluent-kafka
+consume-to-produce passthrough of the same block records (counting events), and a Faust agent with
+the worker's loop and batches that does nothing, on single-event records (the old shape) of the
+same stream on a topic of its own. The last line of the output is one JSON object.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ import faust
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from funnelstream.blocks import BLOCK_HEADERS, Block, block_version, split_block
 from funnelstream.kafka import (
     DeliveryReport,
     flush_or_raise,
@@ -37,7 +43,7 @@ from funnelstream.kafka import (
     wait_for_broker,
 )
 from funnelstream.settings import KafkaConfig
-from ops.journeys import raw_stream
+from ops.journeys import TRACKER_BATCH_EVENTS, raw_blocks, raw_stream
 from stream_processors.app import reading_options
 from stream_processors.dimensions import SEED_FILE
 from stream_processors.settings import StreamSettings
@@ -73,12 +79,57 @@ def faust_topics(app_id: str) -> list[str]:
     return [f"{app_id}-state-changelog", f"{app_id}-__assignor-__leader"]
 
 
-def produce_all(config: KafkaConfig, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+def produce_all(config: KafkaConfig, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+    """Single-event records, the partition chosen by the producer from the key."""
     producer = make_producer(config, **{"linger.ms": 20})
     report = DeliveryReport()
     for key, value in messages:
         produce(producer, topic, value, key, report)
     flush_or_raise(producer, report, 120)
+
+
+def produce_blocks(config: KafkaConfig, topic: str, blocks: Sequence[Block]) -> None:
+    """Block records as the collector writes them: its partition, its key (None for several
+    devices) and the header that marks a block it validated."""
+    producer = make_producer(config, **{"linger.ms": 20})
+    report = DeliveryReport()
+    for block in blocks:
+        produce(producer, topic, block.value, block.key, report, headers=list(BLOCK_HEADERS), partition=block.partition)
+    flush_or_raise(producer, report, 120)
+
+
+def block_mix(blocks: Sequence[Block]) -> dict[str, Any]:
+    """What the input records hold: their number, events per record, and the share of events in
+    blocks larger than any tracker request (an SDK request's share of one partition)."""
+    counts = [block.count for block in blocks]
+    events = sum(counts)
+    largest_tracker = TRACKER_BATCH_EVENTS[1]
+    return {
+        "records": len(counts),
+        "events": events,
+        "events_per_record_median": statistics.median(counts) if counts else None,
+        "events_per_record_mean": round(events / len(counts), 2) if counts else None,
+        "sdk_sized_event_share": round(sum(c for c in counts if c > largest_tracker) / events, 3) if events else None,
+    }
+
+
+def record_rows(headers: Any, value: bytes) -> int:
+    """Documents in one record: a block (with the header) splits into its lines; a record without
+    the header holds one."""
+    return len(split_block(value)) if block_version(headers) is not None else 1
+
+
+def rows_per_s(records: Sequence[tuple[int, int]]) -> float:
+    """Rows per second from ``(broker timestamp ms, rows)`` of every record written: the rows of
+    the records stamped after the first millisecond over the span of the stamps (the first
+    records' rows were made before the span began)."""
+    if not records:
+        raise ValueError("no records")
+    first = min(stamp for stamp, _ in records)
+    last = max(stamp for stamp, _ in records)
+    if last == first:
+        raise ValueError("every record has the same timestamp: no span to measure")
+    return sum(rows for stamp, rows in records if stamp > first) / ((last - first) / 1000)
 
 
 def worker_env(settings: StreamSettings, overrides: dict[str, str]) -> dict[str, str]:
@@ -117,28 +168,39 @@ def consume_until(
     expected: int,
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
-) -> list[tuple[int, bytes, bytes]]:
-    """(broker timestamp ms, key, value) of messages until ``expected`` distinct keys+values came."""
+    idle_s: float = 60.0,
+) -> list[tuple[int, int]]:
+    """(broker timestamp ms, rows) of each record until ``expected`` rows came, blocks counted by
+    their rows; gives up after ``timeout_s``, or ``idle_s`` without a record (a worker that dead-
+    letters or drops its input writes nothing more)."""
     consumer = make_consumer(config, private_group("bench"))
     consumer.subscribe([topic])
-    seen: list[tuple[int, bytes, bytes]] = []
+    seen: list[tuple[int, int]] = []
+    rows = 0
     deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
     try:
-        while len(seen) < expected and time.monotonic() < deadline and alive():
+        while rows < expected and time.monotonic() < deadline and alive():
+            if time.monotonic() - quiet_since > idle_s:
+                break
             for message in consumer.consume(num_messages=5000, timeout=0.5):
                 error = message.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(error.str())
                     continue
-                seen.append((message.timestamp()[1], message.key() or b"", message.value() or b""))
+                count = record_rows(message.headers(), message.value() or b"")
+                seen.append((message.timestamp()[1], count))
+                rows += count
+                quiet_since = time.monotonic()
     finally:
         consumer.close()
     return seen
 
 
 def passthrough(config: KafkaConfig, source: str, target: str, expected: int, timeout_s: float) -> float:
-    """events/s of a bare consume -> produce loop over ``source``."""
+    """events/s of a bare consume -> produce loop over ``source``: each record goes on as it is
+    (key, headers, partition), its events counted from the blocks."""
     consumer = make_consumer(config, private_group("bench-passthrough"))
     producer = make_producer(config)
     report = DeliveryReport()
@@ -153,8 +215,12 @@ def passthrough(config: KafkaConfig, source: str, target: str, expected: int, ti
                     continue
                 if started is None:
                     started = time.perf_counter()
-                produce(producer, target, message.value() or b"", message.key(), report)
-                moved += 1
+                value = message.value() or b""
+                headers = message.headers()
+                partition = message.partition()
+                assert partition is not None and not isinstance(headers, dict)  # a consumed record's
+                produce(producer, target, value, message.key(), report, headers, partition)
+                moved += record_rows(headers, value)
             producer.poll(0)
         flush_or_raise(producer, report, 60)
         consumer.commit(asynchronous=False)
@@ -234,8 +300,16 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout_s: float) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--devices", type=int, default=100_000)
+    # 600,000 events over 125,000 devices: every device comes (about 5 events each, where 200,000
+    # over 100,000 left 63,000 devices with 2), so a tracker's block holds 5 or more events, and at
+    # the end about 118,000 devices still have an open session, the state the RSS figure is about.
+    # More events per device costs the generator about 10 GB per million (raw_stream, raw_blocks).
+    parser.add_argument("--events", type=int, default=600_000)
+    parser.add_argument("--devices", type=int, default=125_000)
+    parser.add_argument(
+        "--faust-records", type=int, default=300_000,
+        help="single-event records the bare Faust agent takes (its rate is steady well before)",
+    )  # fmt: skip
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--web-port", type=int, default=6099)
     parser.add_argument("--cpu", type=int, default=1, help="core the worker is pinned to; -1 for none")
@@ -263,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "tools": f"bench.{run}.dimensions.tools",
         "inferences": f"bench.{run}.dimensions.inferences",
         "ceiling": f"bench.{run}.passthrough",
+        "single": f"bench.{run}.events.raw.single",
     }
     compacted = {"sessions", "tools", "inferences"}
     create_topics(config, {name: kind in compacted for kind, name in topics.items()}, args.partitions)
@@ -270,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"generating {args.events} events over {args.devices} devices", file=sys.stderr)
         workload = raw_stream(args.events, args.devices)
+        distinct, duplicates, messages = len(workload.events), workload.duplicates, len(workload.messages)
+        # The events' dicts are most of the workload's memory and nothing below reads them.
+        workload.events.clear()
+        blocks = raw_blocks(workload, args.partitions)
+        single = workload.messages[: args.faust_records]
+        workload.messages.clear()
+        mix = block_mix(blocks)
+        print(f"as the collector writes them: {json.dumps(mix)}", file=sys.stderr)
         env_settings = StreamSettings(kafka=config.model_copy(update={"partitions": args.partitions}))
         env = worker_env(
             env_settings,
@@ -285,9 +368,12 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         subprocess.run([sys.executable, "-m", "stream_processors", "dims", "load", str(SEED_FILE)], env=env, check=True)
-        produce_all(config, topics["raw"], workload.messages)
-        print(f"produced {len(workload.messages)} messages; passthrough ceiling", file=sys.stderr)
-        ceiling = passthrough(config, topics["raw"], topics["ceiling"], len(workload.messages), 300)
+        produce_blocks(config, topics["raw"], blocks)
+        del blocks
+        produce_all(config, topics["single"], single)
+        print(f"produced {mix['records']} block records, {len(single)} single-event records; passthrough ceiling",
+              file=sys.stderr)  # fmt: skip
+        ceiling = passthrough(config, topics["raw"], topics["ceiling"], mix["events"], 300)
 
         log_path = str(scratch / "worker.log")
         print(f"starting the worker; its log: {log_path}", file=sys.stderr)
@@ -295,36 +381,41 @@ def main(argv: list[str] | None = None) -> int:
         wait_healthy(args.web_port, worker, 120)
         began = time.monotonic()
         running = worker
-        out = consume_until(config, topics["enriched"], len(workload.events), 600, lambda: running.poll() is None)
-        if len(out) < len(workload.events):
-            raise RuntimeError(f"only {len(out)} of {len(workload.events)} enriched events; see {log_path}")
+        out = consume_until(config, topics["enriched"], distinct, 600, lambda: running.poll() is None)
+        enriched = sum(rows for _, rows in out)
+        if enriched < distinct:
+            counters = health(args.web_port) if worker.poll() is None else "worker exited"
+            raise RuntimeError(f"only {enriched} of {distinct} enriched events; worker: {counters}; see {log_path}")
         elapsed = time.monotonic() - began
-        stamps = [stamp for stamp, _, _ in out]
-        span_s = max((max(stamps) - min(stamps)) / 1000, 1e-3)
         time.sleep(1)
         state = health(args.web_port)
         rss, peak = rss_mb(worker.pid)
         result = {
-            "events": len(workload.events),
-            "messages": len(workload.messages),
-            "duplicates": workload.duplicates,
-            "enriched": len(out),
-            "events_per_s": round(len(out) / span_s),
+            "events": distinct,
+            "messages": messages,
+            "duplicates": duplicates,
+            "mix": mix,
+            "enriched": enriched,
+            "enriched_records": len(out),
+            "events_per_s": round(rows_per_s(out)),
             "wall_s_including_startup": round(elapsed, 2),
             "ceiling_events_per_s": round(ceiling),
             "rss_mb": round(rss, 1),
             "peak_rss_mb": round(peak, 1),
             "open_sessions": state.get("open_sessions"),
+            "dead_letters": state.get("dead_letters"),
             "partitions": args.partitions,
             "worker_cpu": args.cpu,
         }
-        # With the worker gone, Faust alone on the same core: what the framework leaves to the work.
+        # With the worker gone, Faust alone on the same core, one event per record (the shape before
+        # blocks): what the framework's per-record delivery leaves to the work.
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
-        result["faust_ceiling_events_per_s"] = round(
-            bare_agent_rate(env, topics["raw"], len(workload.messages), bare_app_id, scratch / "bare",
-                            None if args.cpu < 0 else args.cpu)
-        )  # fmt: skip
+        faust_ceiling = bare_agent_rate(env, topics["single"], len(single), bare_app_id, scratch / "bare",
+                                        None if args.cpu < 0 else args.cpu)  # fmt: skip
+        result["faust_ceiling_events_per_s"] = round(faust_ceiling)
+        result["faust_ceiling_records"] = len(single)
+        result["ratio_to_faust_ceiling"] = round(result["events_per_s"] / faust_ceiling, 2)
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
