@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from funnelstream.blocks import BLOCK_HEADERS, BLOCK_VERSION, join_documents, split_block
 from funnelstream.contract import DeadLetter, EnrichedEvent, SessionSummary
-from stream_processors.app import create_app
+from stream_processors.app import ENRICHED_HEADERS, create_app, sub_batches
 from stream_processors.dimensions import SEED_FILE, apply_all, read_dimension_file
-from stream_processors.processor import MemoryStateStore
+from stream_processors.processor import MemoryStateStore, RawRecord
 from stream_processors.settings import StreamConfig, StreamSettings
 from tests.helpers.stamped_events import T0, stamped
 
@@ -37,12 +39,14 @@ class AcknowledgingProducer:
 
     def __init__(self) -> None:
         self.topics: dict[str, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        self.headers: dict[str, list[Any]] = defaultdict(list)
         self._callbacks: list[Any] = []
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None, on_delivery: Any, headers: Any = None, partition: int = -1
     ) -> None:
         self.topics[topic].append((key, value))
+        self.headers[topic].append(headers)
         self._callbacks.append((on_delivery, FakeMessage(topic, 0)))
 
     def poll(self, timeout: float = 0) -> int:
@@ -215,3 +219,48 @@ async def _gap(worker: Any) -> None:
         await settle(runtime.batches + 1)
     assert output() == [event["event_id"] for event in events]
     assert consumer.commits[-1] == {0: 5}
+
+
+def test_collector_blocks_and_plain_records_go_through_the_agent(worker: Any) -> None:
+    asyncio.run(_blocks(worker))
+
+
+async def _blocks(worker: Any) -> None:
+    app, runtime = worker
+    agent = app.agents["process-events"]
+    stream = settings_of(runtime)
+    events = [stamped("image_uploaded", T0 + timedelta(minutes=i)) for i in range(4)]
+    forged = orjson.dumps({**events[0], "event_id": str(uuid.uuid4()), "event_ts": None})
+    block = join_documents([orjson.dumps(events[0]), forged, orjson.dumps(events[1]), orjson.dumps(events[0])])
+    async with agent.test_context() as agent_under_test:
+        await agent_under_test.put(block, key=b"device-1", headers=BLOCK_HEADERS)
+        await agent_under_test.put(orjson.dumps(events[2]), key=b"device-1")
+        # Without the header a record is one event: a block there is not JSON, validated in full.
+        await agent_under_test.put(join_documents([orjson.dumps(events[3])] * 2), key=b"device-1")
+        for _ in range(100):
+            if runtime.processor.counters.dead_letters == 2:
+                break
+            await _sleep()
+    messages = runtime.producer.topics[stream.enriched_topic]
+    rows = [EnrichedEvent.model_validate_json(row) for _, value in messages for row in split_block(value)]
+    assert [str(row.event_id) for row in rows] == [event["event_id"] for event in events[:3]]
+    assert [len(split_block(value)) for _, value in messages] == [2, 1], "one block of rows per record"
+    assert all(headers == ENRICHED_HEADERS for headers in runtime.producer.headers[stream.enriched_topic])
+    letters = [DeadLetter.model_validate_json(value) for _, value in runtime.producer.topics[stream.dlq_topic]]
+    assert [letter.offset for letter in letters] == [0, 2]
+    assert letters[0].payload == forged.decode() and "event_ts" in {e.field for e in letters[0].errors}
+    assert "invalid JSON" in letters[1].reason
+    assert runtime.processor.counters.duplicates == 1
+
+
+def test_a_take_is_processed_in_runs_of_whole_records_bounded_by_events() -> None:
+    def record(offset: int, events: int) -> RawRecord:
+        value = join_documents([b"{}"] * events)
+        return RawRecord(0, offset, b"k", value, "events.raw", BLOCK_VERSION if events > 1 else None)
+
+    records = [record(0, 500), record(1, 1), record(2, 300), record(3, 300), record(4, 1)]
+    runs = sub_batches(records, 600)
+    assert [[r.offset for r in run] for run in runs] == [[0, 1, 2], [3, 4]]
+    assert sub_batches([], 600) == [[]]
+    plain = [RawRecord(0, offset, b"k", b"{}\n{}") for offset in range(5)]
+    assert [len(run) for run in sub_batches(plain, 2)] == [2, 2, 1], "a record without the header is one event"

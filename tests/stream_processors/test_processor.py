@@ -1,4 +1,6 @@
-"""The processing core in memory: dedup, enrichment, sessions, dead letters, replay."""
+"""The processing core in memory: dedup, enrichment, sessions, dead letters, replay; records
+as the collector writes them (blocks of events under the block header) and as every other
+producer does (one event, no header)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from funnelstream.contract import EnrichedEvent, SessionSummary
+from funnelstream.blocks import BLOCK_VERSION, join_documents, split_block
+from funnelstream.contract import EnrichedEvent, SessionSummary, parse_event
 from funnelstream.deadletter import decode, original_payload
+from ingest.pipeline import event_bytes
+from ops.journeys import raw_blocks, raw_stream
 from stream_processors.dimensions import SEED_FILE, DimensionStore, apply_all, read_dimension_file
 from stream_processors.enrich import Enricher, UserAgentParser
 from stream_processors.processor import (
@@ -43,6 +48,15 @@ class Harness:
         key = b"k" if isinstance(event, bytes) else event["anonymous_id"].encode()
         return RawRecord(partition, offset, key, value, "events.raw")
 
+    def block(
+        self, events: list[dict[str, Any] | bytes], partition: int = 0, version: bytes = BLOCK_VERSION
+    ) -> RawRecord:
+        """One record of the collector: the events in its bytes, joined, under the block header."""
+        offset = self.offsets.get(partition, 0)
+        self.offsets[partition] = offset + 1
+        documents = [event if isinstance(event, bytes) else collector_document(event) for event in events]
+        return RawRecord(partition, offset, b"k", join_documents(documents), "events.raw", version)
+
     def run_records(self, records: list[RawRecord]) -> Output:
         out = self.processor.process(records)
         self.processor.commit(out)
@@ -54,8 +68,14 @@ class Harness:
         return out
 
 
+def collector_document(event: dict[str, Any]) -> bytes:
+    """An event in the exact bytes the collector writes for it."""
+    return event_bytes(parse_event(event).__dict__)
+
+
 def enriched(out: Output) -> list[EnrichedEvent]:
-    return [EnrichedEvent.model_validate_json(value) for _, value in out.enriched]
+    """Every row of the output, each output message being the block of rows of one record."""
+    return [EnrichedEvent.model_validate_json(row) for _, value in out.enriched for row in split_block(value)]
 
 
 def summaries(out: Output) -> dict[str, SessionSummary]:
@@ -395,3 +415,164 @@ def test_settings_refuse_a_maximum_below_the_gap(gap_s: float) -> None:
 
     with pytest.raises(ValueError, match="session_max_s"):
         StreamConfig(session_gap_s=3600, session_max_s=60 + gap_s)
+
+
+# --- blocks ----------------------------------------------------------------------------------------
+
+
+def as_plain_records(records: list[RawRecord]) -> list[RawRecord]:
+    """The same events as an older collector wrote them: one record per event, no header."""
+    plain: list[RawRecord] = []
+    offsets: dict[int, int] = {}
+    for record in records:
+        assert record.value is not None
+        for document in split_block(record.value):
+            offset = offsets.get(record.partition, 0)
+            offsets[record.partition] = offset + 1
+            plain.append(RawRecord(record.partition, offset, record.key, document, record.topic))
+    return plain
+
+
+def block_records(partitions: int = 4) -> list[RawRecord]:
+    offsets: dict[int, int] = {}
+    records = []
+    for block in raw_blocks(raw_stream(3_000, 300, seed=3), partitions):
+        offset = offsets.get(block.partition, 0)
+        offsets[block.partition] = offset + 1
+        records.append(RawRecord(block.partition, offset, block.key, block.value, "events.raw", BLOCK_VERSION))
+    return records
+
+
+def run_in_batches(harness: Harness, records: list[RawRecord], size: int) -> tuple[list[EnrichedEvent], Output]:
+    rows: list[EnrichedEvent] = []
+    sessions = Output()
+    for start in range(0, len(records), size):
+        out = harness.run_records(records[start : start + size])
+        rows += enriched(out)
+        sessions.sessions += out.sessions
+    return rows, sessions
+
+
+def test_blocks_give_the_answer_of_the_same_events_one_record_each() -> None:
+    records = block_records()
+    assert max(split_block(r.value or b"").__len__() for r in records) > 100, "SDK-sized blocks are in the workload"
+    blocks, plain = Harness(), Harness()
+    block_rows, block_out = run_in_batches(blocks, records, 40)
+    plain_rows, plain_out = run_in_batches(plain, as_plain_records(records), 500)
+    assert [(r.event_id, r.session_id, r.is_late) for r in block_rows] == [
+        (r.event_id, r.session_id, r.is_late) for r in plain_rows
+    ]
+    assert len({row.event_id for row in block_rows}) == len(block_rows), "resends in other blocks are dropped"
+    assert blocks.processor.counters.duplicates == plain.processor.counters.duplicates > 0
+    assert summaries(block_out) == summaries(plain_out)
+    assert blocks.processor.counters.dead_letters == 0
+
+
+def test_a_batch_mixes_plain_records_and_blocks() -> None:
+    harness = Harness()
+    first, second, third, fourth = (
+        stamped(kind, T0 + timedelta(minutes=i))
+        for i, kind in enumerate(["image_uploaded", "tool_selected", "image_saved", "score_submitted"])
+    )
+    records = [
+        harness.record(first),
+        harness.block([second, third, dict(first)]),
+        harness.record(fourth),
+    ]
+    out = harness.run_records(records)
+    assert [str(row.event_id) for row in enriched(out)] == [e["event_id"] for e in (first, second, third, fourth)]
+    assert [len(split_block(value)) for _, value in out.enriched] == [1, 2, 1], "a block of rows per record"
+    (session,) = summaries(out).values()
+    assert (session.event_count, session.deepest_step) == (4, 5)
+    assert harness.processor.counters.duplicates == 1
+
+
+def test_events_of_one_device_in_one_block_all_apply_and_a_replay_applies_none_again() -> None:
+    # Several events of a device share their record's offset: only the device's applied offset
+    # from before the batch tells a replay (after a crash) from the block's own earlier events.
+    events = [stamped("tool_selected", T0 + timedelta(minutes=i), anonymous_id=f"d{i % 2}") for i in range(12)]
+    steady = Harness()
+    records = [steady.block(events[start : start + 4]) for start in range(0, 12, 4)]
+    steady_out = steady.run_records(records)
+    steady_rows = enriched(steady_out)
+    assert sorted(s.event_count for s in summaries(steady_out).values()) == [6, 6]
+
+    crashed = Harness()
+    first = crashed.run_records(records[:1])
+    second = crashed.processor.process(records[1:])
+    # Its device records reached the changelog, its batch record and progress did not.
+    for partition, key, value in second.state_writes:
+        if key.startswith("a:"):
+            crashed.store.put(partition, key, orjson.loads(orjson.dumps(value)))
+    restarted = StreamProcessor(crashed.store, crashed.enricher, clock=lambda: T0)
+    replay = restarted.process(records[1:])
+    restarted.commit(replay)
+    assert restarted.counters.replayed == 8
+    rows = enriched(first) + enriched(replay)
+    assert [(r.event_id, r.session_id) for r in rows] == [(r.event_id, r.session_id) for r in steady_rows]
+    final = {k: v for k, v in crashed.store.data.items() if k.startswith("a:")}
+    expected = {k: v for k, v in steady.store.data.items() if k.startswith("a:")}
+    assert orjson.loads(orjson.dumps(final)) == orjson.loads(orjson.dumps(expected))
+
+
+def forged_documents(good: dict[str, Any]) -> dict[str, bytes]:
+    """Documents in a collector's block that the collector never wrote, each wrong in one way."""
+    document = orjson.loads(collector_document(good))
+
+    def variant(**changes: Any) -> bytes:
+        return orjson.dumps({**document, "event_id": str(uuid.uuid4()), **changes})
+
+    unstamped = {k: v for k, v in document.items() if k not in ("event_ts", "received_at")}
+    return {
+        "not json": b'{"event_id": "x", ',
+        "not an object": b'["image_uploaded"]',
+        "unstamped": orjson.dumps({**unstamped, "event_id": str(uuid.uuid4())}),
+        "event_id": variant(event_id=12),
+        "anonymous_id": variant(anonymous_id=["a"]),
+        "schema_version": variant(schema_version=99),
+        "event_type": variant(event_type="teleported"),
+        "event_ts": variant(event_ts="yesterday"),
+        "experiments": variant(experiments={"segmentation-tool": ["a"]}),
+        "tool": variant(event_type="tool_selected", tool_id=[3]),
+        "context": variant(context="Mozilla"),
+        "empty": b"",
+    }
+
+
+def test_each_forged_document_in_a_block_dead_letters_alone_with_its_reason() -> None:
+    harness = Harness()
+    before = stamped("image_uploaded", T0)
+    after = stamped("image_saved", T0 + timedelta(minutes=1))
+    forged = forged_documents(stamped("image_uploaded", T0 + timedelta(seconds=30)))
+    record = harness.block([before, *forged.values(), after])
+    out = harness.run_records([record])
+    assert [str(row.event_id) for row in enriched(out)] == [before["event_id"], after["event_id"]]
+    letters = [decode(value) for _, value in out.dead_letters]
+    assert [original_payload(letter) for letter in letters] == list(forged.values()), "each letter holds its document"
+    assert all((x.stage, x.topic, x.partition, x.offset) == ("stream", "events.raw", 0, 0) for x in letters)
+    reasons = dict(zip(forged, letters, strict=True))
+    assert "invalid JSON" in reasons["not json"].reason
+    assert {e.field for e in reasons["unstamped"].errors} == {"event_ts", "received_at"}
+    for name in ("event_id", "anonymous_id", "schema_version", "event_type", "event_ts", "experiments"):
+        assert name in {e.field for e in reasons[name].errors}, name
+    assert "TypeError" in reasons["tool"].reason and "AttributeError" in reasons["context"].reason
+    readable = orjson.loads(forged["unstamped"])["event_id"]
+    assert reasons["unstamped"].event_id == readable and reasons["not json"].event_id is None
+    # The neighbours' session saw exactly them.
+    (session,) = summaries(out).values()
+    assert (session.event_count, session.deepest_step, session.version) == (2, 4, 2)
+    assert harness.processor.counters.dead_letters == len(forged)
+
+
+def test_a_block_of_an_unknown_version_is_validated_in_full() -> None:
+    harness = Harness()
+    good = stamped("image_uploaded", T0)
+    out_of_range = stamped("score_submitted", T0 + timedelta(minutes=1), score=9)
+    document = orjson.dumps(out_of_range)
+    out = harness.run_records([harness.block([good, document], version=b"2")])
+    assert [str(row.event_id) for row in enriched(out)] == [good["event_id"]]
+    (letter,) = [decode(value) for _, value in out.dead_letters]
+    assert letter.errors[0].field == "score" and original_payload(letter) == document
+    # The collector's version is trusted for everything but its stamps and version.
+    trusted = Harness()
+    assert len(enriched(trusted.run_records([trusted.block([document])]))) == 1
