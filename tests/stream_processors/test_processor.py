@@ -5,6 +5,7 @@ producer does (one event, no header)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -49,7 +50,7 @@ class Harness:
         return RawRecord(partition, offset, key, value, "events.raw")
 
     def block(
-        self, events: list[dict[str, Any] | bytes], partition: int = 0, version: bytes = BLOCK_VERSION
+        self, events: Sequence[dict[str, Any] | bytes], partition: int = 0, version: bytes = BLOCK_VERSION
     ) -> RawRecord:
         """One record of the collector: the events in its bytes, joined, under the block header."""
         offset = self.offsets.get(partition, 0)
