@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from clickhouse.experiments.analysis import AnalysisConfig
 from clickhouse.experiments.warehouse import analyze_warehouse
+from funnelstream.blocks import BLOCK_VERSION, block_version, split_block
 from funnelstream.experiments.settings import ExperimentsConfig
 from funnelstream.settings import ClickHouseConfig
 from ingest.experiments.assignment import hash_assignment
@@ -38,6 +39,7 @@ experiments:
 
 
 def drain(kafka: Any, topic: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
+    """Records of ``topic`` until they hold ``expected`` events (the collector writes blocks)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
@@ -45,10 +47,14 @@ def drain(kafka: Any, topic: str, expected: int, timeout_s: float = 60.0) -> lis
     )
     consumer.subscribe([topic])
     messages: list[Any] = []
+    events = 0
     deadline = time.monotonic() + timeout_s
     try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        while events < expected and time.monotonic() < deadline:
+            for m in consumer.consume(1000, timeout=0.5):
+                if m.error() is None:
+                    messages.append(m)
+                    events += len(split_block(m.value())) if block_version(m.headers()) is not None else 1
     finally:
         consumer.close()
     return messages
@@ -113,18 +119,28 @@ def test_collector_to_report_recovers_the_planted_effect(kafka: Any, kafka_topic
             assert response.status_code == 202, response.text
 
     raw = drain(kafka, raw_topic, expected=UNITS + len(posted))
-    assert len(raw) == UNITS + len(posted)
+    # Exposures come one per request, the posted events in 500-event requests: blocks, not events.
+    assert sum(len(split_block(m.value())) for m in raw) == UNITS + len(posted)
+    assert all(block_version(m.headers()) == BLOCK_VERSION for m in raw) and len(raw) < UNITS + len(posted)
     stream = processor.StreamProcessor(
         processor.MemoryStateStore(), enrich.Enricher(dimensions.DimensionStore(), enrich.UserAgentParser())
     )
     raw.sort(key=lambda m: (m.partition(), m.offset()))
-    out = stream.process(processor.RawRecord(m.partition(), m.offset(), m.key(), m.value(), raw_topic) for m in raw)
+    out = stream.process(
+        processor.RawRecord(m.partition(), m.offset(), m.key(), m.value(), raw_topic, block_version(m.headers()))
+        for m in raw
+    )
     assert not out.dead_letters
 
     warehouse = backend.open_warehouse(ClickHouseConfig(chdb_path=tmp_path / "chdb"))
     try:
         migrate.migrate(warehouse)
-        messages = [loader.Message("events.enriched", 0, i, k, v) for i, (k, v) in enumerate(out.enriched)]
+        # The worker writes the rows of each record it read as one block.
+        messages = [
+            m
+            for i, (k, v) in enumerate(out.enriched)
+            for m in loader.record_messages("events.enriched", 0, i, k, v, block=True)
+        ]
         table, rejected = loader.decode_events(messages)
         assert not rejected
         warehouse.insert_arrow("events", table)
