@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
+from funnelstream.blocks import BLOCK_HEADERS, partition_for
 from funnelstream.contract import DeadLetter, InferenceJob, InferenceResult, JobKind, JobStatus, parse_event_json
 from funnelstream.errors import ConfigurationError
 from funnelstream.topics import Topic
@@ -375,6 +376,37 @@ def test_full_producer_queue_is_503(client: TestClient, fake_producer: FakeProdu
     response = post_batch(client, [example("tool_selected")])
     assert response.status_code == 503
     assert "retry-after" in response.headers
+
+
+def test_a_requests_events_are_one_record_per_partition_and_a_single_event_one_record(
+    client: TestClient, fake_producer: FakeProducer
+) -> None:
+    events = [example("tool_selected", anonymous_id=f"device-{n % 10}") for n in range(40)]
+    assert post_batch(client, events).status_code == 202
+    assert client.post("/v1/event", json=example("tool_selected"), headers=KEY).status_code == 202
+    records = fake_producer.records(RAW)
+    partitions = {partition_for(e["anonymous_id"].encode(), 4) for e in events}
+    assert len(records) == len(partitions) + 1
+    assert all(r.headers() == BLOCK_HEADERS for r in records)
+    for record in records[:-1]:
+        in_block = [str(parse_event_json(line).event_id) for line in record.value().split(b"\n")]
+        of_partition = [
+            e["event_id"] for e in events if partition_for(e["anonymous_id"].encode(), 4) == record.partition()
+        ]
+        assert in_block == of_partition, "a partition's events, in the order sent"
+
+
+def test_events_are_plain_records_while_the_topic_has_no_metadata(
+    make_client: Callable[..., TestClient], fake_producer: FakeProducer
+) -> None:
+    fake_producer.partitions = None
+    client = make_client()
+    events = [example("tool_selected", anonymous_id=f"device-{n % 10}") for n in range(12)]
+    assert post_batch(client, events).status_code == 202
+    records = fake_producer.records(RAW)
+    assert [(r.key(), r.partition(), r.headers()) for r in records] == [
+        (e["anonymous_id"].encode(), -1, None) for e in events
+    ]
 
 
 def test_queue_depth_bound_refuses_before_producing(
