@@ -132,6 +132,8 @@ class IngestConfig(BaseModel):
     delivery_timeout_s: float = Field(default=5.0, gt=0)
     """How long the broker may be away before a request is answered 503 (librdkafka message timeout)."""
     producer_queue_max_messages: int = Field(default=200_000, ge=1_000)
+    """Records waiting for the broker, past which a request is answered 503: a request's events
+    are one record per partition they go to (one per event while the partition count is unknown)."""
     linger_ms: float = Field(default=0.5, ge=0)
     """How long the producer waits to fill a batch. Every request waits for its events' batch, so
     this adds to each answer's latency; a 500-event request fills its batches at once anyway."""
