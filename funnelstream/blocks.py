@@ -18,7 +18,7 @@ from typing import Any, Final
 BLOCK_HEADER: Final = "fs-block"
 """Present on a block of events written by the collector; its value is the framing's version."""
 BLOCK_VERSION: Final = b"1"
-BLOCK_HEADERS: Final = [(BLOCK_HEADER, BLOCK_VERSION)]
+BLOCK_HEADERS: Final[list[tuple[str, str | bytes | None]]] = [(BLOCK_HEADER, BLOCK_VERSION)]
 SEPARATOR: Final = b"\n"
 BLOCK_MAX_BYTES: Final = 900_000
 """Under librdkafka's ``message.max.bytes`` (1,000,000) and the broker's default record limit; a

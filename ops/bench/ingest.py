@@ -3,8 +3,8 @@ its own process driven by wrk; the last line printed is one JSON object.
 
 Figures: ``batch_events_per_s`` (500-event batches), ``single_requests_per_s`` (closed loop),
 ``single_p99_ms`` at 5,000 requests/s open loop (``ops.bench.loadgen``), ``rss_mb``, against
-``ceiling_events_per_s`` (the same events produced straight to Kafka, no HTTP, no validation) and
-``ceiling_validated_events_per_s`` (plus stamp, validate, serialize).
+``ceiling_events_per_s`` (the same events produced straight to Kafka in the collector's blocks, no
+HTTP, no validation) and ``ceiling_validated_events_per_s`` (plus stamp, validate, serialize).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from funnelstream.blocks import BLOCK_HEADERS, blocks_by_partition
 from funnelstream.kafka import wait_for_broker
 from ingest.pipeline import Stamp, prepare_batch
 from ingest.producer import collector_producer_config
@@ -151,7 +152,8 @@ def _wait_ready(base_url: str, timeout_s: float = 60) -> None:
 def ceiling(
     settings: IngestSettings, topic: str, events: list[dict[str, Any]], duration_s: float, validate: bool
 ) -> float:
-    """Events per second one Python process gets into Kafka without HTTP, all confirmed."""
+    """Events per second one Python process gets into Kafka without HTTP, all confirmed, one block
+    per partition of each batch as the collector writes them."""
     producer = Producer(collector_producer_config(settings.kafka, settings.ingest))
     delivered = 0
     failed = 0
@@ -172,29 +174,36 @@ def ceiling(
         future_tolerance=timedelta(seconds=5),
     )
     produced = 0
+    records = 0
+    partitions = settings.kafka.partitions
     started = time.perf_counter()
     while time.perf_counter() - started < duration_s:
         if validate:
             prepared = prepare_batch(
                 events, stamp, events_topic=topic, dlq_topic=topic, max_event_bytes=settings.ingest.max_event_bytes
             )
-            messages = prepared.messages
+            documents = [(key or b"", value) for _, key, value in prepared.messages]
         else:
-            messages = [(topic, event["anonymous_id"].encode(), orjson.dumps(event)) for event in events]
-        for message_topic, key, value in messages:
+            documents = [(event["anonymous_id"].encode(), orjson.dumps(event)) for event in events]
+        # Written as the collector writes them: one block per partition of the request.
+        for block in blocks_by_partition(documents, partitions):
             while True:
                 try:
-                    producer.produce(message_topic, value, key, on_delivery=on_delivery)
+                    producer.produce(
+                        topic, block.value, block.key, partition=block.partition, headers=BLOCK_HEADERS,
+                        on_delivery=on_delivery,
+                    )  # fmt: skip
+                    records += 1
                     break
                 except BufferError:
                     producer.poll(0.01)
-        produced += len(messages)
+        produced += len(documents)
         producer.poll(0)
     producer.flush(60)
     elapsed = time.perf_counter() - started
-    if failed or delivered != produced:
-        raise RuntimeError(f"ceiling run: {failed} failed, {delivered}/{produced} delivered")
-    return delivered / elapsed
+    if failed or delivered != records:
+        raise RuntimeError(f"ceiling run: {failed} failed, {delivered}/{records} delivered")
+    return produced / elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
