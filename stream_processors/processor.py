@@ -161,7 +161,7 @@ def _merged_experiments(current: dict[str, str], new: dict[str, str]) -> dict[st
     Most sessions carry one of a few combinations; sharing them saves a dict per open session.
     Shared dicts are never changed in place: a change builds (or finds) another one.
     """
-    if all(current.get(key) == value for key, value in new.items()):
+    if new.items() <= current.items():
         return current
     merged = {**current, **new}
     signature = tuple(sorted(merged.items()))
