@@ -218,7 +218,8 @@ def passthrough(config: KafkaConfig, source: str, target: str, expected: int, ti
                 value = message.value() or b""
                 headers = message.headers()
                 partition = message.partition()
-                assert partition is not None and not isinstance(headers, dict)  # a consumed record's
+                # confluent-kafka gives a consumed record its partition and its headers as a list.
+                assert partition is not None and not isinstance(headers, dict)
                 produce(producer, target, value, message.key(), report, headers, partition)
                 moved += record_rows(headers, value)
             producer.poll(0)
@@ -301,8 +302,8 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout_s: float) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     # 600,000 events over 125,000 devices: every device comes (about 5 events each, where 200,000
-    # over 100,000 left 63,000 devices with 2), so a tracker's block holds 5 or more events, and at
-    # the end about 118,000 devices still have an open session, the state the RSS figure is about.
+    # over 100,000 left 63,000 devices with 2), so a tracker's block holds 5 or more events, and
+    # about 118,000 devices have an event within the session gap and lateness of the end.
     # More events per device costs the generator about 10 GB per million (raw_stream, raw_blocks).
     parser.add_argument("--events", type=int, default=600_000)
     parser.add_argument("--devices", type=int, default=125_000)
@@ -404,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb": round(peak, 1),
             "open_sessions": state.get("open_sessions"),
             "dead_letters": state.get("dead_letters"),
+            # What open_sessions depends on besides the devices: events behind the watermark, sessions
+            # closed while the backlog drained, devices merged into a user.
+            "late": state.get("late"),
+            "sessions_closed": state.get("sessions_closed"),
+            "merges": state.get("merges"),
             "partitions": args.partitions,
             "worker_cpu": args.cpu,
         }
