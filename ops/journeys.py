@@ -12,6 +12,7 @@ import json
 import math
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -883,6 +884,8 @@ def raw_stream(
     shuffle_within_s: float = 300.0,
     start: datetime | None = None,
     seed: int = 7,
+    median_task_s: float = 60.0,
+    image_gap_s: float = 600.0,
 ) -> RawStream:
     """``events`` distinct ``events.raw`` records (as the collector writes them) of about
     ``devices`` devices, keyed by device: in event-time order except that ``shuffle_rate`` of them
@@ -897,11 +900,11 @@ def raw_stream(
         exposure_window_s=1800.0,
         login_rate=1 / 3,
         images_per_unit_extra=max(per_device / 5.0 - 1, 0.0),
-        image_gap_s=600.0,
+        image_gap_s=image_gap_s,
         tool_rate=0.9,
         inference_rate=0.85,
         image_save_rate=0.7,
-        median_task_s=60.0,
+        median_task_s=median_task_s,
         pre_exposure_share=0.0,
         completions=True,
         control_tools=(1, 2, 3),
@@ -938,7 +941,9 @@ def raw_stream(
 
 
 TRACKER_BATCH_EVENTS = (5, 20)
-"""Events in a browser tracker's request: it flushes a few at a time."""
+"""Events in a tracker's request (browser or mobile): it sends when it holds this many ..."""
+TRACKER_FLUSH_S = 60.0
+"""... or this long after the first event it holds, whichever comes first."""
 SDK_BATCH_EVENTS = 500
 """Events in a server SDK's request: a full batch of the collector's limit."""
 
@@ -947,30 +952,44 @@ def raw_blocks(stream: RawStream, partitions: int, *, sdk_share: float = 0.5, se
     """The stream's messages as the collector writes them from realistic requests, the events in
     the collector's own bytes. About ``sdk_share`` of the devices are a server SDK's: their events
     go out in requests of 500, many devices each; the others' through a browser tracker, in
-    requests of 5 to 20 events of one device. Each request becomes one block per partition. A
-    request leaves when it is full, so a device's events keep their arrival order."""
-    canonical: dict[bytes, bytes] = {}
+    requests of one device that leave when they hold 5 to 20 events or a minute (event time)
+    after their first, as a tracker's timer does. Each request becomes one block per partition; a
+    device's events keep their arrival order."""
+    canonical: dict[bytes, tuple[bytes, float]] = {}
     rng = np.random.default_rng([seed, _REQUESTS])
     low, high = TRACKER_BATCH_EVENTS
     blocks: list[Block] = []
     sdk_request: list[tuple[bytes, bytes]] = []
-    tracker_requests: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
+    tracker_requests: dict[bytes, tuple[int, float, list[tuple[bytes, bytes]]]] = {}
+    opened: deque[tuple[float, bytes]] = deque()
     for key, value in stream.messages:
-        document = canonical.get(value)
-        if document is None:
-            document = canonical[value] = event_bytes(parse_event(orjson.loads(value)).__dict__)
+        known = canonical.get(value)
+        if known is None:
+            event = parse_event(orjson.loads(value))
+            known = canonical[value] = (event_bytes(event.__dict__), (event.event_ts or event.client_ts).timestamp())
+        document, at = known
+        # Requests whose timer ran out by this event's time leave first, oldest first.
+        while opened and opened[0][0] + TRACKER_FLUSH_S < at:
+            first_at, device = opened.popleft()
+            pending = tracker_requests.get(device)
+            if pending is not None and pending[1] == first_at:
+                blocks += blocks_by_partition(pending[2], partitions)
+                del tracker_requests[device]
         if (zlib.crc32(key) % 1000) < sdk_share * 1000:
             sdk_request.append((key, document))
             if len(sdk_request) == SDK_BATCH_EVENTS:
                 blocks += blocks_by_partition(sdk_request, partitions)
                 sdk_request = []
             continue
-        size, request = tracker_requests.setdefault(key, (int(rng.integers(low, high + 1)), []))
-        request.append((key, document))
-        if len(request) == size:
-            blocks += blocks_by_partition(request, partitions)
+        pending = tracker_requests.get(key)
+        if pending is None:
+            pending = tracker_requests[key] = (int(rng.integers(low, high + 1)), at, [])
+            opened.append((at, key))
+        pending[2].append((key, document))
+        if len(pending[2]) == pending[0]:
+            blocks += blocks_by_partition(pending[2], partitions)
             del tracker_requests[key]
-    for _, request in tracker_requests.values():
+    for _, _, request in tracker_requests.values():
         blocks += blocks_by_partition(request, partitions)
     blocks += blocks_by_partition(sdk_request, partitions)
     return [block for block in blocks if block.count]
