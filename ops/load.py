@@ -13,8 +13,10 @@ import contextlib
 import itertools
 import math
 import random
+import sys
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -77,41 +79,122 @@ def _break_event(event: dict[str, Any], rng: random.Random) -> tuple[dict[str, A
     return broken, field_name
 
 
-class EventFactory:
-    """Endless journeys of a run; every device id starts with ``prefix`` so the run can be found again."""
+POOL_EVENTS = 100_000
+"""Events drawn before batches start reusing the pool's journeys under fresh identities."""
 
-    def __init__(self, seed: int, malformed_share: float = 0.0) -> None:
+
+class EventFactory:
+    """Endless journeys of a run; every device id starts with ``prefix`` so the run can be found again.
+
+    Drawing journeys costs tens of microseconds an event, more than the pipeline's own work on one: a
+    load run's generator would measure itself. So the journeys drawn are kept, in draw order, as a
+    pool; once it holds ``pool_events`` events, batches walk it again and again, each cycle under new
+    identities: a fresh ``event_id`` per event, and device and user ids marked with the cycle
+    (``anon-<seed>-c<cycle>-...``, still under ``prefix``). Every event of a run is distinct, and a
+    device's events are one journey, in order. A run shorter than the pool sends exactly the events
+    the seed draws. ``prefill`` draws ahead of a timed run.
+    """
+
+    def __init__(self, seed: int, malformed_share: float = 0.0, pool_events: int = POOL_EVENTS) -> None:
         self.seed = seed
         self.prefix = f"anon-{seed}-"
         self.malformed_share = malformed_share
+        self.pool_events = pool_events
         self._rng = random.Random(seed)
-        self._events = _endless_journeys(seed)
+        self._draws = itertools.count()
+        self._pool: list[dict[str, Any]] = []
+        """Events as drawn, never sent themselves: batches send copies."""
+        self._position = 0
+        self._cycle = 0
+        self._cycle_prefix = self.prefix
+        self._id_head, self._id_counter = _event_id_source(seed)
         self.malformed: dict[str, str] = {}
         """event_id → the field broken on purpose."""
+
+    @property
+    def pooled(self) -> int:
+        """Events drawn so far (the pool's size)."""
+        return len(self._pool)
+
+    def prefill(self, events: int) -> None:
+        """Draw until the pool holds ``events`` (at least), so batches that follow draw nothing."""
+        while len(self._pool) < events:
+            self._draw()
 
     def batch(self, size: int) -> list[dict[str, Any]]:
         # Stamped now: a live load, not a backfill, so nothing is late or out of the skew bounds.
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        events = []
-        for event in _take(self._events, size):
-            event["client_ts"] = now
-            if self.malformed_share and self._rng.random() < self.malformed_share:
-                event, field_name = _break_event(event, self._rng)
-                self.malformed[event["event_id"]] = field_name
-            events.append(event)
+        events: list[dict[str, Any]] = []
+        while len(events) < size:
+            if self._position == len(self._pool):
+                if not self._pool or len(self._pool) < self.pool_events:
+                    self._draw()
+                else:
+                    self._next_cycle()
+                continue
+            templates = self._pool[self._position : self._position + size - len(events)]
+            self._position += len(templates)
+            if self._cycle == 0:
+                events += [{**template, "client_ts": now} for template in templates]
+            else:
+                events += [self._renamed(template, now) for template in templates]
+        if self.malformed_share:
+            for index, event in enumerate(events):
+                if self._rng.random() < self.malformed_share:
+                    broken, field_name = _break_event(event, self._rng)
+                    self.malformed[broken["event_id"]] = field_name
+                    events[index] = broken
         return events
 
+    def _draw(self) -> None:
+        draw = next(self._draws)
+        spec = live_spec(2000, self.seed, end=datetime.now(UTC), window=timedelta(hours=2))
+        spec = replace(spec, id_prefix=f"{self.prefix}{draw}-")
+        self._pool += _shared(collector_payloads(journeys(spec, self.seed * 1_000_003 + draw, assign=_arm)))
 
-def _endless_journeys(seed: int, people_per_draw: int = 2000) -> Iterator[dict[str, Any]]:
-    for draw in itertools.count():
-        spec = live_spec(people_per_draw, seed, end=datetime.now(UTC), window=timedelta(hours=2))
-        spec = replace(spec, id_prefix=f"anon-{seed}-{draw}-")
-        yield from collector_payloads(journeys(spec, seed * 1_000_003 + draw, assign=_arm))
+    def _next_cycle(self) -> None:
+        self._cycle += 1
+        self._position = 0
+        # Not a digit after the prefix, so no marked id equals one as drawn ("anon-<seed>-<draw>-...").
+        self._cycle_prefix = f"{self.prefix}c{self._cycle}-"
+
+    def _renamed(self, template: dict[str, Any], now: str) -> dict[str, Any]:
+        cut = len(self.prefix)
+        event = {
+            **template,
+            "event_id": f"{self._id_head}{next(self._id_counter):012x}",
+            "anonymous_id": self._cycle_prefix + template["anonymous_id"][cut:],
+            "client_ts": now,
+        }
+        user_id = template.get("user_id")
+        if user_id is not None:
+            event["user_id"] = self._cycle_prefix + user_id[cut:]
+        return event
 
 
-def _take(source: Iterator[dict[str, Any]], count: int) -> Iterator[dict[str, Any]]:
-    for _ in range(count):
-        yield next(source)
+def _shared(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` with equal nested dicts and repeated strings as one object each: a pool of a million
+    events is a third smaller. Nothing changes a sent event's nested dicts (copies are shallow)."""
+    nested: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+    for event in events:
+        for key in ("experiments", "context"):
+            value = event[key]
+            event[key] = nested.setdefault(tuple(value.items()), value)
+        event["event_type"] = sys.intern(event["event_type"])
+        event["client_ts"] = ""  # stamped on every copy sent
+    return events
+
+
+def _event_id_source(seed: int) -> tuple[str, Iterator[int]]:
+    """The first 24 characters of a version 4 UUID drawn from ``seed``, and a counter for its last 48 bits.
+
+    A counter formatted into the tail costs a fraction of ``uuid4()``; version 4 keeps these apart from
+    the drawn events' ids (version 5), and 74 drawn bits keep one run's apart from another's.
+    """
+    bits = random.Random(f"event-ids-{seed}").getrandbits(128)
+    bits = (bits & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
+    bits = (bits & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    return str(uuid.UUID(int=bits))[:24], itertools.count()
 
 
 # --- sending ---------------------------------------------------------------------------------------

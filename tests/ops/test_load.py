@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -36,6 +37,77 @@ def test_every_malformed_event_is_refused_by_the_contract_naming_the_broken_fiel
         assert factory.malformed[event["event_id"]] in named or "event_type" in named
     for event in events:
         if event["event_id"] not in factory.malformed:
+            parse_event(event)
+
+
+def _cycle_and_device(factory: EventFactory, anonymous_id: str) -> tuple[int, str]:
+    """Which pass over the pool an id is from (0: as drawn), and the drawn device it renames."""
+    rest = anonymous_id.removeprefix(factory.prefix)
+    if rest.startswith("c"):
+        marker, _, device = rest.partition("-")
+        return int(marker[1:]), device
+    return 0, rest
+
+
+def _journey_step(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value for key, value in event.items() if key not in {"event_id", "anonymous_id", "user_id", "client_ts"}
+    }
+
+
+def test_pooled_batches_replay_each_devices_journey_in_order_under_new_identities() -> None:
+    factory = EventFactory(seed=424242, pool_events=0)  # the pool is one draw; batches cycle over it
+    events = [event for _ in range(300) for event in factory.batch(97)]
+    assert factory.pooled < len(events) / 2  # more than two passes over the pool
+    assert len({event["event_id"] for event in events}) == len(events)
+    journeys: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    users: dict[tuple[int, str], set[str | None]] = {}
+    for event in events:
+        assert str(uuid.UUID(event["event_id"])) == event["event_id"]  # canonical UUID text
+        parse_event({**event, "sent_at": event["client_ts"]})
+        assert event["anonymous_id"].startswith(factory.prefix)  # how verify finds the run
+        assert event.get("user_id", factory.prefix).startswith(factory.prefix)
+        key = _cycle_and_device(factory, event["anonymous_id"])
+        journeys.setdefault(key, []).append(_journey_step(event))
+        users.setdefault(key, set()).add(event.get("user_id"))
+    cycles = {cycle for cycle, _ in journeys}
+    assert {0, 1, 2} <= cycles
+    for (cycle, device), steps in journeys.items():
+        if 0 < cycle < max(cycles):  # whole passes: the same journey, step for step, as the device drawn
+            assert steps == journeys[(0, device)]
+            assert len(users[(cycle, device)]) == 1  # one device, one user (or none), as drawn
+            renamed = {user.removeprefix(factory.prefix) for user in users[(cycle, device)] if user}
+            drawn = {user.removeprefix(factory.prefix) for user in users[(0, device)] if user}
+            assert renamed == {f"c{cycle}-{user}" for user in drawn}
+
+
+def test_a_prefilled_pool_sends_the_events_the_seed_draws_and_draws_nothing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn = EventFactory(seed=77)
+    prefilled = EventFactory(seed=77)
+    prefilled.prefill(5_000)
+    assert prefilled.pooled >= 5_000
+
+    def no_drawing(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("drew journeys after prefill")
+
+    expected = [_journey_step(event) | {"event_id": event["event_id"]} for event in drawn.batch(4_000)]
+    monkeypatch.setattr("ops.load.journeys", no_drawing)
+    sent = [_journey_step(event) | {"event_id": event["event_id"]} for event in prefilled.batch(4_000)]
+    assert sent == expected
+
+
+def test_malformed_events_of_recycled_journeys_are_recorded_by_their_new_ids() -> None:
+    factory = EventFactory(seed=5150, malformed_share=0.1, pool_events=0)
+    events = [event for _ in range(250) for event in factory.batch(100)]
+    recycled = [event for event in events if event["event_id"][14] == "4"]  # version 4: renamed, not drawn
+    assert len(recycled) > 5_000
+    broken = [event for event in recycled if event["event_id"] in factory.malformed]
+    assert 0.07 * len(recycled) < len(broken) < 0.13 * len(recycled)
+    assert len(factory.malformed) == sum(event["event_id"] in factory.malformed for event in events)
+    for event in broken:
+        with pytest.raises(ContractError):
             parse_event(event)
 
 
