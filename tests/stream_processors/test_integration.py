@@ -1,5 +1,8 @@
 """Workers on the real Kafka, checked against an answer computed independently in pandas.
 
+The raw events come as the collector writes them (blocks of a request's events per partition,
+under the block header), except in the rename test, whose records are single events without it.
+
 At-least-once: after a ``kill -9`` the output may repeat events that were produced but whose
 offsets and state were not yet committed. What must be identical to an uninterrupted run is the
 de-duplicated output (each distinct ``event_id`` with its session) and the final summary of every
@@ -28,11 +31,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from funnelstream.blocks import BLOCK_HEADERS, Block, join_documents, split_block
 from funnelstream.contract import FUNNEL_STEP_OF, EventType
 from funnelstream.deadletter import decode
-from funnelstream.kafka import make_consumer, private_group
+from funnelstream.kafka import DeliveryReport, flush_or_raise, make_consumer, make_producer, private_group, produce
 from ops.bench.stream import faust_topics, produce_all
-from ops.journeys import RawStream, raw_stream
+from ops.journeys import RawStream, raw_blocks, raw_stream
 from stream_processors.dimensions import SEED_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,6 +63,8 @@ class Stack:
     data_dir: Path
     logs: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    tracker_requests: bool = True
+    """Whether the raw blocks include trackers' requests (see :meth:`env`)."""
 
     def env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("FS_STREAM__")}
@@ -77,6 +83,11 @@ class Stack:
             "FS_STREAM__TIMER_INTERVAL_S": "1",
             "FS_STREAM__CONSUMER_SESSION_TIMEOUT_S": "8",
         }
+        if self.tracker_requests:
+            # raw_blocks sends a tracker's request once it holds 5-20 events of its device: an
+            # event waits up to about 50 min of event time behind its partition's newest, and
+            # the reference (sorted, no late events) is the answer for a lateness that covers it.
+            env["FS_STREAM__ALLOWED_LATENESS_S"] = "3600"
         return env
 
     def dims_load(self, path: Path) -> None:
@@ -210,11 +221,12 @@ class EnrichedReader(Reader):
         before = len(self.messages)
         got = super()._poll(timeout)
         for _, value in self.messages[before:]:
-            row = orjson.loads(value)
-            self.count += 1
-            previous = self.session_of.setdefault(row["event_id"], row["session_id"])
-            assert previous == row["session_id"], f"event {row['event_id']} repeated with another session"
-            self.rows.setdefault(row["event_id"], row)
+            for document in split_block(value):
+                row = orjson.loads(document)
+                self.count += 1
+                previous = self.session_of.setdefault(row["event_id"], row["session_id"])
+                assert previous == row["session_id"], f"event {row['event_id']} repeated with another session"
+                self.rows.setdefault(row["event_id"], row)
         return got
 
 
@@ -299,12 +311,30 @@ def check_against_reference(workload: RawStream, enriched: EnrichedReader, sessi
         assert summary["late_event_count"] == 0
 
 
-def poisoned(workload: RawStream) -> list[tuple[bytes, bytes]]:
-    messages = list(workload.messages)
-    for index in range(POISON):
-        position = (index + 1) * len(messages) // (POISON + 1)
-        messages.insert(position, (f"device-{index:07d}".encode(), b'{"event_type": "image_uploaded"'))
-    return messages
+def produce_blocks(config: Any, topic: str, blocks: list[Block]) -> None:
+    """Write blocks as the collector does: to their partition, under the block header."""
+    producer = make_producer(config, **{"linger.ms": 20})
+    report = DeliveryReport()
+    for block in blocks:
+        produce(producer, topic, block.value, block.key, report, headers=list(BLOCK_HEADERS), partition=block.partition)
+    flush_or_raise(producer, report, 120)
+
+
+def event_ids(blocks: list[Block]) -> set[str]:
+    return {orjson.loads(document)["event_id"] for block in blocks for document in split_block(block.value)}
+
+
+def poisoned(blocks: list[Block]) -> list[Block]:
+    """A bad document in the middle of some blocks, between good ones."""
+    blocks = list(blocks)
+    bad = b'{"event_type": "image_uploaded"'
+    many = [index for index, block in enumerate(blocks) if block.count >= 2]
+    for index in many[:: max(len(many) // POISON, 1)][:POISON]:
+        block = blocks[index]
+        documents = split_block(block.value)
+        documents.insert(len(documents) // 2, bad)
+        blocks[index] = Block(block.partition, block.key, join_documents(documents), block.count + 1)
+    return blocks
 
 
 @pytest.fixture(scope="module")
@@ -334,8 +364,16 @@ def run_to_completion(stack: Stack, workload: RawStream, port: int) -> tuple[Enr
 RESULTS: dict[str, Any] = {}
 
 
+def sdk_blocks(workload: RawStream) -> list[Block]:
+    """The workload in server SDKs' requests of 500 events of many devices: blocks without a key,
+    in the order the events arrived, so that the idle timer closes sessions at the default
+    lateness (the two tests that compare their answers use these)."""
+    return raw_blocks(workload, PARTITIONS, sdk_share=1.0)
+
+
 def test_each_event_once_sessions_match_pandas_and_poison_goes_to_the_dlq(stack: Stack, workload: RawStream) -> None:
-    produce_all(stack.kafka, stack.topics.raw, poisoned(workload))
+    stack.tracker_requests = False
+    produce_blocks(stack.kafka, stack.topics.raw, poisoned(sdk_blocks(workload)))
     _, port = stack.start_worker()
     enriched, sessions = run_to_completion(stack, workload, port)
     assert enriched.count == len(workload.events), "an uninterrupted run writes each event once"
@@ -359,7 +397,8 @@ def test_each_event_once_sessions_match_pandas_and_poison_goes_to_the_dlq(stack:
 
 
 def test_kill_9_and_restart_give_the_uninterrupted_answer(stack: Stack, workload: RawStream) -> None:
-    produce_all(stack.kafka, stack.topics.raw, workload.messages)
+    stack.tracker_requests = False
+    produce_blocks(stack.kafka, stack.topics.raw, sdk_blocks(workload))
     worker, _ = stack.start_worker()
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
     enriched.read_until(lambda: len(enriched.session_of) >= len(workload.events) // 2, timeout_s=180)
@@ -377,10 +416,11 @@ def test_kill_9_and_restart_give_the_uninterrupted_answer(stack: Stack, workload
 
 def test_a_second_worker_takes_over_partitions_mid_stream_and_the_answer_holds(stack: Stack) -> None:
     small = raw_stream(20_000, 4_000, seed=5)
-    half = len(small.messages) // 2
-    first_half = {orjson.loads(value)["event_id"] for _, value in small.messages[:half]}
+    blocks = raw_blocks(small, PARTITIONS)
+    half = len(blocks) // 2
+    first_half = event_ids(blocks[:half])
     _, port_a = stack.start_worker()
-    produce_all(stack.kafka, stack.topics.raw, small.messages[:half])
+    produce_blocks(stack.kafka, stack.topics.raw, blocks[:half])
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
     enriched.read_until(lambda: len(enriched.session_of) >= len(first_half), timeout_s=120)
     enriched.close()
@@ -396,7 +436,7 @@ def test_a_second_worker_takes_over_partitions_mid_stream_and_the_answer_holds(s
         assert time.monotonic() < deadline, (assigned_a, assigned_b)
         time.sleep(0.5)
     assert not assigned_a & assigned_b
-    produce_all(stack.kafka, stack.topics.raw, small.messages[half:])
+    produce_blocks(stack.kafka, stack.topics.raw, blocks[half:])
     enriched, sessions = run_to_completion(stack, small, port_a)
     check_against_reference(small, enriched, sessions)
     assert get_json(port_b, "/healthz")["accepted"] > 0
@@ -407,7 +447,7 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(stack: Stack) -> No
     # worker through every rebalance: its consumer can then skip a range of offsets (a fetch made
     # before the seek to the committed offset), which the worker must notice and read again.
     small = raw_stream(20_000, 4_000, seed=5)
-    produce_all(stack.kafka, stack.topics.raw, small.messages)
+    produce_blocks(stack.kafka, stack.topics.raw, raw_blocks(small, PARTITIONS))
     _, port_a = stack.start_worker()
     enriched = EnrichedReader(stack.kafka, stack.topics.enriched)
     enriched.read_until(lambda: len(enriched.session_of) >= 2_000, timeout_s=120)
