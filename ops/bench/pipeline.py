@@ -1,49 +1,67 @@
 """``make bench-pipeline``: the highest rate ``funnelstream load --local`` sustains for a minute.
 
-The four services start once (``ops.pipeline.local_pipeline``); trials of ``ops.load.run_load`` then
-offer rising rates: from ``--start-rate`` times ``--factor`` until a trial fails (divided by it until
-one passes, if the first fails), then ``--bisect-steps`` geometric midpoints between the highest pass
-and the lowest fail. A trial passes when load's verdict is ok (every 202-accepted event in the
-warehouse exactly once), freshness p99 (202 → ``inserted_at``) is within ``--max-p99-ms``, and the
-rate was sustained: accepted events/s at least ``SUSTAINED_SHARE`` of the rate offered (load counts
-a batch refused until it gives up as not accepted, not as lost, so the verdict alone would pass a
-collector that sheds load). Between trials the pipeline drains (the warehouse stops growing for a few
-seconds), so no trial inherits the last one's backlog.
+The four services start once (``ops.pipeline.local_pipeline``); trials of load (``ops.load.drive``,
+then ``verify``) then offer rising rates: from ``--start-rate`` times ``--factor`` until a trial fails
+(divided by it until one passes, if the first fails), then ``--bisect-steps`` geometric midpoints
+between the highest pass and the lowest fail. A trial passes when load's verdict is ok (every
+202-accepted event in the warehouse exactly once), freshness p99 (202 → ``inserted_at``) is within
+``--max-p99-ms``, and the rate was sustained: accepted events/s at least ``SUSTAINED_SHARE`` of the
+rate offered (load counts a batch refused until it gives up as not accepted, not as lost, so the
+verdict alone would pass a collector that sheds load). Before each trial, outside its timed window,
+the generator draws the trial's journeys (rate × duration × 1.1, up to ``--prefill-cap``; past it
+they are sent again under fresh ids), so sending costs about a microsecond an event and the figure
+is the pipeline's, not the generator's. Between trials the pipeline drains (the warehouse stops
+growing for a few seconds), so no trial inherits the last one's backlog.
 
-The ceiling, measured in the same run before the services start: the events/s the same load
-generator (``ops.load.drive``, the same journeys, batches and connection limits) gets accepted by a
-bare HTTP server that answers 202 to everything. It runs in a child process, as the collector does,
-so it does not share the generator's interpreter. A ``max_sustained_events_per_s`` near it means the
-generator, not the pipeline, is the limit. Imports only what ``ops.load`` and ``ops.pipeline`` have
-had since before the batch records (commit 465395b), so the same script measures the code before and
-after. The last line printed is one JSON object.
+``--services-from DIR`` runs the services from another checkout (say a worktree of the commit
+before a change): its children import DIR's code (``PYTHONPATH=DIR`` with ``PYTHONSAFEPATH``, so the
+working directory does not come first), on this checkout's local stack; the generator and the
+verdict stay this checkout's. So before and after are measured by one bench, back to back, and
+``services_from`` names the commit measured.
+
+The ceiling, measured in the same run before the services start: the events/s the same generator
+(``ops.load.drive``, pooled journeys, batches and connection limits) gets accepted by a bare HTTP
+server that answers 202 to everything, in a child process as the collector is. A
+``max_sustained_events_per_s`` near it means the generator, not the pipeline, is the limit. The last
+line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import math
 import multiprocessing
+import os
+import random
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from clickhouse.client import ApiReader
 from clickhouse.errors import WarehouseError, WarehouseUnavailable
-from ops.load import EventFactory, LoadOptions, drive, run_load, wait_until_visible
+from infra.stack import InfraSettings
+from ops.load import POOL_EVENTS, EventFactory, LoadOptions, drive, send_figures, verify, wait_until_visible
 from ops.pipeline import Ports, local_pipeline
 
 SUSTAINED_SHARE = 0.95
 """Accepted events/s over the rate offered that still counts as sustaining it."""
 SETTLE_S = 5.0
 """Seconds without a new row in the warehouse that count as drained."""
+PREFILL_MARGIN = 1.1
+"""Journeys drawn before a trial, over the events it sends at its rate: a batch's rounding and more."""
+PREFILL_CAP = 1_500_000
+"""At most this many drawn (about 1 KB each); a longer trial sends them again under fresh ids."""
 
 
 # --- the search ------------------------------------------------------------------------------------
@@ -158,7 +176,7 @@ def _wait_answering(port: int, timeout_s: float = 60.0) -> None:
 
 def generator_ceiling(duration_s: float, batch_size: int) -> dict[str, Any]:
     """Events/s ``ops.load.drive`` gets accepted, open loop at a rate no generator reaches, by a bare
-    server in another process; the elapsed time runs until the last answer."""
+    server in another process; the elapsed time runs until the last answer, the journeys drawn before."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = multiprocessing.get_context("spawn").Process(target=_serve_202, args=(sock,), daemon=True)
@@ -168,7 +186,9 @@ def generator_ceiling(duration_s: float, batch_size: int) -> dict[str, Any]:
         options = LoadOptions(
             rate=10_000_000.0, duration_s=duration_s, batch_size=batch_size, ingest_url=f"http://127.0.0.1:{port}"
         )
+        # Prefilled and cycling under fresh ids, as in a trial longer than its pool: the dearer path.
         factory = EventFactory(seed=1)
+        factory.prefill(POOL_EVENTS)
         started = time.monotonic()
         log = asyncio.run(drive(options, factory))
         elapsed = time.monotonic() - started
@@ -183,6 +203,91 @@ def generator_ceiling(duration_s: float, batch_size: int) -> dict[str, Any]:
 
 
 # --- trials ----------------------------------------------------------------------------------------
+
+
+def prefill_events(rate: float, duration_s: float, cap: int = PREFILL_CAP) -> int:
+    """Journeys to draw before a trial of ``rate`` for ``duration_s``: all it sends, up to ``cap``."""
+    return max(1, min(cap, math.ceil(round(rate * duration_s * PREFILL_MARGIN, 6))))
+
+
+def run_trial(
+    options: LoadOptions, warehouse_url: str, read_key: str, verify_timeout_s: float, prefill_cap: int
+) -> dict[str, Any]:
+    """One load run as ``ops.load.run_load`` does it, its journeys drawn before the timed window."""
+    seed = options.seed if options.seed is not None else random.randrange(10**8, 10**9)
+    pooled = prefill_events(options.rate, options.duration_s, prefill_cap)
+    factory = EventFactory(seed, options.malformed_share, pool_events=pooled)
+    started = time.monotonic()
+    factory.prefill(pooled)
+    prefill_s = time.monotonic() - started
+    # A million pooled dicts would make every full collection walk them mid-trial; they live until its end.
+    gc.collect()
+    gc.freeze()
+    try:
+        log = asyncio.run(drive(options, factory))
+        warehouse = ApiReader(warehouse_url, read_key)
+        try:
+            verdict = verify(warehouse, factory, log, verify_timeout_s)
+        finally:
+            warehouse.close()
+    finally:
+        gc.unfreeze()
+    return {
+        "run": factory.prefix.rstrip("-"),
+        **send_figures(options, log),
+        **verdict.figures(),
+        "ok": verdict.ok,
+        "prefill_events": factory.pooled,
+        "prefill_s": round(prefill_s, 1),
+    }
+
+
+def _git_commit(checkout: Path) -> str:
+    """The short commit of ``checkout``, with ``+changes`` when its tracked files differ from it."""
+    commit = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{commit}+changes" if changed else commit
+
+
+def services_env(checkout: Path) -> dict[str, str]:
+    """Environment under which ``python -m ops.cli`` children import ``checkout``'s code, on this
+    checkout's local stack (absolute paths: the other code resolves its own defaults)."""
+    settings = InfraSettings()
+    return {
+        # -m puts the working directory first on sys.path, ahead of PYTHONPATH; safe-path leaves it out.
+        "PYTHONPATH": str(checkout),
+        "PYTHONSAFEPATH": "1",
+        "FS_PATHS__DATA_DIR": str(settings.paths.data_dir.resolve()),
+        "FS_STACK__DIR": str(settings.stack.dir.resolve()),
+    }
+
+
+def services_code(env: dict[str, str]) -> str:
+    """Where a service child under ``env`` imports ``ops.cli`` from."""
+    probe = [sys.executable, "-c", "import ops.cli; print(ops.cli.__file__)"]
+    return subprocess.run(probe, check=True, capture_output=True, text=True, env={**os.environ, **env}).stdout.strip()
+
+
+@contextlib.contextmanager
+def environment(changes: dict[str, str]) -> Iterator[None]:
+    """``changes`` in this process's environment, which the services it starts inherit, then undone."""
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _events_in_warehouse(reader: ApiReader) -> int | None:
@@ -231,6 +336,8 @@ def trial_line(figures: dict[str, Any], passed: bool) -> dict[str, Any]:
         "freshness_loader_stage_p99_ms",
         "request_p99_ms",
         "generator_waited_s",
+        "prefill_events",
+        "prefill_s",
         "visible_after_drain",
         "drain_s",
         "wall_s",
@@ -257,10 +364,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="Seconds to wait for a backlog to clear.")
     parser.add_argument("--ceiling-duration", type=float, default=15.0)
     parser.add_argument("--port-base", type=int, default=18_500, help="Four ports from here for the services.")
+    parser.add_argument(
+        "--prefill-cap", type=int, default=PREFILL_CAP, help="Most journeys drawn before a trial; past it, resent."
+    )
+    parser.add_argument(
+        "--services-from",
+        type=Path,
+        help="A checkout whose code the services run (the bench's generator and verdict stay this one's).",
+    )
     args = parser.parse_args(argv)
     if args.factor <= 1:
         parser.error("--factor must be above 1")
     search = Search(args.start_rate, args.factor, args.max_rate, args.min_rate, args.bisect_steps)
+    checkout = (args.services_from or Path(__file__).resolve().parents[2]).resolve()
+    env = services_env(checkout) if args.services_from else {}
+    code = services_code(env)
+    if not Path(code).is_relative_to(checkout):
+        parser.error(f"the services would import {code}, not the code under {checkout}")
 
     started = time.monotonic()
     # Before the services start, so the generator has the machine to itself.
@@ -270,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[tuple[float, bool]] = []
     trials: list[dict[str, Any]] = []
     pipeline_started = time.monotonic()
-    with local_pipeline("bench-pipeline", Ports(base, base + 1, base + 2, base + 3)) as pipeline:
+    # After the ceiling: its server child must import this checkout's bench, whatever the services run.
+    with (
+        environment(env),
+        local_pipeline("bench-pipeline", Ports(base, base + 1, base + 2, base + 3)) as pipeline,
+    ):
         startup_s = time.monotonic() - pipeline_started
         options = LoadOptions(
             duration_s=args.duration,
@@ -282,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             trial_started = time.monotonic()
             try:
                 trial = replace(options, rate=rate)
-                figures = run_load(trial, pipeline.warehouse_url, pipeline.warehouse_read_key, args.verify_timeout)
+                figures = run_trial(
+                    trial, pipeline.warehouse_url, pipeline.warehouse_read_key, args.verify_timeout, args.prefill_cap
+                )
             except Exception as exc:  # a trial that breaks the run has failed; the search goes on
                 figures = {"rate": rate, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
             figures |= drain(pipeline.warehouse_url, pipeline.warehouse_read_key, figures, args.drain_timeout)
@@ -295,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     ceiling_rate = ceiling["generator_ceiling_events_per_s"]
     result = {
         "max_sustained_events_per_s": best,
+        "services_from": _git_commit(checkout),
+        "services_dir": str(checkout),
         **ceiling,
         "ratio_to_generator_ceiling": round(best / ceiling_rate, 3) if best and ceiling_rate else None,
         "capped_at_max_rate": bool(outcomes) and all(passed for _, passed in outcomes) and best == search.max_rate,
@@ -302,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_p99_ms": args.max_p99_ms,
         "sustained_share": SUSTAINED_SHARE,
         "batch_size": args.batch_size,
+        "prefill_cap": args.prefill_cap,
         "trials": trials,
         "startup_s": round(startup_s, 1),
         "wall_s": round(time.monotonic() - started, 1),

@@ -1,12 +1,20 @@
 """The whole-pipeline benchmark's search: which rate it tries next, when it stops, what it reports, and
-what counts as a passing trial. No service runs here; the trials are given as outcomes."""
+what counts as a passing trial; a trial's journeys drawn before it is timed; services run from another
+checkout. No service runs here; the trials are given as outcomes, the collector and warehouse faked."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+import ops.bench.pipeline as bench
 from ops.bench.pipeline import Search, max_sustained, next_rate, trial_passed
+from ops.load import EventFactory, LoadOptions, SendLog, Verdict
 
 SEARCH = Search(start_rate=2_000, factor=1.5, max_rate=200_000, min_rate=100, bisect_steps=2)
 
@@ -99,3 +107,77 @@ def test_a_trial_passes_only_complete_fresh_and_at_the_rate_offered() -> None:
     assert not trial_passed(figures(accepted_per_s=1_800.0), max_p99_ms=2_000)
     # A run that broke has no figures but the rate and its error.
     assert not trial_passed({"rate": 2_000.0, "ok": False, "error": "WarehouseUnavailable"}, max_p99_ms=2_000)
+
+
+def test_a_trial_draws_its_journeys_before_it_is_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = LoadOptions(rate=100.0, duration_s=30.0, batch_size=50, seed=31337)
+    seen: dict[str, Any] = {}
+
+    async def fake_drive(options: LoadOptions, factory: EventFactory) -> SendLog:
+        def no_drawing(*_args: Any, **_kwargs: Any) -> None:
+            raise AssertionError("journeys drawn while the trial is timed")
+
+        seen["pooled"] = factory.pooled
+        log = SendLog(sending_s=options.duration_s)
+        with monkeypatch.context() as timed:
+            timed.setattr("ops.load.journeys", no_drawing)
+            for _ in range(int(options.rate * options.duration_s / options.batch_size) + 1):
+                for event in factory.batch(options.batch_size):
+                    log.accepted_at_ms[event["event_id"]] = 0.0
+        log.sent_events = len(log.accepted_at_ms)
+        return log
+
+    def fake_verify(_warehouse: Any, factory: EventFactory, log: SendLog, _timeout_s: float) -> Verdict:
+        seen["prefix"] = factory.prefix
+        return Verdict(len(log.accepted_at_ms), len(log.accepted_at_ms), [], [], [], 0, 0, 0, 0, [], [], {})
+
+    monkeypatch.setattr(bench, "drive", fake_drive)
+    monkeypatch.setattr(bench, "verify", fake_verify)
+    figures = bench.run_trial(options, "http://127.0.0.1:1", "key", verify_timeout_s=0, prefill_cap=10**6)
+    assert seen["pooled"] >= 3_300 == bench.prefill_events(100.0, 30.0)
+    assert figures["prefill_events"] == seen["pooled"]
+    assert figures["run"] == seen["prefix"].rstrip("-") == "anon-31337"
+    assert figures["accepted"] == 3_050 and figures["ok"]
+
+
+def test_prefill_covers_the_trial_with_a_margin_up_to_the_cap() -> None:
+    assert bench.prefill_events(1_000.0, 60.0) == 66_000
+    assert bench.prefill_events(50_000.0, 60.0, cap=1_500_000) == 1_500_000
+
+
+def test_services_from_a_checkout_import_its_code_not_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "__init__.py").write_text("")
+    (tmp_path / "ops" / "cli.py").write_text("")
+    # From this checkout's root, as make runs the bench: its own ops/ is what a plain -m child imports.
+    root = Path(bench.__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    env = bench.services_env(tmp_path)
+    assert Path(env["FS_PATHS__DATA_DIR"]).is_absolute() and Path(env["FS_STACK__DIR"]).is_absolute()
+    assert bench.services_code(env) == str(tmp_path / "ops" / "cli.py")
+    assert bench.services_code({}) == str(root / "ops" / "cli.py")
+
+
+def test_the_environment_for_the_services_is_undone_after_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FS_PATHS__DATA_DIR", "/before")
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
+    with bench.environment({"FS_PATHS__DATA_DIR": "/during", "PYTHONSAFEPATH": "1"}):
+        assert os.environ["FS_PATHS__DATA_DIR"] == "/during" and os.environ["PYTHONSAFEPATH"] == "1"
+    assert os.environ["FS_PATHS__DATA_DIR"] == "/before"
+    assert "PYTHONSAFEPATH" not in os.environ
+
+
+def test_services_from_names_the_commit_and_says_when_the_tree_differs(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    assert bench._git_commit(tmp_path) == commit
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert bench._git_commit(tmp_path) == f"{commit}+changes"
