@@ -84,9 +84,9 @@ class Stack:
             "FS_STREAM__CONSUMER_SESSION_TIMEOUT_S": "8",
         }
         if self.tracker_requests:
-            # raw_blocks sends a tracker's request once it holds 5-20 events of its device: an
-            # event waits up to about 50 min of event time behind its partition's newest, and
-            # the reference (sorted, no late events) is the answer for a lateness that covers it.
+            # A tracker's request holds its device's events until it is full or a minute old, so
+            # some events arrive behind their partition's newest by more than the default
+            # lateness; the reference (sorted, no late events) is the answer for one that covers it.
             env["FS_STREAM__ALLOWED_LATENESS_S"] = "3600"
         return env
 
