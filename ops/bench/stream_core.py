@@ -1,7 +1,8 @@
-"""CPU per event of the worker's processing core, in process: ``StreamProcessor.process`` and
-``commit`` over ``raw_blocks(raw_stream(events, devices), 4)``, in runs of about 5,000 events.
+"""CPU per event of the stream worker's processing core, in process, without Kafka or Faust:
+``StreamProcessor.process`` and ``commit`` over ``raw_blocks(raw_stream(events, events / 2), 4)``,
+in runs of about 5,000 events. The last line printed is one JSON object.
 
-    .venv/bin/python tests/stream_processors/profile_core.py [events] [--profile]
+    python -m ops.bench.stream_core [events] [--profile]
 
 Records are what the worker reads: one per collector block, under the block header. A core
 without blocks (``RawRecord`` has no ``block``; run from an older checkout) gets one plain record
@@ -14,14 +15,12 @@ from __future__ import annotations
 import cProfile
 import dataclasses
 import gc
+import json
 import pstats
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path.cwd()))
 
 from funnelstream.blocks import BLOCK_VERSION
 from ops.journeys import raw_blocks, raw_stream
@@ -75,10 +74,16 @@ def main() -> None:
         profile.disable()
         pstats.Stats(profile).sort_stats("tottime").print_stats(20)
     counters = processor.counters
-    print(
-        f"records={sum(map(len, runs))} events={total} accepted={counters.accepted} duplicates={counters.duplicates}"
-        f" dead_letters={counters.dead_letters} cpu_s={cpu:.2f} us_per_event={cpu / total * 1e6:.2f}"
-    )
+    figures = {
+        "records": sum(map(len, runs)),
+        "events": total,
+        "accepted": counters.accepted,
+        "duplicates": counters.duplicates,
+        "dead_letters": counters.dead_letters,
+        "cpu_s": round(cpu, 2),
+        "cpu_us_per_event": round(cpu / total * 1e6, 2),
+    }
+    print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":
