@@ -948,13 +948,22 @@ SDK_BATCH_EVENTS = 500
 """Events in a server SDK's request: a full batch of the collector's limit."""
 
 
-def raw_blocks(stream: RawStream, partitions: int, *, sdk_share: float = 0.5, seed: int = 7) -> list[Block]:
+def raw_blocks(
+    stream: RawStream,
+    partitions: int,
+    *,
+    sdk_share: float = 0.5,
+    seed: int = 7,
+    tracker_flush_s: float | None = TRACKER_FLUSH_S,
+) -> list[Block]:
     """The stream's messages as the collector writes them from realistic requests, the events in
     the collector's own bytes. About ``sdk_share`` of the devices are a server SDK's: their events
     go out in requests of 500, many devices each; the others' through a browser tracker, in
-    requests of one device that leave when they hold 5 to 20 events or a minute (event time)
-    after their first, as a tracker's timer does. Each request becomes one block per partition; a
-    device's events keep their arrival order."""
+    requests of one device that leave when they hold 5 to 20 events or ``tracker_flush_s`` (event
+    time) after their first, as a tracker's timer does; without a timer a request waits until it
+    is full, which holds a device's events back up to the minutes between them (late, unless the
+    worker's allowed lateness covers it). Each request becomes one block per partition; a device's
+    events keep their arrival order."""
     canonical: dict[bytes, tuple[bytes, float]] = {}
     rng = np.random.default_rng([seed, _REQUESTS])
     low, high = TRACKER_BATCH_EVENTS
@@ -969,7 +978,7 @@ def raw_blocks(stream: RawStream, partitions: int, *, sdk_share: float = 0.5, se
             known = canonical[value] = (event_bytes(event.__dict__), (event.event_ts or event.client_ts).timestamp())
         document, at = known
         # Requests whose timer ran out by this event's time leave first, oldest first.
-        while opened and opened[0][0] + TRACKER_FLUSH_S < at:
+        while tracker_flush_s is not None and opened and opened[0][0] + tracker_flush_s < at:
             first_at, device = opened.popleft()
             pending = tracker_requests.get(device)
             if pending is not None and pending[1] == first_at:
