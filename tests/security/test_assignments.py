@@ -23,7 +23,7 @@ from funnelstream.experiments.definitions import Definitions
 from ingest.app import create_app
 from ingest.experiments.assignment import hash_assignment
 from ingest.settings import IngestSettings, hash_write_key
-from tests.helpers.kafka_topics import read_topic
+from tests.helpers.kafka_topics import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ class Collector:
 
     def exposures(self) -> list[ExperimentExposure]:
         """Every exposure on the topic, read to its end."""
-        events = [parse_event_json(value) for _, value in read_topic(self.kafka, self.topic)]
+        events = [parse_event_json(value) for _, value in read_events(self.kafka, self.topic)]
         assert all(isinstance(event, ExperimentExposure) for event in events)
         return events  # type: ignore[return-value]
 

@@ -19,6 +19,7 @@ from clickhouse.backend import ChdbWarehouse
 from clickhouse.loader import Loader
 from clickhouse.qa.settings import QAConfig, QASettings
 from clickhouse.settings import LoaderConfig, WarehouseSettings
+from funnelstream.blocks import BLOCK_HEADERS, block_version
 from funnelstream.contract import PipelineHeartbeat, parse_event_json
 from funnelstream.kafka import consumer_group_lag
 from ops.heartbeat import (
@@ -155,10 +156,11 @@ class _StreamStage(threading.Thread):
             if not messages:
                 continue
             out = self.processor.process(
-                RawRecord(m.partition() or 0, m.offset() or 0, m.key(), m.value()) for m in messages
+                RawRecord(m.partition() or 0, m.offset() or 0, m.key(), m.value(), block=block_version(m.headers()))
+                for m in messages
             )
             for key, value in out.enriched:
-                self.producer.produce(self.enriched_topic, value=value, key=key)
+                self.producer.produce(self.enriched_topic, value=value, key=key, headers=BLOCK_HEADERS)
             self.producer.flush(10)
             self.processor.commit(out)
             self.consumer.commit(asynchronous=False)
