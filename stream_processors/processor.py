@@ -223,8 +223,23 @@ def _ms(value: datetime) -> int:
     return (value - _EPOCH) // _ONE_MS
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+_SECOND_TEXTS: dict[int, str] = {}
+_SECOND_TEXTS_MAX = 100_000
+
+
+def _iso(ms: int) -> str:
+    """A time in ms as the text orjson writes for its UTC datetime (``...T12:00:00.123000+00:00``,
+    no fraction on a whole second): building the datetime and serializing it cost more than the
+    rest of a session summary. The second's text is cached; sessions of a batch share them."""
+    second, fraction = divmod(ms, 1000)
+    text = _SECOND_TEXTS.get(second)
+    if text is None:
+        if len(_SECOND_TEXTS) >= _SECOND_TEXTS_MAX:
+            _SECOND_TEXTS.clear()
+        text = _SECOND_TEXTS[second] = (_EPOCH + timedelta(seconds=second)).isoformat()[:-6]
+    if fraction:
+        return f"{text}.{fraction:03d}000+00:00"
+    return text + "+00:00"
 
 
 # --- reading events -------------------------------------------------------------------------------
@@ -667,8 +682,8 @@ class StreamProcessor:
             "session_id": session[SID],
             "anonymous_id": anonymous_id,
             "user_id": session[USER],
-            "started_at": _dt(session[START]),
-            "last_event_at": _dt(session[LAST]),
+            "started_at": _iso(session[START]),
+            "last_event_at": _iso(session[LAST]),
             "duration_s": (session[LAST] - session[START]) / 1000,
             "event_count": session[COUNT],
             "late_event_count": session[LATE],
