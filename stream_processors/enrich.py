@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import ua_parser
 
 from funnelstream.contract import EVENT_ADAPTER, FUNNEL_STEP_OF, Envelope
@@ -112,7 +113,7 @@ class Enricher:
             row["received_at"] = received_at
         return row
 
-    def row(self, event: dict[str, Any], *, is_late: bool, enriched_at: datetime) -> dict[str, Any]:
+    def row(self, event: dict[str, Any], *, is_late: bool, enriched_at: datetime | orjson.Fragment) -> dict[str, Any]:
         """The row of an event in the collector's form, all but its session id. Raises on values
         of the wrong type (a forged document); the caller dead-letters the event.
 

@@ -223,23 +223,8 @@ def _ms(value: datetime) -> int:
     return (value - _EPOCH) // _ONE_MS
 
 
-_SECOND_TEXTS: dict[int, str] = {}
-_SECOND_TEXTS_MAX = 100_000
-
-
-def _iso(ms: int) -> str:
-    """A time in ms as the text orjson writes for its UTC datetime (``...T12:00:00.123000+00:00``,
-    no fraction on a whole second): building the datetime and serializing it cost more than the
-    rest of a session summary. The second's text is cached; sessions of a batch share them."""
-    second, fraction = divmod(ms, 1000)
-    text = _SECOND_TEXTS.get(second)
-    if text is None:
-        if len(_SECOND_TEXTS) >= _SECOND_TEXTS_MAX:
-            _SECOND_TEXTS.clear()
-        text = _SECOND_TEXTS[second] = (_EPOCH + timedelta(seconds=second)).isoformat()[:-6]
-    if fraction:
-        return f"{text}.{fraction:03d}000+00:00"
-    return text + "+00:00"
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 # --- reading events -------------------------------------------------------------------------------
@@ -484,6 +469,8 @@ class StreamProcessor:
         store_get = self.store.get
         row_of = self.enricher.row
         enriched = out.enriched
+        # Every row and summary of the batch carries the same time: serialized once.
+        stamp = orjson.Fragment(orjson.dumps(now))
         for record in records:
             partition = record.partition
             seen = self._seen.get(partition)
@@ -534,7 +521,7 @@ class StreamProcessor:
                 try:
                     ts, anonymous_id, input_id, experiments, user_id = _session_fields(event)
                     is_late = ts < watermark - lateness_ms
-                    body = orjson.dumps(row_of(event, is_late=is_late, enriched_at=now))
+                    body = orjson.dumps(row_of(event, is_late=is_late, enriched_at=stamp))
                 except Exception as exc:  # anything in a document costs that event only
                     counters.dead_letters += 1
                     reason = exc.reason if isinstance(exc, PoisonMessage) else f"unprocessable event: {exc!r}"
@@ -603,7 +590,7 @@ class StreamProcessor:
         for session_id, (anonymous_id, session) in changed_sessions.items():
             # `sessions` is compacted: the last message per id must be the newest version.
             if session_id not in out.retired:
-                out.sessions.append(self._summary(anonymous_id, session, now, closed=False))
+                out.sessions.append(self._summary(anonymous_id, session, stamp, closed=False))
         return out
 
     def _dead_letter(self, record: RawRecord, document: bytes, exc: PoisonMessage) -> tuple[bytes | None, bytes]:
@@ -677,13 +664,15 @@ class StreamProcessor:
             out.retired.add(other[SID])
         return keep
 
-    def _summary(self, anonymous_id: str, session: list[Any], now: datetime, *, closed: bool) -> tuple[bytes, bytes]:
+    def _summary(
+        self, anonymous_id: str, session: list[Any], now: datetime | orjson.Fragment, *, closed: bool
+    ) -> tuple[bytes, bytes]:
         summary = {
             "session_id": session[SID],
             "anonymous_id": anonymous_id,
             "user_id": session[USER],
-            "started_at": _iso(session[START]),
-            "last_event_at": _iso(session[LAST]),
+            "started_at": _dt(session[START]),
+            "last_event_at": _dt(session[LAST]),
             "duration_s": (session[LAST] - session[START]) / 1000,
             "event_count": session[COUNT],
             "late_event_count": session[LATE],
