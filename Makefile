@@ -10,6 +10,11 @@ PYTEST_ARGS ?=
 # What the local stack, the demo and the tests write stays in the checkout; installed, the default is
 # ~/.local/share/funnelstream.
 export FS_PATHS__DATA_DIR ?= $(CURDIR)/.stack
+# `make up KAFKA_BROKERS=3` is the cluster form: three KRaft nodes, topics at replication 3 and
+# min.insync.replicas 2 (`python -m infra env` prints what a service needs to use it).
+ifdef KAFKA_BROKERS
+export FS_STACK__KAFKA_BROKERS := $(KAFKA_BROKERS)
+endif
 
 .PHONY: help install tools up down status lint fmt test test-unit demo schema screenshots clean
 .PHONY: bench-inference
@@ -20,7 +25,7 @@ export FS_PATHS__DATA_DIR ?= $(CURDIR)/.stack
 .PHONY: bench-ingest
 .PHONY: bench-stream
 .PHONY: bench-pipeline
-.PHONY: bench chaos load
+.PHONY: bench chaos load soak
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -46,13 +51,13 @@ tools: ## Debian packages the suite and benchmarks use: Chromium (browser tests)
 	  fi; \
 	fi
 
-up: install ## Start Kafka and the S3 server natively (idempotent)
+up: install ## Start Kafka (KAFKA_BROKERS nodes, default 1) and the S3 server natively (idempotent)
 	$(PY) -m infra up
 
 down: ## Stop what `make up` started
 	@if [ -x $(PY) ]; then $(PY) -m infra down; fi
 
-status: install ## Show each service of the local stack
+status: install ## Show each broker and service of the local stack, and the partitions out of sync
 	$(PY) -m infra status
 
 lint: install ## ruff, mypy and the layer contracts (import-linter)
@@ -106,6 +111,9 @@ load: up ## The whole pipeline under load: accepted/s and freshness 202 → Clic
 
 chaos: install ## Faults under load on a private stack; zero lost and zero duplicated by event_id, or it fails
 	$(VENV)/bin/funnelstream chaos
+
+soak: install ## The whole pipeline for 30 min at a steady rate: RSS every 10 s and lag over time (bench/soak.json, bench/soak.svg; not in CI)
+	$(PY) -m ops.bench.soak
 
 screenshots: install tools ## Refresh docs/screenshots from the browser tests
 	FS_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/web -q

@@ -201,6 +201,7 @@ def flush_or_raise(producer: Producer, report: DeliveryReport, timeout_s: float)
 
 def _new_topic(spec: TopicSpec, config: KafkaConfig) -> NewTopic:
     topic_config = {"cleanup.policy": "compact"} if spec.compacted else {"retention.ms": str(config.retention_ms)}
+    topic_config["min.insync.replicas"] = str(config.min_insync_replicas)
     return NewTopic(
         str(spec.topic),
         num_partitions=config.partitions,
