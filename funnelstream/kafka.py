@@ -3,6 +3,13 @@ offset-commit failure policy, topic setup and consumer-group lag.
 
 Clients are built by these functions when a service starts (a lifespan or ``setup()``), never at
 import time. A consumer built here never commits on its own: its owner commits through :func:`commit`.
+
+Every client built here hands librdkafka's own log lines (``%3|...|FAIL|rdkafka#...``) to the
+Python logger :data:`RDKAFKA_LOG` at their syslog level mapped to logging's, instead of librdkafka
+writing them to stderr from its threads: they land in the process's log, formatted like the rest,
+and never on a console. confluent-kafka serves them on ``poll()`` (a consumer's ``poll()``/``consume()``,
+a producer's ``poll()``/``flush()``); an admin client is polled here after each request
+(:func:`serve_logs`), so its lines are not left queued.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from funnelstream.settings import KafkaConfig
 from funnelstream.topics import TOPIC_SPECS, Topic, TopicSpec
 
 log = logging.getLogger(__name__)
+RDKAFKA_LOG: Final = logging.getLogger(f"{__name__}.librdkafka")
+"""Where librdkafka's log lines go, at their level (3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG)."""
 
 BUFFER_FULL_RETRIES = 20
 BUFFER_FULL_POLL_S = 0.05
@@ -38,10 +47,27 @@ ANY_PARTITION: Final = -1
 """librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses."""
 
 
+def client_config(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    """What every client of this cluster is built with: the cluster's settings and the logger that
+    keeps librdkafka's lines off stderr (see the module)."""
+    return {**config.client_config(), "logger": RDKAFKA_LOG, **overrides}
+
+
+def make_admin(config: KafkaConfig, **overrides: Any) -> AdminClient:
+    """An admin client; after a request, :func:`serve_logs` hands what librdkafka logged to logging."""
+    return AdminClient(client_config(config, **overrides))
+
+
+def serve_logs(admin: AdminClient) -> None:
+    """Hand the admin client's queued log lines to :data:`RDKAFKA_LOG` (confluent-kafka serves a
+    client's logs only on ``poll()``, which nothing else calls on an admin client)."""
+    admin.poll(0)
+
+
 def producer_config(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
     """Durable by default: an acknowledged message is on every in-sync replica, once."""
     settings: dict[str, Any] = {
-        **config.client_config(),
+        **client_config(config),
         "acks": "all",
         "enable.idempotence": True,
         "compression.type": "lz4",
@@ -61,7 +87,7 @@ def make_producer(config: KafkaConfig, **overrides: Any) -> Producer:
 def consumer_config(config: KafkaConfig, group_id: str, **overrides: Any) -> dict[str, Any]:
     """The owner commits (through :func:`commit`); a group with no committed offset starts at the earliest."""
     settings: dict[str, Any] = {
-        **config.client_config(),
+        **client_config(config),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -218,29 +244,35 @@ def _new_topic(spec: TopicSpec, config: KafkaConfig) -> NewTopic:
 )
 def wait_for_broker(config: KafkaConfig, timeout_s: float = 2.0) -> int:
     """Block until the cluster answers a metadata request; returns its broker count."""
+    admin = make_admin(config)
     try:
-        metadata = AdminClient(config.client_config()).list_topics(timeout=timeout_s)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise TransientError("kafka", str(exc)) from exc
+    finally:
+        serve_logs(admin)
     return len(metadata.brokers)
 
 
 def ensure_topics(config: KafkaConfig, specs: Iterable[TopicSpec] = TOPIC_SPECS) -> list[str]:
     """Create the topics that are missing; returns the names created. Safe to run again."""
-    admin = AdminClient(config.client_config())
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [_new_topic(spec, config) for spec in specs if str(spec.topic) not in existing]
-    if not missing:
-        return []
-    created = []
-    for name, future in admin.create_topics(missing, operation_timeout=30).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    return created
+    admin = make_admin(config)
+    try:
+        existing = set(admin.list_topics(timeout=10).topics)
+        missing = [_new_topic(spec, config) for spec in specs if str(spec.topic) not in existing]
+        if not missing:
+            return []
+        created = []
+        for name, future in admin.create_topics(missing, operation_timeout=30).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        return created
+    finally:
+        serve_logs(admin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +298,14 @@ def consumer_group_lag(
 
     A partition the group has no committed offset for counts from its earliest offset.
     """
-    admin = admin or AdminClient(config.client_config())
+    admin = admin or make_admin(config)
+    try:
+        return _group_lag(admin, group, timeout_s)
+    finally:
+        serve_logs(admin)
+
+
+def _group_lag(admin: AdminClient, group: str, timeout_s: float) -> GroupLag:
     request = [ConsumerGroupTopicPartitions(group)]
     committed = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result()
     partitions = [tp for tp in committed.topic_partitions or [] if tp.error is None]

@@ -4,11 +4,16 @@ Starts the local stack and the four services, sends a few thousand simulated use
 HTTP API (assignment, then their funnel events, with planted effects) and a few real inference jobs,
 waits for the warehouse to catch up, then shows the funnel by variant, the task-time comparison, the
 sample-ratio check, a data-quality summary and an HTML report.
+
+The console shows the story and nothing else: this process's logging (librdkafka's lines among it,
+at their level, through ``funnelstream.kafka``'s clients) and the stderr of the tools it runs go to
+``demo.log`` beside the services' logs, never to the terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -29,6 +34,7 @@ from rich.table import Table
 from clickhouse.client import ApiReader
 from clickhouse.experiments.warehouse import fetch_results_via_api
 from clickhouse.settings import WarehouseSettings
+from funnelstream.logs import JsonFormatter
 from funnelstream.settings import ServiceSettings
 from infra.stack import up
 from ingest.settings import DEV_SERVER_WRITE_KEY, DEV_WRITE_KEY
@@ -66,12 +72,14 @@ class DemoOptions:
 def run_demo(console: Console, options: DemoOptions | None = None) -> None:
     options = options or DemoOptions()
     started = time.monotonic()
+    demo_dir = ServiceSettings().paths.data_dir / "demo"
+    demo_log = _log_to_file(demo_dir / "logs" / "demo.log")
     console.rule("[bold]Funnelstream demo")
+    console.print(f"   log: {demo_log}")
     console.print("[bold]1.[/] local stack: Kafka (KRaft) and SeaweedFS S3 on loopback; ClickHouse is embedded chdb")
     for name, state in up().items():
         console.print(f"   {name}: {state}")
 
-    demo_dir = ServiceSettings().paths.data_dir / "demo"
     # A fresh warehouse, stream state and private topics per run: the answer shown is about this
     # run's users only.
     shutil.rmtree(demo_dir / "chdb", ignore_errors=True)
@@ -97,7 +105,7 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
             sent = asyncio.run(_simulate_users(console, options, run_id))
             job_ids = asyncio.run(_real_jobs(console, options.jobs))
             _wait_for_warehouse(console, sent, options.timeout_s)
-            _show_results(console, options, sent, job_ids)
+            _show_results(console, options, sent, job_ids, demo_log)
             console.print(f"[bold]demo page[/]: http://127.0.0.1:{INGEST_PORT}/demo")
             console.print(f"[bold]workspace[/]: http://127.0.0.1:{WAREHOUSE_PORT}/ui (log in with the read key)")
             console.print(f"finished in {time.monotonic() - started:.0f}s")
@@ -108,6 +116,32 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> None:
                     time.sleep(1)
     except KeyboardInterrupt:
         console.print("stopping")
+
+
+def _log_to_file(path: Path) -> Path:
+    """Send this process's logging to ``path`` (JSON lines, INFO and up), and nothing to the console:
+    a warning with no handler configured would reach stderr through logging's last resort."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # One line per request of the simulation would bury everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return path
+
+
+def _tool(args: list[str], api: str, log: Path, check: bool) -> None:
+    """Run ``python -m ops.cli ARGS`` against the warehouse API: its output on the console, its logs
+    (stderr) appended to ``log``."""
+    with log.open("ab") as stderr:
+        subprocess.run(
+            [sys.executable, "-m", "ops.cli", *args],
+            check=check,
+            env={**os.environ, "FS_WAREHOUSE__API_URL": api},
+            stderr=stderr,
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -279,18 +313,14 @@ def _wait_for_warehouse(console: Console, sent: SentSummary, timeout_s: float) -
     console.print(f"   all {visible} events visible in ClickHouse")
 
 
-def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job_ids: list[str]) -> None:
+def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job_ids: list[str], log: Path) -> None:
     options.report_dir.mkdir(parents=True, exist_ok=True)
     api = f"http://127.0.0.1:{WAREHOUSE_PORT}"
     start, end = sent.window_start.isoformat(), sent.window_end.isoformat()
     console.rule("[bold]Funnel by variant (windowFunnel, unit = image)")
     funnel_html = options.report_dir / "funnel.html"
-    subprocess.run(
-        [sys.executable, "-m", "ops.cli", "report", "funnel", "--from", start, "--to", end,
-         "--breakdown", "variant", "--html", str(funnel_html)],
-        check=True,
-        env={**os.environ, "FS_WAREHOUSE__API_URL": api},
-    )  # fmt: skip
+    _tool(["report", "funnel", "--from", start, "--to", end, "--breakdown", "variant", "--html", str(funnel_html)],
+          api, log, check=True)  # fmt: skip
 
     console.rule("[bold]A/B: Segmentation Tool (treatment) vs manual masking (control)")
     read_key = WarehouseSettings().warehouse.read_key.get_secret_value()
@@ -301,11 +331,7 @@ def _show_results(console: Console, options: DemoOptions, sent: SentSummary, job
     _compare_with_planted(console, results)
 
     console.rule("[bold]Data quality")
-    subprocess.run(
-        [sys.executable, "-m", "ops.cli", "qa", "run", "--from", start, "--to", end],
-        check=False,
-        env={**os.environ, "FS_WAREHOUSE__API_URL": api},
-    )
+    _tool(["qa", "run", "--from", start, "--to", end], api, log, check=False)
     console.print(f"reports: {funnel_html}, {experiment_html}")
 
 
