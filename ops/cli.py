@@ -117,7 +117,12 @@ def load(
 @app.command()
 def chaos(
     short: bool = typer.Option(False, "--short", help="The form the test suite runs: lower rate, fewer jobs."),
-    scenario: list[str] = typer.Option([], help="Run only these scenarios (repeatable); default: all."),
+    scenario: list[str] = typer.Option(
+        [],
+        help="Run only these scenarios (repeatable); default: all. stream_worker_kill, loader_kill, kafka_outage, "
+        "s3_outage_jobs and collector_kill run on one broker; broker_kill, broker_rolling_restart and "
+        "min_isr_lost start a three-node cluster of their own.",
+    ),
     rate: float | None = typer.Option(None, help="Events per second during each fault."),
 ) -> None:
     """Faults under load, then exact counts by event_id (one JSON line per scenario, a summary last)."""

@@ -1,4 +1,4 @@
-"""The short form of ``make chaos``: every fault under load, then exact counts by event_id.
+"""The short form of ``make chaos`` on one broker: every fault under load, then exact counts by event_id.
 
 One private stack and pipeline run all scenarios in turn (the same code as ``funnelstream chaos``);
 each scenario is then one test, so a failure names the fault that lost or duplicated something.
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ops.chaos import SCENARIOS, SHORT, ScenarioReport, run_chaos
+from ops.chaos import SHORT, ScenarioReport, run_chaos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ def chaos_reports(kafka, s3) -> Iterator[dict[str, ScenarioReport]]:  # type: ig
     yield {report.scenario: report for report in run_chaos(SHORT)}
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", SHORT.scenarios)
 def test_every_accepted_event_is_in_clickhouse_exactly_once(
     chaos_reports: dict[str, ScenarioReport], scenario: str
 ) -> None:
