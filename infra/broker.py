@@ -15,9 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
-from funnelstream.kafka import ensure_topics, wait_for_broker
+from funnelstream.kafka import ensure_topics, make_admin, serve_logs, wait_for_broker
 from funnelstream.settings import KafkaConfig
 from infra.service import InfraError, InfraSettings, Service, port_open, split_host_port
 
@@ -79,8 +77,9 @@ class KafkaBroker(Service):
         if not port_open(host, port):
             return False
         try:
-            only_me = {**self.config.client_config(), "bootstrap.servers": self.address, "log_level": 0}
-            metadata = AdminClient(only_me).list_topics(timeout=2)
+            admin = make_admin(self.config, **{"bootstrap.servers": self.address})
+            metadata = admin.list_topics(timeout=2)
+            serve_logs(admin)
         except Exception:
             return False
         # Registered with the quorum: the cluster's metadata, served by this node, names it.
@@ -146,6 +145,10 @@ class KafkaBroker(Service):
                 f"share.coordinator.state.topic.replication.factor={replicas}",
                 f"share.coordinator.state.topic.min.isr={insync}",
                 "group.initial.rebalance.delay.ms=0",
+                # The controller fences a silent node after this long and moves its leaderships and
+                # in-sync places; 9 s by default, 4 s on loopback, where a missed heartbeat is a death.
+                "broker.session.timeout.ms=4000",
+                "broker.heartbeat.interval.ms=500",
                 # A follower that stops fetching leaves the in-sync set after this long, so a
                 # killed broker stops holding back acks=all within seconds, not the default 30 s.
                 "replica.lag.time.max.ms=10000",
@@ -269,8 +272,9 @@ class KafkaService(Service):
 
     def partitions(self, timeout_s: float = 5.0) -> list[PartitionHealth]:
         """Every partition the cluster reports, with its leader (-1: none) and in-sync replicas."""
-        admin = AdminClient({**self.config.client_config(), "log_level": 0})
+        admin = make_admin(self.config)
         metadata = admin.list_topics(timeout=timeout_s)
+        serve_logs(admin)
         return [
             PartitionHealth(name, number, part.leader, tuple(part.replicas), tuple(part.isrs))
             for name, topic in sorted(metadata.topics.items())

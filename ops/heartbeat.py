@@ -18,13 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
 from clickhouse.qa.errors import HeartbeatRejected
 from clickhouse.qa.settings import QASettings
 from funnelstream.contract import EventType, PipelineHeartbeat, TimestampFlag, event_to_json
-from funnelstream.kafka import DeliveryReport, consumer_group_lag, flush_or_raise, make_producer, produce
+from funnelstream.kafka import (
+    DeliveryReport,
+    consumer_group_lag,
+    flush_or_raise,
+    make_admin,
+    make_producer,
+    produce,
+)
 from ops.status import Freshness
 
 log = logging.getLogger("ops.heartbeat")
@@ -178,7 +184,7 @@ class HeartbeatEmitter:
         if not self.watch_lag:
             return
         if self._admin is None:
-            self._admin = AdminClient(self.settings.kafka.client_config())
+            self._admin = make_admin(self.settings.kafka)
         for stage, group in self.settings.qa.consumer_groups.items():
             try:
                 lag = consumer_group_lag(

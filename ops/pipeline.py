@@ -17,10 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
 from clickhouse.settings import WarehouseSettings, read_key_headers
-from funnelstream.kafka import ensure_topics
+from funnelstream.kafka import ensure_topics, make_admin, serve_logs
 from funnelstream.settings import KafkaConfig, ServiceSettings
 from funnelstream.topics import TOPIC_SPECS, in_namespace
 from infra.stack import up
@@ -40,7 +38,7 @@ def create_namespace_topics(config: KafkaConfig, namespace: str) -> list[str]:
 
 def delete_namespace_topics(config: KafkaConfig, namespace: str) -> list[str]:
     """Remove the namespace's topics, Faust's changelog topics of its app id included."""
-    admin = AdminClient(config.client_config())
+    admin = make_admin(config)
     doomed = [
         name
         for name in admin.list_topics(timeout=10).topics
@@ -49,6 +47,7 @@ def delete_namespace_topics(config: KafkaConfig, namespace: str) -> list[str]:
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             future.result()
+    serve_logs(admin)
     return doomed
 
 
@@ -81,10 +80,13 @@ def pipeline_services(log_dir: Path, env: dict[str, str], ports: Ports) -> list[
     ]  # fmt: skip
 
 
-def load_seed_dimensions(env: dict[str, str]) -> None:
-    """Publish the shipped tools and inferences to the (namespaced) dimension topics."""
+def load_seed_dimensions(env: dict[str, str], log_file: Path) -> None:
+    """Publish the shipped tools and inferences to the (namespaced) dimension topics; what the tool
+    says goes to ``log_file``, not to the caller's console."""
     command = [sys.executable, "-m", "ops.cli", "dims", "load", str(SEED_FILE)]
-    subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        subprocess.run(command, check=True, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
 
 
 class LocalPipeline:
@@ -134,7 +136,7 @@ class LocalPipeline:
         if self.namespace:
             create_namespace_topics(self.kafka, self.namespace)
         # Dimensions first, so the stream processor knows every tool from its first event.
-        load_seed_dimensions(self.env)
+        load_seed_dimensions(self.env, self.workdir / "logs" / "dims.log")
         for service in self.services.values():
             service.start()
         for service in self.services.values():

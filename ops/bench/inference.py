@@ -19,10 +19,11 @@ from typing import Any
 import cv2
 import numpy as np
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from funnelstream import objectstore
 from funnelstream.contract import InferenceJob, JobKind
+from funnelstream.kafka import make_admin
 from funnelstream.objectstore import MinioStore
 from inference_service.images import encode_png
 from inference_service.models.registry import ModelRegistry
@@ -50,7 +51,7 @@ def _upload(store: MinioStore, image: np.ndarray, at: datetime) -> tuple[uuid.UU
 
 
 def bench_overhead(settings: InferenceSettings, size: int, jobs: int) -> dict[str, float]:
-    admin = AdminClient(settings.kafka.client_config())
+    admin = make_admin(settings.kafka)
     suffix = uuid.uuid4().hex[:8]
     names = {role: f"bench.inference.{role}.{suffix}" for role in ("jobs", "results", "events", "dlq")}
     futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1) for name in names.values()])

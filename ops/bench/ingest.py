@@ -27,10 +27,10 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from funnelstream.blocks import BLOCK_HEADERS, blocks_by_partition
-from funnelstream.kafka import wait_for_broker
+from funnelstream.kafka import make_admin, wait_for_broker
 from ingest.pipeline import Stamp, prepare_batch
 from ingest.producer import collector_producer_config
 from ingest.server import keep_freed_heap
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     # the same pipeline the worker runs.
     keep_freed_heap()
     wait_for_broker(settings.kafka)
-    admin = AdminClient(settings.kafka.client_config())
+    admin = make_admin(settings.kafka)
     suffix = uuid.uuid4().hex[:8]
     topics = [f"bench.events.{suffix}", f"bench.dlq.{suffix}"]
     for future in admin.create_topics(

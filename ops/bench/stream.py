@@ -30,12 +30,13 @@ from typing import Any
 
 import faust
 from confluent_kafka import KafkaError
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from funnelstream.blocks import BLOCK_HEADERS, Block, block_version, split_block
 from funnelstream.kafka import (
     DeliveryReport,
     flush_or_raise,
+    make_admin,
     make_consumer,
     make_producer,
     private_group,
@@ -51,7 +52,7 @@ from stream_processors.worker import use_worker_loop
 
 
 def create_topics(config: KafkaConfig, names: dict[str, bool], partitions: int) -> None:
-    admin = AdminClient(config.client_config())
+    admin = make_admin(config)
     new = [
         NewTopic(
             name, num_partitions=partitions, replication_factor=1, config={"cleanup.policy": "compact"} if c else {}
@@ -63,7 +64,7 @@ def create_topics(config: KafkaConfig, names: dict[str, bool], partitions: int) 
 
 
 def delete_topics(config: KafkaConfig, names: list[str]) -> None:
-    admin = AdminClient(config.client_config())
+    admin = make_admin(config)
     existing = set(admin.list_topics(timeout=10).topics)
     doomed = [name for name in names if name in existing]
     if doomed:
