@@ -28,9 +28,7 @@ def closed_port_config() -> KafkaConfig:
 
 def _connect_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
-        record
-        for record in caplog.records
-        if record.name == RDKAFKA_LOG.name and "Connect to" in record.getMessage()
+        record for record in caplog.records if record.name == RDKAFKA_LOG.name and "Connect to" in record.getMessage()
     ]
 
 
@@ -93,5 +91,10 @@ def test_an_admin_client_logs_through_python_logging(
     admin = make_admin(closed_port_config)
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=1)
-    _poll_until_logged(lambda: (serve_logs(admin), time.sleep(0.1)), caplog)
+
+    def serve() -> None:
+        serve_logs(admin)
+        time.sleep(0.1)
+
+    _poll_until_logged(serve, caplog)
     _assert_logged_not_printed(caplog, capfd)
