@@ -14,6 +14,7 @@ when the collector answered 202 and 503 against when the cluster had in-sync lea
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import shutil
 import tempfile
@@ -157,6 +158,11 @@ class ChaosRun:
         try:
             self.pipeline.stop()
         finally:
+            if self.brokers > 1:
+                # The private cluster's data goes with its folder: no controlled shutdown to wait for,
+                # which the last node, alone without a quorum, could not finish anyway.
+                for broker in KafkaService(self.infra).brokers:
+                    broker.kill()
             down(None, self.infra)
 
     # --- faults; each returns figures about itself ---------------------------------------------------
@@ -538,7 +544,10 @@ class Prober:
 
     async def _drive(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as client:
+        # A connection each: a request the collector holds until its delivery deadline must not
+        # delay the next probe in the client's pool, or the timeline would measure the pool.
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30.0, limits=limits) as client:
             started = time.monotonic()
             index = 0
             while not self._stop.is_set():
@@ -598,6 +607,8 @@ class BrokerFault:
     job_ids: list[str]
     forbidden_202: tuple[float, float] | None = None
     """(from, to) wall times during which no 202 may be answered: fewer than min.insync nodes alive."""
+    from_probes: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    """Figures read from the prober's answers once the load has ended and every answer is in."""
 
 
 def _pipeline_pids(run: ChaosRun) -> dict[str, int | None]:
@@ -645,13 +656,15 @@ def _broker_kill(
         "killed_node": victim.node_id,
         "partitions_it_led": sorted(led),
         "leader_moved_s": _since(killed, moved),
-        "kill_to_first_202_on_new_leader_s": prober.first_202(killed, led),
-        "longest_without_202_on_its_partitions_s": prober.longest_without_202(led),
         "down_s": _since(killed, restarted),
         "restart_s": _since(restarted, registered),
         "back_in_sync_s": _since(restarted, in_sync),
     }
-    return BrokerFault(figures, _submit_after_fault(run, uploads))
+    later = {
+        "kill_to_first_202_on_new_leader_s": lambda: prober.first_202(killed, led),
+        "longest_without_202_on_its_partitions_s": lambda: prober.longest_without_202(led),
+    }
+    return BrokerFault(figures, _submit_after_fault(run, uploads), from_probes=later)
 
 
 def _broker_rolling_restart(
@@ -660,6 +673,7 @@ def _broker_rolling_restart(
     kafka = KafkaService(run.infra)
     timeout = run.options.settle_timeout_s
     steps = []
+    later: dict[str, Callable[[], Any]] = {}
     for broker in kafka.brokers:
         led = {number for number, leader in watch.leaders().items() if leader == broker.node_id}
         stopping = time.time()
@@ -677,12 +691,15 @@ def _broker_rolling_restart(
                 "node": broker.node_id,
                 "partitions_it_led": sorted(led),
                 "stop_s": _since(stopping, stopped),
-                "stop_to_first_202_on_its_partitions_s": prober.first_202(stopping, led) if led else None,
                 "restart_s": _since(stopped, registered),
                 "back_in_sync_s": _since(stopped, in_sync),
             }
         )
-    return BrokerFault({"steps": steps}, _submit_after_fault(run, uploads))
+        if led:
+            later[f"node_{broker.node_id}_stop_to_first_202_on_its_partitions_s"] = functools.partial(
+                prober.first_202, stopping, led
+            )
+    return BrokerFault({"steps": steps}, _submit_after_fault(run, uploads), from_probes=later)
 
 
 def _min_isr_lost(
@@ -706,17 +723,20 @@ def _min_isr_lost(
         watch.down.discard(victim.node_id)
     registered = time.time()
     in_sync = watch.wait(watch.all_in_sync(run.kafka_config.replication_factor), timeout)
-    window = [answer for answer in prober.answers if answer.sent >= alone and answer.answered <= returning]
     figures = {
         "stopped_nodes": [victim.node_id for victim in victims],
         "stop_s": _since(stopping, alone),
         "alone_s": _since(alone, returning),
-        "probe_answers_while_alone": dict(Counter(answer.status for answer in window)),
-        "return_to_first_202_s": prober.first_202(returning),
         "restart_s": _since(returning, registered),
         "back_in_sync_s": _since(returning, in_sync),
     }
-    return BrokerFault(figures, _submit_after_fault(run, uploads), forbidden_202=(alone, returning))
+    later = {
+        "probe_answers_while_alone": lambda: dict(
+            Counter(answer.status for answer in prober.answers if alone <= answer.sent and answer.answered <= returning)
+        ),
+        "return_to_first_202_s": lambda: prober.first_202(returning),
+    }
+    return BrokerFault(figures, _submit_after_fault(run, uploads), forbidden_202=(alone, returning), from_probes=later)
 
 
 BROKER_FAULTS: dict[str, Callable[[ChaosRun, ClusterWatch, Prober, list[tuple[str, dict[str, Any]]]], BrokerFault]] = {
@@ -741,6 +761,7 @@ def _broker_scenario(run: ChaosRun, scenario: str, seed: int) -> ScenarioReport:
         report = _under_load(run, scenario, seed, fault)
     if not faults:
         return report
+    report.figures["fault"].update({name: figure() for name, figure in faults[0].from_probes.items()})
     _judge_answers(run, report, watch, prober, faults[0])
     after = _pipeline_pids(run)
     if after != pids:
@@ -773,6 +794,10 @@ def _judge_answers(
     probes = prober.answers
     report.figures["answers_503"] = int(answers.get("503", 0))
     report.figures["probe_answers"] = dict(Counter(answer.status for answer in probes))
+    # How long the collector held a request it then refused: its delivery deadline, if all is well.
+    waits = sorted(a.answered - a.sent for a in probes if a.status == "503")
+    if waits:
+        report.figures["probe_503_wait_s"] = {"p50": round(waits[len(waits) // 2], 2), "max": round(waits[-1], 2)}
     errors = {status: n for status, n in answers.items() if status not in ("202", "503")}
     errors.update({f"probe {a.status}": 1 for a in probes if a.status not in ("202", "503")})
     if errors:

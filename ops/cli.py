@@ -130,9 +130,11 @@ def chaos(
 
     import orjson
 
-    from ops.chaos import SHORT, ChaosOptions, ScenarioReport, run_chaos
+    from ops.chaos import BROKER_SCENARIOS, SHORT, SHORT_BROKER_KILL, ChaosOptions, ScenarioReport, run_chaos
 
     options = SHORT if short else ChaosOptions()
+    if short and scenario and set(scenario) <= set(BROKER_SCENARIOS):
+        options = SHORT_BROKER_KILL
     if scenario:
         options = replace(options, scenarios=tuple(scenario))
     if rate is not None:
