@@ -29,11 +29,10 @@ from typing import Any
 
 import httpx
 import orjson
-from confluent_kafka.admin import AdminClient
 
 from clickhouse.client import ApiReader
 from funnelstream.blocks import partition_for
-from funnelstream.kafka import make_consumer, private_group
+from funnelstream.kafka import make_admin, make_consumer, private_group, serve_logs
 from funnelstream.settings import ServiceSettings
 from funnelstream.topics import Topic
 from infra.broker import KafkaBroker, KafkaService, client_env, cluster_kafka_config
@@ -80,6 +79,8 @@ class ChaosOptions:
     s3_port: int = 7_433
     keep_logs_dir: Path = field(default_factory=lambda: ServiceSettings().paths.data_dir / "chaos-logs")
     """Where the services' and the stack's logs are kept when a scenario fails."""
+    keep_logs: bool = False
+    """Keep them even when every scenario passed (to read how the services lived through a fault)."""
 
 
 SHORT = ChaosOptions(rate=300.0, before_fault_s=5.0, after_fault_s=5.0, jobs=4, scenarios=SINGLE_BROKER_SCENARIOS)
@@ -417,7 +418,7 @@ class ClusterWatch:
     (a killed node stays leader and in sync in the metadata until it is fenced)."""
 
     def __init__(self, run: ChaosRun, interval_s: float = 0.2) -> None:
-        self.admin = AdminClient({**run.kafka_config.client_config(), "log_level": 0})
+        self.admin = make_admin(run.kafka_config)
         self.min_insync = run.kafka_config.min_insync_replicas
         self.interval_s = interval_s
         self.down: set[int] = set()
@@ -441,6 +442,8 @@ class ClusterWatch:
                 metadata = self.admin.list_topics(timeout=1.0)
             except Exception:  # no node answered: nothing is known for this sample
                 metadata = None
+            # A node that is down refuses connections: those lines go to logging, not the console.
+            serve_logs(self.admin)
             if metadata is not None:
                 state = {
                     (name, number): (part.leader, tuple(part.isrs))
@@ -544,9 +547,10 @@ class Prober:
 
     async def _drive(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        # A connection each: a request the collector holds until its delivery deadline must not
-        # delay the next probe in the client's pool, or the timeline would measure the pool.
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=64)
+        # A connection each, never reused: a request the collector holds until its delivery deadline
+        # must not delay the next probe in the client's pool (the timeline would measure the pool),
+        # and a kept-alive connection the server closes as it is reused would read as an error.
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=self.url, timeout=30.0, limits=limits) as client:
             started = time.monotonic()
             index = 0
@@ -798,8 +802,12 @@ def _judge_answers(
     waits = sorted(a.answered - a.sent for a in probes if a.status == "503")
     if waits:
         report.figures["probe_503_wait_s"] = {"p50": round(waits[len(waits) // 2], 2), "max": round(waits[-1], 2)}
-    errors = {status: n for status, n in answers.items() if status not in ("202", "503")}
-    errors.update({f"probe {a.status}": 1 for a in probes if a.status not in ("202", "503")})
+    # The load's client keeps connections alive as long as the collector does (5 s), so after an
+    # outage's backlog one it reuses can be closed under it: a transport error there is the client's
+    # (the batch is sent again and counted), and the figures show it. The prober opens a connection
+    # per request, so any transport error of its own is the collector's.
+    errors = {status: n for status, n in answers.items() if status.isdigit() and status not in ("202", "503")}
+    errors.update(Counter(f"probe {a.status}" for a in probes if a.status not in ("202", "503")))
     if errors:
         report.problems.append(f"answers other than 202 and 503: {errors}")
     without_header = [a for a in probes if a.status == "503" and not a.retry_after]
@@ -880,7 +888,8 @@ def _run_on_stack(
             on_report(report)
     finally:
         run.stop()
-        if not all(report.ok for report in reports) or len(reports) < len(scenarios):
+        failed = not all(report.ok for report in reports) or len(reports) < len(scenarios)
+        if failed or options.keep_logs:
             # What the services said is the first thing to read when a scenario failed.
             kept = options.keep_logs_dir / time.strftime("%Y%m%dT%H%M%S")
             kept.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,7 @@ def chaos(
         "min_isr_lost start a three-node cluster of their own.",
     ),
     rate: float | None = typer.Option(None, help="Events per second during each fault."),
+    keep_logs: bool = typer.Option(False, "--keep-logs", help="Keep the logs (.stack/chaos-logs/) on success too."),
 ) -> None:
     """Faults under load, then exact counts by event_id (one JSON line per scenario, a summary last)."""
     from dataclasses import replace
@@ -139,6 +140,8 @@ def chaos(
         options = replace(options, scenarios=tuple(scenario))
     if rate is not None:
         options = replace(options, rate=rate)
+    if keep_logs:
+        options = replace(options, keep_logs=True)
 
     def show(report: ScenarioReport) -> None:
         line = {"scenario": report.scenario, "ok": report.ok, "problems": report.problems, **report.figures}
