@@ -143,6 +143,18 @@ def chaos(
     if keep_logs:
         options = replace(options, keep_logs=True)
 
+    import logging
+
+    from funnelstream.logs import JsonFormatter
+
+    # This process's own Kafka clients (the cluster watch, the results reader) log a refused
+    # connection each time a node is down on purpose: to a file, so the console keeps the JSON lines.
+    options.keep_logs_dir.mkdir(parents=True, exist_ok=True)
+    clients_log = logging.FileHandler(options.keep_logs_dir / "chaos-clients.log")
+    clients_log.setFormatter(JsonFormatter())
+    logging.getLogger().handlers[:] = [clients_log]
+    logging.getLogger().setLevel(logging.WARNING)
+
     def show(report: ScenarioReport) -> None:
         line = {"scenario": report.scenario, "ok": report.ok, "problems": report.problems, **report.figures}
         print(orjson.dumps(line).decode(), flush=True)
