@@ -279,7 +279,9 @@ async def drive(options: LoadOptions, factory: EventFactory, stop: threading.Eve
     interval = options.batch_size / options.rate
     slots = asyncio.Semaphore(options.max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # Idle connections are dropped before the collector's own 5 s keep-alive ends, so a batch is
+    # never written to a connection the server is closing.
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
     async with httpx.AsyncClient(
         base_url=options.ingest_url, timeout=options.request_timeout_s, limits=limits
     ) as client:
