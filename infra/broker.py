@@ -200,23 +200,6 @@ class KafkaBroker(Service):
                 raise InfraError(self.name, f"storage format failed: {result.stdout}{result.stderr}")
         return [*java, "kafka.Kafka", str(properties)]
 
-    def start(self) -> str:
-        """Start the process if it is not running; do not wait (a node alone has no quorum)."""
-        if self.process.running_pid() is not None:
-            return "running"
-        host, port = split_host_port(self.address)
-        if port_open(host, port):
-            raise InfraError(self.name, f"{host}:{port} is taken by a process this stack did not start")
-        argv = self.prepare()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.process.start(argv, cwd=self.dir)
-        return "started"
-
-    def up(self) -> str:
-        state = self.start()
-        self._wait_healthy()
-        return state
-
     def kill(self) -> bool:
         """``kill -9``: no controlled shutdown, no flush; what a power cut does."""
         return self.process.stop(timeout_s=0.0)

@@ -89,14 +89,10 @@ class Service:
     def after_start(self) -> None:
         """Create what the project expects to find (topics, bucket); safe to repeat."""
 
-    def up(self) -> str:
-        pid = self.process.running_pid()
-        if pid is not None and self.healthy():
-            return "running"
-        if pid is not None:
-            # Ours but not answering: probably still starting from an earlier ``up``.
-            self._wait_healthy()
-            self.after_start()
+    def start(self) -> str:
+        """Start the process unless ours is running; do not wait for it (a cluster's node alone
+        never becomes healthy: it needs its quorum)."""
+        if self.process.running_pid() is not None:
             return "running"
         host, port = split_host_port(self.endpoint())
         if port_open(host, port):
@@ -104,9 +100,16 @@ class Service:
         argv = self.prepare()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process.start(argv, cwd=self.dir)
+        return "started"
+
+    def up(self) -> str:
+        if self.process.running_pid() is not None and self.healthy():
+            return "running"
+        # Ours but not answering is probably still starting from an earlier ``up``: wait for it.
+        state = self.start()
         self._wait_healthy()
         self.after_start()
-        return "started"
+        return state
 
     def _wait_healthy(self) -> None:
         wait_ready(

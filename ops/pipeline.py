@@ -58,6 +58,11 @@ class Ports:
     inference: int = 8200
     stream_web: int = 6066
 
+    @classmethod
+    def from_base(cls, base: int) -> Ports:
+        """Four consecutive ports from ``base``: a private run's services."""
+        return cls(base, base + 1, base + 2, base + 3)
+
 
 def warehouse_read_key(env: dict[str, str]) -> str:
     """The read key of a run's warehouse: the run's own FS_WAREHOUSE__READ_KEY, else this process's."""

@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     # After the ceiling: its server child must import this checkout's bench, whatever the services run.
     with (
         environment(env),
-        local_pipeline("bench-pipeline", Ports(base, base + 1, base + 2, base + 3)) as pipeline,
+        local_pipeline("bench-pipeline", Ports.from_base(base)) as pipeline,
     ):
         startup_s = time.monotonic() - pipeline_started
         options = LoadOptions(

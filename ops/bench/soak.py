@@ -527,7 +527,7 @@ def soak(args: argparse.Namespace) -> tuple[dict[str, Any], list[Sample], Window
     started = time.monotonic()
     with (
         environment(horizons_env(args.dedup_window_s, args.session_gap_s, args.allowed_lateness_s)),
-        local_pipeline("soak", Ports(base, base + 1, base + 2, base + 3)) as pipeline,
+        local_pipeline("soak", Ports.from_base(base)) as pipeline,
     ):
         startup_s = time.monotonic() - started
         options = LoadOptions(
